@@ -10,7 +10,9 @@ fn pair<D: Element>(c: &mut Criterion, name: &str) {
     let src: Vec<f32> = (0..N).map(|i| ((i as f32) * 0.37).sin() * 100.0).collect();
     let mut dst = vec![D::default(); N];
     let mut group = c.benchmark_group("convert");
-    group.throughput(Throughput::Bytes((N * (4 + std::mem::size_of::<D>())) as u64));
+    group.throughput(Throughput::Bytes(
+        (N * (4 + std::mem::size_of::<D>())) as u64,
+    ));
     group.bench_function(format!("f32->{name}"), |b| {
         b.iter(|| convert_slice(black_box(&src), black_box(&mut dst)).unwrap())
     });

@@ -5,7 +5,9 @@ use std::fmt;
 use std::str::FromStr;
 
 /// The element type of a tensor, known at run time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum DType {
     /// IEEE 754 binary64.
     F64,
@@ -88,7 +90,10 @@ impl DType {
 
     /// True for the 16- and 8-bit floating formats that mixed precision runs in.
     pub const fn is_low_precision_float(self) -> bool {
-        matches!(self, DType::F16 | DType::BF16 | DType::F8E4M3 | DType::F8E5M2)
+        matches!(
+            self,
+            DType::F16 | DType::BF16 | DType::F8E4M3 | DType::F8E5M2
+        )
     }
 
     /// The canonical short name (`"bf16"`, `"f32"`, …).
@@ -145,7 +150,12 @@ impl DType {
             DType::BF16 => f(16, 8, 7, half::bf16::MAX.to_f64(), true),
             DType::F8E4M3 => f(8, 4, 3, 448.0, false),
             DType::F8E5M2 => f(8, 5, 2, 57344.0, true),
-            other => return Err(Error::NotFloat { op: "finfo", dtype: other }),
+            other => {
+                return Err(Error::NotFloat {
+                    op: "finfo",
+                    dtype: other,
+                })
+            }
         })
     }
 
@@ -235,7 +245,10 @@ mod tests {
         assert_eq!("torch.float16".parse::<DType>().unwrap(), DType::F16);
         assert_eq!("Float32".parse::<DType>().unwrap(), DType::F32);
         let err = "float128".parse::<DType>().unwrap_err().to_string();
-        assert!(err.contains("float128") && err.contains("bfloat16") && err.contains("f32"), "{err}");
+        assert!(
+            err.contains("float128") && err.contains("bfloat16") && err.contains("f32"),
+            "{err}"
+        );
         for d in ALL_DTYPES {
             assert_eq!(d.name().parse::<DType>().unwrap(), d);
             assert_eq!(d.torch_name().parse::<DType>().unwrap(), d);
@@ -246,15 +259,24 @@ mod tests {
     fn finfo_matches_torch_published_values() {
         // Values printed by torch.finfo(...) for each type.
         let f16 = DType::F16.finfo().unwrap();
-        assert_eq!((f16.eps, f16.max, f16.smallest_normal), (0.0009765625, 65504.0, 6.103515625e-05));
+        assert_eq!(
+            (f16.eps, f16.max, f16.smallest_normal),
+            (0.0009765625, 65504.0, 6.103515625e-05)
+        );
         assert_eq!(f16.smallest_subnormal, 5.960464477539063e-08);
         let bf16 = DType::BF16.finfo().unwrap();
         assert_eq!((bf16.eps, bf16.max), (0.0078125, 3.3895313892515355e38));
         assert_eq!(bf16.smallest_normal, 1.1754943508222875e-38);
         let e4 = DType::F8E4M3.finfo().unwrap();
-        assert_eq!((e4.eps, e4.max, e4.smallest_normal), (0.125, 448.0, 0.015625));
+        assert_eq!(
+            (e4.eps, e4.max, e4.smallest_normal),
+            (0.125, 448.0, 0.015625)
+        );
         let e5 = DType::F8E5M2.finfo().unwrap();
-        assert_eq!((e5.eps, e5.max, e5.smallest_normal), (0.25, 57344.0, 6.103515625e-05));
+        assert_eq!(
+            (e5.eps, e5.max, e5.smallest_normal),
+            (0.25, 57344.0, 6.103515625e-05)
+        );
         let f32i = DType::F32.finfo().unwrap();
         assert_eq!(f32i.eps, f32::EPSILON as f64);
         assert_eq!(f32i.smallest_normal, f32::MIN_POSITIVE as f64);
@@ -288,5 +310,40 @@ mod tests {
         }
         assert!(DType::promote(F8E4M3, F8E5M2).is_err());
         assert!(DType::promote(F8E4M3, F32).is_err());
+    }
+
+    #[test]
+    fn promote_full_table_matches_torch() {
+        use DType::*;
+        // torch.promote_types(row, column), printed by PyTorch 2.x.
+        let order = [Bool, U8, I64, F16, BF16, F32, F64];
+        let table = [
+            [Bool, U8, I64, F16, BF16, F32, F64],
+            [U8, U8, I64, F16, BF16, F32, F64],
+            [I64, I64, I64, F16, BF16, F32, F64],
+            [F16, F16, F16, F16, F32, F32, F64],
+            [BF16, BF16, BF16, F32, BF16, F32, F64],
+            [F32, F32, F32, F32, F32, F32, F64],
+            [F64, F64, F64, F64, F64, F64, F64],
+        ];
+        for (i, a) in order.into_iter().enumerate() {
+            for (j, b) in order.into_iter().enumerate() {
+                assert_eq!(DType::promote(a, b).unwrap(), table[i][j], "{a} {b}");
+            }
+        }
+        // Float8 types promote only with themselves; every other pairing is
+        // PyTorch's "Promotion for Float8 Types is not supported" error.
+        for f8 in [F8E4M3, F8E5M2] {
+            assert_eq!(DType::promote(f8, f8).unwrap(), f8);
+            for other in ALL_DTYPES.into_iter().filter(|&d| d != f8) {
+                for (a, b) in [(f8, other), (other, f8)] {
+                    let err = DType::promote(a, b).unwrap_err().to_string();
+                    assert!(
+                        err.contains(a.name()) && err.contains(b.name()) && err.contains("float8"),
+                        "{err}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -36,10 +36,30 @@ pub(crate) enum Overflow {
     Saturate,
 }
 
-pub(crate) const F16: Format = Format { exponent_bits: 5, mantissa_bits: 10, top: Top::Ieee, nan: 0x7E00 };
-pub(crate) const BF16: Format = Format { exponent_bits: 8, mantissa_bits: 7, top: Top::Ieee, nan: 0x7FC0 };
-pub(crate) const E4M3: Format = Format { exponent_bits: 4, mantissa_bits: 3, top: Top::FiniteOnly, nan: 0x7F };
-pub(crate) const E5M2: Format = Format { exponent_bits: 5, mantissa_bits: 2, top: Top::Ieee, nan: 0x7E };
+pub(crate) const F16: Format = Format {
+    exponent_bits: 5,
+    mantissa_bits: 10,
+    top: Top::Ieee,
+    nan: 0x7E00,
+};
+pub(crate) const BF16: Format = Format {
+    exponent_bits: 8,
+    mantissa_bits: 7,
+    top: Top::Ieee,
+    nan: 0x7FC0,
+};
+pub(crate) const E4M3: Format = Format {
+    exponent_bits: 4,
+    mantissa_bits: 3,
+    top: Top::FiniteOnly,
+    nan: 0x7F,
+};
+pub(crate) const E5M2: Format = Format {
+    exponent_bits: 5,
+    mantissa_bits: 2,
+    top: Top::Ieee,
+    nan: 0x7E,
+};
 
 impl Format {
     const fn bias(&self) -> i32 {
@@ -73,13 +93,21 @@ impl Format {
     /// Decodes a bit pattern exactly.
     pub fn decode(&self, bits: u16) -> f64 {
         let m_bits = self.mantissa_bits;
-        let sign = if bits & self.sign_bit() != 0 { -1.0 } else { 1.0 };
+        let sign = if bits & self.sign_bit() != 0 {
+            -1.0
+        } else {
+            1.0
+        };
         let exp = (bits >> m_bits) & self.exponent_mask();
         let man = bits & ((1 << m_bits) - 1);
         let all_ones = exp == self.exponent_mask();
         match self.top {
             Top::Ieee if all_ones => {
-                return if man == 0 { sign * f64::INFINITY } else { f64::NAN };
+                return if man == 0 {
+                    sign * f64::INFINITY
+                } else {
+                    f64::NAN
+                };
             }
             Top::FiniteOnly if all_ones && man == (1 << m_bits) - 1 => return f64::NAN,
             _ => {}
@@ -117,7 +145,11 @@ impl Format {
 
     /// Rounds `x` into this format once, with the given rounding mode and overflow rule.
     pub fn encode(&self, x: f64, mode: RoundingMode, overflow: Overflow, index: u64) -> u16 {
-        let sign = if x.is_sign_negative() { self.sign_bit() } else { 0 };
+        let sign = if x.is_sign_negative() {
+            self.sign_bit()
+        } else {
+            0
+        };
         if x.is_nan() {
             return self.nan | sign;
         }
@@ -133,7 +165,11 @@ impl Format {
         // The spacing of representable values around `a`.
         let m = self.mantissa_bits as i32;
         let min_e = self.min_exponent();
-        let e = if a < 2f64.powi(min_e) { min_e } else { exponent_of(a) };
+        let e = if a < 2f64.powi(min_e) {
+            min_e
+        } else {
+            exponent_of(a)
+        };
         let quantum = 2f64.powi(e - m);
         let scaled = a / quantum; // exact: division by a power of two
         let lower = scaled.floor();
@@ -141,12 +177,19 @@ impl Format {
         let up = match mode {
             RoundingMode::NearestEven => frac > 0.5 || (frac == 0.5 && lower % 2.0 == 1.0),
             RoundingMode::TowardZero => false,
-            RoundingMode::Stochastic { seed } => frac > 0.0 && crate::round::uniform(seed, index) < frac,
+            RoundingMode::Stochastic { seed } => {
+                frac > 0.0 && crate::round::uniform(seed, index) < frac
+            }
         };
         let rounded = (lower + if up { 1.0 } else { 0.0 }) * quantum;
         if rounded > max {
             let clamp = overflow == Overflow::Saturate || mode == RoundingMode::TowardZero;
-            return sign | if clamp { self.encode_exact(max) } else { self.overflow_bits() };
+            return sign
+                | if clamp {
+                    self.encode_exact(max)
+                } else {
+                    self.overflow_bits()
+                };
         }
         sign | self.encode_exact(rounded)
     }

@@ -76,7 +76,6 @@ macro_rules! fp8_type {
     };
 }
 
-
 fp8_type!(
     /// OCP FP8 E4M3FN: 1 sign, 4 exponent (bias 7), 3 mantissa bits; max 448,
     /// no infinities, NaN = S.1111.111. `from_f32` overflow gives NaN (as

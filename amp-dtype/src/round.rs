@@ -23,7 +23,10 @@ pub enum RoundingMode {
 
 /// A uniform draw in `[0, 1)` from `(seed, index)`, by the SplitMix64 finaliser.
 pub(crate) fn uniform(seed: u64, index: u64) -> f64 {
-    let mut z = seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(0xD1B5_4A32_D192_ED03);
+    let mut z = seed
+        ^ index
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(0xD1B5_4A32_D192_ED03);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^= z >> 31;
@@ -67,7 +70,11 @@ pub fn round_slice<T: RoundFrom>(
     first_index: u64,
 ) -> crate::Result<()> {
     if src.len() != dst.len() {
-        return Err(crate::Error::LengthMismatch { op: "round_slice", src: src.len(), dst: dst.len() });
+        return Err(crate::Error::LengthMismatch {
+            op: "round_slice",
+            src: src.len(),
+            dst: dst.len(),
+        });
     }
     for (i, (s, d)) in src.iter().zip(dst.iter_mut()).enumerate() {
         *d = T::round_from_f32(*s, mode, first_index + i as u64);
@@ -83,9 +90,18 @@ mod tests {
     fn toward_zero_truncates() {
         // 1 + 3/4 ulp of bf16 at 1.0 truncates to 1.0.
         let x = 1.0 + 0.75 * 2f64.powi(-7);
-        assert_eq!(bf16::round_from_f64(x, RoundingMode::TowardZero, 0).to_f64(), 1.0);
-        assert_eq!(bf16::round_from_f64(-x, RoundingMode::TowardZero, 0).to_f64(), -1.0);
-        assert_eq!(F8E4M3::round_from_f64(1e6, RoundingMode::TowardZero, 0).to_f32(), 448.0);
+        assert_eq!(
+            bf16::round_from_f64(x, RoundingMode::TowardZero, 0).to_f64(),
+            1.0
+        );
+        assert_eq!(
+            bf16::round_from_f64(-x, RoundingMode::TowardZero, 0).to_f64(),
+            -1.0
+        );
+        assert_eq!(
+            F8E4M3::round_from_f64(1e6, RoundingMode::TowardZero, 0).to_f32(),
+            448.0
+        );
     }
 
     #[test]
@@ -102,7 +118,10 @@ mod tests {
         }
         let mean = sum / n as f64;
         // Bernoulli(0.3) mean: standard error sqrt(0.21/n)*ulp ≈ 0.001 ulp; allow 5 sigma.
-        assert!((mean - x).abs() < 5.0 * (0.21f64 / n as f64).sqrt() * ulp, "mean {mean} vs {x}");
+        assert!(
+            (mean - x).abs() < 5.0 * (0.21f64 / n as f64).sqrt() * ulp,
+            "mean {mean} vs {x}"
+        );
         let a = F8E5M2::round_from_f64(3.3, RoundingMode::Stochastic { seed: 1 }, 42);
         let b = F8E5M2::round_from_f64(3.3, RoundingMode::Stochastic { seed: 1 }, 42);
         assert_eq!(a.to_bits(), b.to_bits());
