@@ -1,0 +1,122 @@
+//! `cargo xtask <command>`: the workspace's own tools.
+//!
+//! - `accuracy [--quick|--full] [--json PATH]`: conversion checks of every
+//!   narrow float format against independent references; prints a table and
+//!   exits non-zero on any mismatch.
+
+mod accuracy;
+mod report;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  accuracy [--quick|--full] [--json PATH]
+      conversion checks for f16, bf16, f8e4m3 and f8e5m2 against independent
+      references: exhaustive decode, round trips, nearest-even / saturating /
+      toward-zero encoding. --quick (default) sweeps 1 in 257 f32 bit
+      patterns (seconds); --full sweeps every f32 through the f16/bf16
+      from_f32 and 1 in 17 through the others (a few minutes). --json PATH
+      also writes the rows as JSON. Exits 1 on any mismatch.
+";
+
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("error: {message}\n\n{USAGE}");
+    ExitCode::from(2)
+}
+
+/// The options of `accuracy`.
+#[derive(Debug)]
+struct AccuracyArgs {
+    mode: accuracy::Mode,
+    json: Option<PathBuf>,
+}
+
+fn parse_accuracy(args: &[String]) -> Result<AccuracyArgs, String> {
+    let mut parsed = AccuracyArgs {
+        mode: accuracy::Mode::Quick,
+        json: None,
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--quick" => parsed.mode = accuracy::Mode::Quick,
+            "--full" => parsed.mode = accuracy::Mode::Full,
+            "--json" => match it.next() {
+                Some(path) => parsed.json = Some(PathBuf::from(path)),
+                None => return Err("--json needs a PATH".to_string()),
+            },
+            other => match other.strip_prefix("--json=") {
+                Some(path) => parsed.json = Some(PathBuf::from(path)),
+                None => return Err(format!("unknown argument to accuracy: {other:?}")),
+            },
+        }
+    }
+    Ok(parsed)
+}
+
+fn run_accuracy(args: AccuracyArgs) -> ExitCode {
+    let start = Instant::now();
+    eprintln!("accuracy ({}):", args.mode.name());
+    let rows = accuracy::run(args.mode);
+    print!("{}", report::render(&rows));
+    if let Some(path) = &args.json {
+        if let Err(e) = report::write_json(&rows, args.mode.name(), path) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+        eprintln!("wrote {}", path.display());
+    }
+    eprintln!(
+        "accuracy ({}) took {:.1?}",
+        args.mode.name(),
+        start.elapsed()
+    );
+    if rows.iter().all(|r| r.pass) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("accuracy") => match parse_accuracy(&args[1..]) {
+            Ok(parsed) => run_accuracy(parsed),
+            Err(message) => usage_error(&message),
+        },
+        Some("-h" | "--help" | "help") => {
+            print!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Some(other) => usage_error(&format!("unknown command {other:?}")),
+        None => usage_error("no command given"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn parses_accuracy_flags() {
+        let a = parse_accuracy(&strings(&["--full", "--json", "out.json"])).unwrap();
+        assert_eq!(a.mode, accuracy::Mode::Full);
+        assert_eq!(a.json, Some(PathBuf::from("out.json")));
+        let a = parse_accuracy(&[]).unwrap();
+        assert_eq!(a.mode, accuracy::Mode::Quick);
+        assert!(parse_accuracy(&strings(&["--json"])).is_err());
+        assert!(parse_accuracy(&strings(&["--fast"]))
+            .unwrap_err()
+            .contains("--fast"));
+    }
+}
