@@ -1,0 +1,234 @@
+//! The [`Backend`] trait: the primitive kernels every device implements.
+//!
+//! Every kernel takes its inputs as `(storage, layout)` pairs (layouts may be
+//! strided or broadcast, with zero strides) and an explicit output dtype, and
+//! returns a new contiguous buffer. Low-precision inputs must accumulate in at
+//! least f32. Composite ops (linear, cross-entropy, the backward passes) are
+//! built from these in amp-tensor.
+
+use crate::{HostStorage, Layout, Result, Storage};
+use amp_dtype::DType;
+use std::fmt;
+
+/// Whether a device is the CPU or an NVIDIA GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DeviceKind {
+    /// Host CPU.
+    Cpu,
+    /// An NVIDIA GPU.
+    Cuda,
+}
+
+impl DeviceKind {
+    /// `"cpu"` or `"cuda"`, as PyTorch's `device_type`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceKind::Cpu => "cpu",
+            DeviceKind::Cuda => "cuda",
+        }
+    }
+}
+
+impl fmt::Display for DeviceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for DeviceKind {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "cpu" => Ok(DeviceKind::Cpu),
+            "cuda" => Ok(DeviceKind::Cuda),
+            other => Err(crate::Error::invalid("DeviceKind::from_str", format!("unknown device kind {other:?}; valid: cpu, cuda"))),
+        }
+    }
+}
+
+/// Elementwise functions of one input. Scalar parameters travel in the variant.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum UnaryOp {
+    /// `-x`
+    Neg,
+    /// `e^x`
+    Exp,
+    /// natural log
+    Log,
+    /// square root
+    Sqrt,
+    /// `1/sqrt(x)`
+    Rsqrt,
+    /// `|x|`
+    Abs,
+    /// `max(x, 0)`
+    Relu,
+    /// GELU with the exact erf form: `x/2 (1 + erf(x/√2))`.
+    GeluErf,
+    /// GELU with the tanh approximation.
+    GeluTanh,
+    /// hyperbolic tangent
+    Tanh,
+    /// logistic sigmoid
+    Sigmoid,
+    /// `x · sigmoid(x)`
+    Silu,
+    /// error function
+    Erf,
+    /// `1/x`
+    Recip,
+    /// `-1`, `0` or `1` by the sign of `x` (NaN stays NaN).
+    Sign,
+    /// `x^p` for a scalar `p`.
+    Powf(f64),
+    /// `x * mul + add` (scalar add / multiply / subtract forms).
+    Affine {
+        /// Multiplier.
+        mul: f64,
+        /// Addend.
+        add: f64,
+    },
+    /// `x` itself (a cast or copy).
+    Identity,
+    /// `1.0` where `x` is non-zero (bool output for masks).
+    NonZero,
+}
+
+/// Elementwise functions of two inputs of the same shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinaryOp {
+    /// `a + b`
+    Add,
+    /// `a - b`
+    Sub,
+    /// `a * b`
+    Mul,
+    /// `a / b`
+    Div,
+    /// elementwise max (NaN propagates)
+    Maximum,
+    /// elementwise min (NaN propagates)
+    Minimum,
+    /// `a == b` (bool output)
+    Eq,
+    /// `a > b` (bool output)
+    Gt,
+    /// `a < b` (bool output)
+    Lt,
+    /// `grad * (x > 0)`: ReLU backward with `a = grad`, `b = x`.
+    ReluBackward,
+    /// GELU (erf form) backward with `a = grad`, `b = x`.
+    GeluErfBackward,
+    /// GELU (tanh form) backward with `a = grad`, `b = x`.
+    GeluTanhBackward,
+    /// `grad * (1 - y²)`: tanh backward with `a = grad`, `b = y` (the output).
+    TanhBackward,
+    /// `grad * y (1 - y)`: sigmoid backward with `a = grad`, `b = y` (the output).
+    SigmoidBackward,
+    /// SiLU backward with `a = grad`, `b = x`.
+    SiluBackward,
+}
+
+/// Reductions over a set of dimensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReduceOp {
+    /// Sum.
+    Sum,
+    /// Arithmetic mean.
+    Mean,
+    /// Maximum (NaN propagates).
+    Max,
+    /// Minimum (NaN propagates).
+    Min,
+    /// Index of the first maximum (output i64; a NaN counts as the maximum).
+    ArgMax,
+    /// Index of the first minimum (output i64).
+    ArgMin,
+}
+
+/// Inf/NaN counts that the fused unscale found in one buffer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NonFiniteCount {
+    /// Number of ±inf elements.
+    pub inf: usize,
+    /// Number of NaN elements.
+    pub nan: usize,
+}
+
+impl NonFiniteCount {
+    /// True if any element was inf or NaN.
+    pub fn any(&self) -> bool {
+        self.inf + self.nan > 0
+    }
+}
+
+/// A storage with the layout of the view to read.
+pub type View<'a> = (&'a Storage, &'a Layout);
+
+/// The kernels one device provides. See the module docs for the conventions.
+pub trait Backend: Send + Sync + fmt::Debug {
+    /// A short name of the implementation (`"reference"`, `"cpu"`, `"cuda"`).
+    fn name(&self) -> &str;
+    /// CPU or CUDA.
+    fn kind(&self) -> DeviceKind;
+    /// Device ordinal (0 for the CPU).
+    fn ordinal(&self) -> usize {
+        0
+    }
+    /// True where bf16 arithmetic is native and fast (as `torch.cuda.is_bf16_supported()`).
+    fn is_bf16_supported(&self) -> bool;
+
+    /// Moves a host buffer onto this device.
+    fn from_host(&self, data: HostStorage) -> Result<Storage>;
+    /// Copies a view's elements, in logical order, into a host buffer of the same dtype.
+    fn to_host(&self, src: View<'_>) -> Result<HostStorage>;
+    /// A contiguous buffer of `numel` elements of `dtype`, all equal to `value`.
+    fn full(&self, numel: usize, value: f64, dtype: DType) -> Result<Storage>;
+
+    /// Copies a view into a new contiguous buffer of dtype `out`, rounding to nearest even.
+    fn cast(&self, src: View<'_>, out: DType) -> Result<Storage>;
+    /// `op` applied elementwise.
+    fn unary(&self, op: UnaryOp, src: View<'_>, out: DType) -> Result<Storage>;
+    /// `op` applied elementwise to two views of the same shape and dtype.
+    fn binary(&self, op: BinaryOp, lhs: View<'_>, rhs: View<'_>, out: DType) -> Result<Storage>;
+    /// `cond ? on_true : on_false` elementwise (`cond` is bool; all views share one shape).
+    fn where_cond(&self, cond: View<'_>, on_true: View<'_>, on_false: View<'_>, out: DType) -> Result<Storage>;
+    /// Reduces over `dims` (sorted, distinct); the output has the input's shape
+    /// with those dims set to 1, contiguous.
+    fn reduce(&self, op: ReduceOp, src: View<'_>, dims: &[usize], out: DType) -> Result<Storage>;
+    /// Batched matmul of `[B, M, K]` by `[B, K, N]` (same dtype) into `[B, M, N]`, f32 accumulation or better.
+    fn matmul(&self, lhs: View<'_>, rhs: View<'_>, out: DType) -> Result<Storage>;
+    /// Softmax (or log-softmax) over the last dimension, f32 accumulation or better.
+    fn softmax(&self, src: View<'_>, log: bool, out: DType) -> Result<Storage>;
+    /// Layer norm over the last dimension with optional affine weight and bias (both of
+    /// the normalised length). Returns `(output, mean, rstd)`; mean and rstd are f32
+    /// with one element per row.
+    fn layer_norm(
+        &self,
+        src: View<'_>,
+        weight: Option<View<'_>>,
+        bias: Option<View<'_>>,
+        eps: f64,
+        out: DType,
+    ) -> Result<(Storage, Storage, Storage)>;
+    /// Concatenates views (same dtype, same shape except along `dim`) along `dim`.
+    fn cat(&self, inputs: &[View<'_>], dim: usize, out: DType) -> Result<Storage>;
+    /// `torch.index_select`: rows of `src` along `dim` picked by the i64 `index` (1-D).
+    /// Indices are checked by the caller.
+    fn index_select(&self, src: View<'_>, dim: usize, index: View<'_>, out: DType) -> Result<Storage>;
+    /// `torch.gather`: `out[i][j] = src[i][index[i][j]]` along `dim`; the output has the
+    /// index's shape. Indices are checked by the caller.
+    fn gather(&self, src: View<'_>, dim: usize, index: View<'_>, out: DType) -> Result<Storage>;
+    /// Zeros of `shape` into which `src` is scatter-added along `dim` at `index`
+    /// (`index` and `src` have one shape): the backward of `gather` and `index_select`.
+    fn scatter_add(&self, shape: &[usize], dim: usize, index: View<'_>, src: View<'_>, out: DType) -> Result<Storage>;
+
+    /// Multiplies every element of every view by `inv_scale` (in f32 for f32 and
+    /// narrower buffers), in place, and counts the infs and NaNs each view held
+    /// before scaling — one fused pass over many gradient buffers.
+    fn non_finite_check_and_unscale(
+        &self,
+        buffers: &mut [(&mut Storage, &Layout)],
+        inv_scale: f32,
+    ) -> Result<Vec<NonFiniteCount>>;
+}

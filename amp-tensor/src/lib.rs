@@ -1,0 +1,47 @@
+//! Tensors with autograd, devices, the [`Backend`] trait, the f64 reference
+//! backend, and op dispatch — the core of `amp`.
+//!
+//! Every op is named as in PyTorch and passes through [`dispatch()`], where
+//! an [`Interceptor`] (amp-autocast's region) may recast its inputs before
+//! the backend kernel runs and the autograd node is recorded.
+//!
+//! ```
+//! use amp_tensor::{ops, DType, Device, Tensor};
+//!
+//! let device = Device::reference();
+//! let w = Tensor::randn(&[3, 4], DType::F32, &device, 0)?;
+//! w.set_requires_grad(true)?;
+//! let x = Tensor::randn(&[2, 4], DType::F32, &device, 1)?;
+//! let y = Tensor::from_vec(vec![0i64, 2], &[2], &device)?;
+//!
+//! // Forward in bf16 (the cast is differentiable), loss in f32.
+//! let logits = ops::linear(&x.to_dtype(DType::BF16)?, &w.to_dtype(DType::BF16)?, None)?;
+//! let loss = ops::cross_entropy(&logits.to_dtype(DType::F32)?, &y)?;
+//! loss.backward()?;
+//!
+//! // The f32 parameter receives an f32 gradient.
+//! assert_eq!(w.grad().unwrap().dtype(), DType::F32);
+//! # Ok::<(), amp_tensor::Error>(())
+//! ```
+
+mod autograd;
+pub mod backend;
+mod device;
+pub mod dispatch;
+mod error;
+pub mod layout;
+pub mod ops;
+pub mod random;
+pub mod reference;
+mod storage;
+mod tensor;
+
+pub use amp_dtype::{self, bf16, f16, DType, Element};
+pub use autograd::{is_grad_enabled, no_grad, NoGradGuard};
+pub use backend::{Backend, BinaryOp, DeviceKind, NonFiniteCount, ReduceOp, UnaryOp, View};
+pub use device::Device;
+pub use dispatch::{dispatch, push_interceptor, Interceptor, InterceptorGuard};
+pub use error::{Error, Result};
+pub use layout::Layout;
+pub use storage::{DeviceStorage, HostElement, HostStorage, Storage};
+pub use tensor::Tensor;

@@ -1,0 +1,422 @@
+//! [`Tensor`]: a cheap-to-clone handle to storage, layout, dtype, device and
+//! autograd metadata.
+
+use crate::autograd::{self, BackwardFn, Node};
+use crate::backend::View;
+use crate::storage::HostElement;
+use crate::{random, Device, Error, HostStorage, Layout, Result, Storage};
+use amp_dtype::DType;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+struct TensorImpl {
+    id: u64,
+    storage: Arc<RwLock<Storage>>,
+    layout: Layout,
+    dtype: DType,
+    device: Device,
+    requires_grad: AtomicBool,
+    grad: Mutex<Option<Tensor>>,
+    grad_fn: Option<Arc<Node>>,
+}
+
+/// An n-dimensional array on a [`Device`], with autograd.
+///
+/// Cloning is cheap (an `Arc`); views (`transpose`, `narrow`, …) share storage.
+#[derive(Clone)]
+pub struct Tensor(Arc<TensorImpl>);
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tensor[{:?}, {}, {}", self.dims(), self.dtype(), self.device())?;
+        if self.requires_grad() {
+            write!(f, ", requires_grad")?;
+        }
+        if let Some(n) = &self.0.grad_fn {
+            write!(f, ", grad_fn={}", n.op)?;
+        }
+        write!(f, "]")
+    }
+}
+
+impl Tensor {
+    // ----- construction -------------------------------------------------
+
+    pub(crate) fn from_storage(storage: Storage, shape: &[usize], device: &Device) -> Tensor {
+        let dtype = storage.dtype();
+        Tensor::from_parts(Arc::new(RwLock::new(storage)), Layout::contiguous(shape), dtype, device.clone(), None)
+    }
+
+    fn from_parts(
+        storage: Arc<RwLock<Storage>>,
+        layout: Layout,
+        dtype: DType,
+        device: Device,
+        grad_fn: Option<Arc<Node>>,
+    ) -> Tensor {
+        let requires_grad = grad_fn.is_some();
+        Tensor(Arc::new(TensorImpl {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            storage,
+            layout,
+            dtype,
+            device,
+            requires_grad: AtomicBool::new(requires_grad),
+            grad: Mutex::new(None),
+            grad_fn,
+        }))
+    }
+
+    /// Wraps a freshly computed contiguous storage as the result of op `op`,
+    /// recording `backward` on the tape if grad mode is on and an input needs grad.
+    pub fn from_op(
+        storage: Storage,
+        shape: &[usize],
+        device: &Device,
+        op: &'static str,
+        inputs: &[&Tensor],
+        backward: impl Fn(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
+    ) -> Tensor {
+        let dtype = storage.dtype();
+        let node = make_node(op, inputs, Box::new(backward));
+        Tensor::from_parts(Arc::new(RwLock::new(storage)), Layout::contiguous(shape), dtype, device.clone(), node)
+    }
+
+    /// A view of this tensor's storage with another layout, recorded as op `op`.
+    pub(crate) fn view_op(
+        &self,
+        layout: Layout,
+        op: &'static str,
+        backward: impl Fn(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
+    ) -> Tensor {
+        self.view_op_multi(layout, op, &[self], backward)
+    }
+
+    /// A tensor sharing this one's storage with `layout`, recorded as op `op` of `inputs`.
+    pub(crate) fn view_op_multi(
+        &self,
+        layout: Layout,
+        op: &'static str,
+        inputs: &[&Tensor],
+        backward: impl Fn(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
+    ) -> Tensor {
+        let node = make_node(op, inputs, Box::new(backward));
+        Tensor::from_parts(self.0.storage.clone(), layout, self.0.dtype, self.0.device.clone(), node)
+    }
+
+    /// A tensor holding `data` with `shape` on `device`.
+    pub fn from_vec<T: HostElement>(data: Vec<T>, shape: &[usize], device: &Device) -> Result<Tensor> {
+        let numel: usize = shape.iter().product();
+        if data.len() != numel {
+            return Err(Error::invalid(
+                "from_vec",
+                format!("{} elements of {} given for shape {shape:?} ({numel} elements)", data.len(), T::DTYPE),
+            ));
+        }
+        Tensor::from_host(T::into_host(data), shape, device)
+    }
+
+    /// A tensor from a host buffer (its length must match `shape`).
+    pub fn from_host(data: HostStorage, shape: &[usize], device: &Device) -> Result<Tensor> {
+        let numel: usize = shape.iter().product();
+        if data.len() != numel {
+            return Err(Error::invalid("from_host", format!("{} elements given for shape {shape:?}", data.len())));
+        }
+        let storage = device.backend().from_host(data)?;
+        Ok(Tensor::from_storage(storage, shape, device))
+    }
+
+    /// A tensor with `values` rounded once to `dtype`.
+    pub fn from_f64_slice(values: &[f64], shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
+        let numel: usize = shape.iter().product();
+        if values.len() != numel {
+            return Err(Error::invalid("from_f64_slice", format!("{} values given for shape {shape:?}", values.len())));
+        }
+        Tensor::from_host(HostStorage::from_f64(dtype, values), shape, device)
+    }
+
+    /// A tensor of `shape` filled with `value` (rounded to `dtype`).
+    pub fn full(shape: &[usize], value: f64, dtype: DType, device: &Device) -> Result<Tensor> {
+        let storage = device.backend().full(shape.iter().product(), value, dtype)?;
+        Ok(Tensor::from_storage(storage, shape, device))
+    }
+
+    /// Zeros.
+    pub fn zeros(shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
+        Tensor::full(shape, 0.0, dtype, device)
+    }
+
+    /// Ones.
+    pub fn ones(shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
+        Tensor::full(shape, 1.0, dtype, device)
+    }
+
+    /// A one-element tensor of shape `[]`.
+    pub fn scalar(value: f64, dtype: DType, device: &Device) -> Result<Tensor> {
+        Tensor::full(&[], value, dtype, device)
+    }
+
+    /// Standard normal samples, reproducible: the same seed gives the same bits on every device.
+    pub fn randn(shape: &[usize], dtype: DType, device: &Device, seed: u64) -> Result<Tensor> {
+        let n = shape.iter().product();
+        Tensor::from_f64_slice(&random::normals(seed, n), shape, dtype, device)
+    }
+
+    /// Uniform samples in `[low, high)`, reproducible from `seed`.
+    pub fn rand_uniform(shape: &[usize], low: f64, high: f64, dtype: DType, device: &Device, seed: u64) -> Result<Tensor> {
+        if !(low < high) || !low.is_finite() || !high.is_finite() {
+            return Err(Error::invalid("rand_uniform", format!("need finite low < high, got [{low}, {high})")));
+        }
+        let n: usize = shape.iter().product();
+        let v: Vec<f64> = (0..n as u64).map(|i| low + (high - low) * random::uniform(seed, i)).collect();
+        Tensor::from_f64_slice(&v, shape, dtype, device)
+    }
+
+    /// Uniform random integers in `[low, high)` as i64, reproducible from `seed`.
+    pub fn randint(low: i64, high: i64, shape: &[usize], device: &Device, seed: u64) -> Result<Tensor> {
+        if low >= high {
+            return Err(Error::invalid("randint", format!("need low < high, got [{low}, {high})")));
+        }
+        let n: usize = shape.iter().product();
+        let span = (high - low) as u64;
+        let v: Vec<i64> = (0..n as u64).map(|i| low + (random::draw_u64(seed, i) % span) as i64).collect();
+        Tensor::from_vec(v, shape, device)
+    }
+
+    /// `[start, start + step, …)` below `end`, as `torch.arange`.
+    pub fn arange(start: f64, end: f64, step: f64, dtype: DType, device: &Device) -> Result<Tensor> {
+        if step == 0.0 || !step.is_finite() || (end - start) / step < 0.0 {
+            return Err(Error::invalid("arange", format!("invalid range start={start} end={end} step={step}")));
+        }
+        let n = ((end - start) / step).ceil().max(0.0) as usize;
+        let v: Vec<f64> = (0..n).map(|i| start + i as f64 * step).collect();
+        Tensor::from_f64_slice(&v, &[n], dtype, device)
+    }
+
+    // ----- metadata -----------------------------------------------------
+
+    /// A process-unique identity (views and casts get their own).
+    pub fn id(&self) -> u64 {
+        self.0.id
+    }
+
+    /// The dimensions.
+    pub fn dims(&self) -> &[usize] {
+        self.0.layout.shape()
+    }
+
+    /// The dimensions, as an owned vector (PyTorch's `shape`).
+    pub fn shape(&self) -> Vec<usize> {
+        self.dims().to_vec()
+    }
+
+    /// Number of dimensions.
+    pub fn rank(&self) -> usize {
+        self.dims().len()
+    }
+
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.0.layout.numel()
+    }
+
+    /// Element dtype.
+    pub fn dtype(&self) -> DType {
+        self.0.dtype
+    }
+
+    /// The device holding the storage.
+    pub fn device(&self) -> &Device {
+        &self.0.device
+    }
+
+    /// The view's layout.
+    pub fn layout(&self) -> &Layout {
+        &self.0.layout
+    }
+
+    /// True if the layout is row-major without gaps.
+    pub fn is_contiguous(&self) -> bool {
+        self.0.layout.is_contiguous()
+    }
+
+    /// True if both tensors view the same storage.
+    pub fn shares_storage_with(&self, other: &Tensor) -> bool {
+        Arc::ptr_eq(&self.0.storage, &other.0.storage)
+    }
+
+    /// Read access to the storage (for backends and kernels).
+    pub fn storage(&self) -> RwLockReadGuard<'_, Storage> {
+        self.0.storage.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Write access to the storage (in-place kernels such as the fused unscale).
+    pub fn storage_mut(&self) -> RwLockWriteGuard<'_, Storage> {
+        self.0.storage.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` with this tensor as a kernel input view.
+    pub fn with_view<R>(&self, f: impl FnOnce(View<'_>) -> R) -> R {
+        let s = self.storage();
+        f((&s, &self.0.layout))
+    }
+
+    // ----- readers ------------------------------------------------------
+
+    /// The elements in logical order; an `Err` if `T` is not the tensor's dtype.
+    pub fn to_vec<T: HostElement>(&self) -> Result<Vec<T>> {
+        if T::DTYPE != self.dtype() {
+            return Err(Error::DTypeMismatch { op: "to_vec", lhs: self.dtype(), rhs: T::DTYPE });
+        }
+        let host = self.with_view(|v| self.device().backend().to_host(v))?;
+        Ok(T::slice(&host).expect("dtype checked").to_vec())
+    }
+
+    /// The elements in logical order, widened to f64 (exact for every float format).
+    pub fn to_f64_vec(&self) -> Result<Vec<f64>> {
+        let host = self.with_view(|v| self.device().backend().to_host(v))?;
+        Ok(host.read_f64(&Layout::contiguous(&[host.len()])))
+    }
+
+    /// The value of a one-element tensor.
+    pub fn scalar_f64(&self) -> Result<f64> {
+        if self.numel() != 1 {
+            return Err(Error::invalid("scalar_f64", format!("expected one element, got shape {:?}", self.dims())));
+        }
+        Ok(self.to_f64_vec()?[0])
+    }
+
+    /// A copy on `device` (differentiable: the gradient moves back).
+    pub fn to_device(&self, device: &Device) -> Result<Tensor> {
+        if device.same_device(self.device()) {
+            return Ok(self.clone());
+        }
+        let host = self.with_view(|v| self.device().backend().to_host(v))?;
+        let storage = device.backend().from_host(host)?;
+        let source = self.device().clone();
+        Ok(Tensor::from_op(storage, self.dims(), device, "to_device", &[self], move |g| Ok(vec![Some(g.to_device(&source)?)])))
+    }
+
+    // ----- autograd -----------------------------------------------------
+
+    /// True if gradients flow to or through this tensor.
+    pub fn requires_grad(&self) -> bool {
+        self.0.requires_grad.load(Ordering::Relaxed)
+    }
+
+    /// Marks a leaf as needing gradients. An `Err` on a non-leaf (its flag is
+    /// decided by its inputs) or on an integer tensor.
+    pub fn set_requires_grad(&self, requires: bool) -> Result<()> {
+        if !self.is_leaf() {
+            return Err(Error::invalid("set_requires_grad", "only leaf tensors can change requires_grad; use detach()"));
+        }
+        if requires && !self.dtype().is_float() {
+            return Err(Error::UnsupportedDType {
+                op: "set_requires_grad",
+                dtype: self.dtype(),
+                reason: "only floating-point tensors can require gradients".into(),
+            });
+        }
+        self.0.requires_grad.store(requires, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// True for tensors created by the user rather than by a recorded op.
+    pub fn is_leaf(&self) -> bool {
+        self.0.grad_fn.is_none()
+    }
+
+    pub(crate) fn grad_fn(&self) -> Option<&Arc<Node>> {
+        self.0.grad_fn.as_ref()
+    }
+
+    /// The name of the op that produced this tensor, if recorded.
+    pub fn grad_fn_name(&self) -> Option<&'static str> {
+        self.0.grad_fn.as_ref().map(|n| n.op)
+    }
+
+    /// The accumulated gradient of a leaf.
+    pub fn grad(&self) -> Option<Tensor> {
+        self.0.grad.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the gradient (shape must match).
+    pub fn set_grad(&self, grad: Option<Tensor>) -> Result<()> {
+        if let Some(g) = &grad {
+            if g.dims() != self.dims() {
+                return Err(Error::ShapeMismatch { op: "set_grad", lhs: self.shape(), rhs: g.shape() });
+            }
+        }
+        *self.0.grad.lock().unwrap_or_else(|e| e.into_inner()) = grad;
+        Ok(())
+    }
+
+    /// Drops the gradient (`set_to_none=True`, PyTorch's default).
+    pub fn zero_grad(&self) {
+        *self.0.grad.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// A tensor sharing storage that is cut from the tape (a leaf without grad).
+    pub fn detach(&self) -> Tensor {
+        Tensor::from_parts(self.0.storage.clone(), self.0.layout.clone(), self.0.dtype, self.0.device.clone(), None)
+    }
+
+    /// Backpropagates from a one-element tensor (its gradient is 1).
+    pub fn backward(&self) -> Result<()> {
+        if self.numel() != 1 {
+            return Err(Error::NonScalarBackward { shape: self.shape() });
+        }
+        let one = Tensor::ones(self.dims(), self.dtype(), self.device())?;
+        autograd::run_backward(self, one)
+    }
+
+    /// Backpropagates with an explicit output gradient of this tensor's shape.
+    pub fn backward_with(&self, grad: &Tensor) -> Result<()> {
+        if grad.dims() != self.dims() {
+            return Err(Error::ShapeMismatch { op: "backward", lhs: self.shape(), rhs: grad.shape() });
+        }
+        autograd::run_backward(self, grad.detach())
+    }
+
+    pub(crate) fn accumulate_grad(&self, g: &Tensor) -> Result<()> {
+        let g = if g.dtype() == self.dtype() { g.clone() } else { g.to_dtype(self.dtype())? };
+        let mut slot = self.0.grad.lock().unwrap_or_else(|e| e.into_inner());
+        let new = match slot.take() {
+            Some(prev) => prev.add(&g)?,
+            None => g.contiguous()?.detach(),
+        };
+        *slot = Some(new.detach());
+        Ok(())
+    }
+
+    // ----- in place -------------------------------------------------------
+
+    /// Overwrites this tensor's elements with `value`'s (same shape; cast to this
+    /// dtype). For whole, contiguous tensors such as parameters and gradients;
+    /// not recorded on the tape.
+    pub fn assign(&self, value: &Tensor) -> Result<()> {
+        if value.dims() != self.dims() {
+            return Err(Error::ShapeMismatch { op: "assign", lhs: self.shape(), rhs: value.shape() });
+        }
+        if !value.device().same_device(self.device()) {
+            return Err(Error::DeviceMismatch { op: "assign", lhs: self.device().to_string(), rhs: value.device().to_string() });
+        }
+        let layout = self.layout();
+        let whole = layout.is_contiguous() && layout.offset() == 0 && self.storage().len() == self.numel();
+        if !whole {
+            return Err(Error::invalid("assign", format!("target of shape {:?} is a view; assign needs a whole contiguous tensor", self.dims())));
+        }
+        let new = value.with_view(|v| self.device().backend().cast(v, self.dtype()))?;
+        *self.storage_mut() = new;
+        Ok(())
+    }
+}
+
+fn make_node(op: &'static str, inputs: &[&Tensor], backward: BackwardFn) -> Option<Arc<Node>> {
+    if !autograd::is_grad_enabled() || !inputs.iter().any(|t| t.requires_grad()) {
+        return None;
+    }
+    Some(Arc::new(Node { op, inputs: inputs.iter().map(|t| (*t).clone()).collect(), backward }))
+}
