@@ -1,0 +1,488 @@
+//! Data: [`TensorDataset`], [`DataLoader`] (batching, seeded shuffle,
+//! `drop_last`), and the bundled [`digits`] data set.
+//!
+//! ```
+//! use amp_tensor::{DType, Device, Tensor};
+//! use amp_train::data::{DataLoader, TensorDataset};
+//!
+//! let device = Device::reference();
+//! let x = Tensor::randn(&[10, 3], DType::F32, &device, 0)?;
+//! let y = Tensor::randint(0, 2, &[10], &device, 1)?;
+//! let loader = DataLoader::new(TensorDataset::new(vec![x, y])?, 4).shuffle(7).drop_last(true);
+//! let batches: Vec<_> = loader.iter().collect();
+//! assert_eq!(batches.len(), 2); // 10 rows, batches of 4, the last 2 rows dropped
+//! assert_eq!(batches[0][0].dims(), &[4, 3]);
+//! assert_eq!(batches[0][1].dims(), &[4]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use crate::{Error, Result};
+use amp_tensor::random::draw_u64;
+use amp_tensor::{DType, Device, Tensor};
+use flate2::read::GzDecoder;
+use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+/// Tensors that share their first dimension; row `i` of the data set is row
+/// `i` of each (`torch.utils.data.TensorDataset`).
+#[derive(Debug, Clone)]
+pub struct TensorDataset {
+    tensors: Vec<Tensor>,
+    len: usize,
+}
+
+impl TensorDataset {
+    /// A data set of `tensors`: at least one, each at least 1-D, all with the
+    /// same first dimension and on the same device.
+    pub fn new(tensors: Vec<Tensor>) -> Result<TensorDataset> {
+        let Some(first) = tensors.first() else {
+            return Err(Error::data(
+                "TensorDataset::new",
+                "needs at least one tensor",
+            ));
+        };
+        if first.rank() == 0 {
+            return Err(Error::data(
+                "TensorDataset::new",
+                "tensor 0 is a scalar; each tensor needs a first (row) dimension",
+            ));
+        }
+        let len = first.dims()[0];
+        for (i, t) in tensors.iter().enumerate() {
+            if t.rank() == 0 || t.dims()[0] != len {
+                return Err(Error::data(
+                    "TensorDataset::new",
+                    format!("size mismatch between tensors: tensor 0 has shape {:?}, tensor {i} has shape {:?}", first.dims(), t.dims()),
+                ));
+            }
+            if !t.device().same_device(first.device()) {
+                return Err(Error::data(
+                    "TensorDataset::new",
+                    format!(
+                        "tensor 0 is on {}, tensor {i} on {}",
+                        first.device(),
+                        t.device()
+                    ),
+                ));
+            }
+        }
+        Ok(TensorDataset { tensors, len })
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True if there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The tensors.
+    pub fn tensors(&self) -> &[Tensor] {
+        &self.tensors
+    }
+
+    /// The device the tensors are on.
+    pub fn device(&self) -> &Device {
+        self.tensors[0].device()
+    }
+
+    /// Rows `index` (i64 row numbers) of every tensor.
+    pub fn rows(&self, index: &[i64]) -> Result<Vec<Tensor>> {
+        let index = Tensor::from_vec(index.to_vec(), &[index.len()], self.device())?;
+        Ok(self
+            .tensors
+            .iter()
+            .map(|t| t.index_select(0, &index))
+            .collect::<amp_tensor::Result<_>>()?)
+    }
+
+    /// Rows `start..start + len` of every tensor (views, no copy).
+    pub fn range(&self, start: usize, len: usize) -> Result<Vec<Tensor>> {
+        Ok(self
+            .tensors
+            .iter()
+            .map(|t| t.narrow(0, start, len))
+            .collect::<amp_tensor::Result<_>>()?)
+    }
+}
+
+/// Batches of a [`TensorDataset`] (`torch.utils.data.DataLoader` without workers).
+///
+/// Shuffling is reproducible: with [`DataLoader::shuffle`]`(seed)`, epoch `e`
+/// visits the rows in a permutation determined only by `(seed, e)`. Each call
+/// of [`DataLoader::iter`] starts the next epoch (the first call is epoch 0),
+/// so a loop that calls `iter()` once per epoch is reshuffled every epoch as
+/// in PyTorch; [`DataLoader::set_epoch`] moves the counter (for resuming), and
+/// [`DataLoader::iter_epoch`] iterates a given epoch without touching it.
+#[derive(Debug)]
+pub struct DataLoader {
+    dataset: TensorDataset,
+    batch_size: usize,
+    shuffle_seed: Option<u64>,
+    drop_last: bool,
+    epoch: AtomicU64,
+}
+
+impl DataLoader {
+    /// Batches of `batch_size` rows in order (the last one may be smaller).
+    /// A `batch_size` of 0 is reported by [`DataLoader::try_iter`].
+    pub fn new(dataset: TensorDataset, batch_size: usize) -> DataLoader {
+        DataLoader {
+            dataset,
+            batch_size,
+            shuffle_seed: None,
+            drop_last: false,
+            epoch: AtomicU64::new(0),
+        }
+    }
+
+    /// Shuffles the rows every epoch, reproducibly from `seed`.
+    pub fn shuffle(mut self, seed: u64) -> DataLoader {
+        self.shuffle_seed = Some(seed);
+        self
+    }
+
+    /// Drops the last batch if it is smaller than the batch size.
+    pub fn drop_last(mut self, drop_last: bool) -> DataLoader {
+        self.drop_last = drop_last;
+        self
+    }
+
+    /// The data set.
+    pub fn dataset(&self) -> &TensorDataset {
+        &self.dataset
+    }
+
+    /// The batch size.
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    /// The shuffle seed, if shuffling.
+    pub fn shuffle_seed(&self) -> Option<u64> {
+        self.shuffle_seed
+    }
+
+    /// Number of batches per epoch.
+    pub fn len(&self) -> usize {
+        match (self.batch_size, self.drop_last) {
+            (0, _) => 0,
+            (b, true) => self.dataset.len() / b,
+            (b, false) => self.dataset.len().div_ceil(b),
+        }
+    }
+
+    /// True if an epoch has no batches.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The epoch the next [`DataLoader::iter`] call will produce.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Relaxed)
+    }
+
+    /// Sets the epoch the next [`DataLoader::iter`] call will produce.
+    pub fn set_epoch(&self, epoch: u64) {
+        self.epoch.store(epoch, Ordering::Relaxed);
+    }
+
+    /// The row order of epoch `epoch`: `0..len` unshuffled, else a
+    /// Fisher–Yates permutation drawn from the stream `(seed, epoch)`.
+    pub fn order(&self, epoch: u64) -> Vec<i64> {
+        let n = self.dataset.len();
+        let mut order: Vec<i64> = (0..n as i64).collect();
+        if let Some(seed) = self.shuffle_seed {
+            let stream = draw_u64(seed, epoch);
+            for i in (1..n).rev() {
+                // Unbiased enough for any realistic n: multiply-shift of a 64-bit draw.
+                let j = ((draw_u64(stream, i as u64) as u128 * (i as u128 + 1)) >> 64) as usize;
+                order.swap(i, j);
+            }
+        }
+        order
+    }
+
+    /// The next epoch's batches; each is one tensor per data set tensor.
+    ///
+    /// # Panics
+    /// If the batch size is 0 or a backend fails to gather a batch; use
+    /// [`DataLoader::try_iter`] to get these as `Err` values instead.
+    pub fn iter(&self) -> impl Iterator<Item = Vec<Tensor>> + '_ {
+        let batches = self.try_iter().unwrap_or_else(|e| panic!("{e}"));
+        batches.map(|b| b.unwrap_or_else(|e| panic!("DataLoader: {e}")))
+    }
+
+    /// The next epoch's batches, with errors as values.
+    pub fn try_iter(&self) -> Result<Batches<'_>> {
+        let epoch = self.epoch.fetch_add(1, Ordering::Relaxed);
+        self.iter_epoch(epoch)
+    }
+
+    /// The batches of epoch `epoch`, without moving the epoch counter.
+    pub fn iter_epoch(&self, epoch: u64) -> Result<Batches<'_>> {
+        if self.batch_size == 0 {
+            return Err(Error::data(
+                "DataLoader",
+                "batch_size must be at least 1, got 0",
+            ));
+        }
+        let order = self.shuffle_seed.map(|_| self.order(epoch));
+        Ok(Batches {
+            loader: self,
+            order,
+            next: 0,
+            remaining: self.len(),
+        })
+    }
+}
+
+/// The iterator of one epoch's batches (see [`DataLoader::try_iter`]).
+#[derive(Debug)]
+pub struct Batches<'a> {
+    loader: &'a DataLoader,
+    order: Option<Vec<i64>>,
+    next: usize,
+    remaining: usize,
+}
+
+impl Iterator for Batches<'_> {
+    type Item = Result<Vec<Tensor>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.remaining == 0 {
+            return None;
+        }
+        self.remaining -= 1;
+        let n = self.loader.dataset.len();
+        let start = self.next;
+        let len = self.loader.batch_size.min(n - start);
+        self.next += len;
+        Some(match &self.order {
+            Some(order) => self.loader.dataset.rows(&order[start..start + len]),
+            None => self.loader.dataset.range(start, len),
+        })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.remaining, Some(self.remaining))
+    }
+}
+
+impl ExactSizeIterator for Batches<'_> {}
+
+/// Rows of the digits data set.
+pub const DIGITS_ROWS: usize = 1797;
+/// Rows `0..DIGITS_TRAIN_ROWS` are the training split; the rest (360) the test split.
+pub const DIGITS_TRAIN_ROWS: usize = 1437;
+/// Pixels per image (8×8).
+pub const DIGITS_FEATURES: usize = 64;
+/// Classes (the digits 0..9).
+pub const DIGITS_CLASSES: usize = 10;
+
+static DIGITS_GZ: &[u8] = include_bytes!("../../data/digits.csv.gz");
+
+/// Parsed digits: pixels scaled by 1/16 (row-major) and labels.
+fn parsed_digits() -> Result<&'static (Vec<f64>, Vec<i64>)> {
+    type Parsed = std::result::Result<(Vec<f64>, Vec<i64>), String>;
+    static PARSED: OnceLock<Parsed> = OnceLock::new();
+    PARSED
+        .get_or_init(|| {
+            let mut text = String::new();
+            GzDecoder::new(DIGITS_GZ)
+                .read_to_string(&mut text)
+                .map_err(|e| format!("decompressing: {e}"))?;
+            let mut pixels = Vec::with_capacity(DIGITS_ROWS * DIGITS_FEATURES);
+            let mut labels = Vec::with_capacity(DIGITS_ROWS);
+            for (row, line) in text.lines().enumerate() {
+                let fields: Vec<&str> = line.trim().split(',').collect();
+                if fields.len() != DIGITS_FEATURES + 1 {
+                    return Err(format!(
+                        "row {row}: {} fields, expected {}",
+                        fields.len(),
+                        DIGITS_FEATURES + 1
+                    ));
+                }
+                for f in &fields[..DIGITS_FEATURES] {
+                    let v: u8 = f
+                        .parse()
+                        .map_err(|_| format!("row {row}: bad pixel {f:?}"))?;
+                    if v > 16 {
+                        return Err(format!("row {row}: pixel {v} out of 0..=16"));
+                    }
+                    pixels.push(f64::from(v) / 16.0);
+                }
+                let label: i64 = fields[DIGITS_FEATURES]
+                    .parse()
+                    .map_err(|_| format!("row {row}: bad label"))?;
+                if !(0..DIGITS_CLASSES as i64).contains(&label) {
+                    return Err(format!("row {row}: label {label} out of 0..10"));
+                }
+                labels.push(label);
+            }
+            if labels.len() != DIGITS_ROWS {
+                return Err(format!("{} rows, expected {DIGITS_ROWS}", labels.len()));
+            }
+            Ok((pixels, labels))
+        })
+        .as_ref()
+        .map_err(|e| Error::data("digits", e.clone()))
+}
+
+/// The UCI optical digits set bundled with the crate (CC BY 4.0, see the
+/// repository's `data/README.md`): `(train, test)` with the fixed split — rows
+/// `0..1437` train, rows `1437..1797` test, not shuffled before splitting.
+/// Each data set holds f32 pixels `[n, 64]` scaled by 1/16 into `[0, 1]` and
+/// i64 labels `[n]` in `0..10`.
+pub fn digits(device: &Device) -> Result<(TensorDataset, TensorDataset)> {
+    let (pixels, labels) = parsed_digits()?;
+    let split = |rows: std::ops::Range<usize>| -> Result<TensorDataset> {
+        let n = rows.len();
+        let x = Tensor::from_f64_slice(
+            &pixels[rows.start * DIGITS_FEATURES..rows.end * DIGITS_FEATURES],
+            &[n, DIGITS_FEATURES],
+            DType::F32,
+            device,
+        )?;
+        let y = Tensor::from_vec(labels[rows].to_vec(), &[n], device)?;
+        TensorDataset::new(vec![x, y])
+    };
+    Ok((
+        split(0..DIGITS_TRAIN_ROWS)?,
+        split(DIGITS_TRAIN_ROWS..DIGITS_ROWS)?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dataset(n: usize) -> TensorDataset {
+        let device = Device::reference();
+        let x = Tensor::from_f64_slice(
+            &(0..n * 2).map(|v| v as f64).collect::<Vec<_>>(),
+            &[n, 2],
+            DType::F32,
+            &device,
+        );
+        let y = Tensor::from_vec((0..n as i64).collect(), &[n], &device);
+        TensorDataset::new(vec![x.unwrap(), y.unwrap()]).unwrap()
+    }
+
+    fn labels(batches: &[Vec<Tensor>]) -> Vec<i64> {
+        batches
+            .iter()
+            .flat_map(|b| b[1].to_vec::<i64>().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn dataset_rejects_inconsistent_tensors() {
+        let device = Device::reference();
+        let a = Tensor::zeros(&[4, 2], DType::F32, &device).unwrap();
+        let b = Tensor::zeros(&[5], DType::F32, &device).unwrap();
+        let err = TensorDataset::new(vec![a.clone(), b])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[4, 2]") && err.contains("[5]"), "{err}");
+        assert!(TensorDataset::new(vec![]).is_err());
+        assert!(
+            TensorDataset::new(vec![Tensor::scalar(1.0, DType::F32, &device).unwrap()]).is_err()
+        );
+        assert_eq!(TensorDataset::new(vec![a]).unwrap().len(), 4);
+    }
+
+    #[test]
+    fn batches_in_order_with_and_without_drop_last() {
+        let loader = DataLoader::new(dataset(10), 4);
+        let batches: Vec<_> = loader.iter().collect();
+        assert_eq!(
+            batches.iter().map(|b| b[0].dims()[0]).collect::<Vec<_>>(),
+            [4, 4, 2]
+        );
+        assert_eq!(labels(&batches), (0..10).collect::<Vec<_>>());
+        assert_eq!(
+            batches[1][0].to_f64_vec().unwrap(),
+            (8..16).map(|v| v as f64).collect::<Vec<_>>()
+        );
+        let loader = DataLoader::new(dataset(10), 4).drop_last(true);
+        assert_eq!(loader.len(), 2);
+        assert_eq!(
+            labels(&loader.iter().collect::<Vec<_>>()),
+            (0..8).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn shuffle_is_a_seeded_permutation_that_changes_per_epoch() {
+        let loader = DataLoader::new(dataset(50), 8).shuffle(3);
+        let e0 = labels(&loader.iter().collect::<Vec<_>>());
+        let e1 = labels(&loader.iter().collect::<Vec<_>>());
+        assert_eq!(loader.epoch(), 2);
+        let mut sorted = e0.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..50).collect::<Vec<_>>());
+        assert_ne!(e0, (0..50).collect::<Vec<_>>());
+        assert_ne!(e0, e1);
+        // Rows stay together across the tensors of the data set.
+        for b in DataLoader::new(dataset(50), 8).shuffle(3).iter() {
+            let (x, y) = (b[0].to_f64_vec().unwrap(), b[1].to_vec::<i64>().unwrap());
+            for (i, &label) in y.iter().enumerate() {
+                assert_eq!(x[2 * i], 2.0 * label as f64);
+            }
+        }
+        // Same seed, same epoch: same order; set_epoch rewinds.
+        let again = DataLoader::new(dataset(50), 8).shuffle(3);
+        again.set_epoch(1);
+        assert_eq!(labels(&again.iter().collect::<Vec<_>>()), e1);
+        assert_eq!(
+            labels(
+                &loader
+                    .iter_epoch(0)
+                    .unwrap()
+                    .collect::<Result<Vec<_>>>()
+                    .unwrap()
+            ),
+            e0
+        );
+        assert_ne!(
+            DataLoader::new(dataset(50), 8).shuffle(4).order(0),
+            loader.order(0)
+        );
+    }
+
+    #[test]
+    fn zero_batch_size_is_an_error() {
+        let loader = DataLoader::new(dataset(3), 0);
+        let err = loader.try_iter().unwrap_err().to_string();
+        assert!(err.contains("batch_size"), "{err}");
+    }
+
+    #[test]
+    fn digits_split_and_scaling() {
+        let (train, test) = digits(&Device::reference()).unwrap();
+        assert_eq!((train.len(), test.len()), (1437, 360));
+        let x = &train.tensors()[0];
+        assert_eq!((x.dims(), x.dtype()), (&[1437, 64][..], DType::F32));
+        // The first row of the CSV: 0,0,5,13,9,1,0,0,… label 0.
+        let row0 = x.narrow(0, 0, 1).unwrap().to_f64_vec().unwrap();
+        assert_eq!(
+            &row0[..6],
+            &[0.0, 0.0, 5.0 / 16.0, 13.0 / 16.0, 9.0 / 16.0, 1.0 / 16.0]
+        );
+        assert_eq!(train.tensors()[1].to_vec::<i64>().unwrap()[0], 0);
+        let all: Vec<f64> = x.to_f64_vec().unwrap();
+        assert!(all.iter().all(|v| (0.0..=1.0).contains(v)));
+        // Every class appears in both splits.
+        for split in [&train, &test] {
+            let y = split.tensors()[1].to_vec::<i64>().unwrap();
+            for c in 0..10 {
+                assert!(y.contains(&c), "class {c} missing");
+            }
+        }
+    }
+}

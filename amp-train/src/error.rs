@@ -1,0 +1,79 @@
+//! The crate's error type.
+
+use std::path::PathBuf;
+
+/// Errors returned by amp-train.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A tensor op failed.
+    #[error(transparent)]
+    Tensor(#[from] amp_tensor::Error),
+    /// A data set or data loader was given inconsistent input.
+    #[error("{op}: {msg}")]
+    Data {
+        /// The function that refused the input.
+        op: &'static str,
+        /// What is wrong.
+        msg: String,
+    },
+    /// An optimizer hyperparameter or training option is out of range.
+    #[error("{what}: {msg}")]
+    Config {
+        /// The option (`"AdamW lr"`, `"epochs"`, …).
+        what: &'static str,
+        /// What is wrong and what is allowed.
+        msg: String,
+    },
+    /// A checkpoint is missing, truncated, corrupt or does not match the model.
+    #[error("checkpoint {}: {msg}", .path.display())]
+    Checkpoint {
+        /// The checkpoint's path.
+        path: PathBuf,
+        /// What is wrong.
+        msg: String,
+    },
+    /// Reading or writing a file failed.
+    #[error("{what} {}: {source}", .path.display())]
+    Io {
+        /// What was being done (`"writing"`, `"reading"`, …).
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub(crate) fn data(op: &'static str, msg: impl Into<String>) -> Self {
+        Error::Data {
+            op,
+            msg: msg.into(),
+        }
+    }
+
+    pub(crate) fn config(what: &'static str, msg: impl Into<String>) -> Self {
+        Error::Config {
+            what,
+            msg: msg.into(),
+        }
+    }
+
+    pub(crate) fn checkpoint(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Error::Checkpoint {
+            path: path.into(),
+            msg: msg.into(),
+        }
+    }
+
+    pub(crate) fn io(what: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            what,
+            path: path.into(),
+            source,
+        }
+    }
+}

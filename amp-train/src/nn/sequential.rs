@@ -1,0 +1,100 @@
+//! [`Sequential`]: modules applied one after another.
+
+use super::Module;
+use amp_tensor::{Result, Tensor};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Runs its modules in order (`torch.nn.Sequential`); parameters are named
+/// `"<index>.<name>"`.
+pub struct Sequential {
+    layers: Vec<Box<dyn Module>>,
+    training: AtomicBool,
+}
+
+impl Sequential {
+    /// An empty sequence (the identity).
+    pub fn new() -> Sequential {
+        Sequential {
+            layers: Vec::new(),
+            training: AtomicBool::new(true),
+        }
+    }
+
+    /// Appends `layer` (builder style).
+    #[allow(clippy::should_implement_trait)]
+    pub fn add(mut self, layer: impl Module + 'static) -> Sequential {
+        self.push(layer);
+        self
+    }
+
+    /// Appends `layer`.
+    pub fn push(&mut self, layer: impl Module + 'static) {
+        layer.set_training(self.is_training());
+        self.layers.push(Box::new(layer));
+    }
+
+    /// Number of layers.
+    pub fn len(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// True if there are no layers.
+    pub fn is_empty(&self) -> bool {
+        self.layers.is_empty()
+    }
+
+    /// The layers.
+    pub fn layers(&self) -> &[Box<dyn Module>] {
+        &self.layers
+    }
+}
+
+impl Default for Sequential {
+    fn default() -> Self {
+        Sequential::new()
+    }
+}
+
+impl std::fmt::Debug for Sequential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Sequential({} layers, {} parameters)",
+            self.layers.len(),
+            self.num_parameters()
+        )
+    }
+}
+
+impl Module for Sequential {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut y = x.clone();
+        for layer in &self.layers {
+            y = layer.forward(&y)?;
+        }
+        Ok(y)
+    }
+
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        self.layers
+            .iter()
+            .enumerate()
+            .flat_map(|(i, l)| {
+                l.named_parameters()
+                    .into_iter()
+                    .map(move |(n, t)| (format!("{i}.{n}"), t))
+            })
+            .collect()
+    }
+
+    fn set_training(&self, training: bool) {
+        self.training.store(training, Ordering::Relaxed);
+        for l in &self.layers {
+            l.set_training(training);
+        }
+    }
+
+    fn is_training(&self) -> bool {
+        self.training.load(Ordering::Relaxed)
+    }
+}
