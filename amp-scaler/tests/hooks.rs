@@ -1,0 +1,152 @@
+//! The data-parallel found-inf hook and `clip_grad_norm`.
+
+mod common;
+
+use amp_scaler::{
+    clip_grad_norm, Error, FoundInfReduce, GradScaler, Optimizer, SingleProcess, StepOutcome,
+};
+use amp_tensor::{DType, Device, Tensor};
+use common::{devices, Sgd};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// A stand-in for an all-reduce(MAX) over replicas: the other replicas report `remote_found_inf`.
+#[derive(Default)]
+struct FakeReplicas {
+    remote_found_inf: AtomicBool,
+    calls: AtomicUsize,
+    fail: AtomicBool,
+}
+
+impl FoundInfReduce for FakeReplicas {
+    fn max_reduce(&self, local: f32) -> amp_scaler::Result<f32> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(Error::Optimizer(
+                "all_reduce failed: replica 3 unreachable".into(),
+            ));
+        }
+        let remote = if self.remote_found_inf.load(Ordering::SeqCst) {
+            1.0
+        } else {
+            0.0
+        };
+        Ok(local.max(remote))
+    }
+}
+
+fn param(device: &Device, grad: f64) -> (String, Tensor) {
+    let p = Tensor::ones(&[2], DType::F32, device).unwrap();
+    p.set_requires_grad(true).unwrap();
+    p.set_grad(Some(Tensor::full(&[2], grad, DType::F32, device).unwrap()))
+        .unwrap();
+    ("p".into(), p)
+}
+
+#[test]
+fn remote_overflow_skips_the_local_step() {
+    for device in devices() {
+        let replicas = Arc::new(FakeReplicas::default());
+        let mut scaler = GradScaler::builder()
+            .init_scale(8.0)
+            .found_inf_reduce(replicas.clone())
+            .build()
+            .unwrap();
+        let one = Tensor::scalar(1.0, DType::F32, &device).unwrap();
+
+        // Clean everywhere: steps.
+        let mut opt = Sgd::new(vec![param(&device, 8.0)], 1.0);
+        scaler.scale(&one).unwrap();
+        assert!(scaler.step(&mut opt).unwrap().is_stepped());
+        scaler.update().unwrap();
+        assert_eq!(opt.params[0].1.to_f64_vec().unwrap(), vec![0.0; 2]);
+
+        // Another replica overflowed: every replica skips, with no local culprit, and backs off.
+        replicas.remote_found_inf.store(true, Ordering::SeqCst);
+        let mut opt = Sgd::new(vec![param(&device, 8.0)], 1.0);
+        scaler.scale(&one).unwrap();
+        assert_eq!(
+            scaler.step(&mut opt).unwrap(),
+            StepOutcome::Skipped {
+                inf_params: vec![],
+                nan_params: vec![]
+            }
+        );
+        scaler.update().unwrap();
+        assert_eq!(scaler.get_scale(), 4.0);
+        assert_eq!(opt.params[0].1.to_f64_vec().unwrap(), vec![1.0; 2]);
+        assert_eq!(
+            replicas.calls.load(Ordering::SeqCst),
+            2,
+            "one reduce per unscale"
+        );
+
+        // A failing collective is the step's error.
+        replicas.fail.store(true, Ordering::SeqCst);
+        scaler.scale(&one).unwrap();
+        let m = scaler.step(&mut opt).unwrap_err().to_string();
+        assert!(m.contains("replica 3 unreachable"), "{m}");
+    }
+    assert_eq!(SingleProcess.max_reduce(1.0).unwrap(), 1.0);
+    assert_eq!(SingleProcess.max_reduce(0.0).unwrap(), 0.0);
+}
+
+#[test]
+fn clip_grad_norm_matches_an_f64_reference() {
+    for device in devices() {
+        let a: Vec<f64> = (0..12).map(|i| (i as f64 - 5.5) * 0.37).collect();
+        let b: Vec<f64> = (0..6).map(|i| 1.0 / (i as f64 + 1.0)).collect();
+        let total = a.iter().chain(&b).map(|x| x * x).sum::<f64>().sqrt();
+        for max_norm in [0.5, total * 2.0] {
+            let ga = Tensor::from_f64_slice(&a, &[3, 4], DType::F32, &device).unwrap();
+            let gb = Tensor::from_f64_slice(&b, &[2, 3], DType::F32, &device).unwrap();
+            let pa = Tensor::zeros(&[4, 3], DType::F32, &device).unwrap();
+            let pb = Tensor::zeros(&[2, 3], DType::F32, &device).unwrap();
+            let none = Tensor::zeros(&[5], DType::F32, &device).unwrap();
+            pa.set_grad(Some(ga.t().unwrap())).unwrap(); // a transposed view
+            pb.set_grad(Some(gb.clone())).unwrap();
+            let norm = clip_grad_norm([&pa, &pb, &none], max_norm).unwrap();
+            assert!(
+                (norm - total).abs() <= 1e-6 * total,
+                "norm {norm} vs {total}"
+            );
+            let coef = (max_norm / (total + 1e-6)).min(1.0);
+            for (g, src) in [(&ga, &a), (&gb, &b)] {
+                for (got, x) in g.to_f64_vec().unwrap().iter().zip(src.iter()) {
+                    let want = x * coef;
+                    assert!(
+                        (got - want).abs() <= 1e-6 * want.abs().max(1e-6),
+                        "{got} vs {want}"
+                    );
+                }
+            }
+            if max_norm > total {
+                assert_eq!(
+                    ga.to_f64_vec().unwrap(),
+                    a.iter().map(|&x| x as f32 as f64).collect::<Vec<_>>()
+                );
+            }
+        }
+        let p = Tensor::zeros(&[2], DType::F32, &device).unwrap();
+        assert_eq!(clip_grad_norm([&p], 1.0).unwrap(), 0.0);
+        assert!(clip_grad_norm([&p], -1.0).is_err());
+        assert!(clip_grad_norm([&p], f64::NAN).is_err());
+    }
+}
+
+#[test]
+fn optimizer_default_zero_grad_drops_gradients() {
+    struct Minimal(Vec<(String, Tensor)>);
+    impl Optimizer for Minimal {
+        fn params(&self) -> Vec<(String, Tensor)> {
+            self.0.clone()
+        }
+        fn step(&mut self) -> amp_scaler::Result<()> {
+            Ok(())
+        }
+    }
+    let device = Device::reference();
+    let mut opt = Minimal(vec![param(&device, 1.0)]);
+    opt.zero_grad();
+    assert!(opt.0[0].1.grad().is_none());
+}
