@@ -42,7 +42,10 @@ pub struct NoGradGuard {
 /// (`torch.no_grad()`).
 pub fn no_grad() -> NoGradGuard {
     let previous = GRAD_ENABLED.with(|g| g.replace(false));
-    NoGradGuard { previous, _not_send: std::marker::PhantomData }
+    NoGradGuard {
+        previous,
+        _not_send: std::marker::PhantomData,
+    }
 }
 
 impl Drop for NoGradGuard {
@@ -54,7 +57,9 @@ impl Drop for NoGradGuard {
 /// Runs backward from `root` with output gradient `grad` (see [`Tensor::backward`]).
 pub(crate) fn run_backward(root: &Tensor, grad: Tensor) -> Result<()> {
     if !root.requires_grad() {
-        return Err(Error::NoGradFn { shape: root.dims().to_vec() });
+        return Err(Error::NoGradFn {
+            shape: root.dims().to_vec(),
+        });
     }
     let _no_grad = no_grad();
     let _nested = Nested::enter();
@@ -84,7 +89,9 @@ pub(crate) fn run_backward(root: &Tensor, grad: Tensor) -> Result<()> {
     let mut grads: HashMap<u64, Tensor> = HashMap::new();
     grads.insert(root.id(), grad);
     for t in order.iter().rev() {
-        let Some(g) = grads.remove(&t.id()) else { continue };
+        let Some(g) = grads.remove(&t.id()) else {
+            continue;
+        };
         match t.grad_fn() {
             Some(node) => {
                 let input_grads = (node.backward)(&g)?;
@@ -96,7 +103,11 @@ pub(crate) fn run_backward(root: &Tensor, grad: Tensor) -> Result<()> {
                     if ig.dims() != input.dims() {
                         return Err(Error::invalid(
                             node.op,
-                            format!("backward produced gradient of shape {:?} for input of shape {:?}", ig.dims(), input.dims()),
+                            format!(
+                                "backward produced gradient of shape {:?} for input of shape {:?}",
+                                ig.dims(),
+                                input.dims()
+                            ),
                         ));
                     }
                     let merged = match grads.remove(&input.id()) {

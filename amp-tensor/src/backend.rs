@@ -41,7 +41,10 @@ impl std::str::FromStr for DeviceKind {
         match s {
             "cpu" => Ok(DeviceKind::Cpu),
             "cuda" => Ok(DeviceKind::Cuda),
-            other => Err(crate::Error::invalid("DeviceKind::from_str", format!("unknown device kind {other:?}; valid: cpu, cuda"))),
+            other => Err(crate::Error::invalid(
+                "DeviceKind::from_str",
+                format!("unknown device kind {other:?}; valid: cpu, cuda"),
+            )),
         }
     }
 }
@@ -179,6 +182,7 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn is_bf16_supported(&self) -> bool;
 
     /// Moves a host buffer onto this device.
+    #[allow(clippy::wrong_self_convention)] // "from host" names the direction of the copy
     fn from_host(&self, data: HostStorage) -> Result<Storage>;
     /// Copies a view's elements, in logical order, into a host buffer of the same dtype.
     fn to_host(&self, src: View<'_>) -> Result<HostStorage>;
@@ -192,7 +196,13 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// `op` applied elementwise to two views of the same shape and dtype.
     fn binary(&self, op: BinaryOp, lhs: View<'_>, rhs: View<'_>, out: DType) -> Result<Storage>;
     /// `cond ? on_true : on_false` elementwise (`cond` is bool; all views share one shape).
-    fn where_cond(&self, cond: View<'_>, on_true: View<'_>, on_false: View<'_>, out: DType) -> Result<Storage>;
+    fn where_cond(
+        &self,
+        cond: View<'_>,
+        on_true: View<'_>,
+        on_false: View<'_>,
+        out: DType,
+    ) -> Result<Storage>;
     /// Reduces over `dims` (sorted, distinct); the output has the input's shape
     /// with those dims set to 1, contiguous.
     fn reduce(&self, op: ReduceOp, src: View<'_>, dims: &[usize], out: DType) -> Result<Storage>;
@@ -215,13 +225,26 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn cat(&self, inputs: &[View<'_>], dim: usize, out: DType) -> Result<Storage>;
     /// `torch.index_select`: rows of `src` along `dim` picked by the i64 `index` (1-D).
     /// Indices are checked by the caller.
-    fn index_select(&self, src: View<'_>, dim: usize, index: View<'_>, out: DType) -> Result<Storage>;
+    fn index_select(
+        &self,
+        src: View<'_>,
+        dim: usize,
+        index: View<'_>,
+        out: DType,
+    ) -> Result<Storage>;
     /// `torch.gather`: `out[i][j] = src[i][index[i][j]]` along `dim`; the output has the
     /// index's shape. Indices are checked by the caller.
     fn gather(&self, src: View<'_>, dim: usize, index: View<'_>, out: DType) -> Result<Storage>;
     /// Zeros of `shape` into which `src` is scatter-added along `dim` at `index`
     /// (`index` and `src` have one shape): the backward of `gather` and `index_select`.
-    fn scatter_add(&self, shape: &[usize], dim: usize, index: View<'_>, src: View<'_>, out: DType) -> Result<Storage>;
+    fn scatter_add(
+        &self,
+        shape: &[usize],
+        dim: usize,
+        index: View<'_>,
+        src: View<'_>,
+        out: DType,
+    ) -> Result<Storage>;
 
     /// Multiplies every element of every view by `inv_scale` (in f32 for f32 and
     /// narrower buffers), in place, and counts the infs and NaNs each view held

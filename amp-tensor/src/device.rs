@@ -23,7 +23,9 @@ impl Device {
     /// The reference backend: every kernel computed in f64 and rounded once.
     pub fn reference() -> Device {
         static REFERENCE: OnceLock<Device> = OnceLock::new();
-        REFERENCE.get_or_init(|| Device::new(Arc::new(ReferenceBackend))).clone()
+        REFERENCE
+            .get_or_init(|| Device::new(Arc::new(ReferenceBackend)))
+            .clone()
     }
 
     /// CPU or CUDA.

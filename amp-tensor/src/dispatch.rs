@@ -40,7 +40,10 @@ pub fn push_interceptor(interceptor: Rc<dyn Interceptor>) -> InterceptorGuard {
         s.push(interceptor);
         s.len()
     });
-    InterceptorGuard { depth, _not_send: std::marker::PhantomData }
+    InterceptorGuard {
+        depth,
+        _not_send: std::marker::PhantomData,
+    }
 }
 
 impl Drop for InterceptorGuard {
@@ -81,7 +84,11 @@ pub fn in_op() -> bool {
 
 /// Runs op `op` on `inputs`: asks the top interceptor (for a top-level op
 /// only) for the effective inputs, then calls `f` with them.
-pub fn dispatch<R>(op: &'static str, inputs: &[&Tensor], f: impl FnOnce(&[Tensor]) -> Result<R>) -> Result<R> {
+pub fn dispatch<R>(
+    op: &'static str,
+    inputs: &[&Tensor],
+    f: impl FnOnce(&[Tensor]) -> Result<R>,
+) -> Result<R> {
     let owned: Vec<Tensor> = inputs.iter().map(|t| (*t).clone()).collect();
     if in_op() {
         let _n = Nested::enter();
@@ -95,7 +102,11 @@ pub fn dispatch<R>(op: &'static str, inputs: &[&Tensor], f: impl FnOnce(&[Tensor
                 if replaced.len() != owned.len() {
                     return Err(crate::Error::invalid(
                         op,
-                        format!("interceptor returned {} inputs for {} tensor arguments", replaced.len(), owned.len()),
+                        format!(
+                            "interceptor returned {} inputs for {} tensor arguments",
+                            replaced.len(),
+                            owned.len()
+                        ),
                     ));
                 }
                 replaced

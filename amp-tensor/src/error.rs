@@ -58,7 +58,9 @@ pub enum Error {
         shape: Vec<usize>,
     },
     /// `backward()` on a tensor with more than one element and no output gradient.
-    #[error("backward: grad can be implicitly created only for scalar outputs, got shape {shape:?}")]
+    #[error(
+        "backward: grad can be implicitly created only for scalar outputs, got shape {shape:?}"
+    )]
     NonScalarBackward {
         /// The shape of the tensor.
         shape: Vec<usize>,
@@ -98,11 +100,18 @@ pub type Result<T> = std::result::Result<T, Error>;
 impl Error {
     /// Shorthand for [`Error::InvalidArgument`].
     pub fn invalid(op: &'static str, msg: impl Into<String>) -> Self {
-        Error::InvalidArgument { op, msg: msg.into() }
+        Error::InvalidArgument {
+            op,
+            msg: msg.into(),
+        }
     }
 
     /// Shorthand for [`Error::UnsupportedDType`] without a reason.
     pub fn unsupported(op: &'static str, dtype: DType) -> Self {
-        Error::UnsupportedDType { op, dtype, reason: String::new() }
+        Error::UnsupportedDType {
+            op,
+            dtype,
+            reason: String::new(),
+        }
     }
 }

@@ -26,13 +26,21 @@ pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
 impl Layout {
     /// A contiguous row-major layout starting at offset 0.
     pub fn contiguous(shape: &[usize]) -> Self {
-        Layout { shape: shape.to_vec(), strides: contiguous_strides(shape), offset: 0 }
+        Layout {
+            shape: shape.to_vec(),
+            strides: contiguous_strides(shape),
+            offset: 0,
+        }
     }
 
     /// A layout from its parts (no validation against a storage size).
     pub fn new(shape: Vec<usize>, strides: Vec<usize>, offset: usize) -> Self {
         debug_assert_eq!(shape.len(), strides.len());
-        Layout { shape, strides, offset }
+        Layout {
+            shape,
+            strides,
+            offset,
+        }
     }
 
     /// The dimensions.
@@ -74,7 +82,8 @@ impl Layout {
 
     /// The storage range `offset..offset + numel` when contiguous.
     pub fn contiguous_range(&self) -> Option<std::ops::Range<usize>> {
-        self.is_contiguous().then(|| self.offset..self.offset + self.numel())
+        self.is_contiguous()
+            .then(|| self.offset..self.offset + self.numel())
     }
 
     /// One past the largest storage index this view touches (0 for empty views).
@@ -82,7 +91,14 @@ impl Layout {
         if self.numel() == 0 {
             return self.offset;
         }
-        self.offset + self.shape.iter().zip(&self.strides).map(|(&d, &s)| (d - 1) * s).sum::<usize>() + 1
+        self.offset
+            + self
+                .shape
+                .iter()
+                .zip(&self.strides)
+                .map(|(&d, &s)| (d - 1) * s)
+                .sum::<usize>()
+            + 1
     }
 
     /// Storage indices of every element, in row-major logical order.
@@ -95,7 +111,12 @@ impl Layout {
         let rank = self.rank() as isize;
         let d = if dim < 0 { dim + rank } else { dim };
         if d < 0 || d >= rank.max(1) || (rank == 0) {
-            return Err(Error::IndexOutOfRange { op, index: dim as i64, size: self.rank(), shape: self.shape.clone() });
+            return Err(Error::IndexOutOfRange {
+                op,
+                index: dim as i64,
+                size: self.rank(),
+                shape: self.shape.clone(),
+            });
         }
         Ok(d as usize)
     }
@@ -128,24 +149,50 @@ impl Layout {
     /// A view with `shape` if the current strides allow it without copying.
     pub fn reshape(&self, shape: &[usize]) -> Option<Layout> {
         if self.is_contiguous() {
-            return Some(Layout { shape: shape.to_vec(), strides: contiguous_strides(shape), offset: self.offset });
+            return Some(Layout {
+                shape: shape.to_vec(),
+                strides: contiguous_strides(shape),
+                offset: self.offset,
+            });
         }
         // Non-contiguous: allowed only when dimensions of size 1 are added or removed.
-        let old: Vec<(usize, usize)> =
-            self.shape.iter().zip(&self.strides).filter(|(&d, _)| d != 1).map(|(&d, &s)| (d, s)).collect();
+        let old: Vec<(usize, usize)> = self
+            .shape
+            .iter()
+            .zip(&self.strides)
+            .filter(|(&d, _)| d != 1)
+            .map(|(&d, &s)| (d, s))
+            .collect();
         let new_non_one: Vec<usize> = shape.iter().copied().filter(|&d| d != 1).collect();
         if old.iter().map(|p| p.0).collect::<Vec<_>>() != new_non_one {
             return None;
         }
         let mut it = old.iter();
-        let strides = shape.iter().map(|&d| if d == 1 { 1 } else { it.next().map_or(1, |p| p.1) }).collect();
-        Some(Layout { shape: shape.to_vec(), strides, offset: self.offset })
+        let strides = shape
+            .iter()
+            .map(|&d| {
+                if d == 1 {
+                    1
+                } else {
+                    it.next().map_or(1, |p| p.1)
+                }
+            })
+            .collect();
+        Some(Layout {
+            shape: shape.to_vec(),
+            strides,
+            offset: self.offset,
+        })
     }
 
     /// Broadcasts to `shape` (numpy rules) as a view with zero strides.
     pub fn broadcast_to(&self, op: &'static str, shape: &[usize]) -> Result<Layout> {
         if shape.len() < self.rank() {
-            return Err(Error::ShapeMismatch { op, lhs: self.shape.clone(), rhs: shape.to_vec() });
+            return Err(Error::ShapeMismatch {
+                op,
+                lhs: self.shape.clone(),
+                rhs: shape.to_vec(),
+            });
         }
         let lead = shape.len() - self.rank();
         let mut strides = vec![0; shape.len()];
@@ -156,16 +203,28 @@ impl Layout {
             } else if sd == 1 {
                 0
             } else {
-                return Err(Error::ShapeMismatch { op, lhs: self.shape.clone(), rhs: shape.to_vec() });
+                return Err(Error::ShapeMismatch {
+                    op,
+                    lhs: self.shape.clone(),
+                    rhs: shape.to_vec(),
+                });
             };
         }
-        Ok(Layout { shape: shape.to_vec(), strides, offset: self.offset })
+        Ok(Layout {
+            shape: shape.to_vec(),
+            strides,
+            offset: self.offset,
+        })
     }
 
     /// Inserts a dimension of size 1 at `dim` (a view).
     pub fn unsqueeze(&self, dim: usize) -> Layout {
         let mut l = self.clone();
-        let stride = if dim < self.rank() { self.strides[dim] * self.shape[dim] } else { 1 };
+        let stride = if dim < self.rank() {
+            self.strides[dim] * self.shape[dim]
+        } else {
+            1
+        };
         l.shape.insert(dim, 1);
         l.strides.insert(dim, stride);
         l
@@ -185,13 +244,27 @@ pub fn broadcast_shapes(op: &'static str, a: &[usize], b: &[usize]) -> Result<Ve
     let rank = a.len().max(b.len());
     let mut out = vec![0; rank];
     for i in 0..rank {
-        let da = if i + a.len() >= rank { a[i + a.len() - rank] } else { 1 };
-        let db = if i + b.len() >= rank { b[i + b.len() - rank] } else { 1 };
+        let da = if i + a.len() >= rank {
+            a[i + a.len() - rank]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= rank {
+            b[i + b.len() - rank]
+        } else {
+            1
+        };
         out[i] = match (da, db) {
             (x, y) if x == y => x,
             (1, y) => y,
             (x, 1) => x,
-            _ => return Err(Error::ShapeMismatch { op, lhs: a.to_vec(), rhs: b.to_vec() }),
+            _ => {
+                return Err(Error::ShapeMismatch {
+                    op,
+                    lhs: a.to_vec(),
+                    rhs: b.to_vec(),
+                })
+            }
         };
     }
     Ok(out)
@@ -262,7 +335,10 @@ mod tests {
         let n = Layout::contiguous(&[4, 4]).narrow(1, 1, 2).narrow(0, 2, 2);
         assert_eq!(n.indices().collect::<Vec<_>>(), vec![9, 10, 13, 14]);
         assert!(Layout::contiguous(&[0, 3]).indices().next().is_none());
-        assert_eq!(Layout::contiguous(&[]).indices().collect::<Vec<_>>(), vec![0]);
+        assert_eq!(
+            Layout::contiguous(&[]).indices().collect::<Vec<_>>(),
+            vec![0]
+        );
     }
 
     #[test]

@@ -3,7 +3,8 @@
 
 /// The `index`-th 64-bit draw of the stream `seed` (SplitMix64 finaliser).
 pub fn draw_u64(seed: u64, index: u64) -> u64 {
-    let mut z = seed.wrapping_mul(0xA076_1D64_78BD_642F) ^ index.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut z = seed.wrapping_mul(0xA076_1D64_78BD_642F)
+        ^ index.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)

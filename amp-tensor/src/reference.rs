@@ -23,9 +23,7 @@ pub fn unary_f64(op: UnaryOp, x: f64) -> f64 {
         UnaryOp::Rsqrt => 1.0 / x.sqrt(),
         UnaryOp::Abs => x.abs(),
         UnaryOp::Relu => {
-            if x > 0.0 {
-                x
-            } else if x.is_nan() {
+            if x > 0.0 || x.is_nan() {
                 x
             } else {
                 0.0
@@ -184,7 +182,11 @@ fn out(dtype: DType, values: &[f64]) -> Storage {
 
 /// Splits a shape into (outer, dim, inner) sizes around `dim`.
 fn split_at_dim(shape: &[usize], dim: usize) -> (usize, usize, usize) {
-    (shape[..dim].iter().product(), shape[dim], shape[dim + 1..].iter().product())
+    (
+        shape[..dim].iter().product(),
+        shape[dim],
+        shape[dim + 1..].iter().product(),
+    )
 }
 
 impl Backend for ReferenceBackend {
@@ -223,30 +225,62 @@ impl Backend for ReferenceBackend {
     }
 
     fn unary(&self, op: UnaryOp, src: View<'_>, out_dtype: DType) -> Result<Storage> {
-        let v: Vec<f64> = read("unary", src)?.into_iter().map(|x| unary_f64(op, x)).collect();
+        let v: Vec<f64> = read("unary", src)?
+            .into_iter()
+            .map(|x| unary_f64(op, x))
+            .collect();
         Ok(out(out_dtype, &v))
     }
 
-    fn binary(&self, op: BinaryOp, lhs: View<'_>, rhs: View<'_>, out_dtype: DType) -> Result<Storage> {
+    fn binary(
+        &self,
+        op: BinaryOp,
+        lhs: View<'_>,
+        rhs: View<'_>,
+        out_dtype: DType,
+    ) -> Result<Storage> {
         let a = read("binary", lhs)?;
         let b = read("binary", rhs)?;
-        let v: Vec<f64> = a.iter().zip(&b).map(|(&x, &y)| binary_f64(op, x, y)).collect();
+        let v: Vec<f64> = a
+            .iter()
+            .zip(&b)
+            .map(|(&x, &y)| binary_f64(op, x, y))
+            .collect();
         Ok(out(out_dtype, &v))
     }
 
-    fn where_cond(&self, cond: View<'_>, on_true: View<'_>, on_false: View<'_>, out_dtype: DType) -> Result<Storage> {
+    fn where_cond(
+        &self,
+        cond: View<'_>,
+        on_true: View<'_>,
+        on_false: View<'_>,
+        out_dtype: DType,
+    ) -> Result<Storage> {
         let c = read("where", cond)?;
         let t = read("where", on_true)?;
         let f = read("where", on_false)?;
-        let v: Vec<f64> = c.iter().zip(t.iter().zip(&f)).map(|(&c, (&t, &f))| if c != 0.0 { t } else { f }).collect();
+        let v: Vec<f64> = c
+            .iter()
+            .zip(t.iter().zip(&f))
+            .map(|(&c, (&t, &f))| if c != 0.0 { t } else { f })
+            .collect();
         Ok(out(out_dtype, &v))
     }
 
-    fn reduce(&self, op: ReduceOp, src: View<'_>, dims: &[usize], out_dtype: DType) -> Result<Storage> {
+    fn reduce(
+        &self,
+        op: ReduceOp,
+        src: View<'_>,
+        dims: &[usize],
+        out_dtype: DType,
+    ) -> Result<Storage> {
         let x = read("reduce", src)?;
         let shape = src.1.shape();
-        let out_shape: Vec<usize> =
-            shape.iter().enumerate().map(|(i, &d)| if dims.contains(&i) { 1 } else { d }).collect();
+        let out_shape: Vec<usize> = shape
+            .iter()
+            .enumerate()
+            .map(|(i, &d)| if dims.contains(&i) { 1 } else { d })
+            .collect();
         let out_layout = Layout::contiguous(&out_shape);
         let n_out: usize = out_shape.iter().product();
         let count: usize = dims.iter().map(|&d| shape[d]).product();
@@ -273,8 +307,20 @@ impl Backend for ReferenceBackend {
             .map(|vals| match op {
                 ReduceOp::Sum => vals.iter().map(|p| p.0).sum(),
                 ReduceOp::Mean => vals.iter().map(|p| p.0).sum::<f64>() / count as f64,
-                ReduceOp::Max => vals.iter().map(|p| p.0).fold(f64::NEG_INFINITY, |m, x| if x.is_nan() || m.is_nan() { f64::NAN } else { m.max(x) }),
-                ReduceOp::Min => vals.iter().map(|p| p.0).fold(f64::INFINITY, |m, x| if x.is_nan() || m.is_nan() { f64::NAN } else { m.min(x) }),
+                ReduceOp::Max => vals.iter().map(|p| p.0).fold(f64::NEG_INFINITY, |m, x| {
+                    if x.is_nan() || m.is_nan() {
+                        f64::NAN
+                    } else {
+                        m.max(x)
+                    }
+                }),
+                ReduceOp::Min => vals.iter().map(|p| p.0).fold(f64::INFINITY, |m, x| {
+                    if x.is_nan() || m.is_nan() {
+                        f64::NAN
+                    } else {
+                        m.min(x)
+                    }
+                }),
                 ReduceOp::ArgMax => arg_best(vals, |a, b| a > b),
                 ReduceOp::ArgMin => arg_best(vals, |a, b| a < b),
             })
@@ -311,7 +357,11 @@ impl Backend for ReferenceBackend {
             let max = if max.is_finite() { max } else { 0.0 };
             let sum: f64 = row.iter().map(|&r| (r - max).exp()).sum();
             for &r in row {
-                v.push(if log { r - max - sum.ln() } else { (r - max).exp() / sum });
+                v.push(if log {
+                    r - max - sum.ln()
+                } else {
+                    (r - max).exp() / sum
+                });
             }
         }
         Ok(out(out_dtype, &v))
@@ -329,8 +379,12 @@ impl Backend for ReferenceBackend {
         let n = *src.1.shape().last().unwrap_or(&1);
         let w = weight.map(|w| read("layer_norm", w)).transpose()?;
         let b = bias.map(|b| read("layer_norm", b)).transpose()?;
-        let rows = if n == 0 { 0 } else { x.len() / n };
-        let (mut y, mut means, mut rstds) = (Vec::with_capacity(x.len()), Vec::with_capacity(rows), Vec::with_capacity(rows));
+        let rows = x.len().checked_div(n).unwrap_or(0);
+        let (mut y, mut means, mut rstds) = (
+            Vec::with_capacity(x.len()),
+            Vec::with_capacity(rows),
+            Vec::with_capacity(rows),
+        );
         for row in x.chunks(n.max(1)) {
             let mean = row.iter().sum::<f64>() / n as f64;
             let var = row.iter().map(|&r| (r - mean) * (r - mean)).sum::<f64>() / n as f64;
@@ -348,15 +402,28 @@ impl Backend for ReferenceBackend {
             means.push(mean);
             rstds.push(rstd);
         }
-        Ok((out(out_dtype, &y), out(DType::F32, &means), out(DType::F32, &rstds)))
+        Ok((
+            out(out_dtype, &y),
+            out(DType::F32, &means),
+            out(DType::F32, &rstds),
+        ))
     }
 
     fn cat(&self, inputs: &[View<'_>], dim: usize, out_dtype: DType) -> Result<Storage> {
-        let first = inputs.first().ok_or_else(|| Error::invalid("cat", "no inputs"))?.1.shape();
+        let first = inputs
+            .first()
+            .ok_or_else(|| Error::invalid("cat", "no inputs"))?
+            .1
+            .shape();
         let outer: usize = first[..dim].iter().product();
         let parts: Vec<(Vec<f64>, usize)> = inputs
             .iter()
-            .map(|v| Ok((read("cat", *v)?, v.1.shape()[dim..].iter().product::<usize>())))
+            .map(|v| {
+                Ok((
+                    read("cat", *v)?,
+                    v.1.shape()[dim..].iter().product::<usize>(),
+                ))
+            })
             .collect::<Result<_>>()?;
         let mut v = Vec::new();
         for o in 0..outer {
@@ -367,7 +434,13 @@ impl Backend for ReferenceBackend {
         Ok(out(out_dtype, &v))
     }
 
-    fn index_select(&self, src: View<'_>, dim: usize, index: View<'_>, out_dtype: DType) -> Result<Storage> {
+    fn index_select(
+        &self,
+        src: View<'_>,
+        dim: usize,
+        index: View<'_>,
+        out_dtype: DType,
+    ) -> Result<Storage> {
         let x = read("index_select", src)?;
         let idx = read("index_select", index)?;
         let (outer, size, inner) = split_at_dim(src.1.shape(), dim);
@@ -381,7 +454,13 @@ impl Backend for ReferenceBackend {
         Ok(out(out_dtype, &v))
     }
 
-    fn gather(&self, src: View<'_>, dim: usize, index: View<'_>, out_dtype: DType) -> Result<Storage> {
+    fn gather(
+        &self,
+        src: View<'_>,
+        dim: usize,
+        index: View<'_>,
+        out_dtype: DType,
+    ) -> Result<Storage> {
         let x = read("gather", src)?;
         let idx = read("gather", index)?;
         let src_strides = crate::layout::contiguous_strides(src.1.shape());
@@ -404,7 +483,14 @@ impl Backend for ReferenceBackend {
         Ok(out(out_dtype, &v))
     }
 
-    fn scatter_add(&self, shape: &[usize], dim: usize, index: View<'_>, src: View<'_>, out_dtype: DType) -> Result<Storage> {
+    fn scatter_add(
+        &self,
+        shape: &[usize],
+        dim: usize,
+        index: View<'_>,
+        src: View<'_>,
+        out_dtype: DType,
+    ) -> Result<Storage> {
         let idx = read("scatter_add", index)?;
         let s = read("scatter_add", src)?;
         let dst_strides = crate::layout::contiguous_strides(shape);
@@ -446,7 +532,11 @@ impl Backend for ReferenceBackend {
                     count.inf += 1;
                 }
                 // PyTorch multiplies in the gradient's precision (f32 for f32 and narrower).
-                *v = if dtype == DType::F64 { *v * inv_scale as f64 } else { (*v as f32 * inv_scale) as f64 };
+                *v = if dtype == DType::F64 {
+                    *v * inv_scale as f64
+                } else {
+                    (*v as f32 * inv_scale) as f64
+                };
             }
             let scaled = HostStorage::from_f64(dtype, &values);
             set_indices(h, &indices, &scaled);
@@ -487,9 +577,20 @@ mod tests {
     #[test]
     fn erf_matches_published_values() {
         // Abramowitz & Stegun table 7.1 values.
-        let cases = [(0.0, 0.0), (0.5, 0.5204998778130465), (1.0, 0.8427007929497149), (2.0, 0.9953222650189527), (3.0, 0.9999779095030014), (-1.5, -0.9661051464753108)];
+        let cases = [
+            (0.0, 0.0),
+            (0.5, 0.5204998778130465),
+            (1.0, 0.8427007929497149),
+            (2.0, 0.9953222650189527),
+            (3.0, 0.9999779095030014),
+            (-1.5, -0.9661051464753108),
+        ];
         for (x, want) in cases {
-            assert!((erf(x) - want).abs() < 1e-15, "erf({x}) = {} want {want}", erf(x));
+            assert!(
+                (erf(x) - want).abs() < 1e-15,
+                "erf({x}) = {} want {want}",
+                erf(x)
+            );
         }
     }
 }

@@ -163,13 +163,21 @@ impl HostStorage {
 
     /// Borrows the typed slice, or an error naming `op` and both dtypes.
     pub fn typed<T: HostElement>(&self, op: &'static str) -> Result<&[T]> {
-        T::slice(self).ok_or(Error::DTypeMismatch { op, lhs: self.dtype(), rhs: T::DTYPE })
+        T::slice(self).ok_or(Error::DTypeMismatch {
+            op,
+            lhs: self.dtype(),
+            rhs: T::DTYPE,
+        })
     }
 
     /// Mutably borrows the typed vector, or an error naming `op` and both dtypes.
     pub fn typed_mut<T: HostElement>(&mut self, op: &'static str) -> Result<&mut Vec<T>> {
         let dtype = self.dtype();
-        T::slice_mut(self).ok_or(Error::DTypeMismatch { op, lhs: dtype, rhs: T::DTYPE })
+        T::slice_mut(self).ok_or(Error::DTypeMismatch {
+            op,
+            lhs: dtype,
+            rhs: T::DTYPE,
+        })
     }
 }
 
@@ -230,7 +238,10 @@ impl Storage {
     pub fn host(&self, op: &'static str) -> Result<&HostStorage> {
         match self {
             Storage::Host(h) => Ok(h),
-            Storage::Device(d) => Err(Error::invalid(op, format!("expected host memory, got {d:?}"))),
+            Storage::Device(d) => Err(Error::invalid(
+                op,
+                format!("expected host memory, got {d:?}"),
+            )),
         }
     }
 
@@ -238,7 +249,10 @@ impl Storage {
     pub fn host_mut(&mut self, op: &'static str) -> Result<&mut HostStorage> {
         match self {
             Storage::Host(h) => Ok(h),
-            Storage::Device(d) => Err(Error::invalid(op, format!("expected host memory, got {d:?}"))),
+            Storage::Device(d) => Err(Error::invalid(
+                op,
+                format!("expected host memory, got {d:?}"),
+            )),
         }
     }
 }

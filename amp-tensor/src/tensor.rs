@@ -30,7 +30,13 @@ pub struct Tensor(Arc<TensorImpl>);
 
 impl std::fmt::Debug for Tensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Tensor[{:?}, {}, {}", self.dims(), self.dtype(), self.device())?;
+        write!(
+            f,
+            "Tensor[{:?}, {}, {}",
+            self.dims(),
+            self.dtype(),
+            self.device()
+        )?;
         if self.requires_grad() {
             write!(f, ", requires_grad")?;
         }
@@ -46,7 +52,13 @@ impl Tensor {
 
     pub(crate) fn from_storage(storage: Storage, shape: &[usize], device: &Device) -> Tensor {
         let dtype = storage.dtype();
-        Tensor::from_parts(Arc::new(RwLock::new(storage)), Layout::contiguous(shape), dtype, device.clone(), None)
+        Tensor::from_parts(
+            Arc::new(RwLock::new(storage)),
+            Layout::contiguous(shape),
+            dtype,
+            device.clone(),
+            None,
+        )
     }
 
     fn from_parts(
@@ -81,7 +93,13 @@ impl Tensor {
     ) -> Tensor {
         let dtype = storage.dtype();
         let node = make_node(op, inputs, Box::new(backward));
-        Tensor::from_parts(Arc::new(RwLock::new(storage)), Layout::contiguous(shape), dtype, device.clone(), node)
+        Tensor::from_parts(
+            Arc::new(RwLock::new(storage)),
+            Layout::contiguous(shape),
+            dtype,
+            device.clone(),
+            node,
+        )
     }
 
     /// A view of this tensor's storage with another layout, recorded as op `op`.
@@ -103,16 +121,30 @@ impl Tensor {
         backward: impl Fn(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
     ) -> Tensor {
         let node = make_node(op, inputs, Box::new(backward));
-        Tensor::from_parts(self.0.storage.clone(), layout, self.0.dtype, self.0.device.clone(), node)
+        Tensor::from_parts(
+            self.0.storage.clone(),
+            layout,
+            self.0.dtype,
+            self.0.device.clone(),
+            node,
+        )
     }
 
     /// A tensor holding `data` with `shape` on `device`.
-    pub fn from_vec<T: HostElement>(data: Vec<T>, shape: &[usize], device: &Device) -> Result<Tensor> {
+    pub fn from_vec<T: HostElement>(
+        data: Vec<T>,
+        shape: &[usize],
+        device: &Device,
+    ) -> Result<Tensor> {
         let numel: usize = shape.iter().product();
         if data.len() != numel {
             return Err(Error::invalid(
                 "from_vec",
-                format!("{} elements of {} given for shape {shape:?} ({numel} elements)", data.len(), T::DTYPE),
+                format!(
+                    "{} elements of {} given for shape {shape:?} ({numel} elements)",
+                    data.len(),
+                    T::DTYPE
+                ),
             ));
         }
         Tensor::from_host(T::into_host(data), shape, device)
@@ -122,24 +154,37 @@ impl Tensor {
     pub fn from_host(data: HostStorage, shape: &[usize], device: &Device) -> Result<Tensor> {
         let numel: usize = shape.iter().product();
         if data.len() != numel {
-            return Err(Error::invalid("from_host", format!("{} elements given for shape {shape:?}", data.len())));
+            return Err(Error::invalid(
+                "from_host",
+                format!("{} elements given for shape {shape:?}", data.len()),
+            ));
         }
         let storage = device.backend().from_host(data)?;
         Ok(Tensor::from_storage(storage, shape, device))
     }
 
     /// A tensor with `values` rounded once to `dtype`.
-    pub fn from_f64_slice(values: &[f64], shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
+    pub fn from_f64_slice(
+        values: &[f64],
+        shape: &[usize],
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Tensor> {
         let numel: usize = shape.iter().product();
         if values.len() != numel {
-            return Err(Error::invalid("from_f64_slice", format!("{} values given for shape {shape:?}", values.len())));
+            return Err(Error::invalid(
+                "from_f64_slice",
+                format!("{} values given for shape {shape:?}", values.len()),
+            ));
         }
         Tensor::from_host(HostStorage::from_f64(dtype, values), shape, device)
     }
 
     /// A tensor of `shape` filled with `value` (rounded to `dtype`).
     pub fn full(shape: &[usize], value: f64, dtype: DType, device: &Device) -> Result<Tensor> {
-        let storage = device.backend().full(shape.iter().product(), value, dtype)?;
+        let storage = device
+            .backend()
+            .full(shape.iter().product(), value, dtype)?;
         Ok(Tensor::from_storage(storage, shape, device))
     }
 
@@ -165,30 +210,65 @@ impl Tensor {
     }
 
     /// Uniform samples in `[low, high)`, reproducible from `seed`.
-    pub fn rand_uniform(shape: &[usize], low: f64, high: f64, dtype: DType, device: &Device, seed: u64) -> Result<Tensor> {
-        if !(low < high) || !low.is_finite() || !high.is_finite() {
-            return Err(Error::invalid("rand_uniform", format!("need finite low < high, got [{low}, {high})")));
+    pub fn rand_uniform(
+        shape: &[usize],
+        low: f64,
+        high: f64,
+        dtype: DType,
+        device: &Device,
+        seed: u64,
+    ) -> Result<Tensor> {
+        if low.partial_cmp(&high) != Some(std::cmp::Ordering::Less)
+            || !low.is_finite()
+            || !high.is_finite()
+        {
+            return Err(Error::invalid(
+                "rand_uniform",
+                format!("need finite low < high, got [{low}, {high})"),
+            ));
         }
         let n: usize = shape.iter().product();
-        let v: Vec<f64> = (0..n as u64).map(|i| low + (high - low) * random::uniform(seed, i)).collect();
+        let v: Vec<f64> = (0..n as u64)
+            .map(|i| low + (high - low) * random::uniform(seed, i))
+            .collect();
         Tensor::from_f64_slice(&v, shape, dtype, device)
     }
 
     /// Uniform random integers in `[low, high)` as i64, reproducible from `seed`.
-    pub fn randint(low: i64, high: i64, shape: &[usize], device: &Device, seed: u64) -> Result<Tensor> {
+    pub fn randint(
+        low: i64,
+        high: i64,
+        shape: &[usize],
+        device: &Device,
+        seed: u64,
+    ) -> Result<Tensor> {
         if low >= high {
-            return Err(Error::invalid("randint", format!("need low < high, got [{low}, {high})")));
+            return Err(Error::invalid(
+                "randint",
+                format!("need low < high, got [{low}, {high})"),
+            ));
         }
         let n: usize = shape.iter().product();
         let span = (high - low) as u64;
-        let v: Vec<i64> = (0..n as u64).map(|i| low + (random::draw_u64(seed, i) % span) as i64).collect();
+        let v: Vec<i64> = (0..n as u64)
+            .map(|i| low + (random::draw_u64(seed, i) % span) as i64)
+            .collect();
         Tensor::from_vec(v, shape, device)
     }
 
     /// `[start, start + step, …)` below `end`, as `torch.arange`.
-    pub fn arange(start: f64, end: f64, step: f64, dtype: DType, device: &Device) -> Result<Tensor> {
+    pub fn arange(
+        start: f64,
+        end: f64,
+        step: f64,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Tensor> {
         if step == 0.0 || !step.is_finite() || (end - start) / step < 0.0 {
-            return Err(Error::invalid("arange", format!("invalid range start={start} end={end} step={step}")));
+            return Err(Error::invalid(
+                "arange",
+                format!("invalid range start={start} end={end} step={step}"),
+            ));
         }
         let n = ((end - start) / step).ceil().max(0.0) as usize;
         let v: Vec<f64> = (0..n).map(|i| start + i as f64 * step).collect();
@@ -268,7 +348,11 @@ impl Tensor {
     /// The elements in logical order; an `Err` if `T` is not the tensor's dtype.
     pub fn to_vec<T: HostElement>(&self) -> Result<Vec<T>> {
         if T::DTYPE != self.dtype() {
-            return Err(Error::DTypeMismatch { op: "to_vec", lhs: self.dtype(), rhs: T::DTYPE });
+            return Err(Error::DTypeMismatch {
+                op: "to_vec",
+                lhs: self.dtype(),
+                rhs: T::DTYPE,
+            });
         }
         let host = self.with_view(|v| self.device().backend().to_host(v))?;
         Ok(T::slice(&host).expect("dtype checked").to_vec())
@@ -283,7 +367,10 @@ impl Tensor {
     /// The value of a one-element tensor.
     pub fn scalar_f64(&self) -> Result<f64> {
         if self.numel() != 1 {
-            return Err(Error::invalid("scalar_f64", format!("expected one element, got shape {:?}", self.dims())));
+            return Err(Error::invalid(
+                "scalar_f64",
+                format!("expected one element, got shape {:?}", self.dims()),
+            ));
         }
         Ok(self.to_f64_vec()?[0])
     }
@@ -296,7 +383,14 @@ impl Tensor {
         let host = self.with_view(|v| self.device().backend().to_host(v))?;
         let storage = device.backend().from_host(host)?;
         let source = self.device().clone();
-        Ok(Tensor::from_op(storage, self.dims(), device, "to_device", &[self], move |g| Ok(vec![Some(g.to_device(&source)?)])))
+        Ok(Tensor::from_op(
+            storage,
+            self.dims(),
+            device,
+            "to_device",
+            &[self],
+            move |g| Ok(vec![Some(g.to_device(&source)?)]),
+        ))
     }
 
     // ----- autograd -----------------------------------------------------
@@ -310,7 +404,10 @@ impl Tensor {
     /// decided by its inputs) or on an integer tensor.
     pub fn set_requires_grad(&self, requires: bool) -> Result<()> {
         if !self.is_leaf() {
-            return Err(Error::invalid("set_requires_grad", "only leaf tensors can change requires_grad; use detach()"));
+            return Err(Error::invalid(
+                "set_requires_grad",
+                "only leaf tensors can change requires_grad; use detach()",
+            ));
         }
         if requires && !self.dtype().is_float() {
             return Err(Error::UnsupportedDType {
@@ -339,14 +436,22 @@ impl Tensor {
 
     /// The accumulated gradient of a leaf.
     pub fn grad(&self) -> Option<Tensor> {
-        self.0.grad.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.0
+            .grad
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Replaces the gradient (shape must match).
     pub fn set_grad(&self, grad: Option<Tensor>) -> Result<()> {
         if let Some(g) = &grad {
             if g.dims() != self.dims() {
-                return Err(Error::ShapeMismatch { op: "set_grad", lhs: self.shape(), rhs: g.shape() });
+                return Err(Error::ShapeMismatch {
+                    op: "set_grad",
+                    lhs: self.shape(),
+                    rhs: g.shape(),
+                });
             }
         }
         *self.0.grad.lock().unwrap_or_else(|e| e.into_inner()) = grad;
@@ -360,13 +465,21 @@ impl Tensor {
 
     /// A tensor sharing storage that is cut from the tape (a leaf without grad).
     pub fn detach(&self) -> Tensor {
-        Tensor::from_parts(self.0.storage.clone(), self.0.layout.clone(), self.0.dtype, self.0.device.clone(), None)
+        Tensor::from_parts(
+            self.0.storage.clone(),
+            self.0.layout.clone(),
+            self.0.dtype,
+            self.0.device.clone(),
+            None,
+        )
     }
 
     /// Backpropagates from a one-element tensor (its gradient is 1).
     pub fn backward(&self) -> Result<()> {
         if self.numel() != 1 {
-            return Err(Error::NonScalarBackward { shape: self.shape() });
+            return Err(Error::NonScalarBackward {
+                shape: self.shape(),
+            });
         }
         let one = Tensor::ones(self.dims(), self.dtype(), self.device())?;
         autograd::run_backward(self, one)
@@ -375,13 +488,21 @@ impl Tensor {
     /// Backpropagates with an explicit output gradient of this tensor's shape.
     pub fn backward_with(&self, grad: &Tensor) -> Result<()> {
         if grad.dims() != self.dims() {
-            return Err(Error::ShapeMismatch { op: "backward", lhs: self.shape(), rhs: grad.shape() });
+            return Err(Error::ShapeMismatch {
+                op: "backward",
+                lhs: self.shape(),
+                rhs: grad.shape(),
+            });
         }
         autograd::run_backward(self, grad.detach())
     }
 
     pub(crate) fn accumulate_grad(&self, g: &Tensor) -> Result<()> {
-        let g = if g.dtype() == self.dtype() { g.clone() } else { g.to_dtype(self.dtype())? };
+        let g = if g.dtype() == self.dtype() {
+            g.clone()
+        } else {
+            g.to_dtype(self.dtype())?
+        };
         let mut slot = self.0.grad.lock().unwrap_or_else(|e| e.into_inner());
         let new = match slot.take() {
             Some(prev) => prev.add(&g)?,
@@ -398,15 +519,30 @@ impl Tensor {
     /// not recorded on the tape.
     pub fn assign(&self, value: &Tensor) -> Result<()> {
         if value.dims() != self.dims() {
-            return Err(Error::ShapeMismatch { op: "assign", lhs: self.shape(), rhs: value.shape() });
+            return Err(Error::ShapeMismatch {
+                op: "assign",
+                lhs: self.shape(),
+                rhs: value.shape(),
+            });
         }
         if !value.device().same_device(self.device()) {
-            return Err(Error::DeviceMismatch { op: "assign", lhs: self.device().to_string(), rhs: value.device().to_string() });
+            return Err(Error::DeviceMismatch {
+                op: "assign",
+                lhs: self.device().to_string(),
+                rhs: value.device().to_string(),
+            });
         }
         let layout = self.layout();
-        let whole = layout.is_contiguous() && layout.offset() == 0 && self.storage().len() == self.numel();
+        let whole =
+            layout.is_contiguous() && layout.offset() == 0 && self.storage().len() == self.numel();
         if !whole {
-            return Err(Error::invalid("assign", format!("target of shape {:?} is a view; assign needs a whole contiguous tensor", self.dims())));
+            return Err(Error::invalid(
+                "assign",
+                format!(
+                    "target of shape {:?} is a view; assign needs a whole contiguous tensor",
+                    self.dims()
+                ),
+            ));
         }
         let new = value.with_view(|v| self.device().backend().cast(v, self.dtype()))?;
         *self.storage_mut() = new;
@@ -418,5 +554,9 @@ fn make_node(op: &'static str, inputs: &[&Tensor], backward: BackwardFn) -> Opti
     if !autograd::is_grad_enabled() || !inputs.iter().any(|t| t.requires_grad()) {
         return None;
     }
-    Some(Arc::new(Node { op, inputs: inputs.iter().map(|t| (*t).clone()).collect(), backward }))
+    Some(Arc::new(Node {
+        op,
+        inputs: inputs.iter().map(|t| (*t).clone()).collect(),
+        backward,
+    }))
 }

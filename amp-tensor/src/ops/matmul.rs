@@ -25,10 +25,14 @@ fn as_batched(t: &Tensor, batch: &[usize]) -> Result<Tensor> {
     match merged_stride {
         Some(s) => {
             let strides = vec![s, l.strides()[batch.len()], l.strides()[batch.len() + 1]];
-            Ok(t.view_op(Layout::new(vec![b, r, c], strides, l.offset()), "reshape", {
-                let full = full.clone();
-                move |g| Ok(vec![Some(g.reshape(&full)?)])
-            }))
+            Ok(t.view_op(
+                Layout::new(vec![b, r, c], strides, l.offset()),
+                "reshape",
+                {
+                    let full = full.clone();
+                    move |g| Ok(vec![Some(g.reshape(&full)?)])
+                },
+            ))
         }
         None => t.contiguous()?.reshape(&[b, r, c]),
     }
@@ -39,42 +43,87 @@ fn as_batched(t: &Tensor, batch: &[usize]) -> Result<Tensor> {
 /// Both operands must have the same floating dtype (as in PyTorch); the
 /// product accumulates in f32 or better and is returned in that dtype.
 pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    dispatch("matmul", &[a, b], |inputs| matmul_impl(&inputs[0], &inputs[1]))
+    dispatch("matmul", &[a, b], |inputs| {
+        matmul_impl(&inputs[0], &inputs[1])
+    })
 }
 
 fn matmul_impl(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     same_device("matmul", &[a, b])?;
     if a.dtype() != b.dtype() {
-        return Err(Error::DTypeMismatch { op: "matmul", lhs: a.dtype(), rhs: b.dtype() });
+        return Err(Error::DTypeMismatch {
+            op: "matmul",
+            lhs: a.dtype(),
+            rhs: b.dtype(),
+        });
     }
     require_float("matmul", a)?;
     if a.rank() == 0 || b.rank() == 0 {
-        return Err(Error::invalid("matmul", format!("both arguments need at least 1 dimension, got {:?} and {:?}", a.dims(), b.dims())));
+        return Err(Error::invalid(
+            "matmul",
+            format!(
+                "both arguments need at least 1 dimension, got {:?} and {:?}",
+                a.dims(),
+                b.dims()
+            ),
+        ));
     }
-    let a2 = if a.rank() == 1 { a.unsqueeze(0)? } else { a.clone() };
-    let b2 = if b.rank() == 1 { b.unsqueeze(1)? } else { b.clone() };
+    let a2 = if a.rank() == 1 {
+        a.unsqueeze(0)?
+    } else {
+        a.clone()
+    };
+    let b2 = if b.rank() == 1 {
+        b.unsqueeze(1)?
+    } else {
+        b.clone()
+    };
     let (m, k) = (a2.dims()[a2.rank() - 2], a2.dims()[a2.rank() - 1]);
     let (k2, n) = (b2.dims()[b2.rank() - 2], b2.dims()[b2.rank() - 1]);
     if k != k2 {
-        return Err(Error::ShapeMismatch { op: "matmul", lhs: a.shape(), rhs: b.shape() });
+        return Err(Error::ShapeMismatch {
+            op: "matmul",
+            lhs: a.shape(),
+            rhs: b.shape(),
+        });
     }
-    let batch = broadcast_shapes("matmul", &a2.dims()[..a2.rank() - 2], &b2.dims()[..b2.rank() - 2])
-        .map_err(|_| Error::ShapeMismatch { op: "matmul", lhs: a.shape(), rhs: b.shape() })?;
+    let batch = broadcast_shapes(
+        "matmul",
+        &a2.dims()[..a2.rank() - 2],
+        &b2.dims()[..b2.rank() - 2],
+    )
+    .map_err(|_| Error::ShapeMismatch {
+        op: "matmul",
+        lhs: a.shape(),
+        rhs: b.shape(),
+    })?;
     let ab = as_batched(&a2.detach(), &batch)?;
     let bb = as_batched(&b2.detach(), &batch)?;
     let storage = {
         let (sa, sb) = (ab.storage(), bb.storage());
-        a.device().backend().matmul((&sa, ab.layout()), (&sb, bb.layout()), a.dtype())?
+        a.device()
+            .backend()
+            .matmul((&sa, ab.layout()), (&sb, bb.layout()), a.dtype())?
     };
     let mut out_shape = batch.clone();
     out_shape.extend([m, n]);
     let (a_saved, b_saved) = (a2.detach(), b2.detach());
     let (a2_shape, b2_shape) = (a2.shape(), b2.shape());
-    let full = Tensor::from_op(storage, &out_shape, a.device(), "matmul", &[&a2, &b2], move |g| {
-        let ga = matmul_impl(g, &b_saved.transpose(-1, -2)?)?;
-        let gb = matmul_impl(&a_saved.transpose(-1, -2)?, g)?;
-        Ok(vec![Some(unbroadcast(&ga, &a2_shape)?), Some(unbroadcast(&gb, &b2_shape)?)])
-    });
+    let full = Tensor::from_op(
+        storage,
+        &out_shape,
+        a.device(),
+        "matmul",
+        &[&a2, &b2],
+        move |g| {
+            let ga = matmul_impl(g, &b_saved.transpose(-1, -2)?)?;
+            let gb = matmul_impl(&a_saved.transpose(-1, -2)?, g)?;
+            Ok(vec![
+                Some(unbroadcast(&ga, &a2_shape)?),
+                Some(unbroadcast(&gb, &b2_shape)?),
+            ])
+        },
+    );
     let mut out = full;
     if b.rank() == 1 {
         out = out.squeeze(-1)?;
@@ -93,16 +142,28 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
     dispatch("linear", &inputs, |inputs| {
         let (x, w) = (&inputs[0], &inputs[1]);
         if w.rank() != 2 || x.rank() == 0 || x.dims()[x.rank() - 1] != w.dims()[1] {
-            return Err(Error::ShapeMismatch { op: "linear", lhs: x.shape(), rhs: w.shape() });
+            return Err(Error::ShapeMismatch {
+                op: "linear",
+                lhs: x.shape(),
+                rhs: w.shape(),
+            });
         }
         let y = matmul_impl(x, &w.t()?)?;
         match inputs.get(2) {
             Some(b) => {
                 if b.dims() != [w.dims()[0]] {
-                    return Err(Error::ShapeMismatch { op: "linear", lhs: w.shape(), rhs: b.shape() });
+                    return Err(Error::ShapeMismatch {
+                        op: "linear",
+                        lhs: w.shape(),
+                        rhs: b.shape(),
+                    });
                 }
                 if b.dtype() != y.dtype() {
-                    return Err(Error::DTypeMismatch { op: "linear", lhs: y.dtype(), rhs: b.dtype() });
+                    return Err(Error::DTypeMismatch {
+                        op: "linear",
+                        lhs: y.dtype(),
+                        rhs: b.dtype(),
+                    });
                 }
                 y.add(b)
             }

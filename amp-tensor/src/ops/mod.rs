@@ -22,7 +22,11 @@ pub(crate) fn same_device(op: &'static str, tensors: &[&Tensor]) -> Result<()> {
     if let Some(first) = tensors.first() {
         for t in &tensors[1..] {
             if !t.device().same_device(first.device()) {
-                return Err(Error::DeviceMismatch { op, lhs: first.device().to_string(), rhs: t.device().to_string() });
+                return Err(Error::DeviceMismatch {
+                    op,
+                    lhs: first.device().to_string(),
+                    rhs: t.device().to_string(),
+                });
             }
         }
     }
@@ -32,7 +36,11 @@ pub(crate) fn same_device(op: &'static str, tensors: &[&Tensor]) -> Result<()> {
 /// Errors unless `t` has a floating dtype.
 pub(crate) fn require_float(op: &'static str, t: &Tensor) -> Result<()> {
     if !t.dtype().is_float() {
-        return Err(Error::UnsupportedDType { op, dtype: t.dtype(), reason: "needs a floating-point tensor".into() });
+        return Err(Error::UnsupportedDType {
+            op,
+            dtype: t.dtype(),
+            reason: "needs a floating-point tensor".into(),
+        });
     }
     Ok(())
 }
@@ -40,7 +48,11 @@ pub(crate) fn require_float(op: &'static str, t: &Tensor) -> Result<()> {
 /// Errors unless `t` is a tensor of i64 indices.
 pub(crate) fn require_index(op: &'static str, t: &Tensor) -> Result<()> {
     if t.dtype() != DType::I64 {
-        return Err(Error::UnsupportedDType { op, dtype: t.dtype(), reason: "indices must be i64".into() });
+        return Err(Error::UnsupportedDType {
+            op,
+            dtype: t.dtype(),
+            reason: "indices must be i64".into(),
+        });
     }
     Ok(())
 }
@@ -57,6 +69,10 @@ pub(crate) fn unbroadcast(g: &Tensor, shape: &[usize]) -> Result<Tensor> {
             dims.push(lead + i);
         }
     }
-    let summed = if dims.is_empty() { g.clone() } else { g.sum_dims(&dims, true)? };
+    let summed = if dims.is_empty() {
+        g.clone()
+    } else {
+        g.sum_dims(&dims, true)?
+    };
     summed.reshape(shape)
 }

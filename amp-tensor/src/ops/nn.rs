@@ -31,7 +31,11 @@ pub struct CrossEntropyOptions {
 
 impl Default for CrossEntropyOptions {
     fn default() -> Self {
-        CrossEntropyOptions { reduction: Reduction::Mean, ignore_index: -100, label_smoothing: 0.0 }
+        CrossEntropyOptions {
+            reduction: Reduction::Mean,
+            ignore_index: -100,
+            label_smoothing: 0.0,
+        }
     }
 }
 
@@ -92,7 +96,12 @@ pub fn log_softmax(x: &Tensor, dim: isize) -> Result<Tensor> {
 
 /// Layer normalisation over the last dimension (`normalized_shape = [n]`)
 /// with optional affine `weight` and `bias` of length `n`.
-pub fn layer_norm(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
+pub fn layer_norm(
+    x: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f64,
+) -> Result<Tensor> {
     let mut inputs = vec![x];
     inputs.extend(weight);
     inputs.extend(bias);
@@ -104,15 +113,26 @@ pub fn layer_norm(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, ep
         require_float("layer_norm", x)?;
         same_device("layer_norm", &inputs.iter().collect::<Vec<_>>())?;
         if x.rank() == 0 {
-            return Err(Error::invalid("layer_norm", "expects at least one dimension"));
+            return Err(Error::invalid(
+                "layer_norm",
+                "expects at least one dimension",
+            ));
         }
         let n = x.dims()[x.rank() - 1];
         for p in w.iter().chain(b.iter()) {
             if p.dims() != [n] {
-                return Err(Error::ShapeMismatch { op: "layer_norm", lhs: x.shape(), rhs: p.shape() });
+                return Err(Error::ShapeMismatch {
+                    op: "layer_norm",
+                    lhs: x.shape(),
+                    rhs: p.shape(),
+                });
             }
             if p.dtype() != x.dtype() {
-                return Err(Error::DTypeMismatch { op: "layer_norm", lhs: x.dtype(), rhs: p.dtype() });
+                return Err(Error::DTypeMismatch {
+                    op: "layer_norm",
+                    lhs: x.dtype(),
+                    rhs: p.dtype(),
+                });
             }
         }
         let (y, mean, rstd) = {
@@ -137,52 +157,91 @@ pub fn layer_norm(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, ep
         recorded.extend(b.iter());
         let (x_saved, w_saved) = (x.detach(), w.as_ref().map(|t| t.detach()));
         let dtype = x.dtype();
-        Ok(y.view_op_multi(y.layout().clone(), "layer_norm", &recorded, move |g| {
-            // In f32 (or f64): x̂ = (x - mean)·rstd, gx̂ = g·w,
-            // gx = rstd·(gx̂ - mean(gx̂) - x̂·mean(gx̂·x̂)), gw = Σ g·x̂, gb = Σ g.
-            let acc = if dtype == DType::F64 { DType::F64 } else { DType::F32 };
-            let g32 = g.to_dtype(acc)?;
-            let xhat = x_saved.to_dtype(acc)?.sub(&mean)?.mul(&rstd)?;
-            let gxhat = match &w_saved {
-                Some(w) => g32.mul(&w.to_dtype(acc)?)?,
-                None => g32.clone(),
-            };
-            let m1 = gxhat.mean_dim(-1, true)?;
-            let m2 = gxhat.mul(&xhat)?.mean_dim(-1, true)?;
-            let gx = gxhat.sub(&m1)?.sub(&xhat.mul(&m2)?)?.mul(&rstd)?.to_dtype(dtype)?;
-            let rows: Vec<usize> = (0..g.rank() - 1).collect();
-            let mut grads = vec![Some(gx)];
-            if has_w {
-                grads.push(Some(g32.mul(&xhat)?.sum_dims(&rows, false)?.to_dtype(dtype)?));
-            }
-            if has_b {
-                grads.push(Some(g32.sum_dims(&rows, false)?.to_dtype(dtype)?));
-            }
-            Ok(grads)
-        }))
+        Ok(
+            y.view_op_multi(y.layout().clone(), "layer_norm", &recorded, move |g| {
+                // In f32 (or f64): x̂ = (x - mean)·rstd, gx̂ = g·w,
+                // gx = rstd·(gx̂ - mean(gx̂) - x̂·mean(gx̂·x̂)), gw = Σ g·x̂, gb = Σ g.
+                let acc = if dtype == DType::F64 {
+                    DType::F64
+                } else {
+                    DType::F32
+                };
+                let g32 = g.to_dtype(acc)?;
+                let xhat = x_saved.to_dtype(acc)?.sub(&mean)?.mul(&rstd)?;
+                let gxhat = match &w_saved {
+                    Some(w) => g32.mul(&w.to_dtype(acc)?)?,
+                    None => g32.clone(),
+                };
+                let m1 = gxhat.mean_dim(-1, true)?;
+                let m2 = gxhat.mul(&xhat)?.mean_dim(-1, true)?;
+                let gx = gxhat
+                    .sub(&m1)?
+                    .sub(&xhat.mul(&m2)?)?
+                    .mul(&rstd)?
+                    .to_dtype(dtype)?;
+                let rows: Vec<usize> = (0..g.rank() - 1).collect();
+                let mut grads = vec![Some(gx)];
+                if has_w {
+                    grads.push(Some(
+                        g32.mul(&xhat)?.sum_dims(&rows, false)?.to_dtype(dtype)?,
+                    ));
+                }
+                if has_b {
+                    grads.push(Some(g32.sum_dims(&rows, false)?.to_dtype(dtype)?));
+                }
+                Ok(grads)
+            }),
+        )
     })
 }
 
 /// Checks that every index lies in `[0, size)` (or equals `allowed`, when given).
-fn check_indices(op: &'static str, index: &Tensor, size: usize, shape: &[usize], allowed: Option<i64>) -> Result<()> {
+fn check_indices(
+    op: &'static str,
+    index: &Tensor,
+    size: usize,
+    shape: &[usize],
+    allowed: Option<i64>,
+) -> Result<()> {
     for &i in &index.to_vec::<i64>()? {
         if Some(i) == allowed {
             continue;
         }
         if i < 0 || i as usize >= size {
-            return Err(Error::IndexOutOfRange { op, index: i, size, shape: shape.to_vec() });
+            return Err(Error::IndexOutOfRange {
+                op,
+                index: i,
+                size,
+                shape: shape.to_vec(),
+            });
         }
     }
     Ok(())
 }
 
 /// Zeros of `shape` with `src` scatter-added along `dim` at `index` (same shape as `src`).
-pub(crate) fn scatter_add_into(shape: &[usize], dim: usize, index: &Tensor, src: &Tensor) -> Result<Tensor> {
-    let storage = index.with_view(|vi| src.with_view(|vs| src.device().backend().scatter_add(shape, dim, vi, vs, src.dtype())))?;
+pub(crate) fn scatter_add_into(
+    shape: &[usize],
+    dim: usize,
+    index: &Tensor,
+    src: &Tensor,
+) -> Result<Tensor> {
+    let storage = index.with_view(|vi| {
+        src.with_view(|vs| {
+            src.device()
+                .backend()
+                .scatter_add(shape, dim, vi, vs, src.dtype())
+        })
+    })?;
     let index_saved = index.clone();
-    Ok(Tensor::from_op(storage, shape, src.device(), "scatter_add", &[src], move |g| {
-        Ok(vec![Some(g.gather(dim as isize, &index_saved)?)])
-    }))
+    Ok(Tensor::from_op(
+        storage,
+        shape,
+        src.device(),
+        "scatter_add",
+        &[src],
+        move |g| Ok(vec![Some(g.gather(dim as isize, &index_saved)?)]),
+    ))
 }
 
 impl Tensor {
@@ -194,16 +253,33 @@ impl Tensor {
             require_index("gather", index)?;
             same_device("gather", &[x, index])?;
             let d = x.layout().dim("gather", dim)?;
-            let ok = index.rank() == x.rank() && index.dims().iter().zip(x.dims()).enumerate().all(|(i, (a, b))| i == d || a <= b);
+            let ok = index.rank() == x.rank()
+                && index
+                    .dims()
+                    .iter()
+                    .zip(x.dims())
+                    .enumerate()
+                    .all(|(i, (a, b))| i == d || a <= b);
             if !ok {
-                return Err(Error::ShapeMismatch { op: "gather", lhs: x.shape(), rhs: index.shape() });
+                return Err(Error::ShapeMismatch {
+                    op: "gather",
+                    lhs: x.shape(),
+                    rhs: index.shape(),
+                });
             }
             check_indices("gather", index, x.dims()[d], x.dims(), None)?;
-            let storage = x.with_view(|vx| index.with_view(|vi| x.device().backend().gather(vx, d, vi, x.dtype())))?;
+            let storage = x.with_view(|vx| {
+                index.with_view(|vi| x.device().backend().gather(vx, d, vi, x.dtype()))
+            })?;
             let (index_saved, source) = (index.clone(), x.shape());
-            Ok(Tensor::from_op(storage, index.dims(), x.device(), "gather", &[x], move |g| {
-                Ok(vec![Some(scatter_add_into(&source, d, &index_saved, g)?)])
-            }))
+            Ok(Tensor::from_op(
+                storage,
+                index.dims(),
+                x.device(),
+                "gather",
+                &[x],
+                move |g| Ok(vec![Some(scatter_add_into(&source, d, &index_saved, g)?)]),
+            ))
         })
     }
 
@@ -214,21 +290,33 @@ impl Tensor {
             require_index("index_select", index)?;
             same_device("index_select", &[x, index])?;
             if index.rank() != 1 {
-                return Err(Error::invalid("index_select", format!("index must be 1-D, got shape {:?}", index.dims())));
+                return Err(Error::invalid(
+                    "index_select",
+                    format!("index must be 1-D, got shape {:?}", index.dims()),
+                ));
             }
             let d = x.layout().dim("index_select", dim)?;
             check_indices("index_select", index, x.dims()[d], x.dims(), None)?;
-            let storage = x.with_view(|vx| index.with_view(|vi| x.device().backend().index_select(vx, d, vi, x.dtype())))?;
+            let storage = x.with_view(|vx| {
+                index.with_view(|vi| x.device().backend().index_select(vx, d, vi, x.dtype()))
+            })?;
             let mut shape = x.shape();
             shape[d] = index.numel();
             let (index_saved, source) = (index.clone(), x.shape());
-            Ok(Tensor::from_op(storage, &shape, x.device(), "index_select", &[x], move |g| {
-                // Broadcast the 1-D index along every other dim, then scatter-add.
-                let mut view_shape = vec![1; g.rank()];
-                view_shape[d] = index_saved.numel();
-                let idx = index_saved.reshape(&view_shape)?.broadcast_to(g.dims())?;
-                Ok(vec![Some(scatter_add_into(&source, d, &idx, g)?)])
-            }))
+            Ok(Tensor::from_op(
+                storage,
+                &shape,
+                x.device(),
+                "index_select",
+                &[x],
+                move |g| {
+                    // Broadcast the 1-D index along every other dim, then scatter-add.
+                    let mut view_shape = vec![1; g.rank()];
+                    view_shape[d] = index_saved.numel();
+                    let idx = index_saved.reshape(&view_shape)?.broadcast_to(g.dims())?;
+                    Ok(vec![Some(scatter_add_into(&source, d, &idx, g)?)])
+                },
+            ))
         })
     }
 }
@@ -238,7 +326,10 @@ pub fn embedding(indices: &Tensor, weight: &Tensor) -> Result<Tensor> {
     dispatch("embedding", &[indices, weight], |inputs| {
         let (idx, w) = (&inputs[0], &inputs[1]);
         if w.rank() != 2 {
-            return Err(Error::invalid("embedding", format!("weight must be 2-D, got shape {:?}", w.dims())));
+            return Err(Error::invalid(
+                "embedding",
+                format!("weight must be 2-D, got shape {:?}", w.dims()),
+            ));
         }
         let rows = w.index_select(0, &idx.flatten_all()?)?;
         let mut shape = idx.shape();
@@ -248,26 +339,56 @@ pub fn embedding(indices: &Tensor, weight: &Tensor) -> Result<Tensor> {
 }
 
 /// Negative log-likelihood of log-probabilities `[N, C]` (or `[C]`) at i64 class `targets`.
-pub fn nll_loss(log_probs: &Tensor, targets: &Tensor, reduction: Reduction, ignore_index: i64) -> Result<Tensor> {
-    dispatch("nll_loss", &[log_probs, targets], |inputs| nll_impl(&inputs[0], &inputs[1], reduction, ignore_index, 0.0))
+pub fn nll_loss(
+    log_probs: &Tensor,
+    targets: &Tensor,
+    reduction: Reduction,
+    ignore_index: i64,
+) -> Result<Tensor> {
+    dispatch("nll_loss", &[log_probs, targets], |inputs| {
+        nll_impl(&inputs[0], &inputs[1], reduction, ignore_index, 0.0)
+    })
 }
 
-fn nll_impl(logp: &Tensor, targets: &Tensor, reduction: Reduction, ignore_index: i64, smoothing: f64) -> Result<Tensor> {
+fn nll_impl(
+    logp: &Tensor,
+    targets: &Tensor,
+    reduction: Reduction,
+    ignore_index: i64,
+    smoothing: f64,
+) -> Result<Tensor> {
     require_float("nll_loss", logp)?;
     require_index("nll_loss", targets)?;
     same_device("nll_loss", &[logp, targets])?;
-    let (logp, targets) = if logp.rank() == 1 { (logp.unsqueeze(0)?, targets.reshape(&[1])?) } else { (logp.clone(), targets.clone()) };
+    let (logp, targets) = if logp.rank() == 1 {
+        (logp.unsqueeze(0)?, targets.reshape(&[1])?)
+    } else {
+        (logp.clone(), targets.clone())
+    };
     if logp.rank() != 2 || targets.rank() != 1 || targets.dims()[0] != logp.dims()[0] {
-        return Err(Error::ShapeMismatch { op: "nll_loss", lhs: logp.shape(), rhs: targets.shape() });
+        return Err(Error::ShapeMismatch {
+            op: "nll_loss",
+            lhs: logp.shape(),
+            rhs: targets.shape(),
+        });
     }
     if !(0.0..=1.0).contains(&smoothing) {
-        return Err(Error::invalid("cross_entropy", format!("label_smoothing must be in [0, 1], got {smoothing}")));
+        return Err(Error::invalid(
+            "cross_entropy",
+            format!("label_smoothing must be in [0, 1], got {smoothing}"),
+        ));
     }
     let c = logp.dims()[1];
     check_indices("nll_loss", &targets, c, logp.dims(), Some(ignore_index))?;
     let t = targets.to_vec::<i64>()?;
-    let valid: Vec<f64> = t.iter().map(|&i| if i == ignore_index { 0.0 } else { 1.0 }).collect();
-    let safe: Vec<i64> = t.iter().map(|&i| if i == ignore_index { 0 } else { i }).collect();
+    let valid: Vec<f64> = t
+        .iter()
+        .map(|&i| if i == ignore_index { 0.0 } else { 1.0 })
+        .collect();
+    let safe: Vec<i64> = t
+        .iter()
+        .map(|&i| if i == ignore_index { 0 } else { i })
+        .collect();
     let n = t.len();
     let device = logp.device();
     let safe = Tensor::from_vec(safe, &[n, 1], device)?;
@@ -277,7 +398,9 @@ fn nll_impl(logp: &Tensor, targets: &Tensor, reduction: Reduction, ignore_index:
     if smoothing > 0.0 {
         // (1 - ε)·nll + ε·mean_c(-log p)
         let uniform = logp.mean_dim(1, false)?.neg()?;
-        per_row = per_row.mul_scalar(1.0 - smoothing)?.add(&uniform.mul_scalar(smoothing)?)?;
+        per_row = per_row
+            .mul_scalar(1.0 - smoothing)?
+            .add(&uniform.mul_scalar(smoothing)?)?;
     }
     let per_row = per_row.mul(&mask)?;
     match reduction {
@@ -298,12 +421,22 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
 }
 
 /// Cross-entropy with reduction, `ignore_index` and label smoothing.
-pub fn cross_entropy_with(logits: &Tensor, targets: &Tensor, options: CrossEntropyOptions) -> Result<Tensor> {
+pub fn cross_entropy_with(
+    logits: &Tensor,
+    targets: &Tensor,
+    options: CrossEntropyOptions,
+) -> Result<Tensor> {
     dispatch("cross_entropy", &[logits, targets], |inputs| {
         let logits = &inputs[0];
         require_float("cross_entropy", logits)?;
         let logp = log_softmax(logits, -1)?;
-        nll_impl(&logp, &inputs[1], options.reduction, options.ignore_index, options.label_smoothing)
+        nll_impl(
+            &logp,
+            &inputs[1],
+            options.reduction,
+            options.ignore_index,
+            options.label_smoothing,
+        )
     })
 }
 
@@ -328,14 +461,25 @@ pub fn dropout(x: &Tensor, p: f64, train: bool, seed: u64) -> Result<Tensor> {
     dispatch("dropout", &[x], |inputs| {
         let x = &inputs[0];
         if !(0.0..=1.0).contains(&p) {
-            return Err(Error::invalid("dropout", format!("probability must be in [0, 1], got {p}")));
+            return Err(Error::invalid(
+                "dropout",
+                format!("probability must be in [0, 1], got {p}"),
+            ));
         }
         if !train || p == 0.0 {
             return Ok(x.clone());
         }
         require_float("dropout", x)?;
         let keep = if p == 1.0 { 0.0 } else { 1.0 / (1.0 - p) };
-        let mask: Vec<f64> = (0..x.numel() as u64).map(|i| if random::uniform(seed, i) >= p { keep } else { 0.0 }).collect();
+        let mask: Vec<f64> = (0..x.numel() as u64)
+            .map(|i| {
+                if random::uniform(seed, i) >= p {
+                    keep
+                } else {
+                    0.0
+                }
+            })
+            .collect();
         let mask = Tensor::from_f64_slice(&mask, x.dims(), x.dtype(), x.device())?;
         x.mul(&mask)
     })

@@ -10,7 +10,12 @@ fn reduction_dims(op: &'static str, t: &Tensor, dims: &[usize]) -> Result<Vec<us
     let mut d = dims.to_vec();
     for &x in &d {
         if x >= t.rank() {
-            return Err(Error::IndexOutOfRange { op, index: x as i64, size: t.rank(), shape: t.shape() });
+            return Err(Error::IndexOutOfRange {
+                op,
+                index: x as i64,
+                size: t.rank(),
+                shape: t.shape(),
+            });
         }
     }
     d.sort_unstable();
@@ -35,7 +40,13 @@ fn reduce_kernel(op: ReduceOp, x: &Tensor, dims: &[usize], out: DType) -> Result
     x.with_view(|v| x.device().backend().reduce(op, v, dims, out))
 }
 
-fn sum_or_mean(name: &'static str, x: &Tensor, dims: &[usize], keepdim: bool, mean: bool) -> Result<Tensor> {
+fn sum_or_mean(
+    name: &'static str,
+    x: &Tensor,
+    dims: &[usize],
+    keepdim: bool,
+    mean: bool,
+) -> Result<Tensor> {
     dispatch(name, &[x], |inputs| {
         let x = &inputs[0];
         let dims = reduction_dims(name, x, dims)?;
@@ -43,7 +54,11 @@ fn sum_or_mean(name: &'static str, x: &Tensor, dims: &[usize], keepdim: bool, me
             (true, _) => x.dtype(),
             (false, false) => DType::I64,
             (false, true) => {
-                return Err(Error::UnsupportedDType { op: name, dtype: x.dtype(), reason: "mean needs a floating-point tensor".into() })
+                return Err(Error::UnsupportedDType {
+                    op: name,
+                    dtype: x.dtype(),
+                    reason: "mean needs a floating-point tensor".into(),
+                })
             }
         };
         let op = if mean { ReduceOp::Mean } else { ReduceOp::Sum };
@@ -52,10 +67,21 @@ fn sum_or_mean(name: &'static str, x: &Tensor, dims: &[usize], keepdim: bool, me
         let keep_shape = reduced_shape(x.dims(), &dims, true);
         let source = x.shape();
         let count: usize = dims.iter().map(|&d| source[d]).product();
-        Ok(Tensor::from_op(storage, &shape, x.device(), name, &[x], move |g| {
-            let g = g.reshape(&keep_shape)?.broadcast_to(&source)?;
-            Ok(vec![Some(if mean { g.mul_scalar(1.0 / count as f64)? } else { g })])
-        }))
+        Ok(Tensor::from_op(
+            storage,
+            &shape,
+            x.device(),
+            name,
+            &[x],
+            move |g| {
+                let g = g.reshape(&keep_shape)?.broadcast_to(&source)?;
+                Ok(vec![Some(if mean {
+                    g.mul_scalar(1.0 / count as f64)?
+                } else {
+                    g
+                })])
+            },
+        ))
     })
 }
 
@@ -99,7 +125,13 @@ impl Tensor {
             let x = &inputs[0];
             let d = x.layout().dim("max", dim)?;
             if x.dims()[d] == 0 {
-                return Err(Error::invalid("max", format!("cannot reduce an empty dimension {d} of shape {:?}", x.dims())));
+                return Err(Error::invalid(
+                    "max",
+                    format!(
+                        "cannot reduce an empty dimension {d} of shape {:?}",
+                        x.dims()
+                    ),
+                ));
             }
             let idx_storage = reduce_kernel(ReduceOp::ArgMax, x, &[d], DType::I64)?;
             let keep_shape = reduced_shape(x.dims(), &[d], true);
@@ -109,7 +141,9 @@ impl Tensor {
             let idx_saved = indices.clone();
             let values = values.view_op_multi(values.layout().clone(), "max", &[x], move |g| {
                 let g = g.reshape(&idx_saved.shape())?;
-                Ok(vec![Some(super::nn::scatter_add_into(&source, d, &idx_saved, &g)?)])
+                Ok(vec![Some(super::nn::scatter_add_into(
+                    &source, d, &idx_saved, &g,
+                )?)])
             });
             if keepdim {
                 Ok((values, indices))
@@ -125,7 +159,13 @@ impl Tensor {
             let x = &inputs[0];
             let d = x.layout().dim("argmax", dim)?;
             if x.dims()[d] == 0 {
-                return Err(Error::invalid("argmax", format!("cannot reduce an empty dimension {d} of shape {:?}", x.dims())));
+                return Err(Error::invalid(
+                    "argmax",
+                    format!(
+                        "cannot reduce an empty dimension {d} of shape {:?}",
+                        x.dims()
+                    ),
+                ));
             }
             let storage = reduce_kernel(ReduceOp::ArgMax, x, &[d], DType::I64)?;
             let t = Tensor::from_storage(storage, &reduced_shape(x.dims(), &[d], true), x.device());

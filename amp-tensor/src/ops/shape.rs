@@ -13,16 +13,24 @@ impl Tensor {
 
     /// Swaps two dimensions (a view).
     pub fn transpose(&self, a: isize, b: isize) -> Result<Tensor> {
-        let (a, b) = (self.dim_index("transpose", a)?, self.dim_index("transpose", b)?);
-        Ok(self.view_op(self.layout().transpose(a, b), "transpose", move |g| {
-            Ok(vec![Some(g.transpose(a as isize, b as isize)?)])
-        }))
+        let (a, b) = (
+            self.dim_index("transpose", a)?,
+            self.dim_index("transpose", b)?,
+        );
+        Ok(
+            self.view_op(self.layout().transpose(a, b), "transpose", move |g| {
+                Ok(vec![Some(g.transpose(a as isize, b as isize)?)])
+            }),
+        )
     }
 
     /// Transpose of a 2-D tensor (a view).
     pub fn t(&self) -> Result<Tensor> {
         if self.rank() != 2 {
-            return Err(Error::invalid("t", format!("expects a 2-D tensor, got shape {:?}", self.dims())));
+            return Err(Error::invalid(
+                "t",
+                format!("expects a 2-D tensor, got shape {:?}", self.dims()),
+            ));
         }
         self.transpose(0, 1)
     }
@@ -32,13 +40,23 @@ impl Tensor {
         let mut sorted = perm.to_vec();
         sorted.sort_unstable();
         if sorted != (0..self.rank()).collect::<Vec<_>>() {
-            return Err(Error::invalid("permute", format!("{perm:?} is not a permutation of the dims of shape {:?}", self.dims())));
+            return Err(Error::invalid(
+                "permute",
+                format!(
+                    "{perm:?} is not a permutation of the dims of shape {:?}",
+                    self.dims()
+                ),
+            ));
         }
         let mut inverse = vec![0; perm.len()];
         for (i, &p) in perm.iter().enumerate() {
             inverse[p] = i;
         }
-        Ok(self.view_op(self.layout().permute(perm), "permute", move |g| Ok(vec![Some(g.permute(&inverse)?)])))
+        Ok(
+            self.view_op(self.layout().permute(perm), "permute", move |g| {
+                Ok(vec![Some(g.permute(&inverse)?)])
+            }),
+        )
     }
 
     /// The same elements with another shape: a view when the layout allows it,
@@ -46,14 +64,20 @@ impl Tensor {
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
         let numel: usize = shape.iter().product();
         if numel != self.numel() {
-            return Err(Error::ShapeMismatch { op: "reshape", lhs: self.shape(), rhs: shape.to_vec() });
+            return Err(Error::ShapeMismatch {
+                op: "reshape",
+                lhs: self.shape(),
+                rhs: shape.to_vec(),
+            });
         }
         if shape == self.dims() {
             return Ok(self.clone());
         }
         let source = self.shape();
         match self.layout().reshape(shape) {
-            Some(layout) => Ok(self.view_op(layout, "reshape", move |g| Ok(vec![Some(g.reshape(&source)?)]))),
+            Some(layout) => Ok(self.view_op(layout, "reshape", move |g| {
+                Ok(vec![Some(g.reshape(&source)?)])
+            })),
             None => self.contiguous()?.reshape(shape),
         }
     }
@@ -68,26 +92,36 @@ impl Tensor {
         let d = self.dim_index("narrow", dim)?;
         let size = self.dims()[d];
         if start + len > size {
-            return Err(Error::IndexOutOfRange { op: "narrow", index: (start + len) as i64, size, shape: self.shape() });
+            return Err(Error::IndexOutOfRange {
+                op: "narrow",
+                index: (start + len) as i64,
+                size,
+                shape: self.shape(),
+            });
         }
         let source = self.shape();
-        Ok(self.view_op(self.layout().narrow(d, start, len), "narrow", move |g| {
-            // Pad the gradient back with zeros around the slice.
-            let mut parts = Vec::new();
-            let zeros = |n: usize| {
-                let mut s = source.clone();
-                s[d] = n;
-                Tensor::zeros(&s, g.dtype(), g.device())
-            };
-            if start > 0 {
-                parts.push(zeros(start)?);
-            }
-            parts.push(g.clone());
-            if start + len < source[d] {
-                parts.push(zeros(source[d] - start - len)?);
-            }
-            Ok(vec![Some(cat(&parts.iter().collect::<Vec<_>>(), d as isize)?)])
-        }))
+        Ok(
+            self.view_op(self.layout().narrow(d, start, len), "narrow", move |g| {
+                // Pad the gradient back with zeros around the slice.
+                let mut parts = Vec::new();
+                let zeros = |n: usize| {
+                    let mut s = source.clone();
+                    s[d] = n;
+                    Tensor::zeros(&s, g.dtype(), g.device())
+                };
+                if start > 0 {
+                    parts.push(zeros(start)?);
+                }
+                parts.push(g.clone());
+                if start + len < source[d] {
+                    parts.push(zeros(source[d] - start - len)?);
+                }
+                Ok(vec![Some(cat(
+                    &parts.iter().collect::<Vec<_>>(),
+                    d as isize,
+                )?)])
+            }),
+        )
     }
 
     /// Broadcasts to `shape` (a view with zero strides).
@@ -97,7 +131,9 @@ impl Tensor {
         }
         let layout = self.layout().broadcast_to("broadcast_to", shape)?;
         let source = self.shape();
-        Ok(self.view_op(layout, "broadcast_to", move |g| Ok(vec![Some(super::unbroadcast(g, &source)?)])))
+        Ok(self.view_op(layout, "broadcast_to", move |g| {
+            Ok(vec![Some(super::unbroadcast(g, &source)?)])
+        }))
     }
 
     /// Inserts a dimension of size 1 (a view). `dim` may be negative (counted from rank + 1).
@@ -105,69 +141,121 @@ impl Tensor {
         let rank = self.rank() as isize + 1;
         let d = if dim < 0 { dim + rank } else { dim };
         if d < 0 || d >= rank {
-            return Err(Error::IndexOutOfRange { op: "unsqueeze", index: dim as i64, size: rank as usize, shape: self.shape() });
+            return Err(Error::IndexOutOfRange {
+                op: "unsqueeze",
+                index: dim as i64,
+                size: rank as usize,
+                shape: self.shape(),
+            });
         }
         let d = d as usize;
-        Ok(self.view_op(self.layout().unsqueeze(d), "unsqueeze", move |g| Ok(vec![Some(g.squeeze(d as isize)?)])))
+        Ok(
+            self.view_op(self.layout().unsqueeze(d), "unsqueeze", move |g| {
+                Ok(vec![Some(g.squeeze(d as isize)?)])
+            }),
+        )
     }
 
     /// Removes a dimension of size 1 (a view); an `Err` if its size is not 1.
     pub fn squeeze(&self, dim: isize) -> Result<Tensor> {
         let d = self.dim_index("squeeze", dim)?;
         if self.dims()[d] != 1 {
-            return Err(Error::invalid("squeeze", format!("dimension {d} of shape {:?} has size {}, not 1", self.dims(), self.dims()[d])));
+            return Err(Error::invalid(
+                "squeeze",
+                format!(
+                    "dimension {d} of shape {:?} has size {}, not 1",
+                    self.dims(),
+                    self.dims()[d]
+                ),
+            ));
         }
-        Ok(self.view_op(self.layout().squeeze(d), "squeeze", move |g| Ok(vec![Some(g.unsqueeze(d as isize)?)])))
+        Ok(self.view_op(self.layout().squeeze(d), "squeeze", move |g| {
+            Ok(vec![Some(g.unsqueeze(d as isize)?)])
+        }))
     }
 }
 
 /// Concatenates tensors along `dim` (`torch.cat`); dtypes are promoted.
 pub fn cat(tensors: &[&Tensor], dim: isize) -> Result<Tensor> {
     dispatch("cat", tensors, |inputs| {
-        let first = inputs.first().ok_or_else(|| Error::invalid("cat", "expects at least one tensor"))?;
+        let first = inputs
+            .first()
+            .ok_or_else(|| Error::invalid("cat", "expects at least one tensor"))?;
         same_device("cat", &inputs.iter().collect::<Vec<_>>())?;
         let d = first.layout().dim("cat", dim)?;
         let mut dtype = first.dtype();
         for t in &inputs[1..] {
             dtype = DType::promote(dtype, t.dtype())?;
-            let ok = t.rank() == first.rank() && t.dims().iter().zip(first.dims()).enumerate().all(|(i, (a, b))| i == d || a == b);
+            let ok = t.rank() == first.rank()
+                && t.dims()
+                    .iter()
+                    .zip(first.dims())
+                    .enumerate()
+                    .all(|(i, (a, b))| i == d || a == b);
             if !ok {
-                return Err(Error::ShapeMismatch { op: "cat", lhs: first.shape(), rhs: t.shape() });
+                return Err(Error::ShapeMismatch {
+                    op: "cat",
+                    lhs: first.shape(),
+                    rhs: t.shape(),
+                });
             }
         }
-        let cast: Vec<Tensor> = inputs.iter().map(|t| t.to_dtype(dtype)).collect::<Result<_>>()?;
+        let cast: Vec<Tensor> = inputs
+            .iter()
+            .map(|t| t.to_dtype(dtype))
+            .collect::<Result<_>>()?;
         let mut shape = first.shape();
         shape[d] = cast.iter().map(|t| t.dims()[d]).sum();
         let guards: Vec<_> = cast.iter().map(|t| t.storage()).collect();
-        let views: Vec<_> = guards.iter().zip(&cast).map(|(g, t)| (&**g, t.layout())).collect();
+        let views: Vec<_> = guards
+            .iter()
+            .zip(&cast)
+            .map(|(g, t)| (&**g, t.layout()))
+            .collect();
         let storage = first.device().backend().cat(&views, d, dtype)?;
         drop(guards);
         let sizes: Vec<usize> = cast.iter().map(|t| t.dims()[d]).collect();
         let refs: Vec<&Tensor> = cast.iter().collect();
-        Ok(Tensor::from_op(storage, &shape, first.device(), "cat", &refs, move |g| {
-            let mut start = 0;
-            sizes
-                .iter()
-                .map(|&n| {
-                    let part = g.narrow(d as isize, start, n);
-                    start += n;
-                    part.map(Some)
-                })
-                .collect()
-        }))
+        Ok(Tensor::from_op(
+            storage,
+            &shape,
+            first.device(),
+            "cat",
+            &refs,
+            move |g| {
+                let mut start = 0;
+                sizes
+                    .iter()
+                    .map(|&n| {
+                        let part = g.narrow(d as isize, start, n);
+                        start += n;
+                        part.map(Some)
+                    })
+                    .collect()
+            },
+        ))
     })
 }
 
 /// Stacks tensors of one shape along a new dimension `dim` (`torch.stack`).
 pub fn stack(tensors: &[&Tensor], dim: isize) -> Result<Tensor> {
     dispatch("stack", tensors, |inputs| {
-        let first = inputs.first().ok_or_else(|| Error::invalid("stack", "expects at least one tensor"))?;
+        let first = inputs
+            .first()
+            .ok_or_else(|| Error::invalid("stack", "expects at least one tensor"))?;
         for t in &inputs[1..] {
             if t.dims() != first.dims() {
-                return Err(Error::ShapeMismatch { op: "stack", lhs: first.shape(), rhs: t.shape() });
+                return Err(Error::ShapeMismatch {
+                    op: "stack",
+                    lhs: first.shape(),
+                    rhs: t.shape(),
+                });
             }
         }
-        let unsqueezed: Vec<Tensor> = inputs.iter().map(|t| t.unsqueeze(dim)).collect::<Result<_>>()?;
+        let unsqueezed: Vec<Tensor> = inputs
+            .iter()
+            .map(|t| t.unsqueeze(dim))
+            .collect::<Result<_>>()?;
         cat(&unsqueezed.iter().collect::<Vec<_>>(), dim)
     })
 }
