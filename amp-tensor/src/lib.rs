@@ -35,6 +35,8 @@ pub mod random;
 pub mod reference;
 mod storage;
 mod tensor;
+#[doc(hidden)]
+pub mod testing;
 
 pub use amp_dtype::{self, bf16, f16, DType, Element};
 pub use autograd::{is_grad_enabled, no_grad, NoGradGuard};

@@ -1,0 +1,365 @@
+//! [`CpuBackend`]: the [`Backend`] trait on host memory with SIMD kernels.
+//!
+//! f32, bf16 and f16 run on the fast kernels (computing in f32, or f64 for
+//! sums and statistics). Every other dtype (f64, i64, u8, bool, fp8 inputs)
+//! takes the generic scalar path, which is the reference backend's code: it
+//! stores tensors in the same [`HostStorage`], so the results are identical.
+
+use crate::elementwise::{self, dense, zeros};
+use crate::gemm::{self, Operand};
+use crate::isa::{self, Isa};
+use crate::{index, reduce, unscale};
+use amp_dtype::DType;
+use amp_tensor::reference::ReferenceBackend;
+use amp_tensor::{
+    with_host_storage, Backend, BinaryOp, DeviceKind, Error, HostElement, HostStorage, Layout, NonFiniteCount, ReduceOp, Result,
+    Storage, UnaryOp, View,
+};
+
+/// The CPU backend. Cheap to copy; holds only the instruction-set level its kernels use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuBackend {
+    isa: Isa,
+}
+
+impl Default for CpuBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CpuBackend {
+    /// A backend at the process-wide level [`crate::isa()`] (detected, or lowered by `AMP_CPU_ISA`).
+    pub fn new() -> Self {
+        CpuBackend { isa: isa::isa() }
+    }
+
+    /// A backend whose kernels run at `isa` — for testing every path on one machine.
+    /// An `Err` if this CPU does not support `isa`.
+    pub fn with_isa(isa: Isa) -> Result<Self> {
+        let best = isa::detected();
+        if isa > best {
+            return Err(Error::invalid("CpuBackend::with_isa", format!("{isa} is not supported by this CPU (best: {best})")));
+        }
+        Ok(CpuBackend { isa })
+    }
+
+    /// The level the kernels run at.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+}
+
+/// True for the dtypes with fast kernels.
+fn fast(d: DType) -> bool {
+    matches!(d, DType::F32 | DType::BF16 | DType::F16)
+}
+
+/// Runs `$body` with `$v` bound to the typed slice and `$T` to its element type (f32, bf16, f16).
+macro_rules! with_fast {
+    ($h:expr, $v:ident, $T:ident => $body:expr) => {
+        match $h {
+            HostStorage::F32($v) => {
+                type $T = f32;
+                $body
+            }
+            HostStorage::BF16($v) => {
+                type $T = amp_dtype::bf16;
+                $body
+            }
+            HostStorage::F16($v) => {
+                type $T = amp_dtype::f16;
+                $body
+            }
+            other => unreachable!("fast kernel reached with {}", other.dtype()),
+        }
+    };
+}
+
+fn host<'a>(op: &'static str, v: View<'a>) -> Result<(&'a HostStorage, &'a Layout)> {
+    Ok((v.0.host(op)?, v.1))
+}
+
+fn same_shape(op: &'static str, a: &Layout, b: &Layout) -> Result<()> {
+    if a.shape() != b.shape() {
+        return Err(Error::ShapeMismatch { op, lhs: a.shape().to_vec(), rhs: b.shape().to_vec() });
+    }
+    Ok(())
+}
+
+impl Backend for CpuBackend {
+    fn name(&self) -> &str {
+        "cpu"
+    }
+
+    fn kind(&self) -> DeviceKind {
+        DeviceKind::Cpu
+    }
+
+    fn is_bf16_supported(&self) -> bool {
+        // Native bf16 arithmetic only: AVX512-BF16 (vdpbf16ps) or AMX-BF16 with permission.
+        self.isa >= Isa::Avx512Bf16
+    }
+
+    fn from_host(&self, data: HostStorage) -> Result<Storage> {
+        Ok(Storage::Host(data))
+    }
+
+    fn to_host(&self, src: View<'_>) -> Result<HostStorage> {
+        let (h, l) = host("to_host", src)?;
+        Ok(h.gather_view(l))
+    }
+
+    fn full(&self, numel: usize, value: f64, dtype: DType) -> Result<Storage> {
+        Ok(Storage::Host(HostStorage::filled(dtype, numel, value)))
+    }
+
+    fn cast(&self, src: View<'_>, out: DType) -> Result<Storage> {
+        let (h, l) = host("cast", src)?;
+        if h.dtype() == out {
+            return Ok(Storage::Host(h.gather_view(l)));
+        }
+        if !fast(h.dtype()) {
+            return ReferenceBackend.cast(src, out);
+        }
+        let (buf, off) = dense(h, l);
+        Ok(Storage::Host(elementwise::cast_range(self.isa, &buf, off, l.numel(), out)))
+    }
+
+    fn unary(&self, op: UnaryOp, src: View<'_>, out: DType) -> Result<Storage> {
+        let (h, l) = host("unary", src)?;
+        if !fast(h.dtype()) {
+            return ReferenceBackend.unary(op, src, out);
+        }
+        let n = l.numel();
+        let (buf, off) = dense(h, l);
+        let mut dst = zeros(out, n);
+        with_fast!(&*buf, s, S => with_host_storage!(&mut dst, d => elementwise::unary_slice::<S, _>(self.isa, op, &s[off..off + n], d)));
+        Ok(Storage::Host(dst))
+    }
+
+    fn binary(&self, op: BinaryOp, lhs: View<'_>, rhs: View<'_>, out: DType) -> Result<Storage> {
+        let (ha, la) = host("binary", lhs)?;
+        let (hb, lb) = host("binary", rhs)?;
+        same_shape("binary", la, lb)?;
+        if ha.dtype() != hb.dtype() {
+            return Err(Error::DTypeMismatch { op: "binary", lhs: ha.dtype(), rhs: hb.dtype() });
+        }
+        if !fast(ha.dtype()) {
+            return ReferenceBackend.binary(op, lhs, rhs, out);
+        }
+        let n = la.numel();
+        let (ba, oa) = dense(ha, la);
+        let (bb, ob) = dense(hb, lb);
+        let mut dst = zeros(out, n);
+        with_fast!(&*ba, a, S => {
+            let b = S::slice(&bb).expect("same dtype");
+            with_host_storage!(&mut dst, d => elementwise::binary_slice::<S, _>(self.isa, op, &a[oa..oa + n], &b[ob..ob + n], d))
+        });
+        Ok(Storage::Host(dst))
+    }
+
+    fn where_cond(&self, cond: View<'_>, on_true: View<'_>, on_false: View<'_>, out: DType) -> Result<Storage> {
+        let (hc, lc) = host("where", cond)?;
+        let (ht, lt) = host("where", on_true)?;
+        let (hf, lf) = host("where", on_false)?;
+        same_shape("where", lc, lt)?;
+        same_shape("where", lt, lf)?;
+        if hc.dtype() != DType::Bool || ht.dtype() != hf.dtype() || !fast(ht.dtype()) {
+            return ReferenceBackend.where_cond(cond, on_true, on_false, out);
+        }
+        let n = lt.numel();
+        let (bc, oc) = dense(hc, lc);
+        let (bt, ot) = dense(ht, lt);
+        let (bf, of) = dense(hf, lf);
+        let c = &bool::slice(&bc).expect("bool")[oc..oc + n];
+        let mut dst = zeros(out, n);
+        with_fast!(&*bt, t, S => {
+            let f = S::slice(&bf).expect("same dtype");
+            with_host_storage!(&mut dst, d => elementwise::where_slice::<S, _>(self.isa, c, &t[ot..ot + n], &f[of..of + n], d))
+        });
+        Ok(Storage::Host(dst))
+    }
+
+    fn reduce(&self, op: ReduceOp, src: View<'_>, dims: &[usize], out: DType) -> Result<Storage> {
+        let (h, l) = host("reduce", src)?;
+        if dims.iter().any(|&d| d >= l.rank()) {
+            return Err(Error::invalid("reduce", format!("dims {dims:?} out of range for shape {:?}", l.shape())));
+        }
+        if !fast(h.dtype()) {
+            return ReferenceBackend.reduce(op, src, dims, out);
+        }
+        Ok(Storage::Host(with_fast!(h, _s, S => reduce::reduce::<S>(self.isa, op, h, l, dims, out))))
+    }
+
+    fn matmul(&self, lhs: View<'_>, rhs: View<'_>, out: DType) -> Result<Storage> {
+        let (ha, la) = host("matmul", lhs)?;
+        let (hb, lb) = host("matmul", rhs)?;
+        let (sa, sb) = (la.shape(), lb.shape());
+        if sa.len() != 3 || sb.len() != 3 || sa[0] != sb[0] || sa[2] != sb[1] {
+            return Err(Error::ShapeMismatch { op: "matmul", lhs: sa.to_vec(), rhs: sb.to_vec() });
+        }
+        if ha.dtype() != hb.dtype() {
+            return Err(Error::DTypeMismatch { op: "matmul", lhs: ha.dtype(), rhs: hb.dtype() });
+        }
+        if !fast(ha.dtype()) {
+            return ReferenceBackend.matmul(lhs, rhs, out);
+        }
+        let (batch, m, k, n) = (sa[0], sa[1], sa[2], sb[2]);
+        let c = with_fast!(ha, a, S => {
+            let b = S::slice(hb).expect("same dtype");
+            let (ta, tb) = (la.strides(), lb.strides());
+            let a = Operand { data: a, offset: la.offset(), batch_stride: ta[0], row_stride: ta[1], col_stride: ta[2] };
+            let b = Operand { data: b, offset: lb.offset(), batch_stride: tb[0], row_stride: tb[1], col_stride: tb[2] };
+            gemm::gemm::<S>(self.isa, a, b, batch, m, k, n)
+        });
+        let c = HostStorage::F32(c);
+        Ok(Storage::Host(if out == DType::F32 { c } else { elementwise::cast_range(self.isa, &c, 0, c.len(), out) }))
+    }
+
+    fn softmax(&self, src: View<'_>, log: bool, out: DType) -> Result<Storage> {
+        let (h, l) = host("softmax", src)?;
+        if l.rank() == 0 {
+            return Err(Error::invalid("softmax", "expects at least one dimension"));
+        }
+        if !fast(h.dtype()) {
+            return ReferenceBackend.softmax(src, log, out);
+        }
+        let mut dst = zeros(out, l.numel());
+        with_fast!(h, _s, S => with_host_storage!(&mut dst, d => reduce::softmax::<S, _>(self.isa, h, l, log, d)));
+        Ok(Storage::Host(dst))
+    }
+
+    fn layer_norm(
+        &self,
+        src: View<'_>,
+        weight: Option<View<'_>>,
+        bias: Option<View<'_>>,
+        eps: f64,
+        out: DType,
+    ) -> Result<(Storage, Storage, Storage)> {
+        let (h, l) = host("layer_norm", src)?;
+        if l.rank() == 0 {
+            return Err(Error::invalid("layer_norm", "expects at least one dimension"));
+        }
+        if !fast(h.dtype()) {
+            return ReferenceBackend.layer_norm(src, weight, bias, eps, out);
+        }
+        let len = l.shape()[l.rank() - 1];
+        let param = |v: Option<View<'_>>| -> Result<Option<Vec<f32>>> {
+            let Some(v) = v else { return Ok(None) };
+            let (ph, pl) = host("layer_norm", v)?;
+            if pl.numel() != len {
+                return Err(Error::ShapeMismatch { op: "layer_norm", lhs: l.shape().to_vec(), rhs: pl.shape().to_vec() });
+            }
+            let (buf, off) = dense(ph, pl);
+            match elementwise::cast_range(self.isa, &buf, off, len, DType::F32) {
+                HostStorage::F32(v) => Ok(Some(v)),
+                _ => unreachable!("cast to f32"),
+            }
+        };
+        let (w, b) = (param(weight)?, param(bias)?);
+        let rows = if len == 0 { 0 } else { l.numel() / len };
+        let (mut mean, mut rstd) = (vec![0f32; rows], vec![0f32; rows]);
+        let mut dst = zeros(out, l.numel());
+        with_fast!(h, _s, S => with_host_storage!(&mut dst, d => reduce::layer_norm::<S, _>(
+            self.isa, h, l, w.as_deref(), b.as_deref(), eps, d, &mut mean, &mut rstd
+        )));
+        Ok((Storage::Host(dst), Storage::Host(HostStorage::F32(mean)), Storage::Host(HostStorage::F32(rstd))))
+    }
+
+    fn cat(&self, inputs: &[View<'_>], dim: usize, out: DType) -> Result<Storage> {
+        let first = inputs.first().ok_or_else(|| Error::invalid("cat", "no inputs"))?.1;
+        let mut hosts = Vec::with_capacity(inputs.len());
+        for v in inputs {
+            let (h, l) = host("cat", *v)?;
+            let compatible = l.rank() == first.rank()
+                && dim < l.rank()
+                && l.shape().iter().zip(first.shape()).enumerate().all(|(d, (a, b))| d == dim || a == b);
+            if !compatible {
+                return Err(Error::ShapeMismatch { op: "cat", lhs: first.shape().to_vec(), rhs: l.shape().to_vec() });
+            }
+            hosts.push((h, l));
+        }
+        let same = hosts.iter().all(|(h, _)| h.dtype() == out);
+        let all_fast = fast(out) && hosts.iter().all(|(h, _)| fast(h.dtype()));
+        if !(same || all_fast) {
+            return ReferenceBackend.cat(inputs, dim, out);
+        }
+        Ok(Storage::Host(index::cat(self.isa, &hosts, dim, out)))
+    }
+
+    fn index_select(&self, src: View<'_>, dim: usize, index: View<'_>, out: DType) -> Result<Storage> {
+        let (h, l) = host("index_select", src)?;
+        let (hi, li) = host("index_select", index)?;
+        if dim >= l.rank() {
+            return Err(Error::invalid("index_select", format!("dim {dim} out of range for shape {:?}", l.shape())));
+        }
+        let Some(idx) = index::indices(hi, li) else {
+            return Err(Error::UnsupportedDType { op: "index_select", dtype: hi.dtype(), reason: "indices must be i64".into() });
+        };
+        if !(h.dtype() == out || fast(h.dtype())) {
+            return ReferenceBackend.index_select(src, dim, index, out);
+        }
+        Ok(Storage::Host(index::index_select(self.isa, h, l, dim, &idx, out)))
+    }
+
+    fn gather(&self, src: View<'_>, dim: usize, index: View<'_>, out: DType) -> Result<Storage> {
+        let (h, l) = host("gather", src)?;
+        let (hi, li) = host("gather", index)?;
+        if dim >= l.rank() || li.rank() != l.rank() {
+            return Err(Error::ShapeMismatch { op: "gather", lhs: l.shape().to_vec(), rhs: li.shape().to_vec() });
+        }
+        let Some(idx) = index::indices(hi, li) else {
+            return Err(Error::UnsupportedDType { op: "gather", dtype: hi.dtype(), reason: "indices must be i64".into() });
+        };
+        if !(h.dtype() == out || fast(h.dtype())) {
+            return ReferenceBackend.gather(src, dim, index, out);
+        }
+        Ok(Storage::Host(index::gather(self.isa, h, l, dim, &idx, li.shape(), out)))
+    }
+
+    fn scatter_add(&self, shape: &[usize], dim: usize, index: View<'_>, src: View<'_>, out: DType) -> Result<Storage> {
+        let (hi, li) = host("scatter_add", index)?;
+        let (hs, ls) = host("scatter_add", src)?;
+        same_shape("scatter_add", li, ls)?;
+        if dim >= shape.len() || li.rank() != shape.len() {
+            return Err(Error::ShapeMismatch { op: "scatter_add", lhs: shape.to_vec(), rhs: li.shape().to_vec() });
+        }
+        if !fast(hs.dtype()) {
+            return ReferenceBackend.scatter_add(shape, dim, index, src, out);
+        }
+        let Some(idx) = index::indices(hi, li) else {
+            return Err(Error::UnsupportedDType { op: "scatter_add", dtype: hi.dtype(), reason: "indices must be i64".into() });
+        };
+        let n = ls.numel();
+        let (buf, off) = dense(hs, ls);
+        Ok(Storage::Host(with_fast!(&*buf, s, S => index::scatter_add::<S>(self.isa, shape, dim, &idx, li.shape(), &s[off..off + n], out))))
+    }
+
+    fn non_finite_check_and_unscale(&self, buffers: &mut [(&mut Storage, &Layout)], inv_scale: f32) -> Result<Vec<NonFiniteCount>> {
+        let mut counts = Vec::with_capacity(buffers.len());
+        for (storage, layout) in buffers.iter_mut() {
+            let layout: &Layout = layout;
+            let h = storage.host_mut("non_finite_check_and_unscale")?;
+            if layout.storage_extent() > h.len() {
+                return Err(Error::invalid(
+                    "non_finite_check_and_unscale",
+                    format!("view of shape {:?} reaches past a buffer of {} elements", layout.shape(), h.len()),
+                ));
+            }
+            let count = match h {
+                HostStorage::F32(v) => unscale::unscale(self.isa, v, layout, inv_scale),
+                HostStorage::BF16(v) => unscale::unscale(self.isa, v, layout, inv_scale),
+                HostStorage::F16(v) => unscale::unscale(self.isa, v, layout, inv_scale),
+                HostStorage::F64(v) => unscale::unscale_f64(v, layout, inv_scale),
+                _ => {
+                    // fp8 (and the error for integer buffers) as the reference does it.
+                    ReferenceBackend.non_finite_check_and_unscale(&mut [(&mut **storage, layout)], inv_scale)?[0]
+                }
+            };
+            counts.push(count);
+        }
+        Ok(counts)
+    }
+}

@@ -1,0 +1,307 @@
+//! Slice conversions between f32 and bf16/f16, bit-exact with amp-dtype's
+//! scalar conversions (nearest-even, NaN kept NaN with the quiet bit set, the
+//! payload's high bits kept, subnormals exact).
+//!
+//! bf16 uses integer arithmetic (the same formula as `half`), which the
+//! compiler vectorises for every level; the hardware `vcvtneps2bf16` is not
+//! used because it flushes subnormal inputs to zero. f16 uses F16C
+//! (`vcvtps2ph` with round-to-nearest-even, `vcvtph2ps`), which is exact and
+//! keeps subnormals; the AVX-512 level uses the 16-lane forms.
+
+use crate::isa::{multiversion, Isa};
+use amp_dtype::{bf16, f16};
+use amp_tensor::HostElement;
+
+/// Element types the fast kernels read as f32 and write from f32.
+///
+/// f32, bf16 and f16 have SIMD paths; every other element type converts one
+/// value at a time through [`Element`] (so results equal the scalar rules).
+pub(crate) trait F32Convert: HostElement {
+    /// `dst[i] = src[i] as f32` (exact for every float format here).
+    fn load(isa: Isa, src: &[Self], dst: &mut [f32]) {
+        let _ = isa;
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = s.to_f32();
+        }
+    }
+    /// `dst[i] = round(src[i])`, nearest even.
+    fn store(isa: Isa, src: &[f32], dst: &mut [Self]) {
+        let _ = isa;
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = Self::from_f32(*s);
+        }
+    }
+    /// The slice itself when `Self` is f32 (lets kernels skip a copy).
+    fn as_f32(src: &[Self]) -> Option<&[f32]> {
+        let _ = src;
+        None
+    }
+    /// The slice itself when `Self` is f32.
+    fn as_f32_mut(dst: &mut [Self]) -> Option<&mut [f32]> {
+        let _ = dst;
+        None
+    }
+}
+
+impl F32Convert for f32 {
+    fn load(_: Isa, src: &[f32], dst: &mut [f32]) {
+        dst.copy_from_slice(&src[..dst.len()]);
+    }
+    fn store(_: Isa, src: &[f32], dst: &mut [f32]) {
+        let n = dst.len();
+        dst.copy_from_slice(&src[..n]);
+    }
+    fn as_f32(src: &[f32]) -> Option<&[f32]> {
+        Some(src)
+    }
+    fn as_f32_mut(dst: &mut [f32]) -> Option<&mut [f32]> {
+        Some(dst)
+    }
+}
+
+impl F32Convert for bf16 {
+    fn load(isa: Isa, src: &[bf16], dst: &mut [f32]) {
+        bf16_to_f32(isa, src, dst)
+    }
+    fn store(isa: Isa, src: &[f32], dst: &mut [bf16]) {
+        f32_to_bf16(isa, src, dst)
+    }
+}
+
+impl F32Convert for f16 {
+    fn load(isa: Isa, src: &[f16], dst: &mut [f32]) {
+        f16_to_f32(isa, src, dst)
+    }
+    fn store(isa: Isa, src: &[f32], dst: &mut [f16]) {
+        f32_to_f16(isa, src, dst)
+    }
+}
+
+impl F32Convert for f64 {}
+impl F32Convert for i64 {}
+impl F32Convert for u8 {}
+impl F32Convert for bool {}
+impl F32Convert for amp_dtype::F8E4M3 {}
+impl F32Convert for amp_dtype::F8E5M2 {}
+
+/// One bf16 bit pattern widened to f32 bits, quieting a signalling NaN as `half` does.
+#[inline(always)]
+pub(crate) fn bf16_bits_to_f32(b: u16) -> f32 {
+    let w = b as u32;
+    let w = if w & 0x7FFF > 0x7F80 { w | 0x0040 } else { w };
+    f32::from_bits(w << 16)
+}
+
+/// One f32 rounded to bf16 bits, nearest even; NaN keeps its high payload with the quiet bit set.
+#[inline(always)]
+pub(crate) fn f32_to_bf16_bits(x: f32) -> u16 {
+    let x = x.to_bits();
+    let rounded = (x.wrapping_add(0x7FFF + ((x >> 16) & 1))) >> 16;
+    let nan = (x >> 16) | 0x0040;
+    if x & 0x7FFF_FFFF > 0x7F80_0000 {
+        nan as u16
+    } else {
+        rounded as u16
+    }
+}
+
+multiversion! {
+    /// bf16 → f32 over a slice (`dst.len()` elements).
+    pub(crate) fn bf16_to_f32(isa: Isa, src: &[bf16], dst: &mut [f32]) {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = bf16_bits_to_f32(s.to_bits());
+        }
+    }
+}
+
+multiversion! {
+    /// f32 → bf16 over a slice, nearest even (`dst.len()` elements).
+    pub(crate) fn f32_to_bf16(isa: Isa, src: &[f32], dst: &mut [bf16]) {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = bf16::from_bits(f32_to_bf16_bits(*s));
+        }
+    }
+}
+
+/// f16 → f32 over a slice (`dst.len()` elements).
+pub(crate) fn f16_to_f32(isa: Isa, src: &[f16], dst: &mut [f32]) {
+    let n = dst.len();
+    let src = &src[..n];
+    #[cfg(target_arch = "x86_64")]
+    {
+        if isa >= Isa::Avx512 {
+            // SAFETY: AVX-512F is present at this level; both slices hold `n` elements.
+            return unsafe { x86::f16_to_f32_avx512(src, dst) };
+        }
+        if isa >= Isa::Avx2 {
+            // SAFETY: F16C is present at this level; both slices hold `n` elements.
+            return unsafe { x86::f16_to_f32_f16c(src, dst) };
+        }
+    }
+    let _ = isa;
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = s.to_f32();
+    }
+}
+
+/// f32 → f16 over a slice, nearest even (`dst.len()` elements).
+pub(crate) fn f32_to_f16(isa: Isa, src: &[f32], dst: &mut [f16]) {
+    let n = dst.len();
+    let src = &src[..n];
+    #[cfg(target_arch = "x86_64")]
+    {
+        if isa >= Isa::Avx512 {
+            // SAFETY: AVX-512F is present at this level; both slices hold `n` elements.
+            return unsafe { x86::f32_to_f16_avx512(src, dst) };
+        }
+        if isa >= Isa::Avx2 {
+            // SAFETY: F16C is present at this level; both slices hold `n` elements.
+            return unsafe { x86::f32_to_f16_f16c(src, dst) };
+        }
+    }
+    let _ = isa;
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = f16::from_f32(*s);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use amp_dtype::f16;
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// F16C and AVX must be available; `src.len() == dst.len()`.
+    #[target_feature(enable = "avx2,f16c")]
+    pub unsafe fn f16_to_f32_f16c(src: &[f16], dst: &mut [f32]) {
+        let n = dst.len();
+        let mut i = 0;
+        while i + 8 <= n {
+            // SAFETY: i + 8 <= n elements are in bounds of both slices.
+            unsafe {
+                let h = _mm_loadu_si128(src.as_ptr().add(i) as *const __m128i);
+                _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
+            }
+            i += 8;
+        }
+        for j in i..n {
+            dst[j] = src[j].to_f32();
+        }
+    }
+
+    /// # Safety
+    /// F16C and AVX must be available; `src.len() == dst.len()`.
+    #[target_feature(enable = "avx2,f16c")]
+    pub unsafe fn f32_to_f16_f16c(src: &[f32], dst: &mut [f16]) {
+        let n = dst.len();
+        let mut i = 0;
+        while i + 8 <= n {
+            // SAFETY: i + 8 <= n elements are in bounds of both slices.
+            unsafe {
+                let v = _mm256_loadu_ps(src.as_ptr().add(i));
+                let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v);
+                _mm_storeu_si128(dst.as_mut_ptr().add(i) as *mut __m128i, h);
+            }
+            i += 8;
+        }
+        for j in i..n {
+            dst[j] = f16::from_f32(src[j]);
+        }
+    }
+
+    /// # Safety
+    /// AVX-512F must be available; `src.len() == dst.len()`.
+    #[target_feature(enable = "avx512f,avx2,f16c")]
+    pub unsafe fn f16_to_f32_avx512(src: &[f16], dst: &mut [f32]) {
+        let n = dst.len();
+        let mut i = 0;
+        while i + 16 <= n {
+            // SAFETY: i + 16 <= n elements are in bounds of both slices.
+            unsafe {
+                let h = _mm256_loadu_si256(src.as_ptr().add(i) as *const __m256i);
+                _mm512_storeu_ps(dst.as_mut_ptr().add(i), _mm512_cvtph_ps(h));
+            }
+            i += 16;
+        }
+        // SAFETY: same features; the tail slices have equal lengths.
+        unsafe { f16_to_f32_f16c(&src[i..n], &mut dst[i..n]) }
+    }
+
+    /// # Safety
+    /// AVX-512F must be available; `src.len() == dst.len()`.
+    #[target_feature(enable = "avx512f,avx2,f16c")]
+    pub unsafe fn f32_to_f16_avx512(src: &[f32], dst: &mut [f16]) {
+        let n = dst.len();
+        let mut i = 0;
+        while i + 16 <= n {
+            // SAFETY: i + 16 <= n elements are in bounds of both slices.
+            unsafe {
+                let v = _mm512_loadu_ps(src.as_ptr().add(i));
+                let h = _mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
+                _mm256_storeu_si256(dst.as_mut_ptr().add(i) as *mut __m256i, h);
+            }
+            i += 16;
+        }
+        // SAFETY: same features; the tail slices have equal lengths.
+        unsafe { f32_to_f16_f16c(&src[i..n], &mut dst[i..n]) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use amp_dtype::Element;
+
+    /// f32 inputs that exercise every rounding case: ties, subnormals, NaN payloads, overflow.
+    pub(crate) fn tricky_f32() -> Vec<f32> {
+        let mut v = vec![0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::MAX, f32::MIN, f32::MIN_POSITIVE, f32::EPSILON];
+        for bits in [0x7F80_0001u32, 0x7FC0_0000, 0x7FBF_FFFF, 0xFF80_0001, 0x7F7F_FFFF, 0x7F7F_8000, 0x0000_0001, 0x8000_0001, 0x007F_FFFF, 0x477F_F000, 0x477F_E000, 0x3380_0000, 0x3300_0000, 0x3300_0001, 0x387F_C000] {
+            v.push(f32::from_bits(bits));
+        }
+        // Every bf16 tie and its neighbours, and f16 ties, over a spread of exponents.
+        let mut state = 0x1234_5678_9ABC_DEF0u64;
+        for _ in 0..200_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let bits = state as u32;
+            v.push(f32::from_bits(bits));
+            v.push(f32::from_bits((bits & 0xFFFF_0000) | 0x8000)); // bf16 tie
+            v.push(f32::from_bits((bits & 0xFFFF_E000) | 0x1000)); // f16 tie (normal range)
+            v.push(f32::from_bits((bits & 0x87FF_FFFF) | 0x3000_0000)); // near the f16 range
+        }
+        v
+    }
+
+    #[test]
+    fn every_level_matches_the_scalar_rules_bit_for_bit() {
+        let all16: Vec<u16> = (0..=u16::MAX).collect();
+        let b: Vec<bf16> = all16.iter().map(|&x| bf16::from_bits(x)).collect();
+        let h: Vec<f16> = all16.iter().map(|&x| f16::from_bits(x)).collect();
+        let xs = tricky_f32();
+        for isa in Isa::available() {
+            // All 2^16 bf16 and f16 values to f32.
+            let mut out = vec![0f32; b.len()];
+            bf16_to_f32(isa, &b, &mut out);
+            for (s, d) in b.iter().zip(&out) {
+                assert_eq!(d.to_bits(), Element::to_f32(*s).to_bits(), "{isa} bf16 {:#06x}", s.to_bits());
+            }
+            f16_to_f32(isa, &h, &mut out);
+            for (s, d) in h.iter().zip(&out) {
+                assert_eq!(d.to_bits(), Element::to_f32(*s).to_bits(), "{isa} f16 {:#06x}", s.to_bits());
+            }
+            // f32 to bf16/f16 over ties, subnormals and NaN payloads; odd lengths hit the tails.
+            for len in [xs.len(), xs.len() - 7, 15, 1, 0] {
+                let src = &xs[..len];
+                let mut ob = vec![bf16::ZERO; len];
+                f32_to_bf16(isa, src, &mut ob);
+                let mut oh = vec![f16::ZERO; len];
+                f32_to_f16(isa, src, &mut oh);
+                for (i, &x) in src.iter().enumerate() {
+                    assert_eq!(ob[i].to_bits(), <bf16 as Element>::from_f32(x).to_bits(), "{isa} f32->bf16 {:#010x}", x.to_bits());
+                    assert_eq!(oh[i].to_bits(), <f16 as Element>::from_f32(x).to_bits(), "{isa} f32->f16 {:#010x}", x.to_bits());
+                }
+            }
+        }
+    }
+}

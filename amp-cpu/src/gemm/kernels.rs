@@ -1,0 +1,162 @@
+//! GEMM micro-kernels: `C[MR×NR] += A_panel · B_panel` over a packed depth.
+//!
+//! Packed layouts: A is `[p][MR]`, B is `[p][NR]`, both f32. Each kernel adds
+//! its tile into `c` (row stride `ldc`).
+
+use crate::isa::Isa;
+use amp_dtype::DType;
+
+/// Largest `MR × NR` of any kernel (the scratch tile for edge tiles).
+pub(crate) const MAX_TILE: usize = 12 * 32;
+
+/// A micro-kernel, chosen once per product by [`Kernel::select`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kernel {
+    /// Portable Rust, 4 × 16.
+    Portable,
+    /// AVX2 + FMA, 6 × 16.
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    /// AVX-512F, 12 × 32.
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+impl Kernel {
+    /// The kernel for `isa` and input dtype `dtype` (f32, bf16 or f16; all packed to f32).
+    ///
+    /// The hook for the CPU-performance issue: at [`Isa::Amx`] a bf16 input
+    /// will pick the AMX tile kernel, at [`Isa::Avx512Bf16`] the `vdpbf16ps`
+    /// kernel (both with their own bf16 pair-interleaved packing); until then
+    /// they use the f32 kernel of their AVX-512 level.
+    pub(crate) fn select(isa: Isa, dtype: DType) -> Kernel {
+        let _ = dtype;
+        #[cfg(target_arch = "x86_64")]
+        {
+            if isa >= Isa::Avx512 {
+                return Kernel::Avx512;
+            }
+            if isa >= Isa::Avx2 {
+                return Kernel::Avx2;
+            }
+        }
+        let _ = isa;
+        Kernel::Portable
+    }
+
+    /// Tile height.
+    pub(crate) fn mr(self) -> usize {
+        match self {
+            Kernel::Portable => 4,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => 6,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => 12,
+        }
+    }
+
+    /// Tile width.
+    pub(crate) fn nr(self) -> usize {
+        match self {
+            Kernel::Portable => 16,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => 16,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => 32,
+        }
+    }
+
+    /// `c[r·ldc + j] += Σ_p a[p·MR + r] · b[p·NR + j]` for the whole tile.
+    ///
+    /// Panics if a slice is too short for `kc` steps of this kernel's tile
+    /// (an internal invariant of the packing, not user input).
+    pub(crate) fn run(self, kc: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize) {
+        let (mr, nr) = (self.mr(), self.nr());
+        assert!(a.len() >= kc * mr && b.len() >= kc * nr && c.len() >= (mr - 1) * ldc + nr && ldc >= nr);
+        match self {
+            Kernel::Portable => portable(kc, a, b, c, ldc),
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: AVX2/FMA present (this kernel is only selected at Isa::Avx2 or above);
+            // the slice lengths were checked above.
+            Kernel::Avx2 => unsafe { x86::avx2_6x16(kc, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: AVX-512F present (only selected at Isa::Avx512 or above); lengths checked.
+            Kernel::Avx512 => unsafe { x86::avx512_12x32(kc, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc) },
+        }
+    }
+}
+
+fn portable(kc: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize) {
+    const MR: usize = 4;
+    const NR: usize = 16;
+    let mut acc = [[0f32; NR]; MR];
+    for p in 0..kc {
+        let bp: &[f32; NR] = b[p * NR..p * NR + NR].try_into().expect("NR elements");
+        for r in 0..MR {
+            let av = a[p * MR + r];
+            for j in 0..NR {
+                acc[r][j] += av * bp[j];
+            }
+        }
+    }
+    for r in 0..MR {
+        for j in 0..NR {
+            c[r * ldc + j] += acc[r][j];
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// AVX2 and FMA available; `a` holds `6·kc`, `b` `16·kc` floats, `c` a 6 × 16 tile with row stride `ldc`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn avx2_6x16(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize) {
+        const MR: usize = 6;
+        // SAFETY: every pointer offset stays inside the extents stated in the contract.
+        unsafe {
+            let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+            for p in 0..kc {
+                let b0 = _mm256_loadu_ps(b.add(p * 16));
+                let b1 = _mm256_loadu_ps(b.add(p * 16 + 8));
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let av = _mm256_broadcast_ss(&*a.add(p * MR + r));
+                    row[0] = _mm256_fmadd_ps(av, b0, row[0]);
+                    row[1] = _mm256_fmadd_ps(av, b1, row[1]);
+                }
+            }
+            for (r, row) in acc.iter().enumerate() {
+                let cp = c.add(r * ldc);
+                _mm256_storeu_ps(cp, _mm256_add_ps(_mm256_loadu_ps(cp), row[0]));
+                _mm256_storeu_ps(cp.add(8), _mm256_add_ps(_mm256_loadu_ps(cp.add(8)), row[1]));
+            }
+        }
+    }
+
+    /// # Safety
+    /// AVX-512F available; `a` holds `12·kc`, `b` `32·kc` floats, `c` a 12 × 32 tile with row stride `ldc`.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn avx512_12x32(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize) {
+        const MR: usize = 12;
+        // SAFETY: every pointer offset stays inside the extents stated in the contract.
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+            for p in 0..kc {
+                let b0 = _mm512_loadu_ps(b.add(p * 32));
+                let b1 = _mm512_loadu_ps(b.add(p * 32 + 16));
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let av = _mm512_set1_ps(*a.add(p * MR + r));
+                    row[0] = _mm512_fmadd_ps(av, b0, row[0]);
+                    row[1] = _mm512_fmadd_ps(av, b1, row[1]);
+                }
+            }
+            for (r, row) in acc.iter().enumerate() {
+                let cp = c.add(r * ldc);
+                _mm512_storeu_ps(cp, _mm512_add_ps(_mm512_loadu_ps(cp), row[0]));
+                _mm512_storeu_ps(cp.add(16), _mm512_add_ps(_mm512_loadu_ps(cp.add(16)), row[1]));
+            }
+        }
+    }
+}

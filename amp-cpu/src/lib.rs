@@ -1,0 +1,78 @@
+//! A fast CPU backend for `amp`: f32, bf16 and f16 kernels with run-time
+//! SIMD dispatch, a packed GEMM, and rayon parallelism above a size threshold.
+//!
+//! [`device()`] hands out the process-wide CPU [`Device`]. Tensors live in
+//! host memory exactly as on the reference backend, so they move between the
+//! two with [`Tensor::to_device`](amp_tensor::Tensor::to_device).
+//!
+//! ```
+//! use amp_tensor::{ops, DType, Device, Tensor};
+//!
+//! let cpu = amp_cpu::device();
+//! let x = Tensor::randn(&[4, 64], DType::BF16, &cpu, 0)?;
+//! let w = Tensor::randn(&[8, 64], DType::BF16, &cpu, 1)?;
+//! // bf16 inputs, f32 accumulation, bf16 output.
+//! let y = ops::linear(&x, &w, None)?;
+//! assert_eq!((y.dims(), y.dtype()), (&[4, 8][..], DType::BF16));
+//!
+//! // The same product on the exact f64 reference backend agrees to bf16 rounding.
+//! let reference = Device::reference();
+//! let r = ops::linear(&x.to_device(&reference)?, &w.to_device(&reference)?, None)?;
+//! for (a, b) in y.to_f64_vec()?.iter().zip(r.to_f64_vec()?) {
+//!     assert!((a - b).abs() <= 1e-2 * b.abs() + 1e-3);
+//! }
+//! println!("kernels run at {} (bf16 native: {})", amp_cpu::isa(), cpu.is_bf16_supported());
+//! # Ok::<(), amp_tensor::Error>(())
+//! ```
+//!
+//! # Dispatch
+//!
+//! The instruction-set level is detected once per process ([`isa()`]):
+//! AVX-512 (F/BW/VL/DQ), AVX512-BF16, AMX-BF16 (CPUID plus the Linux
+//! `arch_prctl` tile permission, [`amx_bf16_available`]), AVX2 + FMA + F16C,
+//! or portable Rust. `AMP_CPU_ISA=scalar|avx2|avx512|avx512bf16|amx` forces a
+//! lower level; [`CpuBackend::with_isa`] builds a backend at any supported
+//! level, so tests compare every path on one machine.
+//!
+//! # Numerics
+//!
+//! - Casts f32 ↔ bf16/f16 are bit-exact with `amp_dtype`'s scalar
+//!   conversions (nearest even, NaN stays NaN, subnormals kept).
+//! - Elementwise ops compute in f32; sums, means, layer-norm statistics and
+//!   `scatter_add` accumulate in f64; softmax sums its exponentials in f64.
+//! - GEMM widens bf16/f16 to f32 while packing (exact) and accumulates in
+//!   f32 with FMA; the output is rounded once to the requested dtype.
+//! - `non_finite_check_and_unscale` counts infs and NaNs and multiplies by
+//!   `inv_scale` in f32 in one pass, bit-exact with `x * inv_scale`.
+//! - f64, integer, bool and fp8 inputs take the reference backend's scalar
+//!   code (same storage, identical results).
+//!
+//! Work below 64 Ki elements (or 2 Mflop for GEMM) stays on the calling
+//! thread; larger work runs on rayon's pool.
+
+mod backend;
+mod convert;
+mod elementwise;
+mod gemm;
+mod index;
+mod isa;
+mod math;
+mod reduce;
+mod unscale;
+
+pub use backend::CpuBackend;
+pub use isa::{amx_bf16_available, detected as detected_isa, isa, Isa};
+
+use amp_tensor::Device;
+use std::sync::{Arc, OnceLock};
+
+/// The process-wide CPU device (`"cpu"`, [`amp_tensor::DeviceKind::Cpu`]) at level [`isa()`].
+pub fn device() -> Device {
+    static DEVICE: OnceLock<Device> = OnceLock::new();
+    DEVICE.get_or_init(|| Device::new(Arc::new(CpuBackend::new()))).clone()
+}
+
+/// A CPU device whose kernels run at `isa` (for comparing paths); an `Err` if unsupported here.
+pub fn device_with_isa(isa: Isa) -> amp_tensor::Result<Device> {
+    Ok(Device::new(Arc::new(CpuBackend::with_isa(isa)?)))
+}

@@ -1,0 +1,215 @@
+//! Reductions, softmax / log-softmax and layer norm over rows.
+//!
+//! The reduced dimensions are moved last (a view) and the view is gathered
+//! when it is not already contiguous, so every kernel sees `rows × len`
+//! contiguous data. Sums accumulate in f64 over 16 fixed lanes: the order is
+//! the same at every [`Isa`], so every level gives the same bits.
+
+use crate::convert::F32Convert;
+use crate::elementwise::{dense, PARALLEL_MIN};
+use crate::isa::{multiversion, Isa};
+use crate::math;
+use amp_dtype::DType;
+use amp_tensor::{HostStorage, Layout, ReduceOp};
+use rayon::prelude::*;
+
+multiversion! {
+    /// Σ x in f64 over 16 fixed lanes.
+    pub(crate) fn sum_f64(isa: Isa, x: &[f32]) -> f64 {
+        let mut acc = [0f64; 16];
+        let chunks = x.chunks_exact(16);
+        let tail: f64 = chunks.remainder().iter().map(|&v| v as f64).sum();
+        for c in chunks {
+            for i in 0..16 {
+                acc[i] += c[i] as f64;
+            }
+        }
+        acc.iter().sum::<f64>() + tail
+    }
+}
+
+multiversion! {
+    /// Σ (x - mean)² in f64 over 16 fixed lanes.
+    fn sum_sq_dev_f64(isa: Isa, x: &[f32], mean: f64) -> f64 {
+        let mut acc = [0f64; 16];
+        let chunks = x.chunks_exact(16);
+        let tail: f64 = chunks.remainder().iter().map(|&v| (v as f64 - mean) * (v as f64 - mean)).sum();
+        for c in chunks {
+            for i in 0..16 {
+                let d = c[i] as f64 - mean;
+                acc[i] += d * d;
+            }
+        }
+        acc.iter().sum::<f64>() + tail
+    }
+}
+
+multiversion! {
+    /// `x[i] = e^(x[i] - max)` and returns Σ in f64 (16 fixed lanes).
+    fn exp_shift_sum(isa: Isa, x: &mut [f32], max: f32) -> f64 {
+        for v in x.iter_mut() {
+            *v = math::exp(*v - max);
+        }
+        sum_f64(isa, x)
+    }
+}
+
+/// Maps `f(row, out_row)` over rows of `len` elements, in parallel when the data is large.
+fn rows<S: F32Convert, T: Send>(isa: Isa, src: &[S], len: usize, n_rows: usize, out: &mut [T], out_per_row: usize, f: impl Fn(&mut [f32], &mut [T]) + Sync) {
+    let body = |(r, o): (usize, &mut [T])| {
+        let mut buf = vec![0f32; len];
+        S::load(isa, &src[r * len..(r + 1) * len], &mut buf);
+        f(&mut buf, o);
+    };
+    if out_per_row == 0 {
+        return;
+    }
+    if n_rows * len >= PARALLEL_MIN && n_rows > 1 {
+        out.par_chunks_mut(out_per_row).enumerate().for_each(body);
+    } else {
+        out.chunks_mut(out_per_row).enumerate().for_each(body);
+    }
+}
+
+/// The view moved to `kept dims ++ reduced dims` and made contiguous, with (rows, len).
+fn rows_view<'a>(h: &'a HostStorage, l: &Layout, dims: &[usize]) -> (std::borrow::Cow<'a, HostStorage>, usize, usize, usize) {
+    let rank = l.rank();
+    let mut perm: Vec<usize> = (0..rank).filter(|d| !dims.contains(d)).collect();
+    perm.extend_from_slice(dims);
+    let p = l.permute(&perm);
+    let len: usize = dims.iter().map(|&d| l.shape()[d]).product();
+    let n_rows: usize = (0..rank).filter(|d| !dims.contains(d)).map(|d| l.shape()[d]).product();
+    let (buf, off) = dense(h, &p);
+    (buf, off, n_rows, len)
+}
+
+fn reduce_row(isa: Isa, op: ReduceOp, x: &[f32]) -> f64 {
+    match op {
+        ReduceOp::Sum => sum_f64(isa, x),
+        ReduceOp::Mean => sum_f64(isa, x) / x.len() as f64,
+        ReduceOp::Max => x.iter().fold(f32::NEG_INFINITY, |m, &v| if v.is_nan() || m.is_nan() { f32::NAN } else { m.max(v) }) as f64,
+        ReduceOp::Min => x.iter().fold(f32::INFINITY, |m, &v| if v.is_nan() || m.is_nan() { f32::NAN } else { m.min(v) }) as f64,
+        ReduceOp::ArgMax | ReduceOp::ArgMin => {
+            let max = op == ReduceOp::ArgMax;
+            let mut best: Option<(f32, usize)> = None;
+            for (i, &v) in x.iter().enumerate() {
+                best = match best {
+                    None => Some((v, i)),
+                    Some((b, _)) if b.is_nan() => best,
+                    Some(_) if v.is_nan() => Some((v, i)),
+                    Some((b, _)) if (max && v > b) || (!max && v < b) => Some((v, i)),
+                    keep => keep,
+                };
+            }
+            best.map_or(0.0, |b| b.1 as f64)
+        }
+    }
+}
+
+/// Reduces a float view (f32/bf16/f16 elements `S`) over `dims`; results rounded once to `out`.
+pub(crate) fn reduce<S: F32Convert>(isa: Isa, op: ReduceOp, h: &HostStorage, l: &Layout, dims: &[usize], out: DType) -> HostStorage {
+    let (buf, off, n_rows, len) = rows_view(h, l, dims);
+    let src = &S::slice(&buf).expect("dtype checked by the caller")[off..];
+    let mut results = vec![0f64; n_rows];
+    rows(isa, src, len, n_rows, &mut results, 1, |x, o| o[0] = reduce_row(isa, op, x));
+    HostStorage::from_f64(out, &results)
+}
+
+/// Softmax or log-softmax over the last dimension.
+pub(crate) fn softmax<S: F32Convert, D: F32Convert>(isa: Isa, h: &HostStorage, l: &Layout, log: bool, dst: &mut [D]) {
+    let rank = l.rank();
+    let (buf, off, n_rows, len) = rows_view(h, l, &[rank - 1]);
+    let src = &S::slice(&buf).expect("dtype checked by the caller")[off..];
+    rows(isa, src, len, n_rows, dst, len, |x, o| {
+        // As the reference: the max ignores NaN, and a non-finite max shifts by 0.
+        let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let max = if max.is_finite() { max } else { 0.0 };
+        if log {
+            let mut e = x.to_vec();
+            let lse = (exp_shift_sum(isa, &mut e, max).ln()) as f32;
+            for v in x.iter_mut() {
+                *v = *v - max - lse;
+            }
+        } else {
+            let sum = exp_shift_sum(isa, x, max) as f32;
+            for v in x.iter_mut() {
+                *v /= sum;
+            }
+        }
+        D::store(isa, x, o);
+    });
+}
+
+/// Layer norm over the last dimension; statistics in f64, output rounded once from f32.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn layer_norm<S: F32Convert, D: F32Convert>(
+    isa: Isa,
+    h: &HostStorage,
+    l: &Layout,
+    weight: Option<&[f32]>,
+    bias: Option<&[f32]>,
+    eps: f64,
+    dst: &mut [D],
+    mean_out: &mut [f32],
+    rstd_out: &mut [f32],
+) {
+    let rank = l.rank();
+    let (buf, off, n_rows, len) = rows_view(h, l, &[rank - 1]);
+    let src = &S::slice(&buf).expect("dtype checked by the caller")[off..];
+    let mut stats = vec![(0f64, 0f64); n_rows];
+    // Pass 1: statistics per row.
+    rows(isa, src, len, n_rows, &mut stats, 1, |x, o| {
+        let mean = sum_f64(isa, x) / len as f64;
+        let var = sum_sq_dev_f64(isa, x, mean) / len as f64;
+        o[0] = (mean, 1.0 / (var + eps).sqrt());
+    });
+    for (i, &(m, r)) in stats.iter().enumerate() {
+        mean_out[i] = m as f32;
+        rstd_out[i] = r as f32;
+    }
+    // Pass 2: normalise.
+    let stats = &stats;
+    let body = |(r, o): (usize, &mut [D])| {
+        let mut x = vec![0f32; len];
+        S::load(isa, &src[r * len..(r + 1) * len], &mut x);
+        let (mean, rstd) = stats[r];
+        normalise(isa, &mut x, mean, rstd, weight, bias);
+        D::store(isa, &x, o);
+    };
+    if len == 0 {
+        return;
+    }
+    if n_rows * len >= PARALLEL_MIN && n_rows > 1 {
+        dst.par_chunks_mut(len).enumerate().for_each(body);
+    } else {
+        dst.chunks_mut(len).enumerate().for_each(body);
+    }
+}
+
+multiversion! {
+    /// `x = (x - mean)·rstd·w + b`, in f64 per element (rounded once to f32).
+    fn normalise(isa: Isa, x: &mut [f32], mean: f64, rstd: f64, weight: Option<&[f32]>, bias: Option<&[f32]>) {
+        match (weight, bias) {
+            (Some(w), Some(b)) => {
+                for ((v, &w), &b) in x.iter_mut().zip(w).zip(b) {
+                    *v = ((*v as f64 - mean) * rstd * w as f64 + b as f64) as f32;
+                }
+            }
+            (Some(w), None) => {
+                for (v, &w) in x.iter_mut().zip(w) {
+                    *v = ((*v as f64 - mean) * rstd * w as f64) as f32;
+                }
+            }
+            (None, Some(b)) => {
+                for (v, &b) in x.iter_mut().zip(b) {
+                    *v = ((*v as f64 - mean) * rstd + b as f64) as f32;
+                }
+            }
+            (None, None) => {
+                for v in x.iter_mut() {
+                    *v = ((*v as f64 - mean) * rstd) as f32;
+                }
+            }
+        }
+    }
+}
