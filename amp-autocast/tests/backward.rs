@@ -5,22 +5,21 @@ use amp_autocast::autocast;
 use amp_tensor::ops::{self, Reduction};
 use amp_tensor::{DType, Device, DeviceKind, Tensor};
 
-fn grads(region: Option<DType>) -> (Vec<f64>, Vec<f64>, DType) {
-    let device = Device::reference();
-    let w = Tensor::randn(&[8, 16], DType::F32, &device, 0)
+fn grads(device: &Device, region: Option<DType>) -> (Vec<f64>, Vec<f64>, DType) {
+    let w = Tensor::randn(&[8, 16], DType::F32, device, 0)
         .unwrap()
         .mul_scalar(0.25)
         .unwrap()
         .detach();
-    let b = Tensor::randn(&[8], DType::F32, &device, 1)
+    let b = Tensor::randn(&[8], DType::F32, device, 1)
         .unwrap()
         .mul_scalar(0.1)
         .unwrap()
         .detach();
     w.set_requires_grad(true).unwrap();
     b.set_requires_grad(true).unwrap();
-    let x = Tensor::randn(&[32, 16], DType::F32, &device, 2).unwrap();
-    let target = Tensor::randn(&[32, 8], DType::F32, &device, 3).unwrap();
+    let x = Tensor::randn(&[32, 16], DType::F32, device, 2).unwrap();
+    let target = Tensor::randn(&[32, 8], DType::F32, device, 3).unwrap();
     let loss = {
         let _region = region.map(|d| autocast(DeviceKind::Cpu, d).unwrap());
         let y = ops::linear(&x, &w, Some(&b)).unwrap();
@@ -38,11 +37,10 @@ fn grads(region: Option<DType>) -> (Vec<f64>, Vec<f64>, DType) {
     )
 }
 
-#[test]
-fn f32_weights_get_f32_gradients_close_to_pure_f32() {
-    let (gw32, gb32, _) = grads(None);
+fn check(device: &Device) {
+    let (gw32, gb32, _) = grads(device, None);
     for (dtype, eps) in [(DType::BF16, 2f64.powi(-8)), (DType::F16, 2f64.powi(-11))] {
-        let (gw, gb, gdtype) = grads(Some(dtype));
+        let (gw, gb, gdtype) = grads(device, Some(dtype));
         assert_eq!(gdtype, DType::F32);
         let scale = gw32.iter().fold(0f64, |m, v| m.max(v.abs()));
         // Inputs, weights, activations and the output gradient are each rounded
@@ -66,4 +64,14 @@ fn f32_weights_get_f32_gradients_close_to_pure_f32() {
             "{dtype}: the low-precision path really ran"
         );
     }
+}
+
+#[test]
+fn f32_weights_get_f32_gradients_close_to_pure_f32_on_the_reference_device() {
+    check(&Device::reference());
+}
+
+#[test]
+fn f32_weights_get_f32_gradients_close_to_pure_f32_on_amp_cpu() {
+    check(&amp_cpu::device());
 }

@@ -272,6 +272,11 @@ fn every_op_on_the_cpu_kind_reference_device() {
 }
 
 #[test]
+fn every_op_on_the_amp_cpu_device() {
+    check_device(&amp_cpu::device());
+}
+
+#[test]
 fn every_op_on_a_cuda_kind_device() {
     check_device(&common::fake_cuda());
 }

@@ -217,9 +217,3 @@ impl Backend for FakeBackend {
         ))
     }
 }
-
-/// The devices every op test runs on: the reference backend (CPU kind), the
-/// fake CUDA-kind device, and amp-cpu's device when that crate is available.
-pub fn devices() -> Vec<Device> {
-    vec![Device::reference(), fake_cuda()]
-}
