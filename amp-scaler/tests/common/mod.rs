@@ -4,10 +4,9 @@
 use amp_scaler::{Optimizer, Result};
 use amp_tensor::{ops, DType, Device, Tensor};
 
-/// The devices every test runs on: the reference backend, and the CPU
-/// backend when it is compiled in.
+/// The devices every test runs on: the reference backend and the CPU backend.
 pub fn devices() -> Vec<Device> {
-    vec![Device::reference()]
+    vec![Device::reference(), amp_cpu::device()]
 }
 
 /// SGD without momentum: `p -= lr * grad`.
