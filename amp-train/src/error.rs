@@ -8,6 +8,12 @@ pub enum Error {
     /// A tensor op failed.
     #[error(transparent)]
     Tensor(#[from] amp_tensor::Error),
+    /// An autocast region could not be opened.
+    #[error(transparent)]
+    Autocast(#[from] amp_autocast::Error),
+    /// The gradient scaler refused a call or a state.
+    #[error(transparent)]
+    Scaler(#[from] amp_scaler::Error),
     /// A data set or data loader was given inconsistent input.
     #[error("{op}: {msg}")]
     Data {

@@ -4,7 +4,8 @@
 //! keep their state in f32 on the parameters' device, skip parameters that
 //! have no gradient, and write the new values in place with
 //! [`Tensor::assign`] under [`amp_tensor::no_grad`], so tensors held by the
-//! model see the update. Hyperparameters are checked when `step` runs (an
+//! model see the update. Both implement [`amp_scaler::Optimizer`], so a
+//! `GradScaler` can unscale their gradients and skip their steps. Hyperparameters are checked when `step` runs (an
 //! `Err` naming the field), so construction stays as plain as in PyTorch.
 //!
 //! ```
@@ -44,6 +45,43 @@ pub struct OptimizerState {
     pub steps: Vec<(String, u64)>,
     /// State tensors (f32), e.g. `"0.weight.exp_avg"`.
     pub tensors: Vec<(String, Tensor)>,
+}
+
+/// Maps this crate's errors into the scaler's, for [`amp_scaler::Optimizer`].
+fn to_scaler_error(e: Error) -> amp_scaler::Error {
+    match e {
+        Error::Tensor(e) => amp_scaler::Error::Tensor(e),
+        Error::Scaler(e) => e,
+        other => amp_scaler::Error::Optimizer(other.to_string()),
+    }
+}
+
+impl amp_scaler::Optimizer for AdamW {
+    fn params(&self) -> Vec<(String, Tensor)> {
+        self.named_parameters().to_vec()
+    }
+
+    fn step(&mut self) -> amp_scaler::Result<()> {
+        AdamW::step(self).map_err(to_scaler_error)
+    }
+
+    fn zero_grad(&mut self) {
+        AdamW::zero_grad(self)
+    }
+}
+
+impl amp_scaler::Optimizer for Sgd {
+    fn params(&self) -> Vec<(String, Tensor)> {
+        self.named_parameters().to_vec()
+    }
+
+    fn step(&mut self) -> amp_scaler::Result<()> {
+        Sgd::step(self).map_err(to_scaler_error)
+    }
+
+    fn zero_grad(&mut self) {
+        Sgd::zero_grad(self)
+    }
 }
 
 /// The parameter's gradient in f32, or `None` if it has none.
