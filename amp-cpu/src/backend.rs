@@ -12,8 +12,8 @@ use crate::{index, reduce, unscale};
 use amp_dtype::DType;
 use amp_tensor::reference::ReferenceBackend;
 use amp_tensor::{
-    with_host_storage, Backend, BinaryOp, DeviceKind, Error, HostElement, HostStorage, Layout, NonFiniteCount, ReduceOp, Result,
-    Storage, UnaryOp, View,
+    with_host_storage, Backend, BinaryOp, DeviceKind, Error, HostElement, HostStorage, Layout,
+    NonFiniteCount, ReduceOp, Result, Storage, UnaryOp, View,
 };
 
 /// The CPU backend. Cheap to copy; holds only the instruction-set level its kernels use.
@@ -39,7 +39,10 @@ impl CpuBackend {
     pub fn with_isa(isa: Isa) -> Result<Self> {
         let best = isa::detected();
         if isa > best {
-            return Err(Error::invalid("CpuBackend::with_isa", format!("{isa} is not supported by this CPU (best: {best})")));
+            return Err(Error::invalid(
+                "CpuBackend::with_isa",
+                format!("{isa} is not supported by this CPU (best: {best})"),
+            ));
         }
         Ok(CpuBackend { isa })
     }
@@ -82,7 +85,11 @@ fn host<'a>(op: &'static str, v: View<'a>) -> Result<(&'a HostStorage, &'a Layou
 
 fn same_shape(op: &'static str, a: &Layout, b: &Layout) -> Result<()> {
     if a.shape() != b.shape() {
-        return Err(Error::ShapeMismatch { op, lhs: a.shape().to_vec(), rhs: b.shape().to_vec() });
+        return Err(Error::ShapeMismatch {
+            op,
+            lhs: a.shape().to_vec(),
+            rhs: b.shape().to_vec(),
+        });
     }
     Ok(())
 }
@@ -123,7 +130,13 @@ impl Backend for CpuBackend {
             return ReferenceBackend.cast(src, out);
         }
         let (buf, off) = dense(h, l);
-        Ok(Storage::Host(elementwise::cast_range(self.isa, &buf, off, l.numel(), out)))
+        Ok(Storage::Host(elementwise::cast_range(
+            self.isa,
+            &buf,
+            off,
+            l.numel(),
+            out,
+        )))
     }
 
     fn unary(&self, op: UnaryOp, src: View<'_>, out: DType) -> Result<Storage> {
@@ -143,7 +156,11 @@ impl Backend for CpuBackend {
         let (hb, lb) = host("binary", rhs)?;
         same_shape("binary", la, lb)?;
         if ha.dtype() != hb.dtype() {
-            return Err(Error::DTypeMismatch { op: "binary", lhs: ha.dtype(), rhs: hb.dtype() });
+            return Err(Error::DTypeMismatch {
+                op: "binary",
+                lhs: ha.dtype(),
+                rhs: hb.dtype(),
+            });
         }
         if !fast(ha.dtype()) {
             return ReferenceBackend.binary(op, lhs, rhs, out);
@@ -159,7 +176,13 @@ impl Backend for CpuBackend {
         Ok(Storage::Host(dst))
     }
 
-    fn where_cond(&self, cond: View<'_>, on_true: View<'_>, on_false: View<'_>, out: DType) -> Result<Storage> {
+    fn where_cond(
+        &self,
+        cond: View<'_>,
+        on_true: View<'_>,
+        on_false: View<'_>,
+        out: DType,
+    ) -> Result<Storage> {
         let (hc, lc) = host("where", cond)?;
         let (ht, lt) = host("where", on_true)?;
         let (hf, lf) = host("where", on_false)?;
@@ -184,12 +207,17 @@ impl Backend for CpuBackend {
     fn reduce(&self, op: ReduceOp, src: View<'_>, dims: &[usize], out: DType) -> Result<Storage> {
         let (h, l) = host("reduce", src)?;
         if dims.iter().any(|&d| d >= l.rank()) {
-            return Err(Error::invalid("reduce", format!("dims {dims:?} out of range for shape {:?}", l.shape())));
+            return Err(Error::invalid(
+                "reduce",
+                format!("dims {dims:?} out of range for shape {:?}", l.shape()),
+            ));
         }
         if !fast(h.dtype()) {
             return ReferenceBackend.reduce(op, src, dims, out);
         }
-        Ok(Storage::Host(with_fast!(h, _s, S => reduce::reduce::<S>(self.isa, op, h, l, dims, out))))
+        Ok(Storage::Host(
+            with_fast!(h, _s, S => reduce::reduce::<S>(self.isa, op, h, l, dims, out)),
+        ))
     }
 
     fn matmul(&self, lhs: View<'_>, rhs: View<'_>, out: DType) -> Result<Storage> {
@@ -197,10 +225,18 @@ impl Backend for CpuBackend {
         let (hb, lb) = host("matmul", rhs)?;
         let (sa, sb) = (la.shape(), lb.shape());
         if sa.len() != 3 || sb.len() != 3 || sa[0] != sb[0] || sa[2] != sb[1] {
-            return Err(Error::ShapeMismatch { op: "matmul", lhs: sa.to_vec(), rhs: sb.to_vec() });
+            return Err(Error::ShapeMismatch {
+                op: "matmul",
+                lhs: sa.to_vec(),
+                rhs: sb.to_vec(),
+            });
         }
         if ha.dtype() != hb.dtype() {
-            return Err(Error::DTypeMismatch { op: "matmul", lhs: ha.dtype(), rhs: hb.dtype() });
+            return Err(Error::DTypeMismatch {
+                op: "matmul",
+                lhs: ha.dtype(),
+                rhs: hb.dtype(),
+            });
         }
         if !fast(ha.dtype()) {
             return ReferenceBackend.matmul(lhs, rhs, out);
@@ -214,7 +250,11 @@ impl Backend for CpuBackend {
             gemm::gemm::<S>(self.isa, a, b, batch, m, k, n)
         });
         let c = HostStorage::F32(c);
-        Ok(Storage::Host(if out == DType::F32 { c } else { elementwise::cast_range(self.isa, &c, 0, c.len(), out) }))
+        Ok(Storage::Host(if out == DType::F32 {
+            c
+        } else {
+            elementwise::cast_range(self.isa, &c, 0, c.len(), out)
+        }))
     }
 
     fn softmax(&self, src: View<'_>, log: bool, out: DType) -> Result<Storage> {
@@ -240,7 +280,10 @@ impl Backend for CpuBackend {
     ) -> Result<(Storage, Storage, Storage)> {
         let (h, l) = host("layer_norm", src)?;
         if l.rank() == 0 {
-            return Err(Error::invalid("layer_norm", "expects at least one dimension"));
+            return Err(Error::invalid(
+                "layer_norm",
+                "expects at least one dimension",
+            ));
         }
         if !fast(h.dtype()) {
             return ReferenceBackend.layer_norm(src, weight, bias, eps, out);
@@ -250,7 +293,11 @@ impl Backend for CpuBackend {
             let Some(v) = v else { return Ok(None) };
             let (ph, pl) = host("layer_norm", v)?;
             if pl.numel() != len {
-                return Err(Error::ShapeMismatch { op: "layer_norm", lhs: l.shape().to_vec(), rhs: pl.shape().to_vec() });
+                return Err(Error::ShapeMismatch {
+                    op: "layer_norm",
+                    lhs: l.shape().to_vec(),
+                    rhs: pl.shape().to_vec(),
+                });
             }
             let (buf, off) = dense(ph, pl);
             match elementwise::cast_range(self.isa, &buf, off, len, DType::F32) {
@@ -259,25 +306,40 @@ impl Backend for CpuBackend {
             }
         };
         let (w, b) = (param(weight)?, param(bias)?);
-        let rows = if len == 0 { 0 } else { l.numel() / len };
+        let rows = l.numel().checked_div(len).unwrap_or(0);
         let (mut mean, mut rstd) = (vec![0f32; rows], vec![0f32; rows]);
         let mut dst = zeros(out, l.numel());
         with_fast!(h, _s, S => with_host_storage!(&mut dst, d => reduce::layer_norm::<S, _>(
             self.isa, h, l, w.as_deref(), b.as_deref(), eps, d, &mut mean, &mut rstd
         )));
-        Ok((Storage::Host(dst), Storage::Host(HostStorage::F32(mean)), Storage::Host(HostStorage::F32(rstd))))
+        Ok((
+            Storage::Host(dst),
+            Storage::Host(HostStorage::F32(mean)),
+            Storage::Host(HostStorage::F32(rstd)),
+        ))
     }
 
     fn cat(&self, inputs: &[View<'_>], dim: usize, out: DType) -> Result<Storage> {
-        let first = inputs.first().ok_or_else(|| Error::invalid("cat", "no inputs"))?.1;
+        let first = inputs
+            .first()
+            .ok_or_else(|| Error::invalid("cat", "no inputs"))?
+            .1;
         let mut hosts = Vec::with_capacity(inputs.len());
         for v in inputs {
             let (h, l) = host("cat", *v)?;
             let compatible = l.rank() == first.rank()
                 && dim < l.rank()
-                && l.shape().iter().zip(first.shape()).enumerate().all(|(d, (a, b))| d == dim || a == b);
+                && l.shape()
+                    .iter()
+                    .zip(first.shape())
+                    .enumerate()
+                    .all(|(d, (a, b))| d == dim || a == b);
             if !compatible {
-                return Err(Error::ShapeMismatch { op: "cat", lhs: first.shape().to_vec(), rhs: l.shape().to_vec() });
+                return Err(Error::ShapeMismatch {
+                    op: "cat",
+                    lhs: first.shape().to_vec(),
+                    rhs: l.shape().to_vec(),
+                });
             }
             hosts.push((h, l));
         }
@@ -289,55 +351,107 @@ impl Backend for CpuBackend {
         Ok(Storage::Host(index::cat(self.isa, &hosts, dim, out)))
     }
 
-    fn index_select(&self, src: View<'_>, dim: usize, index: View<'_>, out: DType) -> Result<Storage> {
+    fn index_select(
+        &self,
+        src: View<'_>,
+        dim: usize,
+        index: View<'_>,
+        out: DType,
+    ) -> Result<Storage> {
         let (h, l) = host("index_select", src)?;
         let (hi, li) = host("index_select", index)?;
         if dim >= l.rank() {
-            return Err(Error::invalid("index_select", format!("dim {dim} out of range for shape {:?}", l.shape())));
+            return Err(Error::invalid(
+                "index_select",
+                format!("dim {dim} out of range for shape {:?}", l.shape()),
+            ));
         }
         let Some(idx) = index::indices(hi, li) else {
-            return Err(Error::UnsupportedDType { op: "index_select", dtype: hi.dtype(), reason: "indices must be i64".into() });
+            return Err(Error::UnsupportedDType {
+                op: "index_select",
+                dtype: hi.dtype(),
+                reason: "indices must be i64".into(),
+            });
         };
         if !(h.dtype() == out || fast(h.dtype())) {
             return ReferenceBackend.index_select(src, dim, index, out);
         }
-        Ok(Storage::Host(index::index_select(self.isa, h, l, dim, &idx, out)))
+        Ok(Storage::Host(index::index_select(
+            self.isa, h, l, dim, &idx, out,
+        )))
     }
 
     fn gather(&self, src: View<'_>, dim: usize, index: View<'_>, out: DType) -> Result<Storage> {
         let (h, l) = host("gather", src)?;
         let (hi, li) = host("gather", index)?;
         if dim >= l.rank() || li.rank() != l.rank() {
-            return Err(Error::ShapeMismatch { op: "gather", lhs: l.shape().to_vec(), rhs: li.shape().to_vec() });
+            return Err(Error::ShapeMismatch {
+                op: "gather",
+                lhs: l.shape().to_vec(),
+                rhs: li.shape().to_vec(),
+            });
         }
         let Some(idx) = index::indices(hi, li) else {
-            return Err(Error::UnsupportedDType { op: "gather", dtype: hi.dtype(), reason: "indices must be i64".into() });
+            return Err(Error::UnsupportedDType {
+                op: "gather",
+                dtype: hi.dtype(),
+                reason: "indices must be i64".into(),
+            });
         };
         if !(h.dtype() == out || fast(h.dtype())) {
             return ReferenceBackend.gather(src, dim, index, out);
         }
-        Ok(Storage::Host(index::gather(self.isa, h, l, dim, &idx, li.shape(), out)))
+        Ok(Storage::Host(index::gather(
+            self.isa,
+            h,
+            l,
+            dim,
+            &idx,
+            li.shape(),
+            out,
+        )))
     }
 
-    fn scatter_add(&self, shape: &[usize], dim: usize, index: View<'_>, src: View<'_>, out: DType) -> Result<Storage> {
+    fn scatter_add(
+        &self,
+        shape: &[usize],
+        dim: usize,
+        index: View<'_>,
+        src: View<'_>,
+        out: DType,
+    ) -> Result<Storage> {
         let (hi, li) = host("scatter_add", index)?;
         let (hs, ls) = host("scatter_add", src)?;
         same_shape("scatter_add", li, ls)?;
         if dim >= shape.len() || li.rank() != shape.len() {
-            return Err(Error::ShapeMismatch { op: "scatter_add", lhs: shape.to_vec(), rhs: li.shape().to_vec() });
+            return Err(Error::ShapeMismatch {
+                op: "scatter_add",
+                lhs: shape.to_vec(),
+                rhs: li.shape().to_vec(),
+            });
         }
         if !fast(hs.dtype()) {
             return ReferenceBackend.scatter_add(shape, dim, index, src, out);
         }
         let Some(idx) = index::indices(hi, li) else {
-            return Err(Error::UnsupportedDType { op: "scatter_add", dtype: hi.dtype(), reason: "indices must be i64".into() });
+            return Err(Error::UnsupportedDType {
+                op: "scatter_add",
+                dtype: hi.dtype(),
+                reason: "indices must be i64".into(),
+            });
         };
         let n = ls.numel();
         let (buf, off) = dense(hs, ls);
-        Ok(Storage::Host(with_fast!(&*buf, s, S => index::scatter_add::<S>(self.isa, shape, dim, &idx, li.shape(), &s[off..off + n], out))))
+        Ok(Storage::Host(
+            with_fast!(&*buf, s, S => index::scatter_add::<S>(self.isa, shape, dim, &idx, li.shape(), &s[off..off + n], out)),
+        ))
     }
 
-    fn non_finite_check_and_unscale(&self, buffers: &mut [(&mut Storage, &Layout)], inv_scale: f32) -> Result<Vec<NonFiniteCount>> {
+    fn non_finite_check_and_unscale(
+        &self,
+        buffers: &mut [(&mut Storage, &Layout)],
+        inv_scale: f32,
+    ) -> Result<Vec<NonFiniteCount>> {
         let mut counts = Vec::with_capacity(buffers.len());
         for (storage, layout) in buffers.iter_mut() {
             let layout: &Layout = layout;
@@ -345,7 +459,11 @@ impl Backend for CpuBackend {
             if layout.storage_extent() > h.len() {
                 return Err(Error::invalid(
                     "non_finite_check_and_unscale",
-                    format!("view of shape {:?} reaches past a buffer of {} elements", layout.shape(), h.len()),
+                    format!(
+                        "view of shape {:?} reaches past a buffer of {} elements",
+                        layout.shape(),
+                        h.len()
+                    ),
                 ));
             }
             let count = match h {
@@ -355,7 +473,9 @@ impl Backend for CpuBackend {
                 HostStorage::F64(v) => unscale::unscale_f64(v, layout, inv_scale),
                 _ => {
                     // fp8 (and the error for integer buffers) as the reference does it.
-                    ReferenceBackend.non_finite_check_and_unscale(&mut [(&mut **storage, layout)], inv_scale)?[0]
+                    ReferenceBackend
+                        .non_finite_check_and_unscale(&mut [(&mut **storage, layout)], inv_scale)?
+                        [0]
                 }
             };
             counts.push(count);

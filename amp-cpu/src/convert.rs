@@ -254,8 +254,33 @@ mod tests {
 
     /// f32 inputs that exercise every rounding case: ties, subnormals, NaN payloads, overflow.
     pub(crate) fn tricky_f32() -> Vec<f32> {
-        let mut v = vec![0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::MAX, f32::MIN, f32::MIN_POSITIVE, f32::EPSILON];
-        for bits in [0x7F80_0001u32, 0x7FC0_0000, 0x7FBF_FFFF, 0xFF80_0001, 0x7F7F_FFFF, 0x7F7F_8000, 0x0000_0001, 0x8000_0001, 0x007F_FFFF, 0x477F_F000, 0x477F_E000, 0x3380_0000, 0x3300_0000, 0x3300_0001, 0x387F_C000] {
+        let mut v = vec![
+            0.0,
+            -0.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::MAX,
+            f32::MIN,
+            f32::MIN_POSITIVE,
+            f32::EPSILON,
+        ];
+        for bits in [
+            0x7F80_0001u32,
+            0x7FC0_0000,
+            0x7FBF_FFFF,
+            0xFF80_0001,
+            0x7F7F_FFFF,
+            0x7F7F_8000,
+            0x0000_0001,
+            0x8000_0001,
+            0x007F_FFFF,
+            0x477F_F000,
+            0x477F_E000,
+            0x3380_0000,
+            0x3300_0000,
+            0x3300_0001,
+            0x387F_C000,
+        ] {
             v.push(f32::from_bits(bits));
         }
         // Every bf16 tie and its neighbours, and f16 ties, over a spread of exponents.
@@ -284,11 +309,21 @@ mod tests {
             let mut out = vec![0f32; b.len()];
             bf16_to_f32(isa, &b, &mut out);
             for (s, d) in b.iter().zip(&out) {
-                assert_eq!(d.to_bits(), Element::to_f32(*s).to_bits(), "{isa} bf16 {:#06x}", s.to_bits());
+                assert_eq!(
+                    d.to_bits(),
+                    Element::to_f32(*s).to_bits(),
+                    "{isa} bf16 {:#06x}",
+                    s.to_bits()
+                );
             }
             f16_to_f32(isa, &h, &mut out);
             for (s, d) in h.iter().zip(&out) {
-                assert_eq!(d.to_bits(), Element::to_f32(*s).to_bits(), "{isa} f16 {:#06x}", s.to_bits());
+                assert_eq!(
+                    d.to_bits(),
+                    Element::to_f32(*s).to_bits(),
+                    "{isa} f16 {:#06x}",
+                    s.to_bits()
+                );
             }
             // f32 to bf16/f16 over ties, subnormals and NaN payloads; odd lengths hit the tails.
             for len in [xs.len(), xs.len() - 7, 15, 1, 0] {
@@ -298,8 +333,18 @@ mod tests {
                 let mut oh = vec![f16::ZERO; len];
                 f32_to_f16(isa, src, &mut oh);
                 for (i, &x) in src.iter().enumerate() {
-                    assert_eq!(ob[i].to_bits(), <bf16 as Element>::from_f32(x).to_bits(), "{isa} f32->bf16 {:#010x}", x.to_bits());
-                    assert_eq!(oh[i].to_bits(), <f16 as Element>::from_f32(x).to_bits(), "{isa} f32->f16 {:#010x}", x.to_bits());
+                    assert_eq!(
+                        ob[i].to_bits(),
+                        <bf16 as Element>::from_f32(x).to_bits(),
+                        "{isa} f32->bf16 {:#010x}",
+                        x.to_bits()
+                    );
+                    assert_eq!(
+                        oh[i].to_bits(),
+                        <f16 as Element>::from_f32(x).to_bits(),
+                        "{isa} f32->f16 {:#010x}",
+                        x.to_bits()
+                    );
                 }
             }
         }

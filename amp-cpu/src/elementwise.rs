@@ -28,7 +28,9 @@ pub(crate) fn dense<'a>(h: &'a HostStorage, l: &Layout) -> (Cow<'a, HostStorage>
 /// Runs `f` on matching pieces of `dst` and of the sources, in parallel when large.
 fn for_each_piece<D: Send>(dst: &mut [D], f: impl Fn(usize, &mut [D]) + Sync) {
     if dst.len() >= PARALLEL_MIN {
-        dst.par_chunks_mut(PARALLEL_CHUNK).enumerate().for_each(|(i, d)| f(i * PARALLEL_CHUNK, d));
+        dst.par_chunks_mut(PARALLEL_CHUNK)
+            .enumerate()
+            .for_each(|(i, d)| f(i * PARALLEL_CHUNK, d));
     } else {
         f(0, dst);
     }
@@ -56,7 +58,12 @@ pub(crate) fn cast_slice<S: F32Convert, D: F32Convert>(isa: Isa, src: &[S], dst:
 }
 
 /// `dst = op(src)` computed in f32.
-pub(crate) fn unary_slice<S: F32Convert, D: F32Convert>(isa: Isa, op: UnaryOp, src: &[S], dst: &mut [D]) {
+pub(crate) fn unary_slice<S: F32Convert, D: F32Convert>(
+    isa: Isa,
+    op: UnaryOp,
+    src: &[S],
+    dst: &mut [D],
+) {
     for_each_piece(dst, |start, d| {
         let s = &src[start..start + d.len()];
         let mut buf = [0f32; CHUNK];
@@ -70,7 +77,13 @@ pub(crate) fn unary_slice<S: F32Convert, D: F32Convert>(isa: Isa, op: UnaryOp, s
 }
 
 /// `dst = op(a, b)` computed in f32.
-pub(crate) fn binary_slice<S: F32Convert, D: F32Convert>(isa: Isa, op: BinaryOp, a: &[S], b: &[S], dst: &mut [D]) {
+pub(crate) fn binary_slice<S: F32Convert, D: F32Convert>(
+    isa: Isa,
+    op: BinaryOp,
+    a: &[S],
+    b: &[S],
+    dst: &mut [D],
+) {
     for_each_piece(dst, |start, d| {
         let (a, b) = (&a[start..start + d.len()], &b[start..start + d.len()]);
         let mut ba = [0f32; CHUNK];
@@ -87,10 +100,20 @@ pub(crate) fn binary_slice<S: F32Convert, D: F32Convert>(isa: Isa, op: BinaryOp,
 }
 
 /// `dst = cond ? t : f`.
-pub(crate) fn where_slice<S: F32Convert, D: F32Convert>(isa: Isa, cond: &[bool], t: &[S], f: &[S], dst: &mut [D]) {
+pub(crate) fn where_slice<S: F32Convert, D: F32Convert>(
+    isa: Isa,
+    cond: &[bool],
+    t: &[S],
+    f: &[S],
+    dst: &mut [D],
+) {
     for_each_piece(dst, |start, d| {
         let n = d.len();
-        let (c, t, f) = (&cond[start..start + n], &t[start..start + n], &f[start..start + n]);
+        let (c, t, f) = (
+            &cond[start..start + n],
+            &t[start..start + n],
+            &f[start..start + n],
+        );
         let mut bt = [0f32; CHUNK];
         let mut bf = [0f32; CHUNK];
         for (i, dc) in d.chunks_mut(CHUNK).enumerate() {
@@ -114,7 +137,13 @@ pub(crate) fn zeros(dtype: amp_dtype::DType, n: usize) -> HostStorage {
 }
 
 /// Casts a whole contiguous range of `src` (from `offset`, `n` elements) into a new buffer of `out`.
-pub(crate) fn cast_range(isa: Isa, src: &HostStorage, offset: usize, n: usize, out: amp_dtype::DType) -> HostStorage {
+pub(crate) fn cast_range(
+    isa: Isa,
+    src: &HostStorage,
+    offset: usize,
+    n: usize,
+    out: amp_dtype::DType,
+) -> HostStorage {
     let mut dst = zeros(out, n);
     with_host_storage!(src, s => with_host_storage!(&mut dst, d => cast_slice(isa, &s[offset..offset + n], d)));
     dst

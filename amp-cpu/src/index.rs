@@ -13,7 +13,12 @@ use amp_tensor::{with_host_storage, HostElement, HostStorage, Layout};
 pub(crate) fn indices(h: &HostStorage, l: &Layout) -> Option<Vec<usize>> {
     let (buf, off) = dense(h, l);
     let v = i64::slice(&buf)?;
-    Some(v[off..off + l.numel()].iter().map(|&i| i as usize).collect())
+    Some(
+        v[off..off + l.numel()]
+            .iter()
+            .map(|&i| i as usize)
+            .collect(),
+    )
 }
 
 /// A view as a contiguous buffer of dtype `out` (a copy).
@@ -22,29 +27,48 @@ fn contiguous_in(isa: Isa, h: &HostStorage, l: &Layout, out: DType) -> HostStora
     if buf.dtype() == out {
         return match buf {
             std::borrow::Cow::Owned(b) => b,
-            std::borrow::Cow::Borrowed(b) => b.gather_view(&Layout::new(vec![l.numel()], vec![1], off)),
+            std::borrow::Cow::Borrowed(b) => {
+                b.gather_view(&Layout::new(vec![l.numel()], vec![1], off))
+            }
         };
     }
     cast_range(isa, &buf, off, l.numel(), out)
 }
 
 /// Concatenation along `dim` of views, written in dtype `out`.
-pub(crate) fn cat(isa: Isa, inputs: &[(&HostStorage, &Layout)], dim: usize, out: DType) -> HostStorage {
+pub(crate) fn cat(
+    isa: Isa,
+    inputs: &[(&HostStorage, &Layout)],
+    dim: usize,
+    out: DType,
+) -> HostStorage {
     let first = inputs[0].1.shape();
     let outer: usize = first[..dim].iter().product();
     let parts: Vec<(HostStorage, usize)> = inputs
         .iter()
-        .map(|(h, l)| (contiguous_in(isa, h, l, out), l.shape()[dim..].iter().product::<usize>()))
+        .map(|(h, l)| {
+            (
+                contiguous_in(isa, h, l, out),
+                l.shape()[dim..].iter().product::<usize>(),
+            )
+        })
         .collect();
     let mut probe = HostStorage::filled(out, 0, 0.0);
     with_host_storage!(&mut probe, p => join_typed(&parts, outer, p))
 }
 
 /// Joins the parts, `outer` times one chunk of each; `_witness` only names the element type.
-fn join_typed<T: HostElement>(parts: &[(HostStorage, usize)], outer: usize, _witness: &mut Vec<T>) -> HostStorage {
+fn join_typed<T: HostElement>(
+    parts: &[(HostStorage, usize)],
+    outer: usize,
+    _witness: &mut Vec<T>,
+) -> HostStorage {
     let total: usize = parts.iter().map(|p| p.1).sum::<usize>() * outer;
     let mut v: Vec<T> = Vec::with_capacity(total);
-    let slices: Vec<(&[T], usize)> = parts.iter().map(|(h, c)| (T::slice(h).expect("cast to out"), *c)).collect();
+    let slices: Vec<(&[T], usize)> = parts
+        .iter()
+        .map(|(h, c)| (T::slice(h).expect("cast to out"), *c))
+        .collect();
     for o in 0..outer {
         for (s, c) in &slices {
             v.extend_from_slice(&s[o * c..(o + 1) * c]);
@@ -54,11 +78,28 @@ fn join_typed<T: HostElement>(parts: &[(HostStorage, usize)], outer: usize, _wit
 }
 
 /// `index_select` along `dim`: whole inner rows are copied.
-pub(crate) fn index_select(isa: Isa, h: &HostStorage, l: &Layout, dim: usize, idx: &[usize], out: DType) -> HostStorage {
+pub(crate) fn index_select(
+    isa: Isa,
+    h: &HostStorage,
+    l: &Layout,
+    dim: usize,
+    idx: &[usize],
+    out: DType,
+) -> HostStorage {
     let shape = l.shape();
-    let (outer, size, inner): (usize, usize, usize) = (shape[..dim].iter().product(), shape[dim], shape[dim + 1..].iter().product());
+    let (outer, size, inner): (usize, usize, usize) = (
+        shape[..dim].iter().product(),
+        shape[dim],
+        shape[dim + 1..].iter().product(),
+    );
     let (buf, off) = dense(h, l);
-    fn pick<T: HostElement>(s: &[T], outer: usize, size: usize, inner: usize, idx: &[usize]) -> HostStorage {
+    fn pick<T: HostElement>(
+        s: &[T],
+        outer: usize,
+        size: usize,
+        inner: usize,
+        idx: &[usize],
+    ) -> HostStorage {
         let mut v = Vec::with_capacity(outer * idx.len() * inner);
         for o in 0..outer {
             for &i in idx {
@@ -77,7 +118,13 @@ pub(crate) fn index_select(isa: Isa, h: &HostStorage, l: &Layout, dim: usize, id
 }
 
 /// Walks every position of `idx_shape` in row-major order, giving (flat, position with `dim` replaced).
-fn for_each_indexed(idx_shape: &[usize], dim: usize, idx: &[usize], target_strides: &[usize], mut f: impl FnMut(usize, usize)) {
+fn for_each_indexed(
+    idx_shape: &[usize],
+    dim: usize,
+    idx: &[usize],
+    target_strides: &[usize],
+    mut f: impl FnMut(usize, usize),
+) {
     let rank = idx_shape.len();
     let mut coord = vec![0usize; rank];
     for (flat, &i) in idx.iter().enumerate() {
@@ -97,10 +144,24 @@ fn for_each_indexed(idx_shape: &[usize], dim: usize, idx: &[usize], target_strid
 }
 
 /// `gather` along `dim`; the output has the index's shape.
-pub(crate) fn gather(isa: Isa, h: &HostStorage, l: &Layout, dim: usize, idx: &[usize], idx_shape: &[usize], out: DType) -> HostStorage {
+pub(crate) fn gather(
+    isa: Isa,
+    h: &HostStorage,
+    l: &Layout,
+    dim: usize,
+    idx: &[usize],
+    idx_shape: &[usize],
+    out: DType,
+) -> HostStorage {
     let (buf, off) = dense(h, l);
     let strides = contiguous_strides(l.shape());
-    fn pick<T: HostElement>(s: &[T], idx_shape: &[usize], dim: usize, idx: &[usize], strides: &[usize]) -> HostStorage {
+    fn pick<T: HostElement>(
+        s: &[T],
+        idx_shape: &[usize],
+        dim: usize,
+        idx: &[usize],
+        strides: &[usize],
+    ) -> HostStorage {
         let mut v = Vec::with_capacity(idx.len());
         for_each_indexed(idx_shape, dim, idx, strides, |_, pos| v.push(s[pos]));
         T::into_host(v)
@@ -114,11 +175,21 @@ pub(crate) fn gather(isa: Isa, h: &HostStorage, l: &Layout, dim: usize, idx: &[u
 }
 
 /// Zeros of `shape` with `src` (f32/bf16/f16 elements `S`) added at `idx` along `dim`, in f64.
-pub(crate) fn scatter_add<S: F32Convert>(isa: Isa, shape: &[usize], dim: usize, idx: &[usize], idx_shape: &[usize], src: &[S], out: DType) -> HostStorage {
+pub(crate) fn scatter_add<S: F32Convert>(
+    isa: Isa,
+    shape: &[usize],
+    dim: usize,
+    idx: &[usize],
+    idx_shape: &[usize],
+    src: &[S],
+    out: DType,
+) -> HostStorage {
     let mut vals = vec![0f32; src.len()];
     S::load(isa, src, &mut vals);
     let mut acc = vec![0f64; shape.iter().product()];
     let strides = contiguous_strides(shape);
-    for_each_indexed(idx_shape, dim, idx, &strides, |flat, pos| acc[pos] += vals[flat] as f64);
+    for_each_indexed(idx_shape, dim, idx, &strides, |flat, pos| {
+        acc[pos] += vals[flat] as f64
+    });
     HostStorage::from_f64(out, &acc)
 }

@@ -27,7 +27,13 @@ pub enum Isa {
 
 impl Isa {
     /// Every level, lowest first.
-    pub const ALL: [Isa; 5] = [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16, Isa::Amx];
+    pub const ALL: [Isa; 5] = [
+        Isa::Scalar,
+        Isa::Avx2,
+        Isa::Avx512,
+        Isa::Avx512Bf16,
+        Isa::Amx,
+    ];
 
     /// The name accepted by `AMP_CPU_ISA`.
     pub fn name(self) -> &'static str {
@@ -42,7 +48,9 @@ impl Isa {
 
     /// Parses a name accepted by `AMP_CPU_ISA`.
     pub fn from_name(name: &str) -> Option<Isa> {
-        Isa::ALL.into_iter().find(|i| i.name() == name.trim().to_ascii_lowercase())
+        Isa::ALL
+            .into_iter()
+            .find(|i| i.name() == name.trim().to_ascii_lowercase())
     }
 
     /// Every level this CPU supports (the detected one and all below it).
@@ -90,7 +98,9 @@ pub fn isa() -> Isa {
 
 #[cfg(target_arch = "x86_64")]
 fn detect() -> Isa {
-    let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
+    let avx2 = is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c");
     if !avx2 {
         return Isa::Scalar;
     }
@@ -148,7 +158,13 @@ fn amx_request_permission() -> bool {
     const XFEATURE_XTILEDATA: libc::c_long = 18;
     // SAFETY: arch_prctl with ARCH_REQ_XCOMP_PERM only reads its integer
     // argument; it returns 0 when the permission is granted, an error otherwise.
-    let rc = unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) };
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_arch_prctl,
+            ARCH_REQ_XCOMP_PERM,
+            XFEATURE_XTILEDATA,
+        )
+    };
     rc == 0
 }
 
@@ -203,7 +219,9 @@ mod tests {
         for i in Isa::ALL {
             assert_eq!(Isa::from_name(i.name()), Some(i));
         }
-        assert!(Isa::Scalar < Isa::Avx2 && Isa::Avx512 < Isa::Avx512Bf16 && Isa::Avx512Bf16 < Isa::Amx);
+        assert!(
+            Isa::Scalar < Isa::Avx2 && Isa::Avx512 < Isa::Avx512Bf16 && Isa::Avx512Bf16 < Isa::Amx
+        );
         assert_eq!(Isa::from_name("sse9"), None);
         assert!(isa() <= detected());
         assert!(Isa::available().contains(&Isa::Scalar));

@@ -69,7 +69,9 @@ use std::sync::{Arc, OnceLock};
 /// The process-wide CPU device (`"cpu"`, [`amp_tensor::DeviceKind::Cpu`]) at level [`isa()`].
 pub fn device() -> Device {
     static DEVICE: OnceLock<Device> = OnceLock::new();
-    DEVICE.get_or_init(|| Device::new(Arc::new(CpuBackend::new()))).clone()
+    DEVICE
+        .get_or_init(|| Device::new(Arc::new(CpuBackend::new())))
+        .clone()
 }
 
 /// A CPU device whose kernels run at `isa` (for comparing paths); an `Err` if unsupported here.

@@ -6,6 +6,9 @@
 //! within a few f32 ulps of the f64 reference. Scalar constants of an op
 //! (`Powf`, `Affine`) are applied in f64 where that makes f32 results exact.
 
+// The published coefficients are kept digit for digit as printed.
+#![allow(clippy::excessive_precision)]
+
 use crate::isa::multiversion;
 use amp_tensor::{BinaryOp, UnaryOp};
 
@@ -50,7 +53,9 @@ pub(crate) fn exp(x: f32) -> f32 {
 pub(crate) fn tanh(x: f32) -> f32 {
     let z = x.abs();
     let z2 = x * x;
-    let small = ((((-5.704_988_7e-3 * z2 + 2.063_908_9e-2) * z2 - 5.373_971_6e-2) * z2 + 1.333_144_2e-1) * z2
+    let small = ((((-5.704_988_7e-3 * z2 + 2.063_908_9e-2) * z2 - 5.373_971_6e-2) * z2
+        + 1.333_144_2e-1)
+        * z2
         - 3.333_328_2e-1)
         * z2
         * x
@@ -75,7 +80,9 @@ fn erfc_nonneg(z: f32) -> f32 {
             + t * (0.374_091_96
                 + t * (0.096_784_18
                     + t * (-0.186_288_06
-                        + t * (0.278_868_07 + t * (-1.135_203_9 + t * (1.488_515_9 + t * (-0.822_152_2 + t * 0.170_872_77))))))));
+                        + t * (0.278_868_07
+                            + t * (-1.135_203_9
+                                + t * (1.488_515_9 + t * (-0.822_152_2 + t * 0.170_872_77))))))));
     t * exp(-z * z + p)
 }
 
@@ -95,9 +102,13 @@ pub(crate) fn erfc(x: f32) -> f32 {
 pub(crate) fn erf(x: f32) -> f32 {
     let x2 = x * x;
     // 2/√π · (x - x³/3 + x⁵/10 - x⁷/42 + x⁹/216 - x¹¹/1320 + x¹³/9360)
-    let series = 1.128_379_2
+    let series = std::f32::consts::FRAC_2_SQRT_PI
         * x
-        * (1.0 + x2 * (-1.0 / 3.0 + x2 * (0.1 + x2 * (-1.0 / 42.0 + x2 * (1.0 / 216.0 + x2 * (-1.0 / 1320.0 + x2 * (1.0 / 9360.0)))))));
+        * (1.0
+            + x2 * (-1.0 / 3.0
+                + x2 * (0.1
+                    + x2 * (-1.0 / 42.0
+                        + x2 * (1.0 / 216.0 + x2 * (-1.0 / 1320.0 + x2 * (1.0 / 9360.0)))))));
     let tail = 1.0 - erfc_nonneg(x.abs());
     let tail = if x < 0.0 { -tail } else { tail };
     if x.abs() < 0.5 {
@@ -234,7 +245,24 @@ mod tests {
     #[test]
     fn transcendentals_track_the_f64_definitions() {
         let mut xs: Vec<f32> = (-4000..=4000).map(|i| i as f32 * 0.0041).collect();
-        xs.extend([0.0, -0.0, 1e-30, -1e-30, 1e-8, 88.0, 88.7, 89.0, -87.0, -88.0, -100.0, 1e4, -1e4, f32::INFINITY, f32::NEG_INFINITY, f32::NAN]);
+        xs.extend([
+            0.0,
+            -0.0,
+            1e-30,
+            -1e-30,
+            1e-8,
+            88.0,
+            88.7,
+            89.0,
+            -87.0,
+            -88.0,
+            -100.0,
+            1e4,
+            -1e4,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+        ]);
         let ops = [
             UnaryOp::Exp,
             UnaryOp::Tanh,
@@ -247,7 +275,10 @@ mod tests {
             UnaryOp::Sign,
             UnaryOp::Powf(2.0),
             UnaryOp::Powf(-1.5),
-            UnaryOp::Affine { mul: 1.0 / 3.0, add: 0.25 },
+            UnaryOp::Affine {
+                mul: 1.0 / 3.0,
+                add: 0.25,
+            },
         ];
         for isa in Isa::available() {
             for op in ops {
@@ -255,18 +286,30 @@ mod tests {
                 unary(isa, op, &mut y);
                 for (&x, &g) in xs.iter().zip(&y) {
                     let want = unary_f64(op, x as f64) as f32 as f64; // what the reference stores for f32
-                    // Below f32's normal range the polynomials flush to 0, and the reference's erf
-                    // saturates to ±1 beyond 6 (1 + erf cancels in f64 below x = -8): allow 1e-15 absolute.
-                    assert!(close(g, want, 4e-6, 1e-15), "{isa} {op:?}({x}) = {g}, want {want}");
+                                                                      // Below f32's normal range the polynomials flush to 0, and the reference's erf
+                                                                      // saturates to ±1 beyond 6 (1 + erf cancels in f64 below x = -8): allow 1e-15 absolute.
+                    assert!(
+                        close(g, want, 4e-6, 1e-15),
+                        "{isa} {op:?}({x}) = {g}, want {want}"
+                    );
                 }
             }
-            for op in [BinaryOp::GeluErfBackward, BinaryOp::GeluTanhBackward, BinaryOp::SiluBackward, BinaryOp::Maximum, BinaryOp::Minimum] {
+            for op in [
+                BinaryOp::GeluErfBackward,
+                BinaryOp::GeluTanhBackward,
+                BinaryOp::SiluBackward,
+                BinaryOp::Maximum,
+                BinaryOp::Minimum,
+            ] {
                 let g: Vec<f32> = xs.iter().map(|x| 1.0 - x * 0.5).collect();
                 let mut y = g.clone();
                 binary(isa, op, &mut y, &xs);
                 for ((&a, &b), &got) in g.iter().zip(&xs).zip(&y) {
                     let want = binary_f64(op, a as f64, b as f64) as f32 as f64;
-                    assert!(close(got, want, 4e-6, 1e-6 * (a as f64).abs().max(1.0)), "{isa} {op:?}({a}, {b}) = {got}, want {want}");
+                    assert!(
+                        close(got, want, 4e-6, 1e-6 * (a as f64).abs().max(1.0)),
+                        "{isa} {op:?}({a}, {b}) = {got}, want {want}"
+                    );
                 }
             }
         }

@@ -55,7 +55,15 @@ multiversion! {
 }
 
 /// Maps `f(row, out_row)` over rows of `len` elements, in parallel when the data is large.
-fn rows<S: F32Convert, T: Send>(isa: Isa, src: &[S], len: usize, n_rows: usize, out: &mut [T], out_per_row: usize, f: impl Fn(&mut [f32], &mut [T]) + Sync) {
+fn rows<S: F32Convert, T: Send>(
+    isa: Isa,
+    src: &[S],
+    len: usize,
+    n_rows: usize,
+    out: &mut [T],
+    out_per_row: usize,
+    f: impl Fn(&mut [f32], &mut [T]) + Sync,
+) {
     let body = |(r, o): (usize, &mut [T])| {
         let mut buf = vec![0f32; len];
         S::load(isa, &src[r * len..(r + 1) * len], &mut buf);
@@ -72,13 +80,20 @@ fn rows<S: F32Convert, T: Send>(isa: Isa, src: &[S], len: usize, n_rows: usize, 
 }
 
 /// The view moved to `kept dims ++ reduced dims` and made contiguous, with (rows, len).
-fn rows_view<'a>(h: &'a HostStorage, l: &Layout, dims: &[usize]) -> (std::borrow::Cow<'a, HostStorage>, usize, usize, usize) {
+fn rows_view<'a>(
+    h: &'a HostStorage,
+    l: &Layout,
+    dims: &[usize],
+) -> (std::borrow::Cow<'a, HostStorage>, usize, usize, usize) {
     let rank = l.rank();
     let mut perm: Vec<usize> = (0..rank).filter(|d| !dims.contains(d)).collect();
     perm.extend_from_slice(dims);
     let p = l.permute(&perm);
     let len: usize = dims.iter().map(|&d| l.shape()[d]).product();
-    let n_rows: usize = (0..rank).filter(|d| !dims.contains(d)).map(|d| l.shape()[d]).product();
+    let n_rows: usize = (0..rank)
+        .filter(|d| !dims.contains(d))
+        .map(|d| l.shape()[d])
+        .product();
     let (buf, off) = dense(h, &p);
     (buf, off, n_rows, len)
 }
@@ -87,8 +102,20 @@ fn reduce_row(isa: Isa, op: ReduceOp, x: &[f32]) -> f64 {
     match op {
         ReduceOp::Sum => sum_f64(isa, x),
         ReduceOp::Mean => sum_f64(isa, x) / x.len() as f64,
-        ReduceOp::Max => x.iter().fold(f32::NEG_INFINITY, |m, &v| if v.is_nan() || m.is_nan() { f32::NAN } else { m.max(v) }) as f64,
-        ReduceOp::Min => x.iter().fold(f32::INFINITY, |m, &v| if v.is_nan() || m.is_nan() { f32::NAN } else { m.min(v) }) as f64,
+        ReduceOp::Max => x.iter().fold(f32::NEG_INFINITY, |m, &v| {
+            if v.is_nan() || m.is_nan() {
+                f32::NAN
+            } else {
+                m.max(v)
+            }
+        }) as f64,
+        ReduceOp::Min => x.iter().fold(f32::INFINITY, |m, &v| {
+            if v.is_nan() || m.is_nan() {
+                f32::NAN
+            } else {
+                m.min(v)
+            }
+        }) as f64,
         ReduceOp::ArgMax | ReduceOp::ArgMin => {
             let max = op == ReduceOp::ArgMax;
             let mut best: Option<(f32, usize)> = None;
@@ -107,16 +134,31 @@ fn reduce_row(isa: Isa, op: ReduceOp, x: &[f32]) -> f64 {
 }
 
 /// Reduces a float view (f32/bf16/f16 elements `S`) over `dims`; results rounded once to `out`.
-pub(crate) fn reduce<S: F32Convert>(isa: Isa, op: ReduceOp, h: &HostStorage, l: &Layout, dims: &[usize], out: DType) -> HostStorage {
+pub(crate) fn reduce<S: F32Convert>(
+    isa: Isa,
+    op: ReduceOp,
+    h: &HostStorage,
+    l: &Layout,
+    dims: &[usize],
+    out: DType,
+) -> HostStorage {
     let (buf, off, n_rows, len) = rows_view(h, l, dims);
     let src = &S::slice(&buf).expect("dtype checked by the caller")[off..];
     let mut results = vec![0f64; n_rows];
-    rows(isa, src, len, n_rows, &mut results, 1, |x, o| o[0] = reduce_row(isa, op, x));
+    rows(isa, src, len, n_rows, &mut results, 1, |x, o| {
+        o[0] = reduce_row(isa, op, x)
+    });
     HostStorage::from_f64(out, &results)
 }
 
 /// Softmax or log-softmax over the last dimension.
-pub(crate) fn softmax<S: F32Convert, D: F32Convert>(isa: Isa, h: &HostStorage, l: &Layout, log: bool, dst: &mut [D]) {
+pub(crate) fn softmax<S: F32Convert, D: F32Convert>(
+    isa: Isa,
+    h: &HostStorage,
+    l: &Layout,
+    log: bool,
+    dst: &mut [D],
+) {
     let rank = l.rank();
     let (buf, off, n_rows, len) = rows_view(h, l, &[rank - 1]);
     let src = &S::slice(&buf).expect("dtype checked by the caller")[off..];
@@ -154,6 +196,9 @@ pub(crate) fn layer_norm<S: F32Convert, D: F32Convert>(
     rstd_out: &mut [f32],
 ) {
     let rank = l.rank();
+    if l.shape()[rank - 1] == 0 {
+        return; // no rows (the reference's convention for an empty normalised dim)
+    }
     let (buf, off, n_rows, len) = rows_view(h, l, &[rank - 1]);
     let src = &S::slice(&buf).expect("dtype checked by the caller")[off..];
     let mut stats = vec![(0f64, 0f64); n_rows];
@@ -176,9 +221,6 @@ pub(crate) fn layer_norm<S: F32Convert, D: F32Convert>(
         normalise(isa, &mut x, mean, rstd, weight, bias);
         D::store(isa, &x, o);
     };
-    if len == 0 {
-        return;
-    }
     if n_rows * len >= PARALLEL_MIN && n_rows > 1 {
         dst.par_chunks_mut(len).enumerate().for_each(body);
     } else {

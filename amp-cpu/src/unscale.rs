@@ -40,14 +40,21 @@ fn contiguous<T: F32Convert>(isa: Isa, x: &mut [T], inv_scale: f32) -> (usize, u
         (inf, nan)
     };
     if x.len() >= PARALLEL_MIN {
-        x.par_chunks_mut(1 << 15).map(run).reduce(|| (0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+        x.par_chunks_mut(1 << 15)
+            .map(run)
+            .reduce(|| (0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
     } else {
         run(x)
     }
 }
 
 /// Unscales the elements of one typed buffer that `layout` views.
-pub(crate) fn unscale<T: F32Convert>(isa: Isa, data: &mut [T], layout: &Layout, inv_scale: f32) -> NonFiniteCount {
+pub(crate) fn unscale<T: F32Convert>(
+    isa: Isa,
+    data: &mut [T],
+    layout: &Layout,
+    inv_scale: f32,
+) -> NonFiniteCount {
     let (inf, nan) = match layout.contiguous_range() {
         Some(r) => contiguous(isa, &mut data[r], inv_scale),
         None => {

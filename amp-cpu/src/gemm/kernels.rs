@@ -72,16 +72,22 @@ impl Kernel {
     /// (an internal invariant of the packing, not user input).
     pub(crate) fn run(self, kc: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize) {
         let (mr, nr) = (self.mr(), self.nr());
-        assert!(a.len() >= kc * mr && b.len() >= kc * nr && c.len() >= (mr - 1) * ldc + nr && ldc >= nr);
+        assert!(
+            a.len() >= kc * mr && b.len() >= kc * nr && c.len() >= (mr - 1) * ldc + nr && ldc >= nr
+        );
         match self {
             Kernel::Portable => portable(kc, a, b, c, ldc),
             #[cfg(target_arch = "x86_64")]
             // SAFETY: AVX2/FMA present (this kernel is only selected at Isa::Avx2 or above);
             // the slice lengths were checked above.
-            Kernel::Avx2 => unsafe { x86::avx2_6x16(kc, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc) },
+            Kernel::Avx2 => unsafe {
+                x86::avx2_6x16(kc, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc)
+            },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: AVX-512F present (only selected at Isa::Avx512 or above); lengths checked.
-            Kernel::Avx512 => unsafe { x86::avx512_12x32(kc, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc) },
+            Kernel::Avx512 => unsafe {
+                x86::avx512_12x32(kc, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc)
+            },
         }
     }
 }
@@ -155,7 +161,10 @@ mod x86 {
             for (r, row) in acc.iter().enumerate() {
                 let cp = c.add(r * ldc);
                 _mm512_storeu_ps(cp, _mm512_add_ps(_mm512_loadu_ps(cp), row[0]));
-                _mm512_storeu_ps(cp.add(16), _mm512_add_ps(_mm512_loadu_ps(cp.add(16)), row[1]));
+                _mm512_storeu_ps(
+                    cp.add(16),
+                    _mm512_add_ps(_mm512_loadu_ps(cp.add(16)), row[1]),
+                );
             }
         }
     }

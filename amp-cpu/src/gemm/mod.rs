@@ -45,7 +45,15 @@ pub(crate) struct Operand<'a, T> {
 
 /// `[batch, m, n]` f32 result of `a [batch, m, k] · b [batch, k, n]`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm<T: F32Convert>(isa: Isa, a: Operand<'_, T>, b: Operand<'_, T>, batch: usize, m: usize, k: usize, n: usize) -> Vec<f32> {
+pub(crate) fn gemm<T: F32Convert>(
+    isa: Isa,
+    a: Operand<'_, T>,
+    b: Operand<'_, T>,
+    batch: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Vec<f32> {
     let mut c = vec![0f32; batch * m * n];
     if m * n == 0 || k == 0 {
         return c;
@@ -54,7 +62,9 @@ pub(crate) fn gemm<T: F32Convert>(isa: Isa, a: Operand<'_, T>, b: Operand<'_, T>
     let parallel = 2 * batch * m * n * k >= PARALLEL_FLOPS;
     let threads = rayon::current_num_threads().max(1);
     if parallel && batch >= threads {
-        c.par_chunks_mut(m * n).enumerate().for_each(|(bi, cb)| gemm_one(isa, kernel, &a, &b, bi, m, k, n, cb, false));
+        c.par_chunks_mut(m * n)
+            .enumerate()
+            .for_each(|(bi, cb)| gemm_one(isa, kernel, &a, &b, bi, m, k, n, cb, false));
     } else {
         for (bi, cb) in c.chunks_mut(m * n).enumerate() {
             gemm_one(isa, kernel, &a, &b, bi, m, k, n, cb, parallel);
@@ -66,7 +76,17 @@ pub(crate) fn gemm<T: F32Convert>(isa: Isa, a: Operand<'_, T>, b: Operand<'_, T>
 /// Packs `count` lines (along x) of `depth` elements (along p) into panels of
 /// `width` lines, `[panel][p][width]`, zero-padding the last panel.
 #[allow(clippy::too_many_arguments)]
-fn pack<T: F32Convert>(isa: Isa, data: &[T], base: usize, x_stride: usize, p_stride: usize, count: usize, depth: usize, width: usize, out: &mut [f32]) {
+fn pack<T: F32Convert>(
+    isa: Isa,
+    data: &[T],
+    base: usize,
+    x_stride: usize,
+    p_stride: usize,
+    count: usize,
+    depth: usize,
+    width: usize,
+    out: &mut [f32],
+) {
     let panels = count.div_ceil(width);
     let mut line = vec![0f32; if p_stride == 1 { depth } else { 0 }];
     for q in 0..panels {
@@ -76,7 +96,11 @@ fn pack<T: F32Convert>(isa: Isa, data: &[T], base: usize, x_stride: usize, p_str
             // Contiguous along x: each p is one load of `width` elements.
             for p in 0..depth {
                 let s = base + q * width + p * p_stride;
-                T::load(isa, &data[s..s + width], &mut panel[p * width..(p + 1) * width]);
+                T::load(
+                    isa,
+                    &data[s..s + width],
+                    &mut panel[p * width..(p + 1) * width],
+                );
             }
             continue;
         }
@@ -104,7 +128,11 @@ fn pack<T: F32Convert>(isa: Isa, data: &[T], base: usize, x_stride: usize, p_str
 
 /// The row-block height: at most [`MC`], small enough to give every thread work.
 fn row_block(m: usize, mr: usize, parallel: bool) -> usize {
-    let target = if parallel { m.div_ceil(2 * rayon::current_num_threads().max(1)) } else { MC };
+    let target = if parallel {
+        m.div_ceil(2 * rayon::current_num_threads().max(1))
+    } else {
+        MC
+    };
     target.clamp(mr, MC).div_ceil(mr) * mr
 }
 
@@ -132,13 +160,33 @@ fn gemm_one<T: F32Convert>(
             let kc = KC.min(k - p0);
             let b_len = nc.div_ceil(nr) * nr * kc;
             // B's lines run along j (columns), its depth along p (rows).
-            pack(isa, b.data, b_base + j0 * b.col_stride + p0 * b.row_stride, b.col_stride, b.row_stride, nc, kc, nr, &mut b_packed[..b_len]);
+            pack(
+                isa,
+                b.data,
+                b_base + j0 * b.col_stride + p0 * b.row_stride,
+                b.col_stride,
+                b.row_stride,
+                nc,
+                kc,
+                nr,
+                &mut b_packed[..b_len],
+            );
             let b_packed = &b_packed[..b_len];
             let block = |(ib, c_rows): (usize, &mut [f32])| {
                 let i0 = ib * mc_block;
                 let mc = c_rows.len() / n;
                 let mut a_packed = vec![0f32; mc.div_ceil(mr) * mr * kc];
-                pack(isa, a.data, a_base + i0 * a.row_stride + p0 * a.col_stride, a.row_stride, a.col_stride, mc, kc, mr, &mut a_packed);
+                pack(
+                    isa,
+                    a.data,
+                    a_base + i0 * a.row_stride + p0 * a.col_stride,
+                    a.row_stride,
+                    a.col_stride,
+                    mc,
+                    kc,
+                    mr,
+                    &mut a_packed,
+                );
                 let mut scratch = [0f32; kernels::MAX_TILE];
                 for jp in 0..nc.div_ceil(nr) {
                     let bp = &b_packed[jp * nr * kc..(jp + 1) * nr * kc];

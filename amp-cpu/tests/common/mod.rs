@@ -1,0 +1,97 @@
+//! Shared helpers: the devices every op test runs on, input views of every
+//! kind, and the comparison with the reference backend.
+#![allow(dead_code)]
+
+use amp_cpu::Isa;
+use amp_tensor::testing::{assert_close, Tolerance};
+use amp_tensor::{DType, Device, Error, Result, Tensor};
+
+/// The float dtypes with fast kernels.
+pub const FLOATS: [DType; 3] = [DType::F32, DType::BF16, DType::F16];
+
+/// A CPU device at `isa`, or `None` when this CPU lacks it (the test then says skipped).
+pub fn at(isa: Isa) -> Option<Device> {
+    amp_cpu::device_with_isa(isa).ok()
+}
+
+/// The reference device.
+pub fn reference() -> Device {
+    Device::reference()
+}
+
+/// The tolerance of `dtype` (amp-tensor's presets, stated once in `Tolerance::for_dtype`).
+pub fn tol(dtype: DType) -> Tolerance {
+    Tolerance::for_dtype(dtype)
+}
+
+/// Compares a device result with the reference result, naming the case on failure.
+pub fn check(case: &str, actual: &Tensor, expected: &Tensor, tol: Tolerance) -> Result<()> {
+    if actual.dtype() != expected.dtype() {
+        return Err(Error::invalid(
+            "check",
+            format!(
+                "{case}: dtype {} vs reference {}",
+                actual.dtype(),
+                expected.dtype()
+            ),
+        ));
+    }
+    assert_close(actual, expected, tol).map_err(|e| Error::invalid("check", format!("{case}: {e}")))
+}
+
+/// Seeded normal values with `scale`, and a few exact zeros.
+pub fn values(n: usize, seed: u64, scale: f64) -> Vec<f64> {
+    amp_tensor::random::normals(seed, n)
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| if i % 11 == 5 { 0.0 } else { v * scale })
+        .collect()
+}
+
+/// Input views of logical `shape` on `device`: contiguous, transposed (rank ≥ 2),
+/// narrowed out of a larger tensor, and broadcast from a smaller one.
+pub fn views(
+    device: &Device,
+    shape: &[usize],
+    dtype: DType,
+    seed: u64,
+    scale: f64,
+) -> Result<Vec<(String, Tensor)>> {
+    let n: usize = shape.iter().product();
+    let mut out = vec![(
+        "contiguous".to_string(),
+        Tensor::from_f64_slice(&values(n, seed, scale), shape, dtype, device)?,
+    )];
+    let r = shape.len();
+    if r >= 2 {
+        let mut ts = shape.to_vec();
+        ts.swap(r - 2, r - 1);
+        let t = Tensor::from_f64_slice(&values(n, seed + 1, scale), &ts, dtype, device)?;
+        out.push(("transposed".into(), t.transpose(-1, -2)?));
+    }
+    if r >= 1 {
+        let mut big = shape.to_vec();
+        big[r - 1] += 3;
+        let nb: usize = big.iter().product();
+        let t = Tensor::from_f64_slice(&values(nb, seed + 2, scale), &big, dtype, device)?;
+        out.push(("narrowed".into(), t.narrow(-1, 2, shape[r - 1])?));
+        let mut small = shape.to_vec();
+        small[0] = 1;
+        let ns: usize = small.iter().product();
+        let t = Tensor::from_f64_slice(&values(ns, seed + 3, scale), &small, dtype, device)?;
+        out.push(("broadcast".into(), t.broadcast_to(shape)?));
+    }
+    Ok(out)
+}
+
+/// Shapes with odd sizes, empty and single elements, and sizes past the SIMD chunk.
+pub const SHAPES: &[&[usize]] = &[
+    &[0],
+    &[1],
+    &[1, 1],
+    &[7],
+    &[3, 33],
+    &[2, 5, 17],
+    &[4, 0, 3],
+    &[2, 1100],
+];

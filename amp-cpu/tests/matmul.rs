@@ -1,0 +1,172 @@
+//! GEMM on every CPU path against the reference: edge tiles (M, N, K not
+//! multiples of any tile or block), K = 0 and 1, K = 4096 (accumulation
+//! accuracy), batched and broadcast operands, transposed and narrowed views,
+//! and `linear` with a transposed weight.
+
+mod common;
+
+use amp_cpu::Isa;
+use amp_tensor::testing::Tolerance;
+use amp_tensor::{ops, DType, Device, Result, Tensor};
+use common::{check, reference, tol, FLOATS};
+
+macro_rules! on_every_cpu_path {
+    ($name:ident, $body:expr) => {
+        amp_tensor::test_device!($name, $body, [
+            cpu => amp_cpu::device(),
+            scalar => common::at(Isa::Scalar),
+            avx2 => common::at(Isa::Avx2),
+            avx512 => common::at(Isa::Avx512),
+            avx512bf16 => common::at(Isa::Avx512Bf16),
+            amx => common::at(Isa::Amx),
+        ]);
+    };
+}
+
+/// A dot product of length k of unit normals: f32 accumulation error grows like √k.
+fn dot_tol(dtype: DType, k: usize) -> Tolerance {
+    tol(dtype).scale_abs((k as f64).sqrt().max(1.0) * 4.0)
+}
+
+/// (m, k, n): tiles are 4×16, 6×16 and 12×32, blocks KC = 256, MC ≤ 192.
+const SHAPES: &[(usize, usize, usize)] = &[
+    (1, 1, 1),
+    (0, 3, 4),
+    (3, 0, 4),
+    (5, 1, 7),
+    (12, 32, 32),
+    (13, 17, 35),
+    (25, 31, 33),
+    (64, 300, 65),
+    (7, 4096, 9),
+    (200, 40, 97),
+];
+
+on_every_cpu_path!(
+    matmul_edge_tiles_match_reference,
+    |device: &Device| -> Result<()> {
+        for dtype in FLOATS {
+            for (i, &(m, k, n)) in SHAPES.iter().enumerate() {
+                let a = Tensor::randn(&[m, k], dtype, device, i as u64)?;
+                let b = Tensor::randn(&[k, n], dtype, device, 100 + i as u64)?;
+                let (ra, rb) = (a.to_device(&reference())?, b.to_device(&reference())?);
+                check(
+                    &format!("matmul {dtype} {m}x{k}x{n}"),
+                    &a.matmul(&b)?,
+                    &ra.matmul(&rb)?,
+                    dot_tol(dtype, k),
+                )?;
+                // A transposed (stored [k, m]) and B transposed (a weight stored [n, k]).
+                let at = Tensor::randn(&[k, m], dtype, device, 200 + i as u64)?.t()?;
+                let bt = Tensor::randn(&[n, k], dtype, device, 300 + i as u64)?.t()?;
+                let (rat, rbt) = (at.to_device(&reference())?, bt.to_device(&reference())?);
+                check(
+                    &format!("matmul A^T B^T {dtype} {m}x{k}x{n}"),
+                    &at.matmul(&bt)?,
+                    &rat.matmul(&rbt)?,
+                    dot_tol(dtype, k),
+                )?;
+            }
+        }
+        Ok(())
+    }
+);
+
+on_every_cpu_path!(
+    batched_broadcast_and_narrowed_matmul_match_reference,
+    |device: &Device| -> Result<()> {
+        for dtype in FLOATS {
+            // [3, m, k] x [k, n]: B broadcast over the batch (stride 0).
+            let a = Tensor::randn(&[3, 14, 37], dtype, device, 1)?;
+            let b = Tensor::randn(&[37, 19], dtype, device, 2)?;
+            let (ra, rb) = (a.to_device(&reference())?, b.to_device(&reference())?);
+            check(
+                &format!("batched broadcast {dtype}"),
+                &a.matmul(&b)?,
+                &ra.matmul(&rb)?,
+                dot_tol(dtype, 37),
+            )?;
+            // [2, 1, m, k] x [3, k, n] broadcast batch dims, with narrowed (strided) views.
+            let a = Tensor::randn(&[2, 1, 9, 50], dtype, device, 3)?.narrow(-1, 5, 40)?;
+            let b = Tensor::randn(&[3, 40, 45], dtype, device, 4)?.narrow(-1, 3, 33)?;
+            let (ra, rb) = (a.to_device(&reference())?, b.to_device(&reference())?);
+            check(
+                &format!("broadcast batch narrowed {dtype}"),
+                &a.matmul(&b)?,
+                &ra.matmul(&rb)?,
+                dot_tol(dtype, 40),
+            )?;
+            // Vector operands.
+            let v = Tensor::randn(&[40], dtype, device, 5)?;
+            let rv = v.to_device(&reference())?;
+            check(
+                &format!("vector-vector {dtype}"),
+                &v.matmul(&v)?,
+                &rv.matmul(&rv)?,
+                dot_tol(dtype, 40),
+            )?;
+            // A batch large enough to run batches in parallel.
+            let a = Tensor::randn(&[8, 40, 64], dtype, device, 6)?;
+            let b = Tensor::randn(&[8, 64, 72], dtype, device, 7)?;
+            let (ra, rb) = (a.to_device(&reference())?, b.to_device(&reference())?);
+            check(
+                &format!("parallel batches {dtype}"),
+                &a.matmul(&b)?,
+                &ra.matmul(&rb)?,
+                dot_tol(dtype, 64),
+            )?;
+        }
+        Ok(())
+    }
+);
+
+on_every_cpu_path!(
+    linear_forward_and_backward_match_reference,
+    |device: &Device| -> Result<()> {
+        for dtype in FLOATS {
+            let x = Tensor::randn(&[33, 70], dtype, device, 10)?;
+            let w = Tensor::randn(&[45, 70], dtype, device, 11)?;
+            let b = Tensor::randn(&[45], dtype, device, 12)?;
+            let g = Tensor::randn(&[33, 45], dtype, device, 13)?;
+            let run = |x: &Tensor, w: &Tensor, b: &Tensor, g: &Tensor| -> Result<Vec<Tensor>> {
+                let (x, w, b) = (x.detach(), w.detach(), b.detach());
+                for t in [&x, &w, &b] {
+                    t.set_requires_grad(true)?;
+                }
+                let y = ops::linear(&x, &w, Some(&b))?;
+                y.backward_with(g)?;
+                Ok(vec![
+                    y,
+                    x.grad().unwrap(),
+                    w.grad().unwrap(),
+                    b.grad().unwrap(),
+                ])
+            };
+            let got = run(&x, &w, &b, &g)?;
+            let r = |t: &Tensor| t.to_device(&reference());
+            let want = run(&r(&x)?, &r(&w)?, &r(&b)?, &r(&g)?)?;
+            for (name, (a, e)) in ["y", "dx", "dw", "db"].iter().zip(got.iter().zip(&want)) {
+                check(&format!("linear {name} {dtype}"), a, e, dot_tol(dtype, 70))?;
+            }
+        }
+        Ok(())
+    }
+);
+
+#[test]
+fn large_square_products_run_in_parallel_and_match_reference() -> Result<()> {
+    // 2·160·300·170 flops is above the parallel threshold; the reference is exact.
+    let device = amp_cpu::device();
+    for dtype in FLOATS {
+        let a = Tensor::randn(&[160, 300], dtype, &device, 1)?;
+        let b = Tensor::randn(&[300, 170], dtype, &device, 2)?;
+        let (ra, rb) = (a.to_device(&reference())?, b.to_device(&reference())?);
+        check(
+            &format!("parallel {dtype}"),
+            &a.matmul(&b)?,
+            &ra.matmul(&rb)?,
+            dot_tol(dtype, 300),
+        )?;
+    }
+    Ok(())
+}
