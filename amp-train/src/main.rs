@@ -40,13 +40,13 @@ struct TrainArgs {
     #[arg(long, default_value = "auto", value_parser = parse_device)]
     device: DeviceSpec,
     /// Epochs to train (in total, when resuming).
-    #[arg(long, default_value_t = 30, value_parser = parse_positive)]
+    #[arg(long, default_value_t = 30, value_parser = parse_positive, allow_negative_numbers = true)]
     epochs: usize,
     /// Rows per batch.
-    #[arg(long, default_value_t = 64, value_parser = parse_positive)]
+    #[arg(long, default_value_t = 64, value_parser = parse_positive, allow_negative_numbers = true)]
     batch_size: usize,
     /// AdamW learning rate.
-    #[arg(long, default_value_t = 1e-3, value_parser = parse_lr)]
+    #[arg(long, default_value_t = 1e-3, value_parser = parse_lr, allow_negative_numbers = true)]
     lr: f64,
     /// Seed for initialisation and shuffling.
     #[arg(long, default_value_t = 0)]

@@ -37,7 +37,8 @@ impl fmt::Display for Precision {
 pub struct PrecisionChoice {
     /// What was asked for.
     pub requested: Precision,
-    /// The dtype the forward pass computes in (f32, bf16 or f16).
+    /// The dtype the forward pass computes in (f32, bf16 or f16); serialised by name (`"bf16"`).
+    #[serde(with = "dtype_name")]
     pub dtype: DType,
     /// True if a `GradScaler` scales the loss (f16 only).
     pub grad_scaler: bool,
@@ -82,5 +83,20 @@ impl Precision {
             grad_scaler: dtype == DType::F16,
             reason,
         }
+    }
+}
+
+/// Serialises a [`DType`] as its name (`"bf16"`).
+mod dtype_name {
+    use amp_tensor::DType;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(dtype: &DType, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(dtype.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DType, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse().map_err(serde::de::Error::custom)
     }
 }

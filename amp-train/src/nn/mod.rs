@@ -23,6 +23,7 @@
 mod activation;
 mod dropout;
 mod embedding;
+mod island;
 mod layer_norm;
 mod linear;
 mod sequential;
@@ -30,6 +31,7 @@ mod sequential;
 pub use activation::{Gelu, Relu, Tanh};
 pub use dropout::Dropout;
 pub use embedding::Embedding;
+pub use island::F32Island;
 pub use layer_norm::LayerNorm;
 pub use linear::Linear;
 pub use sequential::Sequential;
@@ -199,6 +201,23 @@ mod tests {
         let a = model.forward(&idx).unwrap().to_vec::<f32>().unwrap();
         assert_eq!(a, model.forward(&idx).unwrap().to_vec::<f32>().unwrap());
         assert!(a.iter().all(|&v| v >= 0.0));
+    }
+
+    #[test]
+    fn f32_island_runs_its_layer_in_f32_inside_a_region() {
+        let device = Device::reference();
+        let (lin, island) = (
+            Linear::new(4, 3, &device, 0).unwrap(),
+            F32Island::new(Linear::new(4, 3, &device, 0).unwrap()),
+        );
+        let x = Tensor::randn(&[2, 4], DType::F32, &device, 1).unwrap();
+        let _region = amp_autocast::autocast(device.kind(), DType::BF16).unwrap();
+        assert_eq!(lin.forward(&x).unwrap().dtype(), DType::BF16);
+        let y = island.forward(&x.to_dtype(DType::BF16).unwrap()).unwrap();
+        assert_eq!(y.dtype(), DType::F32);
+        // Autocast is back on after the island.
+        assert_eq!(lin.forward(&x).unwrap().dtype(), DType::BF16);
+        assert_eq!(island.named_parameters().len(), 2);
     }
 
     #[test]

@@ -1,0 +1,164 @@
+//! Stop after epoch k, resume, and end with the parameters of an
+//! uninterrupted run, bit for bit; bad checkpoints are errors that change nothing.
+
+use amp_train::checkpoint::{STATE_FILE, TENSORS_FILE};
+use amp_train::nn::Module;
+use amp_train::train::{train, TrainConfig};
+use amp_train::Precision;
+use std::fs;
+use std::path::PathBuf;
+
+fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("amp-train-resume-{}-{name}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    dir
+}
+
+fn params(outcome: &amp_train::train::TrainOutcome) -> Vec<(String, Vec<u32>)> {
+    outcome
+        .model
+        .named_parameters()
+        .into_iter()
+        .map(|(n, t)| {
+            (
+                n,
+                t.to_vec::<f32>()
+                    .unwrap()
+                    .into_iter()
+                    .map(f32::to_bits)
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn resumed_runs_are_bit_identical_to_uninterrupted_ones() {
+    let device = amp_cpu::device();
+    for precision in [Precision::F16, Precision::Bf16, Precision::F32] {
+        let config = TrainConfig {
+            precision,
+            epochs: 5,
+            seed: 7,
+            ..TrainConfig::default()
+        };
+        let full = train(&config, &device).unwrap();
+
+        let dir = temp(&format!("{precision}"));
+        let first = TrainConfig {
+            epochs: 2,
+            checkpoint: Some(dir.clone()),
+            ..config.clone()
+        };
+        train(&first, &device).unwrap();
+        assert!(dir.join(TENSORS_FILE).is_file() && dir.join(STATE_FILE).is_file());
+        let resumed = train(
+            &TrainConfig {
+                resume: Some(dir.clone()),
+                checkpoint: Some(dir.clone()),
+                ..config.clone()
+            },
+            &device,
+        )
+        .unwrap();
+
+        assert_eq!(
+            params(&resumed),
+            params(&full),
+            "{precision}: parameters differ after resume"
+        );
+        assert_eq!(resumed.report.start_epoch, 2);
+        assert_eq!(resumed.report.step_losses, full.report.step_losses);
+        assert_eq!(resumed.report.history.len(), 5);
+        assert_eq!(resumed.report.steps, full.report.steps);
+        assert_eq!(
+            resumed.report.final_loss_scale,
+            full.report.final_loss_scale
+        );
+        assert_eq!(resumed.report.test_accuracy, full.report.test_accuracy);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[test]
+fn mismatched_truncated_and_missing_checkpoints_are_clear_errors() {
+    let device = amp_cpu::device();
+    let dir = temp("bad");
+    let config = TrainConfig {
+        precision: Precision::F32,
+        epochs: 1,
+        seed: 3,
+        checkpoint: Some(dir.clone()),
+        ..TrainConfig::default()
+    };
+    train(&config, &device).unwrap();
+    let snapshot = |d: &PathBuf| {
+        (
+            fs::read(d.join(TENSORS_FILE)).unwrap(),
+            fs::read(d.join(STATE_FILE)).unwrap(),
+        )
+    };
+    let before = snapshot(&dir);
+    let resume = |c: TrainConfig| {
+        train(
+            &TrainConfig {
+                resume: Some(dir.clone()),
+                epochs: 2,
+                ..c
+            },
+            &device,
+        )
+        .err()
+        .expect("should fail")
+        .to_string()
+    };
+
+    let err = resume(TrainConfig {
+        batch_size: 32,
+        ..config.clone()
+    });
+    assert!(err.contains("batch size 64") && err.contains("32"), "{err}");
+    let err = resume(TrainConfig {
+        seed: 4,
+        ..config.clone()
+    });
+    assert!(err.contains("seed"), "{err}");
+    let err = resume(TrainConfig {
+        precision: Precision::F16,
+        ..config.clone()
+    });
+    assert!(err.contains("dtype f32") && err.contains("f16"), "{err}");
+    let err = resume(TrainConfig {
+        layers: vec![64, 32, 10],
+        ..config.clone()
+    });
+    assert!(err.contains("layers"), "{err}");
+    // The failed resumes wrote nothing.
+    assert_eq!(snapshot(&dir), before);
+
+    let bytes = &before.0;
+    fs::write(dir.join(TENSORS_FILE), &bytes[..bytes.len() / 2]).unwrap();
+    let err = resume(config.clone());
+    assert!(err.contains("truncated"), "{err}");
+    let truncated = snapshot(&dir);
+    assert_eq!(
+        truncated.0.len(),
+        bytes.len() / 2,
+        "a failed resume must not overwrite the checkpoint"
+    );
+
+    let missing = temp("missing");
+    let err = train(
+        &TrainConfig {
+            resume: Some(missing.clone()),
+            ..config.clone()
+        },
+        &device,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("does not exist"), "{err}");
+    assert!(!missing.exists());
+    fs::remove_dir_all(&dir).unwrap();
+}

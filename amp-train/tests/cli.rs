@@ -1,0 +1,139 @@
+//! The `amp-train` binary: the demo prints the mission's lines, bad flags exit
+//! with code 2 naming the flag and its valid values, runs write metrics and plots.
+
+use std::process::{Command, Output};
+
+fn amp_train(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_amp-train"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn text(o: &[u8]) -> String {
+    String::from_utf8_lossy(o).into_owned()
+}
+
+#[test]
+fn demo_prints_the_missions_lines() {
+    let out = amp_train(&["demo", "--device", "cpu"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    let want_dtype = if amp_cpu::device().is_bf16_supported() {
+        "dtype is bf16"
+    } else {
+        "dtype is f16"
+    };
+    assert_eq!(lines[0], want_dtype);
+    let epochs: Vec<String> = (0..10).map(|e| format!("Epoch {e} finished")).collect();
+    assert_eq!(&lines[1..], &epochs[..]);
+}
+
+#[test]
+fn bad_values_exit_2_naming_the_flag_and_valid_values() {
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &["--precision", "fp8"],
+            &["--precision", "auto", "f32", "bf16", "f16"],
+        ),
+        (&["--device", "tpu"], &["--device", "auto", "cpu", "cuda:N"]),
+        (&["--epochs", "0"], &["--epochs", ">= 1"]),
+        (&["--batch-size", "0"], &["--batch-size", ">= 1"]),
+        (&["--batch-size", "-3"], &["--batch-size", ">= 1"]),
+        (&["--lr", "-1"], &["--lr", "> 0"]),
+        (&["--lr", "nan"], &["--lr", "> 0"]),
+        (&["--epochs", "many"], &["--epochs"]),
+        (&["--no-such-flag"], &["--no-such-flag"]),
+    ];
+    for (args, needles) in cases {
+        let out = amp_train(args);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        for n in *needles {
+            assert!(stderr.contains(n), "{args:?}: {n:?} not in {stderr}");
+        }
+    }
+}
+
+#[test]
+fn a_corrupt_checkpoint_is_a_clear_error() {
+    let dir = std::env::temp_dir().join(format!("amp-train-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let ck = dir.join("ck");
+    let out = amp_train(&[
+        "--device",
+        "cpu",
+        "--epochs",
+        "1",
+        "-q",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    std::fs::write(
+        ck.join("state.json"),
+        b"{\"format\": \"amp-train-checkpoint\", \"vers",
+    )
+    .unwrap();
+    let out = amp_train(&[
+        "--device",
+        "cpu",
+        "--epochs",
+        "2",
+        "-q",
+        "--resume",
+        ck.to_str().unwrap(),
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("checkpoint") && stderr.contains("state.json is not valid JSON"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_short_run_reports_and_writes_metrics_and_plot() {
+    let dir = std::env::temp_dir().join(format!("amp-train-cli-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (metrics, plot) = (dir.join("m.json"), dir.join("loss.svg"));
+    let out = amp_train(&[
+        "--device",
+        "cpu",
+        "--precision",
+        "f16",
+        "--epochs",
+        "2",
+        "-q",
+        "--metrics",
+        metrics.to_str().unwrap(),
+        "--plot",
+        plot.to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for needle in [
+        "dtype is f16",
+        "device:",
+        "test accuracy:",
+        "wall time:",
+        "samples/s",
+        "steps skipped:",
+        "final loss scale",
+        "autocast ops:",
+    ] {
+        assert!(stdout.contains(needle), "{needle:?} not in {stdout}");
+    }
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&metrics).unwrap()).unwrap();
+    assert_eq!(m["precision"]["dtype"], "f16");
+    assert_eq!(m["history"].as_array().unwrap().len(), 2);
+    assert_eq!(m["step_losses"].as_array().unwrap().len(), 2 * 23);
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("<polyline"),
+        "not an SVG line chart"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
