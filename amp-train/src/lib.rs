@@ -1,5 +1,55 @@
-//! Training in mixed precision: nn modules, optimizers, data loading, the
-//! training loop, checkpoints, and the `amp-train` binary.
+//! Training in mixed precision: nn modules ([`nn`]), optimizers with f32
+//! master weights ([`optim`]), data loading ([`data`]), the training loop
+//! ([`train`]), checkpoints ([`checkpoint`]), and the `amp-train` binary.
+//!
+//! The mission's loop, as a user writes it (here on the reference device and
+//! for two epochs; `examples/train_loop.rs` is the full version on
+//! [`best_device`]):
+//!
+//! ```
+//! use amp_autocast::autocast;
+//! use amp_dtype::DType;
+//! use amp_scaler::GradScaler;
+//! use amp_tensor::{ops, Device, Tensor};
+//! use amp_train::data::{DataLoader, TensorDataset};
+//! use amp_train::nn::{Linear, Module};
+//! use amp_train::optim::{AdamW, AdamWConfig};
+//!
+//! let device = Device::reference();
+//! let dtype = if device.is_bf16_supported() { DType::BF16 } else { DType::F16 };
+//! println!("dtype is {dtype}");
+//!
+//! let model = Linear::new(10, 2, &device, 0)?; // f32 master weights, seeded init
+//! let x = Tensor::randn(&[40, 10], DType::F32, &device, 1)?;
+//! let y = Tensor::randint(0, 2, &[40], &device, 2)?; // I64 class labels
+//! let loader = DataLoader::new(TensorDataset::new(vec![x, y])?, 2).shuffle(3);
+//!
+//! let mut opt = AdamW::new(model.named_parameters(), AdamWConfig { lr: 1e-3, ..Default::default() });
+//! let mut scaler = GradScaler::builder().enabled(dtype == DType::F16).build()?;
+//!
+//! for epoch in 0..2 {
+//!     for batch in loader.iter() {
+//!         let (x, y) = (&batch[0], &batch[1]);
+//!         opt.zero_grad();
+//!         let loss = {
+//!             let _region = autocast(device.kind(), dtype)?; // forward and loss only
+//!             ops::cross_entropy(&model.forward(x)?, y)?
+//!         }; // the region closes here
+//!         scaler.scale(&loss)?.backward()?; // backward outside autocast
+//!         scaler.step(&mut opt)?; // skipped on inf/NaN, and says so
+//!         scaler.update()?; // a disabled scaler passes through
+//!     }
+//!     println!("Epoch {epoch} finished");
+//! }
+//! assert_eq!(model.weight().grad().unwrap().dtype(), DType::F32); // f32 gradients
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The whole digits run is [`train::train`]; the binary (`cargo run --release
+//! -p amp-train`) wraps it with flags, a progress bar, a report, `--metrics`
+//! JSON and a `--plot` SVG. [`Precision::Auto`] follows the mission's rule:
+//! bf16 where `device.is_bf16_supported()`, else f16 with a `GradScaler` on
+//! CUDA, else f32 on a CPU without native bf16 (emulated bf16 would be slower).
 
 mod device;
 mod error;

@@ -303,6 +303,14 @@ fn load_resume(
             config.batch_size.to_string(),
         ));
     }
+    let saved_lr = state.optimizer.config.get("lr").and_then(|v| v.as_f64());
+    if saved_lr != Some(config.lr) {
+        return Err(mismatch(
+            "lr",
+            saved_lr.map_or("none".into(), |v| v.to_string()),
+            config.lr.to_string(),
+        ));
+    }
     if state.dtype != choice.dtype.name() {
         return Err(mismatch(
             "dtype",

@@ -129,6 +129,11 @@ fn mismatched_truncated_and_missing_checkpoints_are_clear_errors() {
     });
     assert!(err.contains("dtype f32") && err.contains("f16"), "{err}");
     let err = resume(TrainConfig {
+        lr: 0.01,
+        ..config.clone()
+    });
+    assert!(err.contains("lr 0.001") && err.contains("0.01"), "{err}");
+    let err = resume(TrainConfig {
         layers: vec![64, 32, 10],
         ..config.clone()
     });
