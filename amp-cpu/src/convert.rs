@@ -31,6 +31,11 @@ pub(crate) trait F32Convert: HostElement {
             *d = Self::from_f32(*s);
         }
     }
+    /// The slice itself when `Self` is bf16 (for the bf16-native GEMM kernels).
+    fn as_bf16(src: &[Self]) -> Option<&[bf16]> {
+        let _ = src;
+        None
+    }
     /// The slice itself when `Self` is f32 (lets kernels skip a copy).
     fn as_f32(src: &[Self]) -> Option<&[f32]> {
         let _ = src;
@@ -60,6 +65,9 @@ impl F32Convert for f32 {
 }
 
 impl F32Convert for bf16 {
+    fn as_bf16(src: &[bf16]) -> Option<&[bf16]> {
+        Some(src)
+    }
     fn load(isa: Isa, src: &[bf16], dst: &mut [f32]) {
         bf16_to_f32(isa, src, dst)
     }

@@ -20,19 +20,25 @@ pub(crate) enum Kernel {
     /// AVX-512F, 12 × 32.
     #[cfg(target_arch = "x86_64")]
     Avx512,
+    /// AVX512-BF16 `vdpbf16ps`, 12 × 32, on bf16 pair-interleaved panels (bf16 inputs only).
+    #[cfg(target_arch = "x86_64")]
+    Avx512Bf16,
 }
 
 impl Kernel {
     /// The kernel for `isa` and input dtype `dtype` (f32, bf16 or f16; all packed to f32).
     ///
-    /// The hook for the CPU-performance issue: at [`Isa::Amx`] a bf16 input
-    /// will pick the AMX tile kernel, at [`Isa::Avx512Bf16`] the `vdpbf16ps`
-    /// kernel (both with their own bf16 pair-interleaved packing); until then
-    /// they use the f32 kernel of their AVX-512 level.
+    /// bf16 inputs at [`Isa::Avx512Bf16`] and above take the `vdpbf16ps`
+    /// kernel. The hook for the CPU-performance issue: at [`Isa::Amx`] a bf16
+    /// input will pick the AMX tile kernel here (it shares the pair-interleaved
+    /// B packing of [`Kernel::Avx512Bf16`]); until then it uses `vdpbf16ps`.
     pub(crate) fn select(isa: Isa, dtype: DType) -> Kernel {
         let _ = dtype;
         #[cfg(target_arch = "x86_64")]
         {
+            if isa >= Isa::Avx512Bf16 && dtype == DType::BF16 {
+                return Kernel::Avx512Bf16;
+            }
             if isa >= Isa::Avx512 {
                 return Kernel::Avx512;
             }
@@ -51,7 +57,7 @@ impl Kernel {
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 => 6,
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512 => 12,
+            Kernel::Avx512 | Kernel::Avx512Bf16 => 12,
         }
     }
 
@@ -62,7 +68,7 @@ impl Kernel {
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 => 16,
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512 => 32,
+            Kernel::Avx512 | Kernel::Avx512Bf16 => 32,
         }
     }
 
@@ -88,6 +94,42 @@ impl Kernel {
             Kernel::Avx512 => unsafe {
                 x86::avx512_12x32(kc, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc)
             },
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Bf16 => unreachable!("the bf16 kernel runs on bf16 panels: run_bf16"),
+        }
+    }
+
+    /// True if this kernel takes bf16 pair-interleaved panels ([`Kernel::run_bf16`]).
+    pub(crate) fn packs_bf16_pairs(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            self == Kernel::Avx512Bf16
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    }
+
+    /// `c[r·ldc + j] += Σ_p a[p][r] · b[p][j]` on bf16 pair-interleaved panels: A is
+    /// `[kp][MR][2]`, B `[kp][NR][2]` (bf16 bits), `kp` pairs of depth. Products are
+    /// exact in f32 and accumulate in f32 (`vdpbf16ps`: round to nearest even,
+    /// subnormal inputs and outputs flushed to zero).
+    ///
+    /// Panics if this is not a bf16 kernel or a slice is too short (internal invariants).
+    pub(crate) fn run_bf16(self, kp: usize, a: &[u16], b: &[u16], c: &mut [f32], ldc: usize) {
+        let (mr, nr) = (self.mr(), self.nr());
+        assert!(self.packs_bf16_pairs());
+        assert!(
+            a.len() >= kp * mr * 2
+                && b.len() >= kp * nr * 2
+                && c.len() >= (mr - 1) * ldc + nr
+                && ldc >= nr
+        );
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX512-BF16 present (only selected at Isa::Avx512Bf16 or above); lengths checked.
+        unsafe {
+            x86::avx512bf16_12x32(kp, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc)
         }
     }
 }
@@ -115,6 +157,47 @@ fn portable(kc: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize) {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
+
+    /// # Safety
+    /// AVX512-BF16 available; `a` holds `24·kp`, `b` `64·kp` bf16 values (pair-interleaved),
+    /// `c` a 12 × 32 tile with row stride `ldc`.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub unsafe fn avx512bf16_12x32(
+        kp: usize,
+        a: *const u16,
+        b: *const u16,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        const MR: usize = 12;
+        // SAFETY: every pointer offset stays inside the extents stated in the contract;
+        // the transmutes reinterpret 512 bits of bf16 pairs as the `__m512bh` they are.
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+            let a = a as *const u32;
+            for p in 0..kp {
+                let b0: __m512bh =
+                    std::mem::transmute(_mm512_loadu_si512(b.add(p * 64) as *const _));
+                let b1: __m512bh =
+                    std::mem::transmute(_mm512_loadu_si512(b.add(p * 64 + 32) as *const _));
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let av: __m512bh = std::mem::transmute(_mm512_set1_epi32(
+                        a.add(p * MR + r).read_unaligned() as i32,
+                    ));
+                    row[0] = _mm512_dpbf16_ps(row[0], av, b0);
+                    row[1] = _mm512_dpbf16_ps(row[1], av, b1);
+                }
+            }
+            for (r, row) in acc.iter().enumerate() {
+                let cp = c.add(r * ldc);
+                _mm512_storeu_ps(cp, _mm512_add_ps(_mm512_loadu_ps(cp), row[0]));
+                _mm512_storeu_ps(
+                    cp.add(16),
+                    _mm512_add_ps(_mm512_loadu_ps(cp.add(16)), row[1]),
+                );
+            }
+        }
+    }
 
     /// # Safety
     /// AVX2 and FMA available; `a` holds `6·kc`, `b` `16·kc` floats, `c` a 6 × 16 tile with row stride `ldc`.

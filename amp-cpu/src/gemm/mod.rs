@@ -15,6 +15,7 @@ mod kernels;
 
 use crate::convert::F32Convert;
 use crate::isa::Isa;
+use amp_dtype::bf16;
 use rayon::prelude::*;
 
 pub(crate) use kernels::Kernel;
@@ -59,18 +60,155 @@ pub(crate) fn gemm<T: F32Convert>(
         return c;
     }
     let kernel = Kernel::select(isa, T::DTYPE);
+    if kernel.packs_bf16_pairs() {
+        if let (Some(ad), Some(bd)) = (T::as_bf16(a.data), T::as_bf16(b.data)) {
+            let a = Operand {
+                data: ad,
+                offset: a.offset,
+                batch_stride: a.batch_stride,
+                row_stride: a.row_stride,
+                col_stride: a.col_stride,
+            };
+            let b = Operand {
+                data: bd,
+                offset: b.offset,
+                batch_stride: b.batch_stride,
+                row_stride: b.row_stride,
+                col_stride: b.col_stride,
+            };
+            run_batches(&PairPacker, kernel, &a, &b, batch, m, k, n, &mut c);
+            return c;
+        }
+    }
+    run_batches(&F32Packer { isa }, kernel, &a, &b, batch, m, k, n, &mut c);
+    c
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_batches<T: Sync, P: Packer<T>>(
+    packer: &P,
+    kernel: Kernel,
+    a: &Operand<'_, T>,
+    b: &Operand<'_, T>,
+    batch: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+    c: &mut [f32],
+) {
     let parallel = 2 * batch * m * n * k >= PARALLEL_FLOPS;
     let threads = rayon::current_num_threads().max(1);
     if parallel && batch >= threads {
         c.par_chunks_mut(m * n)
             .enumerate()
-            .for_each(|(bi, cb)| gemm_one(isa, kernel, &a, &b, bi, m, k, n, cb, false));
+            .for_each(|(bi, cb)| gemm_one(packer, kernel, a, b, bi, m, k, n, cb, false));
     } else {
         for (bi, cb) in c.chunks_mut(m * n).enumerate() {
-            gemm_one(isa, kernel, &a, &b, bi, m, k, n, cb, parallel);
+            gemm_one(packer, kernel, a, b, bi, m, k, n, cb, parallel);
         }
     }
-    c
+}
+
+/// How panels are packed and multiplied: f32 panels for the f32 kernels, bf16
+/// pair-interleaved panels for `vdpbf16ps` (and, later, AMX).
+trait Packer<T>: Sync {
+    /// Element of the packed panels.
+    type Elem: Copy + Default + Send + Sync;
+    /// Stored depth of one panel line for a depth block of `kc`.
+    fn depth(&self, kc: usize) -> usize;
+    /// Packs `count` lines of `depth` into panels of `width` lines (zero-padded).
+    #[allow(clippy::too_many_arguments)]
+    fn pack(
+        &self,
+        data: &[T],
+        base: usize,
+        x_stride: usize,
+        p_stride: usize,
+        count: usize,
+        depth: usize,
+        width: usize,
+        out: &mut [Self::Elem],
+    );
+    /// Runs the kernel on one pair of panels of depth block `kc`.
+    fn run(
+        &self,
+        kernel: Kernel,
+        kc: usize,
+        a: &[Self::Elem],
+        b: &[Self::Elem],
+        c: &mut [f32],
+        ldc: usize,
+    );
+}
+
+/// f32 panels, widened while packing.
+struct F32Packer {
+    isa: Isa,
+}
+
+impl<T: F32Convert> Packer<T> for F32Packer {
+    type Elem = f32;
+    fn depth(&self, kc: usize) -> usize {
+        kc
+    }
+    fn pack(
+        &self,
+        data: &[T],
+        base: usize,
+        x_stride: usize,
+        p_stride: usize,
+        count: usize,
+        depth: usize,
+        width: usize,
+        out: &mut [f32],
+    ) {
+        pack(
+            self.isa, data, base, x_stride, p_stride, count, depth, width, out,
+        )
+    }
+    fn run(&self, kernel: Kernel, kc: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize) {
+        kernel.run(kc, a, b, c, ldc)
+    }
+}
+
+/// bf16 panels `[pair][line][2]`: two consecutive depth steps side by side.
+struct PairPacker;
+
+impl Packer<bf16> for PairPacker {
+    type Elem = u16;
+    fn depth(&self, kc: usize) -> usize {
+        kc.div_ceil(2) * 2
+    }
+    fn pack(
+        &self,
+        data: &[bf16],
+        base: usize,
+        x_stride: usize,
+        p_stride: usize,
+        count: usize,
+        depth: usize,
+        width: usize,
+        out: &mut [u16],
+    ) {
+        let stored = depth.div_ceil(2) * 2;
+        for q in 0..count.div_ceil(width) {
+            let panel = &mut out[q * width * stored..(q + 1) * width * stored];
+            for r in 0..width {
+                let x = q * width + r;
+                for p in 0..stored {
+                    let v = if x < count && p < depth {
+                        data[base + x * x_stride + p * p_stride].to_bits()
+                    } else {
+                        0
+                    };
+                    panel[(p / 2) * width * 2 + r * 2 + (p % 2)] = v;
+                }
+            }
+        }
+    }
+    fn run(&self, kernel: Kernel, kc: usize, a: &[u16], b: &[u16], c: &mut [f32], ldc: usize) {
+        kernel.run_bf16(kc.div_ceil(2), a, b, c, ldc)
+    }
 }
 
 /// Packs `count` lines (along x) of `depth` elements (along p) into panels of
@@ -137,8 +275,8 @@ fn row_block(m: usize, mr: usize, parallel: bool) -> usize {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn gemm_one<T: F32Convert>(
-    isa: Isa,
+fn gemm_one<T: Sync, P: Packer<T>>(
+    packer: &P,
     kernel: Kernel,
     a: &Operand<'_, T>,
     b: &Operand<'_, T>,
@@ -151,17 +289,18 @@ fn gemm_one<T: F32Convert>(
 ) {
     let (mr, nr) = (kernel.mr(), kernel.nr());
     let mc_block = row_block(m, mr, parallel);
-    let mut b_packed = vec![0f32; NC.min(n).div_ceil(nr) * nr * KC.min(k)];
+    let mut b_packed =
+        vec![P::Elem::default(); NC.min(n).div_ceil(nr) * nr * packer.depth(KC.min(k))];
     let a_base = a.offset + bi * a.batch_stride;
     let b_base = b.offset + bi * b.batch_stride;
     for j0 in (0..n).step_by(NC) {
         let nc = NC.min(n - j0);
         for p0 in (0..k).step_by(KC) {
             let kc = KC.min(k - p0);
-            let b_len = nc.div_ceil(nr) * nr * kc;
+            let kd = packer.depth(kc);
+            let b_len = nc.div_ceil(nr) * nr * kd;
             // B's lines run along j (columns), its depth along p (rows).
-            pack(
-                isa,
+            packer.pack(
                 b.data,
                 b_base + j0 * b.col_stride + p0 * b.row_stride,
                 b.col_stride,
@@ -175,9 +314,8 @@ fn gemm_one<T: F32Convert>(
             let block = |(ib, c_rows): (usize, &mut [f32])| {
                 let i0 = ib * mc_block;
                 let mc = c_rows.len() / n;
-                let mut a_packed = vec![0f32; mc.div_ceil(mr) * mr * kc];
-                pack(
-                    isa,
+                let mut a_packed = vec![P::Elem::default(); mc.div_ceil(mr) * mr * kd];
+                packer.pack(
                     a.data,
                     a_base + i0 * a.row_stride + p0 * a.col_stride,
                     a.row_stride,
@@ -189,18 +327,18 @@ fn gemm_one<T: F32Convert>(
                 );
                 let mut scratch = [0f32; kernels::MAX_TILE];
                 for jp in 0..nc.div_ceil(nr) {
-                    let bp = &b_packed[jp * nr * kc..(jp + 1) * nr * kc];
+                    let bp = &b_packed[jp * nr * kd..(jp + 1) * nr * kd];
                     let cols = nr.min(nc - jp * nr);
                     for ip in 0..mc.div_ceil(mr) {
-                        let ap = &a_packed[ip * mr * kc..(ip + 1) * mr * kc];
+                        let ap = &a_packed[ip * mr * kd..(ip + 1) * mr * kd];
                         let rows = mr.min(mc - ip * mr);
                         let at = ip * mr * n + j0 + jp * nr;
                         if rows == mr && cols == nr {
-                            kernel.run(kc, ap, bp, &mut c_rows[at..], n);
+                            packer.run(kernel, kc, ap, bp, &mut c_rows[at..], n);
                         } else {
                             let tile = &mut scratch[..mr * nr];
                             tile.fill(0.0);
-                            kernel.run(kc, ap, bp, tile, nr);
+                            packer.run(kernel, kc, ap, bp, tile, nr);
                             for r in 0..rows {
                                 let dst = &mut c_rows[at + r * n..at + r * n + cols];
                                 for (d, s) in dst.iter_mut().zip(&tile[r * nr..r * nr + cols]) {
@@ -215,6 +353,53 @@ fn gemm_one<T: F32Convert>(
                 c.par_chunks_mut(mc_block * n).enumerate().for_each(block);
             } else {
                 c.chunks_mut(mc_block * n).enumerate().for_each(block);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use amp_dtype::DType;
+
+    #[test]
+    fn bf16_inputs_take_the_native_kernel_where_present_and_match_f64() {
+        for isa in Isa::available() {
+            let kernel = Kernel::select(isa, DType::BF16);
+            assert_eq!(kernel.packs_bf16_pairs(), isa >= Isa::Avx512Bf16, "{isa}");
+            assert!(!Kernel::select(isa, DType::F32).packs_bf16_pairs());
+            // Odd depth (pair padding), edge tiles, a transposed B.
+            let (m, k, n) = (13, 301, 37);
+            let a: Vec<bf16> = (0..m * k)
+                .map(|i| bf16::from_f32(((i * 7 % 23) as f32 - 11.0) / 8.0))
+                .collect();
+            let b: Vec<bf16> = (0..k * n)
+                .map(|i| bf16::from_f32(((i * 5 % 19) as f32 - 9.0) / 4.0))
+                .collect();
+            let oa = Operand {
+                data: &a[..],
+                offset: 0,
+                batch_stride: 0,
+                row_stride: k,
+                col_stride: 1,
+            };
+            let ob = Operand {
+                data: &b[..],
+                offset: 0,
+                batch_stride: 0,
+                row_stride: 1,
+                col_stride: k,
+            };
+            let c = gemm(isa, oa, ob, 1, m, k, n);
+            for i in 0..m {
+                for j in 0..n {
+                    let want: f64 = (0..k)
+                        .map(|p| a[i * k + p].to_f64() * b[j * k + p].to_f64())
+                        .sum();
+                    // Products of these bf16 values and their partial sums are exact in f32.
+                    assert_eq!(c[i * n + j] as f64, want, "{isa} [{i}][{j}]");
+                }
             }
         }
     }
