@@ -5,6 +5,8 @@
 //!   exits non-zero on any mismatch.
 
 mod accuracy;
+mod gpu;
+mod kernels;
 mod report;
 
 use std::path::PathBuf;
@@ -90,6 +92,8 @@ fn main() -> ExitCode {
             Ok(parsed) => run_accuracy(parsed),
             Err(message) => usage_error(&message),
         },
+        Some("kernels") => kernels::run(),
+        Some("gpu") => gpu::run(&args[1..]),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             ExitCode::SUCCESS

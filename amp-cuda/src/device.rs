@@ -1,0 +1,387 @@
+//! One GPU: its context, stream, cuBLAS handle, and the kernel modules
+//! compiled for it (lazily, once per module).
+
+use crate::compile;
+use crate::error::{CudaError, CudaResult};
+use crate::kernels::KernelSource;
+use crate::libs;
+use crate::storage::CudaStorage;
+use amp_dtype::DType;
+use amp_tensor::{Error, Result};
+use cudarc::cublas::CudaBlas;
+use cudarc::driver::{
+    result as dresult, sys as dsys, CudaContext, CudaFunction, CudaModule, CudaStream, LaunchConfig,
+};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+/// Threads per block of the elementwise kernels.
+pub(crate) const BLOCK: u32 = 256;
+
+/// A GPU with everything the backend needs to run on it. All work goes to one
+/// stream (the context's default stream), in order.
+pub(crate) struct Gpu {
+    pub ordinal: usize,
+    pub ctx: Arc<CudaContext>,
+    pub stream: Arc<CudaStream>,
+    pub blas: Mutex<CudaBlas>,
+    pub compute_capability: (i32, i32),
+    pub name: String,
+    modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
+    functions: Mutex<HashMap<String, CudaFunction>>,
+}
+
+impl fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Gpu(cuda:{}, {}, sm_{}{})",
+            self.ordinal, self.name, self.compute_capability.0, self.compute_capability.1
+        )
+    }
+}
+
+pub(crate) fn describe(e: dresult::DriverError) -> String {
+    match e.error_string() {
+        Ok(s) => format!("{:?} ({})", e.0, s.to_string_lossy()),
+        Err(_) => format!("{:?}", e.0),
+    }
+}
+
+/// The number of GPUs the driver reports; an `Err` says why none can be used.
+pub(crate) fn driver_device_count() -> CudaResult<usize> {
+    libs::library_status()
+        .driver
+        .clone()
+        .map_err(|e| CudaError::NoCudaDevice {
+            reason: format!("the CUDA driver library is not loadable: {e}"),
+        })?;
+    let counted = std::panic::catch_unwind(|| -> CudaResult<usize> {
+        dresult::init().map_err(|e| CudaError::NoCudaDevice {
+            reason: format!("cuInit failed: {}", describe(e)),
+        })?;
+        let n = dresult::device::get_count().map_err(|e| CudaError::NoCudaDevice {
+            reason: format!("cuDeviceGetCount failed: {}", describe(e)),
+        })?;
+        Ok(n.max(0) as usize)
+    });
+    counted.unwrap_or_else(|_| {
+        Err(CudaError::NoCudaDevice {
+            reason: "the CUDA driver panicked during initialisation".into(),
+        })
+    })
+}
+
+fn cubin_dir() -> Option<std::path::PathBuf> {
+    std::env::var_os("AMP_CUDA_CUBIN_DIR").map(std::path::PathBuf::from)
+}
+
+impl Gpu {
+    /// Opens GPU `ordinal`. Every failure is an `Err` (cudarc panics are caught).
+    pub(crate) fn open(ordinal: usize) -> CudaResult<Gpu> {
+        let count = driver_device_count()?;
+        if ordinal >= count {
+            return Err(CudaError::NoCudaDevice {
+                reason: format!("device ordinal {ordinal} requested but the driver reports {count} CUDA device(s)"),
+            });
+        }
+        let status = libs::library_status();
+        status.cublas.clone().map_err(|e| CudaError::NoCudaDevice {
+            reason: format!("cuBLAS is not loadable: {e}"),
+        })?;
+        if status.nvrtc.is_err() && cubin_dir().is_none() {
+            return Err(CudaError::NoCudaDevice {
+                reason: format!(
+                    "NVRTC is not loadable ({}), so kernels cannot be compiled",
+                    status.nvrtc.clone().err().unwrap_or_default()
+                ),
+            });
+        }
+        let opened = std::panic::catch_unwind(|| Gpu::open_unguarded(ordinal));
+        opened.unwrap_or_else(|_| {
+            Err(CudaError::NoCudaDevice {
+                reason: format!("cudarc panicked while opening cuda:{ordinal}"),
+            })
+        })
+    }
+
+    fn open_unguarded(ordinal: usize) -> CudaResult<Gpu> {
+        let driver = |what: &str, e: dresult::DriverError| {
+            CudaError::Driver(format!("{what}: {}", describe(e)))
+        };
+        let ctx = CudaContext::new(ordinal).map_err(|e| driver("creating the context", e))?;
+        // SAFETY: the backend uses a single stream, so no CudaSlice needs the
+        // cross-stream event tracking; it is turned off before any allocation.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.default_stream();
+        keep_freed_memory_in_pool(&ctx);
+        let blas = CudaBlas::new(stream.clone())
+            .map_err(|e| CudaError::Driver(format!("creating a cuBLAS handle: {e:?}")))?;
+        // f32 stays f32 (no TF32), and no reduced-precision reductions inside f16 GEMMs.
+        // SAFETY: the handle is live.
+        unsafe {
+            cudarc::cublas::sys::cublasSetMathMode(
+                *blas.handle(),
+                cudarc::cublas::sys::cublasMath_t::CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION,
+            )
+        }
+        .result()
+        .map_err(|e| CudaError::Driver(format!("cublasSetMathMode: {e:?}")))?;
+        let compute_capability = ctx
+            .compute_capability()
+            .map_err(|e| driver("reading the compute capability", e))?;
+        let name = ctx.name().unwrap_or_else(|_| "unknown GPU".to_string());
+        Ok(Gpu {
+            ordinal,
+            ctx,
+            stream,
+            blas: Mutex::new(blas),
+            compute_capability,
+            name,
+            modules: Mutex::new(HashMap::new()),
+            functions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// An `Error::Backend` naming `op` and this device.
+    pub(crate) fn err(&self, op: &'static str, msg: impl fmt::Display) -> Error {
+        Error::Backend {
+            op,
+            device: format!("cuda:{}", self.ordinal),
+            msg: msg.to_string(),
+        }
+    }
+
+    /// Maps a driver error for `op`.
+    pub(crate) fn driver_err(&self, op: &'static str, e: dresult::DriverError) -> Error {
+        self.err(op, describe(e))
+    }
+
+    /// The loaded module of `source`, compiled for this GPU on first use.
+    pub(crate) fn module(&self, source: &KernelSource) -> Result<Arc<CudaModule>> {
+        let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = modules.get(source.name) {
+            return Ok(m.clone());
+        }
+        let image = self
+            .module_image(source)
+            .map_err(|e| self.err("compile", e))?;
+        let module = self
+            .ctx
+            .load_module(cudarc::nvrtc::Ptx::from_binary(image))
+            .map_err(|e| {
+                self.err(
+                    "load_module",
+                    format!("{} for {}: {}", source.file, self.name, describe(e)),
+                )
+            })?;
+        modules.insert(source.name, module.clone());
+        Ok(module)
+    }
+
+    /// The CUBIN of `source` for this GPU: compiled by NVRTC, or (only when
+    /// NVRTC is not loadable) read from `AMP_CUDA_CUBIN_DIR/<module>.sm_XY.cubin`.
+    fn module_image(&self, source: &KernelSource) -> CudaResult<Vec<u8>> {
+        let (major, minor) = self.compute_capability;
+        if libs::library_status().nvrtc.is_err() {
+            if let Some(dir) = cubin_dir() {
+                let path = dir.join(format!("{}.sm_{major}{minor}.cubin", source.name));
+                return std::fs::read(&path).map_err(|e| {
+                    CudaError::Compile(format!(
+                        "NVRTC is not loadable and {} is unreadable: {e}",
+                        path.display()
+                    ))
+                });
+            }
+        }
+        let arch = compile::arch_for_device(self.compute_capability)?;
+        Ok(compile::compile(source, arch)?.cubin)
+    }
+
+    /// Kernel `name` of module `source`.
+    pub(crate) fn function(&self, source: &KernelSource, name: &str) -> Result<CudaFunction> {
+        let key = format!("{}/{name}", source.name);
+        if let Some(f) = self
+            .functions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Ok(f.clone());
+        }
+        let module = self.module(source)?;
+        let f = module.load_function(name).map_err(|e| {
+            self.err(
+                "load_function",
+                format!("kernel {name} in {}: {}", source.file, describe(e)),
+            )
+        })?;
+        self.functions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, f.clone());
+        Ok(f)
+    }
+
+    /// Uninitialised device memory for `len` elements of `dtype`; callers write every element.
+    pub(crate) fn alloc(&self, op: &'static str, dtype: DType, len: usize) -> Result<CudaStorage> {
+        let bytes = len.checked_mul(dtype.size_in_bytes()).ok_or_else(|| {
+            Error::invalid(
+                op,
+                format!("{len} elements of {dtype} overflow the address space"),
+            )
+        })?;
+        // SAFETY: the memory is uninitialised; every caller fills all `len` elements
+        // before they are read. At least one byte: CUDA cannot allocate zero.
+        let buf = unsafe { self.stream.alloc::<u8>(bytes.max(1)) }
+            .map_err(|e| self.err(op, format!("allocating {bytes} bytes: {}", describe(e))))?;
+        Ok(CudaStorage {
+            dtype,
+            len,
+            ordinal: self.ordinal,
+            buf,
+        })
+    }
+
+    /// Zeroed device memory for `len` elements of `dtype`.
+    pub(crate) fn zeros(&self, op: &'static str, dtype: DType, len: usize) -> Result<CudaStorage> {
+        let mut s = self.alloc(op, dtype, len)?;
+        self.stream
+            .memset_zeros(&mut s.buf)
+            .map_err(|e| self.driver_err(op, e))?;
+        Ok(s)
+    }
+
+    /// Copies host bytes into a new buffer of `len` elements of `dtype`.
+    pub(crate) fn upload(
+        &self,
+        op: &'static str,
+        dtype: DType,
+        len: usize,
+        bytes: &[u8],
+    ) -> Result<CudaStorage> {
+        let mut s = self.alloc(op, dtype, len)?;
+        if bytes.len() != s.num_bytes() {
+            return Err(self.err(
+                op,
+                format!("{} bytes given for {len} elements of {dtype}", bytes.len()),
+            ));
+        }
+        if !bytes.is_empty() {
+            self.stream
+                .memcpy_htod(bytes, &mut s.buf)
+                .map_err(|e| self.driver_err(op, e))?;
+        }
+        Ok(s)
+    }
+
+    /// Copies `count` elements starting at element `offset` of `src` to the host (synchronises).
+    pub(crate) fn download(
+        &self,
+        op: &'static str,
+        src: &CudaStorage,
+        offset: usize,
+        count: usize,
+    ) -> Result<Vec<u8>> {
+        let size = src.dtype.size_in_bytes();
+        let (start, end) = (offset * size, (offset + count) * size);
+        let mut out = vec![0u8; end - start];
+        if count == 0 {
+            return Ok(out);
+        }
+        let view = src.buf.try_slice(start..end).ok_or_else(|| {
+            self.err(
+                op,
+                format!(
+                    "bytes {start}..{end} are outside a buffer of {} bytes",
+                    src.buf.len()
+                ),
+            )
+        })?;
+        self.stream
+            .memcpy_dtoh(&view, &mut out[..])
+            .map_err(|e| self.driver_err(op, e))?;
+        self.stream
+            .synchronize()
+            .map_err(|e| self.driver_err(op, e))?;
+        Ok(out)
+    }
+
+    /// Waits for all queued work; reports errors of earlier kernels.
+    pub(crate) fn synchronize(&self, op: &'static str) -> Result<()> {
+        self.stream
+            .synchronize()
+            .map_err(|e| self.driver_err(op, e))
+    }
+}
+
+/// A 1-D launch over `n` elements with grid-stride loops (at least one block).
+pub(crate) fn grid_for(n: usize) -> LaunchConfig {
+    let blocks = n.div_ceil(BLOCK as usize).clamp(1, 1 << 16) as u32;
+    LaunchConfig {
+        grid_dim: (blocks, 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// A launch with one block per row (grid-stride over rows) and `threads` per block.
+pub(crate) fn grid_for_rows(rows: usize, n: usize) -> LaunchConfig {
+    let threads: u32 = if n <= 32 {
+        32
+    } else if n <= 128 {
+        128
+    } else if rows < 256 && n >= 8192 {
+        1024
+    } else {
+        256
+    };
+    let blocks = rows.clamp(1, 1 << 20) as u32;
+    LaunchConfig {
+        grid_dim: (blocks, 1, 1),
+        block_dim: (threads, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// Makes freed memory stay in the device's default pool (a caching allocator,
+/// as PyTorch's) instead of going back to the driver at every synchronisation.
+fn keep_freed_memory_in_pool(ctx: &Arc<CudaContext>) {
+    if !ctx.has_async_alloc() {
+        return;
+    }
+    let mut pool: dsys::CUmemoryPool = std::ptr::null_mut();
+    // SAFETY: `pool` is valid for writes and the device handle is live; a
+    // failure only leaves the driver's default release threshold in place.
+    unsafe {
+        if dsys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device())
+            == dsys::CUresult::CUDA_SUCCESS
+            && !pool.is_null()
+        {
+            let mut threshold: u64 = u64::MAX;
+            let _ = dsys::cuMemPoolSetAttribute(
+                pool,
+                dsys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+                (&mut threshold as *mut u64).cast(),
+            );
+        }
+    }
+}
+
+/// Launches `func` on the GPU's stream with the given argument references.
+macro_rules! launch {
+    ($gpu:expr, $op:expr, $func:expr, $cfg:expr, $($arg:expr),+ $(,)?) => {{
+        let func = $func;
+        use cudarc::driver::PushKernelArg as _;
+        let mut builder = $gpu.stream.launch_builder(&func);
+        $( builder.arg($arg); )+
+        // SAFETY: the argument list matches the kernel's signature (checked by
+        // hand against kernels/*.cu: device pointers as u64, i64 sizes, int op
+        // codes as i32), every pointer addresses a live buffer of this GPU large
+        // enough for the elements the kernel touches, and the buffers outlive
+        // the launch (freed on the same stream, after it).
+        unsafe { builder.launch($cfg) }.map(|_| ()).map_err(|e| $gpu.driver_err($op, e))
+    }};
+}
+pub(crate) use launch;
