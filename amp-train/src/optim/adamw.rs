@@ -152,8 +152,10 @@ impl AdamW {
                 .div_scalar(bias_correction2.sqrt())?
                 .add_scalar(eps)?;
             let new_p = p32.sub(&m.div(&denom)?.mul_scalar(step_size)?)?;
-            s.exp_avg.assign(&m)?;
-            s.exp_avg_sq.assign(&v)?;
+            // The moments are the optimizer's own: swap the handles (no copy).
+            // The parameter is shared with the model: overwrite it in place.
+            s.exp_avg = m;
+            s.exp_avg_sq = v;
             p.assign(&new_p)?;
         }
         Ok(())

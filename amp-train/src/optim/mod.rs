@@ -124,11 +124,11 @@ fn state_tensor(state: &OptimizerState, name: &str, like: &Tensor) -> Result<Ten
             ),
         ));
     }
-    let t = t.to_device(like.device())?.to_dtype(DType::F32)?;
-    // A private copy: the optimizer assigns into its state in place.
-    let copy = Tensor::zeros(t.dims(), DType::F32, like.device())?;
-    copy.assign(&t)?;
-    Ok(copy)
+    // Detached; sharing storage is safe because optimizers never write into their state in place.
+    Ok(t.to_device(like.device())?
+        .to_dtype(DType::F32)?
+        .contiguous()?
+        .detach())
 }
 
 /// Checks the state's kind and that every parameter named in it exists here.

@@ -118,16 +118,16 @@ impl Sgd {
             if momentum != 0.0 {
                 let b = match buf {
                     None => {
+                        // A copy: `d` may be the gradient itself, which the scaler unscales in place.
                         let b = Tensor::zeros(p.dims(), DType::F32, p.device())?;
                         b.assign(&d)?;
                         *buf = Some((1, b.clone()));
                         b
                     }
                     Some((steps, b)) => {
-                        let new_b = b
+                        *b = b
                             .mul_scalar(momentum)?
                             .add(&d.mul_scalar(1.0 - dampening)?)?;
-                        b.assign(&new_b)?;
                         *steps += 1;
                         b.clone()
                     }
