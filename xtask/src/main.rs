@@ -5,9 +5,11 @@
 //!   exits non-zero on any mismatch.
 
 mod accuracy;
+mod bench;
 mod gpu;
 mod kernels;
 mod report;
+mod report_ops;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,7 +25,13 @@ commands:
       toward-zero encoding. --quick (default) sweeps 1 in 257 f32 bit
       patterns (seconds); --full sweeps every f32 through the f16/bf16
       from_f32 and 1 in 17 through the others (a few minutes). --json PATH
-      also writes the rows as JSON. Exits 1 on any mismatch.
+      also writes the rows as JSON. Then every op x dtype x backend (CPU
+      ISA paths, CUDA when present) against the f64 reference backend, and
+      the dtype each op runs in under each autocast policy preset.
+  bench [--torch PYTHON]
+      the CPU performance table (GEMM, training step, casts, unscale, digits
+      run); with --torch (or AMP_BENCH_TORCH) PyTorch runs the same
+      workloads and the table shows the ratios.
 ";
 
 fn usage_error(message: &str) -> ExitCode {
@@ -66,8 +74,29 @@ fn run_accuracy(args: AccuracyArgs) -> ExitCode {
     eprintln!("accuracy ({}):", args.mode.name());
     let rows = accuracy::run(args.mode);
     print!("{}", report::render(&rows));
+    let op_rows = accuracy::run_ops(args.mode);
+    println!();
+    print!("{}", report_ops::render(&op_rows));
+    let autocast_rows = accuracy::autocast_rows::rows();
+    println!();
+    print!("{}", accuracy::autocast_rows::render(&autocast_rows));
+    let training_rows = accuracy::training::rows();
+    println!();
+    print!("{}", accuracy::training::render(&training_rows));
+    let all_pass = rows.iter().all(|r| r.pass)
+        && op_rows.iter().all(|r| r.pass)
+        && autocast_rows.iter().all(|r| r.pass)
+        && training_rows.iter().all(|r| r.pass);
     if let Some(path) = &args.json {
-        if let Err(e) = report::write_json(&rows, args.mode.name(), path) {
+        let mut doc = report::to_json(&rows, args.mode.name());
+        doc["op_rows"] = serde_json::Value::Array(report_ops::to_json(&op_rows));
+        doc["autocast_rows"] =
+            serde_json::Value::Array(accuracy::autocast_rows::to_json(&autocast_rows));
+        doc["training_rows"] =
+            serde_json::Value::Array(accuracy::training::to_json(&training_rows));
+        doc["pass"] = serde_json::Value::Bool(all_pass);
+        let text = serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n";
+        if let Err(e) = std::fs::write(path, text) {
             eprintln!("error: cannot write {}: {e}", path.display());
             return ExitCode::FAILURE;
         }
@@ -78,7 +107,7 @@ fn run_accuracy(args: AccuracyArgs) -> ExitCode {
         args.mode.name(),
         start.elapsed()
     );
-    if rows.iter().all(|r| r.pass) {
+    if all_pass {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -92,6 +121,7 @@ fn main() -> ExitCode {
             Ok(parsed) => run_accuracy(parsed),
             Err(message) => usage_error(&message),
         },
+        Some("bench") => bench::run(&args[1..]),
         Some("kernels") => kernels::run(),
         Some("gpu") => gpu::run(&args[1..]),
         Some("-h" | "--help" | "help") => {

@@ -2,7 +2,6 @@
 
 use amp_dtype::DType;
 use std::fmt::Write as _;
-use std::path::Path;
 
 /// One line of the accuracy table: one check of one dtype on one backend.
 #[derive(Debug, Clone)]
@@ -175,12 +174,6 @@ pub fn to_json(rows: &[Row], mode: &str) -> serde_json::Value {
         "pass": rows.iter().all(|r| r.pass),
         "rows": rows_json,
     })
-}
-
-/// Writes [`to_json`] to `path`.
-pub fn write_json(rows: &[Row], mode: &str, path: &Path) -> std::io::Result<()> {
-    let text = serde_json::to_string_pretty(&to_json(rows, mode)).map_err(std::io::Error::other)?;
-    std::fs::write(path, text + "\n")
 }
 
 #[cfg(test)]

@@ -6,8 +6,11 @@
 //! reference backend, training parity, …) is one more module and one more
 //! line in [`run`].
 
+pub mod autocast_rows;
 mod conversions;
+pub mod ops;
 mod reference;
+pub mod training;
 
 use crate::report::Row;
 
@@ -30,11 +33,49 @@ impl Mode {
     }
 }
 
-/// Runs every check family and returns its rows.
+/// Runs every conversion check and returns its rows.
 pub fn run(mode: Mode) -> Vec<Row> {
     let mut rows = Vec::new();
     rows.extend(conversions::rows(mode));
     rows
+}
+
+/// The backends under test: the reference backend (the floor: one rounding
+/// of the exact result), each CPU ISA path this machine offers, and CUDA
+/// devices when present.
+pub fn backends() -> Vec<ops::Backend> {
+    let mut list = vec![ops::Backend {
+        label: "reference".into(),
+        device: amp_tensor::Device::reference(),
+    }];
+    for isa in amp_cpu::Isa::available() {
+        match amp_cpu::device_with_isa(isa) {
+            Ok(device) => list.push(ops::Backend {
+                label: format!("cpu/{}", isa.name()),
+                device,
+            }),
+            Err(e) => eprintln!("skipping cpu/{}: {e}", isa.name()),
+        }
+    }
+    if amp_cuda::is_available() {
+        for ordinal in 0..amp_cuda::device_count() {
+            match amp_cuda::device(ordinal) {
+                Ok(device) => list.push(ops::Backend {
+                    label: format!("cuda:{ordinal}"),
+                    device,
+                }),
+                Err(e) => eprintln!("skipping cuda:{ordinal}: {e}"),
+            }
+        }
+    } else {
+        eprintln!("no CUDA device: CUDA rows skipped");
+    }
+    list
+}
+
+/// Runs the op-accuracy rows on every available backend.
+pub fn run_ops(mode: Mode) -> Vec<ops::OpRow> {
+    ops::rows(&backends(), mode == Mode::Full)
 }
 
 /// How many worker threads the sweeps use.

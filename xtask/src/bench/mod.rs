@@ -1,0 +1,393 @@
+//! `cargo xtask bench`: the CPU performance table of the performance issue.
+//!
+//! Every figure is measured in this run: ours on amp-cpu, and — when a
+//! Python with PyTorch is given (`--torch PYTHON` or `AMP_BENCH_TORCH`) —
+//! PyTorch's on the same workloads (the script `torch_bench.py` beside this
+//! file), with the ratio. Times are medians of several repetitions after a
+//! warm-up.
+
+use amp_autocast::autocast;
+use amp_tensor::ops;
+use amp_tensor::{DType, Device, Tensor};
+use amp_train::nn::{Gelu, Linear, Module, Sequential};
+use amp_train::optim::{AdamW, AdamWConfig};
+use std::collections::BTreeMap;
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+const TORCH_SCRIPT: &str = include_str!("torch_bench.py");
+
+/// Median seconds of `reps` runs of `f` after one warm-up run.
+fn median_time(reps: usize, mut f: impl FnMut() -> Res<()>) -> Res<f64> {
+    f()?;
+    let mut times = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let t = Instant::now();
+        f()?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+const GEMM_SHAPES: [(usize, usize, usize); 6] = [
+    (512, 512, 512),
+    (1024, 1024, 1024),
+    (2048, 2048, 2048),
+    (256, 1024, 4096),
+    (256, 4096, 4096),
+    (256, 4096, 10),
+];
+
+fn gemm(device: &Device, dtype: DType, (m, k, n): (usize, usize, usize)) -> Res<f64> {
+    let a = Tensor::randn(&[m, k], dtype, device, 1)?;
+    let b = Tensor::randn(&[k, n], dtype, device, 2)?;
+    let reps = if m * k * n > 1 << 30 { 3 } else { 5 };
+    let s = median_time(reps, || {
+        ops::matmul(&a, &b)?;
+        Ok(())
+    })?;
+    Ok(2.0 * (m * k * n) as f64 / s / 1e9)
+}
+
+/// One AdamW training step of the 1024-4096-4096-10 GELU MLP, batch 256, in ms.
+fn mlp_step(device: &Device, low: Option<DType>) -> Res<f64> {
+    let model = Sequential::new()
+        .add(Linear::new(1024, 4096, device, 0)?)
+        .add(Gelu::new())
+        .add(Linear::new(4096, 4096, device, 1)?)
+        .add(Gelu::new())
+        .add(Linear::new(4096, 10, device, 2)?);
+    let mut opt = AdamW::new(model.named_parameters(), AdamWConfig::default());
+    let x = Tensor::randn(&[256, 1024], DType::F32, device, 3)?;
+    let y = Tensor::randint(0, 10, &[256], device, 4)?;
+    let s = median_time(5, || {
+        opt.zero_grad();
+        let loss = {
+            let _region = low.map(|d| autocast(device.kind(), d)).transpose()?;
+            ops::cross_entropy(&model.forward(&x)?, &y)?
+        };
+        loss.backward()?;
+        opt.step()?;
+        Ok(())
+    })?;
+    Ok(s * 1e3)
+}
+
+/// GB/s of a cast (bytes read + written).
+fn cast(device: &Device, from: DType, to: DType) -> Res<f64> {
+    let n = 1usize << 24;
+    let x = Tensor::randn(&[n], from, device, 5)?;
+    let bytes = n * (from.size_in_bytes() + to.size_in_bytes());
+    let s = median_time(9, || {
+        x.to_dtype(to)?;
+        Ok(())
+    })?;
+    Ok(bytes as f64 / s / 1e9)
+}
+
+/// GB/s of the fused unscale over 16 Mi f32 (read + write).
+fn unscale(device: &Device) -> Res<f64> {
+    let n = 1usize << 24;
+    let g = Tensor::randn(&[n], DType::F32, device, 6)?;
+    let s = median_time(9, || {
+        let mut storage = g.storage_mut();
+        let layout = g.layout().clone();
+        device
+            .backend()
+            .non_finite_check_and_unscale(&mut [(&mut storage, &layout)], 1.0)?;
+        Ok(())
+    })?;
+    Ok((n * 8) as f64 / s / 1e9)
+}
+
+/// The machine's copy bandwidth for the same bytes (16 Mi f32, read + write).
+fn copy_bandwidth() -> Res<f64> {
+    let n = 1usize << 24;
+    let src: Vec<f32> = (0..n).map(|i| i as f32).collect();
+    let mut dst = vec![0f32; n];
+    let s = median_time(9, || {
+        dst.copy_from_slice(std::hint::black_box(&src));
+        std::hint::black_box(&dst);
+        Ok(())
+    })?;
+    Ok((n * 8) as f64 / s / 1e9)
+}
+
+/// Framework overhead: µs per `add` of two 8-element f32 tensors.
+fn tiny_add(device: &Device) -> Res<f64> {
+    let a = Tensor::randn(&[8], DType::F32, device, 7)?;
+    let b = Tensor::randn(&[8], DType::F32, device, 8)?;
+    let reps = 20_000;
+    let t = Instant::now();
+    for _ in 0..reps {
+        std::hint::black_box(a.add(&b)?);
+    }
+    Ok(t.elapsed().as_secs_f64() / reps as f64 * 1e6)
+}
+
+/// Seconds for the digits run of the amp-train issue (30 epochs, batch 64).
+fn digits(device: &Device, precision: amp_train::Precision) -> Res<f64> {
+    let config = amp_train::train::TrainConfig {
+        precision,
+        ..Default::default()
+    };
+    let t = Instant::now();
+    amp_train::train::train(&config, device)?;
+    Ok(t.elapsed().as_secs_f64())
+}
+
+/// One line of the table.
+struct Figure {
+    name: String,
+    unit: &'static str,
+    ours: f64,
+    /// The key of PyTorch's figure, if there is one.
+    torch_key: Option<String>,
+    /// True if smaller is better (times).
+    lower_is_better: bool,
+    /// The target, as text.
+    target: &'static str,
+}
+
+fn measure(device: &Device) -> Res<Vec<Figure>> {
+    let mut figs = Vec::new();
+    let fig = |name: String, unit, ours, key: Option<String>, lower, target| Figure {
+        name,
+        unit,
+        ours,
+        torch_key: key,
+        lower_is_better: lower,
+        target,
+    };
+    for (dtype, tag, target) in [
+        (DType::BF16, "bf16", "≥ 1.0× torch"),
+        (DType::F32, "f32", "≥ 0.9× torch"),
+    ] {
+        for shape in GEMM_SHAPES {
+            let key = format!("gemm_{tag}_{}x{}x{}", shape.0, shape.1, shape.2);
+            eprintln!("  {key}");
+            figs.push(fig(
+                key.clone(),
+                "GFLOP/s",
+                gemm(device, dtype, shape)?,
+                Some(key),
+                false,
+                target,
+            ));
+        }
+    }
+    eprintln!("  mlp step f32 / bf16");
+    let step_f32 = mlp_step(device, None)?;
+    let step_bf16 = mlp_step(device, Some(DType::BF16))?;
+    figs.push(fig(
+        "step_f32_ms".into(),
+        "ms",
+        step_f32,
+        Some("step_f32_ms".into()),
+        true,
+        "",
+    ));
+    figs.push(fig(
+        "step_bf16_ms".into(),
+        "ms",
+        step_bf16,
+        Some("step_bf16_ms".into()),
+        true,
+        "≥ 1.25× torch",
+    ));
+    figs.push(fig(
+        "step bf16 speed-up over our f32".into(),
+        "×",
+        step_f32 / step_bf16,
+        None,
+        false,
+        "≥ 3×",
+    ));
+    eprintln!("  casts, unscale, copy");
+    let copy = copy_bandwidth()?;
+    for (from, to, key) in [
+        (DType::F32, DType::BF16, "cast_f32_bf16_gbs"),
+        (DType::F32, DType::F16, "cast_f32_f16_gbs"),
+        (DType::BF16, DType::F32, "cast_bf16_f32_gbs"),
+    ] {
+        let gbs = cast(device, from, to)?;
+        figs.push(fig(key.into(), "GB/s", gbs, Some(key.into()), false, ""));
+        figs.push(fig(
+            format!("{key} / copy bandwidth"),
+            "×",
+            gbs / copy,
+            None,
+            false,
+            "≥ 0.8×",
+        ));
+    }
+    let u = unscale(device)?;
+    figs.push(fig(
+        "unscale_gbs".into(),
+        "GB/s",
+        u,
+        Some("unscale_gbs".into()),
+        false,
+        "",
+    ));
+    figs.push(fig(
+        "unscale_gbs / copy bandwidth".into(),
+        "×",
+        u / copy,
+        None,
+        false,
+        "≥ 0.8×",
+    ));
+    figs.push(fig(
+        "copy_gbs".into(),
+        "GB/s",
+        copy,
+        Some("copy_gbs".into()),
+        false,
+        "",
+    ));
+    figs.push(fig(
+        "tiny_add_us".into(),
+        "µs/op",
+        tiny_add(device)?,
+        Some("tiny_add_us".into()),
+        true,
+        "",
+    ));
+    eprintln!("  digits f32 / bf16");
+    let d32 = digits(device, amp_train::Precision::F32)?;
+    let d16 = digits(device, amp_train::Precision::Bf16)?;
+    figs.push(fig(
+        "digits_f32_s".into(),
+        "s",
+        d32,
+        Some("digits_f32_s".into()),
+        true,
+        "",
+    ));
+    figs.push(fig(
+        "digits_bf16_s".into(),
+        "s",
+        d16,
+        Some("digits_bf16_s".into()),
+        true,
+        "< f32, < torch bf16",
+    ));
+    figs.push(fig(
+        "digits bf16 speed-up over our f32".into(),
+        "×",
+        d32 / d16,
+        None,
+        false,
+        "≥ 1×",
+    ));
+    Ok(figs)
+}
+
+fn run_torch(python: &str) -> Result<BTreeMap<String, f64>, String> {
+    let dir = std::env::temp_dir().join(format!("amp-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let script = dir.join("torch_bench.py");
+    std::fs::write(&script, TORCH_SCRIPT).map_err(|e| e.to_string())?;
+    let out = Command::new(python)
+        .arg(&script)
+        .output()
+        .map_err(|e| format!("cannot run {python}: {e}"))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    if !out.status.success() {
+        return Err(format!(
+            "{python} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.lines().last().unwrap_or("");
+    serde_json::from_str(last).map_err(|e| format!("cannot parse PyTorch's output {last:?}: {e}"))
+}
+
+/// Runs the benchmarks and prints the table.
+pub fn run(args: &[String]) -> ExitCode {
+    let mut python = std::env::var("AMP_BENCH_TORCH").ok();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--torch" => match it.next() {
+                Some(p) => python = Some(p.clone()),
+                None => {
+                    eprintln!("error: --torch needs a PYTHON path");
+                    return ExitCode::from(2);
+                }
+            },
+            other => {
+                eprintln!("error: unknown argument to bench: {other:?}\nusage: cargo xtask bench [--torch PYTHON]");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let device = amp_cpu::device();
+    eprintln!(
+        "bench on {} (isa {}, {} threads):",
+        device,
+        amp_cpu::isa().name(),
+        rayon_threads()
+    );
+    let figs = match measure(&device) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let torch = match &python {
+        Some(p) => {
+            eprintln!("  PyTorch workloads with {p}");
+            match run_torch(p) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        None => None,
+    };
+    println!(
+        "{:<40} {:>12} {:>12} {:>8}  {:<8} target",
+        "figure", "amp", "pytorch", "ratio", "unit"
+    );
+    for f in &figs {
+        let t = f
+            .torch_key
+            .as_ref()
+            .and_then(|k| torch.as_ref()?.get(k).copied());
+        let ratio = t.map(|t| {
+            if f.lower_is_better {
+                t / f.ours
+            } else {
+                f.ours / t
+            }
+        });
+        println!(
+            "{:<40} {:>12.3} {:>12} {:>8}  {:<8} {}",
+            f.name,
+            f.ours,
+            t.map_or("-".into(), |t| format!("{t:.3}")),
+            ratio.map_or("-".into(), |r| format!("{r:.2}×")),
+            f.unit,
+            f.target
+        );
+    }
+    if torch.is_none() {
+        println!("PyTorch comparison skipped: pass --torch PYTHON (or set AMP_BENCH_TORCH) to run the same workloads in PyTorch.");
+    } else {
+        println!("ratio = how many times better amp is (time: torch/amp; throughput: amp/torch). Digits: ours trains on the real data, PyTorch's script on random data of the same shape.");
+    }
+    ExitCode::SUCCESS
+}
+
+fn rayon_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
