@@ -57,12 +57,23 @@ impl DeviceSpec {
     }
 }
 
-/// The CUDA device `ordinal`, or an `Err` saying why it is not usable.
+/// The CUDA device `ordinal`, or an `Err` saying why it is not usable (no
+/// driver, no GPU, missing cuBLAS/NVRTC, ordinal out of range).
 pub fn cuda_device(ordinal: usize) -> Result<Device> {
-    Err(Error::config(
-        "--device",
-        format!("cuda:{ordinal} is not available: this build of amp-train has no CUDA backend"),
-    ))
+    if !amp_cuda::is_available() {
+        let count = amp_cuda::device_count();
+        let why = if count == 0 {
+            "no CUDA driver or GPU found".to_string()
+        } else {
+            format!("{count} GPU(s) found but cuBLAS or NVRTC could not be loaded")
+        };
+        return Err(Error::config(
+            "--device",
+            format!("cuda:{ordinal} is not available: {why}"),
+        ));
+    }
+    amp_cuda::device(ordinal)
+        .map_err(|e| Error::config("--device", format!("cuda:{ordinal} is not usable: {e}")))
 }
 
 /// CUDA device 0 if usable, else amp-cpu's CPU device.

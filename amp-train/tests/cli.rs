@@ -137,3 +137,22 @@ fn a_short_run_reports_and_writes_metrics_and_plot() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn cuda_is_refused_with_a_reason_when_absent() {
+    if amp_cuda::is_available() {
+        println!("skipped: a CUDA device is present (the digits tests cover it)");
+        return;
+    }
+    let out = amp_train(&["--device", "cuda", "--epochs", "1", "-q"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--device") && stderr.contains("cuda:0 is not available"),
+        "{stderr}"
+    );
+    // auto falls back to the CPU.
+    let out = amp_train(&["--device", "auto", "--epochs", "1", "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("device:          cpu"));
+}

@@ -54,3 +54,33 @@ fn f32_bf16_and_f16_reach_the_same_accuracy() {
         assert_eq!(r.steps, 30 * 23);
     }
 }
+
+#[test]
+fn on_cuda_auto_precision_matches_f32_when_a_gpu_is_present() {
+    if !amp_cuda::is_available() {
+        println!("skipped: no CUDA device");
+        return;
+    }
+    let device = amp_train::cuda_device(0).unwrap();
+    let run = |precision| {
+        train(
+            &TrainConfig {
+                precision,
+                ..TrainConfig::default()
+            },
+            &device,
+        )
+        .unwrap()
+        .report
+    };
+    let (f32_run, auto) = (run(Precision::F32), run(Precision::Auto));
+    let expected = if device.is_bf16_supported() {
+        DType::BF16
+    } else {
+        DType::F16
+    };
+    assert_eq!(auto.precision.dtype, expected);
+    assert_eq!(auto.precision.grad_scaler, expected == DType::F16);
+    assert!(f32_run.test_accuracy >= 0.89 && auto.test_accuracy >= 0.89);
+    assert!((auto.test_accuracy - f32_run.test_accuracy).abs() <= 0.01 + 1e-9);
+}
