@@ -30,7 +30,11 @@ impl Default for CpuBackend {
 
 impl CpuBackend {
     /// A backend at the process-wide level [`crate::isa()`] (detected, or lowered by `AMP_CPU_ISA`).
+    ///
+    /// The first backend made in a process also tunes glibc's allocator to keep
+    /// large freed buffers for reuse (see [`crate::keep_freed_buffers`]).
     pub fn new() -> Self {
+        crate::alloc::keep_freed_buffers();
         CpuBackend { isa: isa::isa() }
     }
 
@@ -44,6 +48,7 @@ impl CpuBackend {
                 format!("{isa} is not supported by this CPU (best: {best})"),
             ));
         }
+        crate::alloc::keep_freed_buffers();
         Ok(CpuBackend { isa })
     }
 

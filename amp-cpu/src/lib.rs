@@ -50,6 +50,7 @@
 //! Work below 64 Ki elements (or 2 Mflop for GEMM) stays on the calling
 //! thread; larger work runs on rayon's pool.
 
+mod alloc;
 mod backend;
 mod convert;
 mod elementwise;
@@ -60,6 +61,7 @@ mod math;
 mod reduce;
 mod unscale;
 
+pub use alloc::keep_freed_buffers;
 pub use backend::CpuBackend;
 pub use isa::{amx_bf16_available, detected as detected_isa, isa, Isa};
 

@@ -1,0 +1,87 @@
+//! Copy bandwidth into reused, fresh and huge-page-advised buffers, against
+//! elementwise tensor ops over the same bytes (16 Mi f32).
+//!
+//! `cargo run --release -p amp-cpu --example membench`
+
+use amp_tensor::{DType, Tensor};
+use std::time::Instant;
+
+fn best(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut v: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() -> amp_tensor::Result<()> {
+    let n = 1usize << 24;
+    let src: Vec<f32> = (0..n).map(|i| i as f32).collect();
+    let gb = |s: f64, bytes: usize| bytes as f64 / s / 1e9;
+    let mut dst = vec![0f32; n];
+    let s = best(7, || {
+        dst.copy_from_slice(std::hint::black_box(&src));
+        std::hint::black_box(&dst);
+    });
+    println!("memcpy reused       {:6.2} GB/s", gb(s, n * 8));
+    let s = best(7, || {
+        let d = std::hint::black_box(src.clone());
+        drop(d);
+    });
+    println!("clone (fresh)       {:6.2} GB/s", gb(s, n * 8));
+    let s = best(7, || {
+        let d = std::hint::black_box(vec![0f32; n]);
+        drop(d);
+    });
+    println!("vec![0; n] (calloc) {:6.2} GB/s (write bytes)", gb(s, n * 4));
+    let s = best(7, || {
+        let mut d: Vec<f32> = Vec::with_capacity(n);
+        // SAFETY: advice on memory this vector owns.
+        unsafe {
+            let p = d.as_mut_ptr() as usize;
+            let a = (p + (1 << 21) - 1) & !((1 << 21) - 1);
+            let end = (p + n * 4) & !((1 << 21) - 1);
+            if end > a {
+                libc::madvise(a as *mut libc::c_void, end - a, libc::MADV_HUGEPAGE);
+            }
+        }
+        d.extend_from_slice(&src);
+        drop(std::hint::black_box(d));
+    });
+    println!("fresh + hugepage    {:6.2} GB/s", gb(s, n * 8));
+    if std::env::args().any(|a| a == "mallopt") {
+        // SAFETY: glibc tunables, set before the tensors below allocate.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+        }
+        let s = best(7, || {
+            let d = std::hint::black_box(src.clone());
+            drop(d);
+        });
+        println!("clone after mallopt {:6.2} GB/s", gb(s, n * 8));
+    }
+    let dev = amp_cpu::device();
+    let x = Tensor::randn(&[4096, 4096], DType::F32, &dev, 1)?;
+    let y = Tensor::randn(&[4096, 4096], DType::F32, &dev, 2)?;
+    let xb = x.to_dtype(DType::BF16)?;
+    let s = best(7, || drop(x.mul_scalar(0.5).unwrap()));
+    println!("mul_scalar f32      {:6.2} GB/s", gb(s, n * 8));
+    let s = best(7, || drop(x.add(&y).unwrap()));
+    println!("add f32             {:6.2} GB/s", gb(s, n * 12));
+    let s = best(7, || drop(x.to_dtype(DType::BF16).unwrap()));
+    println!("cast f32->bf16      {:6.2} GB/s", gb(s, n * 6));
+    let s = best(7, || drop(xb.to_dtype(DType::F32).unwrap()));
+    println!("cast bf16->f32      {:6.2} GB/s", gb(s, n * 6));
+    let s = best(7, || drop(x.gelu(amp_tensor::ops::GeluApprox::None).unwrap()));
+    println!("gelu f32            {:6.2} ns/elem", s / n as f64 * 1e9);
+    let xt = x.t()?;
+    let s = best(3, || drop(xt.contiguous().unwrap()));
+    println!("transpose f32       {:6.2} GB/s", gb(s, n * 8));
+    Ok(())
+}

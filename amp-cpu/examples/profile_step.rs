@@ -1,0 +1,224 @@
+//! Where the time of one training step goes: the 1024-4096-4096-10 GELU MLP of
+//! the performance issue (batch 256, AdamW written with the same tensor ops as
+//! amp-train's, cross-entropy), f32 and bf16 autocast, with every backend call
+//! timed by a wrapping [`Backend`].
+//!
+//! `cargo run --release -p amp-cpu --example profile_step`
+
+use amp_tensor::{
+    ops, Backend, BinaryOp, DType, Device, DeviceKind, HostStorage, Layout, NonFiniteCount,
+    ReduceOp, Result, Storage, Tensor, UnaryOp, View,
+};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Delegates to the CPU backend and adds each call's time to a table keyed by op and dtypes.
+#[derive(Debug)]
+struct Timed {
+    inner: amp_cpu::CpuBackend,
+    table: Mutex<BTreeMap<String, (f64, usize)>>,
+}
+
+impl Timed {
+    fn time<T>(&self, key: impl FnOnce() -> String, f: impl FnOnce() -> T) -> T {
+        let t = Instant::now();
+        let r = f();
+        let dt = t.elapsed().as_secs_f64();
+        let mut table = self.table.lock().expect("lock");
+        let e = table.entry(key()).or_default();
+        e.0 += dt;
+        e.1 += 1;
+        r
+    }
+}
+
+fn dt(v: &View<'_>) -> String {
+    format!("{}{:?}", v.0.dtype(), v.1.shape())
+}
+
+impl Backend for Timed {
+    fn name(&self) -> &str {
+        "cpu"
+    }
+    fn kind(&self) -> DeviceKind {
+        DeviceKind::Cpu
+    }
+    fn is_bf16_supported(&self) -> bool {
+        self.inner.is_bf16_supported()
+    }
+    fn from_host(&self, data: HostStorage) -> Result<Storage> {
+        self.inner.from_host(data)
+    }
+    fn to_host(&self, src: View<'_>) -> Result<HostStorage> {
+        self.time(|| format!("to_host {}", dt(&src)), || self.inner.to_host(src))
+    }
+    fn full(&self, numel: usize, value: f64, dtype: DType) -> Result<Storage> {
+        self.time(|| format!("full {dtype}"), || self.inner.full(numel, value, dtype))
+    }
+    fn cast(&self, src: View<'_>, out: DType) -> Result<Storage> {
+        self.time(|| format!("cast {} -> {out} c={}", dt(&src), src.1.is_contiguous()), || self.inner.cast(src, out))
+    }
+    fn unary(&self, op: UnaryOp, src: View<'_>, out: DType) -> Result<Storage> {
+        self.time(|| format!("unary {op:?} {} -> {out}", dt(&src)), || self.inner.unary(op, src, out))
+    }
+    fn binary(&self, op: BinaryOp, lhs: View<'_>, rhs: View<'_>, out: DType) -> Result<Storage> {
+        self.time(
+            || format!("binary {op:?} {} {} c={}{}", dt(&lhs), dt(&rhs), lhs.1.is_contiguous(), rhs.1.is_contiguous()),
+            || self.inner.binary(op, lhs, rhs, out),
+        )
+    }
+    fn where_cond(&self, c: View<'_>, t: View<'_>, f: View<'_>, out: DType) -> Result<Storage> {
+        self.time(|| format!("where {}", dt(&t)), || self.inner.where_cond(c, t, f, out))
+    }
+    fn reduce(&self, op: ReduceOp, src: View<'_>, dims: &[usize], out: DType) -> Result<Storage> {
+        self.time(|| format!("reduce {op:?} {} {dims:?}", dt(&src)), || self.inner.reduce(op, src, dims, out))
+    }
+    fn matmul(&self, lhs: View<'_>, rhs: View<'_>, out: DType) -> Result<Storage> {
+        self.time(
+            || format!("matmul {} {:?} x {} {:?} -> {out}", dt(&lhs), lhs.1.strides(), dt(&rhs), rhs.1.strides()),
+            || self.inner.matmul(lhs, rhs, out),
+        )
+    }
+    fn softmax(&self, src: View<'_>, log: bool, out: DType) -> Result<Storage> {
+        self.time(|| format!("softmax {} log={log}", dt(&src)), || self.inner.softmax(src, log, out))
+    }
+    fn layer_norm(
+        &self,
+        src: View<'_>,
+        w: Option<View<'_>>,
+        b: Option<View<'_>>,
+        eps: f64,
+        out: DType,
+    ) -> Result<(Storage, Storage, Storage)> {
+        self.inner.layer_norm(src, w, b, eps, out)
+    }
+    fn cat(&self, inputs: &[View<'_>], dim: usize, out: DType) -> Result<Storage> {
+        self.time(|| "cat".into(), || self.inner.cat(inputs, dim, out))
+    }
+    fn index_select(&self, src: View<'_>, dim: usize, index: View<'_>, out: DType) -> Result<Storage> {
+        self.time(|| format!("index_select {}", dt(&src)), || self.inner.index_select(src, dim, index, out))
+    }
+    fn gather(&self, src: View<'_>, dim: usize, index: View<'_>, out: DType) -> Result<Storage> {
+        self.time(|| format!("gather {}", dt(&src)), || self.inner.gather(src, dim, index, out))
+    }
+    fn scatter_add(&self, shape: &[usize], dim: usize, index: View<'_>, src: View<'_>, out: DType) -> Result<Storage> {
+        self.time(|| format!("scatter_add {}", dt(&src)), || self.inner.scatter_add(shape, dim, index, src, out))
+    }
+    fn non_finite_check_and_unscale(
+        &self,
+        buffers: &mut [(&mut Storage, &Layout)],
+        inv_scale: f32,
+    ) -> Result<Vec<NonFiniteCount>> {
+        self.inner.non_finite_check_and_unscale(buffers, inv_scale)
+    }
+}
+
+struct Adam {
+    params: Vec<Tensor>,
+    moments: Vec<Option<(Tensor, Tensor)>>,
+    step: i32,
+}
+
+impl Adam {
+    /// amp-train's AdamW step (lr 1e-3, betas 0.9/0.999, eps 1e-8, weight decay 1e-2), same ops.
+    fn step(&mut self) -> Result<()> {
+        let (lr, beta1, beta2, eps, wd) = (1e-3, 0.9f64, 0.999f64, 1e-8, 1e-2);
+        let _no_grad = amp_tensor::no_grad();
+        self.step += 1;
+        for (p, slot) in self.params.iter().zip(self.moments.iter_mut()) {
+            let Some(g) = p.grad() else { continue };
+            let g = g.to_dtype(DType::F32)?;
+            let (ea, es) = match slot.take() {
+                Some(s) => s,
+                None => (
+                    Tensor::zeros(p.dims(), DType::F32, p.device())?,
+                    Tensor::zeros(p.dims(), DType::F32, p.device())?,
+                ),
+            };
+            let p32 = p.to_dtype(DType::F32)?.mul_scalar(1.0 - lr * wd)?;
+            let m = ea.add(&g.sub(&ea)?.mul_scalar(1.0 - beta1)?)?;
+            let v = es.mul_scalar(beta2)?.add(&g.mul(&g)?.mul_scalar(1.0 - beta2)?)?;
+            let bc1 = 1.0 - beta1.powi(self.step);
+            let bc2 = 1.0 - beta2.powi(self.step);
+            let denom = v.sqrt()?.div_scalar(bc2.sqrt())?.add_scalar(eps)?;
+            let new_p = p32.sub(&m.div(&denom)?.mul_scalar(lr / bc1)?)?;
+            *slot = Some((m, v));
+            p.assign(&new_p)?;
+        }
+        Ok(())
+    }
+}
+
+fn main() -> Result<()> {
+    let backend = Arc::new(Timed {
+        inner: amp_cpu::CpuBackend::new(),
+        table: Mutex::new(BTreeMap::new()),
+    });
+    let device = Device::new(backend.clone());
+    println!("isa {}", amp_cpu::isa());
+    let dims = [1024usize, 4096, 4096, 10];
+    let mut params = Vec::new();
+    for (i, w) in dims.windows(2).enumerate() {
+        let bound = 1.0 / (w[0] as f64).sqrt();
+        let weight = Tensor::randn(&[w[1], w[0]], DType::F32, &device, i as u64)?.mul_scalar(bound)?;
+        let bias = Tensor::randn(&[w[1]], DType::F32, &device, 10 + i as u64)?.mul_scalar(bound)?;
+        weight.set_requires_grad(true)?;
+        bias.set_requires_grad(true)?;
+        params.push(weight);
+        params.push(bias);
+    }
+    let x = Tensor::randn(&[256, 1024], DType::F32, &device, 3)?;
+    let y = Tensor::randint(0, 10, &[256], &device, 4)?;
+    let mut opt = Adam { moments: vec![None; params.len()], params: params.clone(), step: 0 };
+    let which: Vec<String> = std::env::args().skip(1).collect();
+    for low in [None, Some(DType::BF16)] {
+        let name = low.map_or("f32".to_string(), |d| format!("{d} autocast"));
+        if !which.is_empty() && !which.iter().any(|w| name.starts_with(w.as_str())) {
+            continue;
+        }
+        for rep in 0..3 {
+            backend.table.lock().expect("lock").clear();
+            let t = Instant::now();
+            for p in &params {
+                p.zero_grad();
+            }
+            let t_fwd = Instant::now();
+            let loss = {
+                let _region = low.map(|d| amp_autocast::autocast(DeviceKind::Cpu, d)).transpose()?;
+                let mut h = x.clone();
+                for (l, pair) in params.chunks(2).enumerate() {
+                    h = ops::linear(&h, &pair[0], Some(&pair[1]))?;
+                    if l < 2 {
+                        h = h.gelu(ops::GeluApprox::None)?;
+                    }
+                }
+                ops::cross_entropy(&h, &y)?
+            };
+            let fwd = t_fwd.elapsed().as_secs_f64();
+            let t_bwd = Instant::now();
+            loss.backward()?;
+            let bwd = t_bwd.elapsed().as_secs_f64();
+            let t_opt = Instant::now();
+            opt.step()?;
+            let optt = t_opt.elapsed().as_secs_f64();
+            let total = t.elapsed().as_secs_f64();
+            println!(
+                "{name} rep {rep}: step {:.1} ms (fwd {:.1}, bwd {:.1}, adamw {:.1})",
+                total * 1e3,
+                fwd * 1e3,
+                bwd * 1e3,
+                optt * 1e3
+            );
+        }
+        let table = backend.table.lock().expect("lock");
+        let mut rows: Vec<_> = table.iter().collect();
+        rows.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
+        let sum: f64 = rows.iter().map(|r| r.1 .0).sum();
+        println!("  backend total {:.1} ms; top calls of the last step:", sum * 1e3);
+        for (k, (s, c)) in rows.iter().take(25) {
+            println!("  {:8.2} ms {c:4}x  {k}", s * 1e3);
+        }
+    }
+    Ok(())
+}
