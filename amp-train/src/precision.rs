@@ -16,7 +16,7 @@ pub enum Precision {
     /// Plain f32, no autocast.
     F32,
     /// Autocast to bf16 (no loss scaling needed: bf16 has f32's exponent range).
-    Bf16,
+    BF16,
     /// Autocast to f16 with dynamic loss scaling (`GradScaler`).
     F16,
 }
@@ -26,7 +26,7 @@ impl fmt::Display for Precision {
         f.write_str(match self {
             Precision::Auto => "auto",
             Precision::F32 => "f32",
-            Precision::Bf16 => "bf16",
+            Precision::BF16 => "bf16",
             Precision::F16 => "f16",
         })
     }
@@ -71,8 +71,8 @@ impl Precision {
                 format!("auto: {device} has no native bf16 (AVX512-BF16 or AMX); emulated low precision would be slower than f32"),
             ),
             Precision::F32 => (DType::F32, "requested with --precision f32".into()),
-            Precision::Bf16 if native_bf16 => (DType::BF16, format!("requested with --precision bf16 ({device} runs it natively)")),
-            Precision::Bf16 => {
+            Precision::BF16 if native_bf16 => (DType::BF16, format!("requested with --precision bf16 ({device} runs it natively)")),
+            Precision::BF16 => {
                 (DType::BF16, format!("requested with --precision bf16 ({device} has no native bf16: emulated, likely slower)"))
             }
             Precision::F16 => (DType::F16, "requested with --precision f16 (with a GradScaler)".into()),

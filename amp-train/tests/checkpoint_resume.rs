@@ -35,7 +35,7 @@ fn params(outcome: &amp_train::train::TrainOutcome) -> Vec<(String, Vec<u32>)> {
 #[test]
 fn resumed_runs_are_bit_identical_to_uninterrupted_ones() {
     let device = amp_cpu::device();
-    for precision in [Precision::F16, Precision::Bf16, Precision::F32] {
+    for precision in [Precision::F16, Precision::BF16, Precision::F32] {
         let config = TrainConfig {
             precision,
             epochs: 5,

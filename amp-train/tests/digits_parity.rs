@@ -27,7 +27,7 @@ fn f32_bf16_and_f16_reach_the_same_accuracy() {
         "f32 accuracy {}",
         f32_run.test_accuracy
     );
-    for (precision, dtype) in [(Precision::Bf16, DType::BF16), (Precision::F16, DType::F16)] {
+    for (precision, dtype) in [(Precision::BF16, DType::BF16), (Precision::F16, DType::F16)] {
         let r = run(precision);
         println!(
             "{dtype}: {:.4} (f32 {:.4}), {} skipped, scale {:?}",

@@ -34,7 +34,7 @@ pub struct TrainingRow {
 pub fn rows() -> Vec<TrainingRow> {
     let device = amp_cpu::device();
     let mut rows: Vec<TrainingRow> = Vec::new();
-    for precision in [Precision::F32, Precision::Bf16, Precision::F16] {
+    for precision in [Precision::F32, Precision::BF16, Precision::F16] {
         let config = TrainConfig {
             precision,
             ..Default::default()

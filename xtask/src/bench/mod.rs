@@ -259,7 +259,7 @@ fn measure(device: &Device) -> Res<Vec<Figure>> {
     ));
     eprintln!("  digits f32 / bf16");
     let d32 = digits(device, amp_train::Precision::F32)?;
-    let d16 = digits(device, amp_train::Precision::Bf16)?;
+    let d16 = digits(device, amp_train::Precision::BF16)?;
     figs.push(fig(
         "digits_f32_s".into(),
         "s",
