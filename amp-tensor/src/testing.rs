@@ -43,23 +43,44 @@ impl Tolerance {
     /// - integers and bool: exact.
     pub fn for_dtype(dtype: DType) -> Tolerance {
         match dtype {
-            DType::F64 => Tolerance { rel: 1e-12, abs: 1e-14 },
-            DType::F32 => Tolerance { rel: 1e-5, abs: 1e-6 },
-            DType::BF16 => Tolerance { rel: 1e-2, abs: 1e-3 },
-            DType::F16 => Tolerance { rel: 2e-3, abs: 1e-4 },
-            DType::F8E4M3 | DType::F8E5M2 => Tolerance { rel: 0.15, abs: 1e-2 },
+            DType::F64 => Tolerance {
+                rel: 1e-12,
+                abs: 1e-14,
+            },
+            DType::F32 => Tolerance {
+                rel: 1e-5,
+                abs: 1e-6,
+            },
+            DType::BF16 => Tolerance {
+                rel: 1e-2,
+                abs: 1e-3,
+            },
+            DType::F16 => Tolerance {
+                rel: 2e-3,
+                abs: 1e-4,
+            },
+            DType::F8E4M3 | DType::F8E5M2 => Tolerance {
+                rel: 0.15,
+                abs: 1e-2,
+            },
             DType::I64 | DType::U8 | DType::Bool => Tolerance::EXACT,
         }
     }
 
     /// This tolerance with the absolute part scaled by `factor` (e.g. `√K` for a dot product of length K).
     pub fn scale_abs(self, factor: f64) -> Tolerance {
-        Tolerance { rel: self.rel, abs: self.abs * factor }
+        Tolerance {
+            rel: self.rel,
+            abs: self.abs * factor,
+        }
     }
 
     /// This tolerance with both parts scaled by `factor`.
     pub fn scale(self, factor: f64) -> Tolerance {
-        Tolerance { rel: self.rel * factor, abs: self.abs * factor }
+        Tolerance {
+            rel: self.rel * factor,
+            abs: self.abs * factor,
+        }
     }
 
     /// True if `actual` is within this tolerance of `expected`: NaN never
@@ -78,17 +99,36 @@ impl Tolerance {
 /// Compares two equal-length value lists; an `Err` naming the worst mismatches.
 pub fn check_values(actual: &[f64], expected: &[f64], tol: Tolerance) -> Result<()> {
     if actual.len() != expected.len() {
-        return Err(Error::invalid("assert_close", format!("{} values vs {} expected", actual.len(), expected.len())));
+        return Err(Error::invalid(
+            "assert_close",
+            format!("{} values vs {} expected", actual.len(), expected.len()),
+        ));
     }
-    let bad: Vec<(usize, f64, f64)> =
-        actual.iter().zip(expected).enumerate().filter(|(_, (a, e))| !tol.accepts(**a, **e)).map(|(i, (a, e))| (i, *a, *e)).collect();
+    let bad: Vec<(usize, f64, f64)> = actual
+        .iter()
+        .zip(expected)
+        .enumerate()
+        .filter(|(_, (a, e))| !tol.accepts(**a, **e))
+        .map(|(i, (a, e))| (i, *a, *e))
+        .collect();
     if bad.is_empty() {
         return Ok(());
     }
-    let shown: Vec<String> = bad.iter().take(5).map(|(i, a, e)| format!("[{i}] {a} vs {e}")).collect();
+    let shown: Vec<String> = bad
+        .iter()
+        .take(5)
+        .map(|(i, a, e)| format!("[{i}] {a} vs {e}"))
+        .collect();
     Err(Error::invalid(
         "assert_close",
-        format!("{} of {} values outside rel {} abs {}: {}", bad.len(), actual.len(), tol.rel, tol.abs, shown.join(", ")),
+        format!(
+            "{} of {} values outside rel {} abs {}: {}",
+            bad.len(),
+            actual.len(),
+            tol.rel,
+            tol.abs,
+            shown.join(", ")
+        ),
     ))
 }
 
@@ -97,7 +137,11 @@ pub fn check_values(actual: &[f64], expected: &[f64], tol: Tolerance) -> Result<
 /// sign); an `Err` that lists the first mismatches.
 pub fn assert_close(actual: &Tensor, expected: &Tensor, tol: Tolerance) -> Result<()> {
     if actual.dims() != expected.dims() {
-        return Err(Error::ShapeMismatch { op: "assert_close", lhs: actual.shape(), rhs: expected.shape() });
+        return Err(Error::ShapeMismatch {
+            op: "assert_close",
+            lhs: actual.shape(),
+            rhs: expected.shape(),
+        });
     }
     check_values(&actual.to_f64_vec()?, &expected.to_f64_vec()?, tol)
 }
