@@ -38,7 +38,10 @@ fn main() -> amp_tensor::Result<()> {
         let d = std::hint::black_box(vec![0f32; n]);
         drop(d);
     });
-    println!("vec![0; n] (calloc) {:6.2} GB/s (write bytes)", gb(s, n * 4));
+    println!(
+        "vec![0; n] (calloc) {:6.2} GB/s (write bytes)",
+        gb(s, n * 4)
+    );
     let s = best(7, || {
         let mut d: Vec<f32> = Vec::with_capacity(n);
         // SAFETY: advice on memory this vector owns.
@@ -78,7 +81,9 @@ fn main() -> amp_tensor::Result<()> {
     println!("cast f32->bf16      {:6.2} GB/s", gb(s, n * 6));
     let s = best(7, || drop(xb.to_dtype(DType::F32).unwrap()));
     println!("cast bf16->f32      {:6.2} GB/s", gb(s, n * 6));
-    let s = best(7, || drop(x.gelu(amp_tensor::ops::GeluApprox::None).unwrap()));
+    let s = best(7, || {
+        drop(x.gelu(amp_tensor::ops::GeluApprox::None).unwrap())
+    });
     println!("gelu f32            {:6.2} ns/elem", s / n as f64 * 1e9);
     let xt = x.t()?;
     let s = best(3, || drop(xt.contiguous().unwrap()));

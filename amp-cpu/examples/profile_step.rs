@@ -51,37 +51,74 @@ impl Backend for Timed {
         self.inner.from_host(data)
     }
     fn to_host(&self, src: View<'_>) -> Result<HostStorage> {
-        self.time(|| format!("to_host {}", dt(&src)), || self.inner.to_host(src))
+        self.time(
+            || format!("to_host {}", dt(&src)),
+            || self.inner.to_host(src),
+        )
     }
     fn full(&self, numel: usize, value: f64, dtype: DType) -> Result<Storage> {
-        self.time(|| format!("full {dtype}"), || self.inner.full(numel, value, dtype))
+        self.time(
+            || format!("full {dtype}"),
+            || self.inner.full(numel, value, dtype),
+        )
     }
     fn cast(&self, src: View<'_>, out: DType) -> Result<Storage> {
-        self.time(|| format!("cast {} -> {out} c={}", dt(&src), src.1.is_contiguous()), || self.inner.cast(src, out))
+        self.time(
+            || format!("cast {} -> {out} c={}", dt(&src), src.1.is_contiguous()),
+            || self.inner.cast(src, out),
+        )
     }
     fn unary(&self, op: UnaryOp, src: View<'_>, out: DType) -> Result<Storage> {
-        self.time(|| format!("unary {op:?} {} -> {out}", dt(&src)), || self.inner.unary(op, src, out))
+        self.time(
+            || format!("unary {op:?} {} -> {out}", dt(&src)),
+            || self.inner.unary(op, src, out),
+        )
     }
     fn binary(&self, op: BinaryOp, lhs: View<'_>, rhs: View<'_>, out: DType) -> Result<Storage> {
         self.time(
-            || format!("binary {op:?} {} {} c={}{}", dt(&lhs), dt(&rhs), lhs.1.is_contiguous(), rhs.1.is_contiguous()),
+            || {
+                format!(
+                    "binary {op:?} {} {} c={}{}",
+                    dt(&lhs),
+                    dt(&rhs),
+                    lhs.1.is_contiguous(),
+                    rhs.1.is_contiguous()
+                )
+            },
             || self.inner.binary(op, lhs, rhs, out),
         )
     }
     fn where_cond(&self, c: View<'_>, t: View<'_>, f: View<'_>, out: DType) -> Result<Storage> {
-        self.time(|| format!("where {}", dt(&t)), || self.inner.where_cond(c, t, f, out))
+        self.time(
+            || format!("where {}", dt(&t)),
+            || self.inner.where_cond(c, t, f, out),
+        )
     }
     fn reduce(&self, op: ReduceOp, src: View<'_>, dims: &[usize], out: DType) -> Result<Storage> {
-        self.time(|| format!("reduce {op:?} {} {dims:?}", dt(&src)), || self.inner.reduce(op, src, dims, out))
+        self.time(
+            || format!("reduce {op:?} {} {dims:?}", dt(&src)),
+            || self.inner.reduce(op, src, dims, out),
+        )
     }
     fn matmul(&self, lhs: View<'_>, rhs: View<'_>, out: DType) -> Result<Storage> {
         self.time(
-            || format!("matmul {} {:?} x {} {:?} -> {out}", dt(&lhs), lhs.1.strides(), dt(&rhs), rhs.1.strides()),
+            || {
+                format!(
+                    "matmul {} {:?} x {} {:?} -> {out}",
+                    dt(&lhs),
+                    lhs.1.strides(),
+                    dt(&rhs),
+                    rhs.1.strides()
+                )
+            },
             || self.inner.matmul(lhs, rhs, out),
         )
     }
     fn softmax(&self, src: View<'_>, log: bool, out: DType) -> Result<Storage> {
-        self.time(|| format!("softmax {} log={log}", dt(&src)), || self.inner.softmax(src, log, out))
+        self.time(
+            || format!("softmax {} log={log}", dt(&src)),
+            || self.inner.softmax(src, log, out),
+        )
     }
     fn layer_norm(
         &self,
@@ -96,14 +133,36 @@ impl Backend for Timed {
     fn cat(&self, inputs: &[View<'_>], dim: usize, out: DType) -> Result<Storage> {
         self.time(|| "cat".into(), || self.inner.cat(inputs, dim, out))
     }
-    fn index_select(&self, src: View<'_>, dim: usize, index: View<'_>, out: DType) -> Result<Storage> {
-        self.time(|| format!("index_select {}", dt(&src)), || self.inner.index_select(src, dim, index, out))
+    fn index_select(
+        &self,
+        src: View<'_>,
+        dim: usize,
+        index: View<'_>,
+        out: DType,
+    ) -> Result<Storage> {
+        self.time(
+            || format!("index_select {}", dt(&src)),
+            || self.inner.index_select(src, dim, index, out),
+        )
     }
     fn gather(&self, src: View<'_>, dim: usize, index: View<'_>, out: DType) -> Result<Storage> {
-        self.time(|| format!("gather {}", dt(&src)), || self.inner.gather(src, dim, index, out))
+        self.time(
+            || format!("gather {}", dt(&src)),
+            || self.inner.gather(src, dim, index, out),
+        )
     }
-    fn scatter_add(&self, shape: &[usize], dim: usize, index: View<'_>, src: View<'_>, out: DType) -> Result<Storage> {
-        self.time(|| format!("scatter_add {}", dt(&src)), || self.inner.scatter_add(shape, dim, index, src, out))
+    fn scatter_add(
+        &self,
+        shape: &[usize],
+        dim: usize,
+        index: View<'_>,
+        src: View<'_>,
+        out: DType,
+    ) -> Result<Storage> {
+        self.time(
+            || format!("scatter_add {}", dt(&src)),
+            || self.inner.scatter_add(shape, dim, index, src, out),
+        )
     }
     fn non_finite_check_and_unscale(
         &self,
@@ -138,7 +197,9 @@ impl Adam {
             };
             let p32 = p.to_dtype(DType::F32)?.mul_scalar(1.0 - lr * wd)?;
             let m = ea.add(&g.sub(&ea)?.mul_scalar(1.0 - beta1)?)?;
-            let v = es.mul_scalar(beta2)?.add(&g.mul(&g)?.mul_scalar(1.0 - beta2)?)?;
+            let v = es
+                .mul_scalar(beta2)?
+                .add(&g.mul(&g)?.mul_scalar(1.0 - beta2)?)?;
             let bc1 = 1.0 - beta1.powi(self.step);
             let bc2 = 1.0 - beta2.powi(self.step);
             let denom = v.sqrt()?.div_scalar(bc2.sqrt())?.add_scalar(eps)?;
@@ -161,7 +222,8 @@ fn main() -> Result<()> {
     let mut params = Vec::new();
     for (i, w) in dims.windows(2).enumerate() {
         let bound = 1.0 / (w[0] as f64).sqrt();
-        let weight = Tensor::randn(&[w[1], w[0]], DType::F32, &device, i as u64)?.mul_scalar(bound)?;
+        let weight =
+            Tensor::randn(&[w[1], w[0]], DType::F32, &device, i as u64)?.mul_scalar(bound)?;
         let bias = Tensor::randn(&[w[1]], DType::F32, &device, 10 + i as u64)?.mul_scalar(bound)?;
         weight.set_requires_grad(true)?;
         bias.set_requires_grad(true)?;
@@ -170,7 +232,11 @@ fn main() -> Result<()> {
     }
     let x = Tensor::randn(&[256, 1024], DType::F32, &device, 3)?;
     let y = Tensor::randint(0, 10, &[256], &device, 4)?;
-    let mut opt = Adam { moments: vec![None; params.len()], params: params.clone(), step: 0 };
+    let mut opt = Adam {
+        moments: vec![None; params.len()],
+        params: params.clone(),
+        step: 0,
+    };
     let which: Vec<String> = std::env::args().skip(1).collect();
     for low in [None, Some(DType::BF16)] {
         let name = low.map_or("f32".to_string(), |d| format!("{d} autocast"));
@@ -185,7 +251,9 @@ fn main() -> Result<()> {
             }
             let t_fwd = Instant::now();
             let loss = {
-                let _region = low.map(|d| amp_autocast::autocast(DeviceKind::Cpu, d)).transpose()?;
+                let _region = low
+                    .map(|d| amp_autocast::autocast(DeviceKind::Cpu, d))
+                    .transpose()?;
                 let mut h = x.clone();
                 for (l, pair) in params.chunks(2).enumerate() {
                     h = ops::linear(&h, &pair[0], Some(&pair[1]))?;
@@ -215,7 +283,10 @@ fn main() -> Result<()> {
         let mut rows: Vec<_> = table.iter().collect();
         rows.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
         let sum: f64 = rows.iter().map(|r| r.1 .0).sum();
-        println!("  backend total {:.1} ms; top calls of the last step:", sum * 1e3);
+        println!(
+            "  backend total {:.1} ms; top calls of the last step:",
+            sum * 1e3
+        );
         for (k, (s, c)) in rows.iter().take(25) {
             println!("  {:8.2} ms {c:4}x  {k}", s * 1e3);
         }

@@ -119,7 +119,7 @@ impl Backend for CpuBackend {
 
     fn to_host(&self, src: View<'_>) -> Result<HostStorage> {
         let (h, l) = host("to_host", src)?;
-        Ok(h.gather_view(l))
+        Ok(elementwise::gather_view(h, l))
     }
 
     fn full(&self, numel: usize, value: f64, dtype: DType) -> Result<Storage> {
@@ -129,7 +129,7 @@ impl Backend for CpuBackend {
     fn cast(&self, src: View<'_>, out: DType) -> Result<Storage> {
         let (h, l) = host("cast", src)?;
         if h.dtype() == out {
-            return Ok(Storage::Host(h.gather_view(l)));
+            return Ok(Storage::Host(elementwise::gather_view(h, l)));
         }
         if !fast(h.dtype()) {
             return ReferenceBackend.cast(src, out);

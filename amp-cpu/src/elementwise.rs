@@ -6,7 +6,7 @@
 use crate::convert::F32Convert;
 use crate::isa::Isa;
 use crate::math;
-use amp_tensor::{with_host_storage, BinaryOp, HostStorage, Layout, UnaryOp};
+use amp_tensor::{with_host_storage, BinaryOp, HostElement, HostStorage, Layout, UnaryOp};
 use rayon::prelude::*;
 use std::borrow::Cow;
 
@@ -21,8 +21,90 @@ const PARALLEL_CHUNK: usize = 1 << 14;
 pub(crate) fn dense<'a>(h: &'a HostStorage, l: &Layout) -> (Cow<'a, HostStorage>, usize) {
     match l.contiguous_range() {
         Some(r) => (Cow::Borrowed(h), r.start),
-        None => (Cow::Owned(h.gather_view(l)), 0),
+        None => (Cow::Owned(gather_view(h, l)), 0),
     }
+}
+
+/// Side of the square blocks a strided view is copied in (a transpose reads and
+/// writes whole cache lines within a block).
+const GATHER_BLOCK: usize = 32;
+
+/// Copies a view into a new contiguous buffer of the same dtype (what
+/// [`HostStorage::gather_view`] does), in cache blocks over the last two
+/// dimensions and in parallel when large: a transposed 4096² f32 weight copies
+/// at near memory speed instead of one index computation per element.
+pub(crate) fn gather_view(h: &HostStorage, l: &Layout) -> HostStorage {
+    if let Some(r) = l.contiguous_range() {
+        return with_host_storage!(h, v => HostElement::into_host(v[r].to_vec()));
+    }
+    with_host_storage!(h, v => HostElement::into_host(gather_strided(v, l)))
+}
+
+fn gather_strided<T: Copy + Send + Sync>(src: &[T], l: &Layout) -> Vec<T> {
+    let n = l.numel();
+    if n == 0 {
+        return Vec::new();
+    }
+    let (shape, strides, rank) = (l.shape(), l.strides(), l.rank());
+    // rank >= 1 here (a rank-0 view is always contiguous).
+    let (rows, rs) = if rank >= 2 {
+        (shape[rank - 2], strides[rank - 2])
+    } else {
+        (1, 0)
+    };
+    let (cols, cs) = (shape[rank - 1], strides[rank - 1]);
+    let outer_dims = &shape[..rank.saturating_sub(2)];
+    let outer_strides = &strides[..rank.saturating_sub(2)];
+    let slab = rows * cols;
+    let mut dst = vec![src[l.offset()]; n];
+    let copy_slab = |o: usize, d: &mut [T]| {
+        // Offset of the slab: the outer multi-index of `o` (row-major) times its strides.
+        let mut base = l.offset();
+        let mut rest = o;
+        for (&dim, &st) in outer_dims.iter().zip(outer_strides).rev() {
+            base += (rest % dim) * st;
+            rest /= dim;
+        }
+        let block_rows = |i0: usize, d: &mut [T]| {
+            let nr = d.len() / cols;
+            if cs == 1 {
+                for (i, row) in d.chunks_mut(cols).enumerate() {
+                    let s = base + (i0 + i) * rs;
+                    row.copy_from_slice(&src[s..s + cols]);
+                }
+                return;
+            }
+            for j0 in (0..cols).step_by(GATHER_BLOCK) {
+                let j1 = (j0 + GATHER_BLOCK).min(cols);
+                for i in 0..nr {
+                    let s = base + (i0 + i) * rs;
+                    let row = &mut d[i * cols + j0..i * cols + j1];
+                    for (j, x) in (j0..j1).zip(row.iter_mut()) {
+                        *x = src[s + j * cs];
+                    }
+                }
+            }
+        };
+        if slab >= PARALLEL_MIN {
+            d.par_chunks_mut(GATHER_BLOCK * cols)
+                .enumerate()
+                .for_each(|(b, d)| block_rows(b * GATHER_BLOCK, d));
+        } else {
+            for (b, d) in d.chunks_mut(GATHER_BLOCK * cols).enumerate() {
+                block_rows(b * GATHER_BLOCK, d);
+            }
+        }
+    };
+    if n >= PARALLEL_MIN && slab < PARALLEL_MIN {
+        dst.par_chunks_mut(slab)
+            .enumerate()
+            .for_each(|(o, d)| copy_slab(o, d));
+    } else {
+        for (o, d) in dst.chunks_mut(slab).enumerate() {
+            copy_slab(o, d);
+        }
+    }
+    dst
 }
 
 /// Runs `f` on matching pieces of `dst` and of the sources, in parallel when large.
@@ -147,4 +229,45 @@ pub(crate) fn cast_range(
     let mut dst = zeros(out, n);
     with_host_storage!(src, s => with_host_storage!(&mut dst, d => cast_slice(isa, &s[offset..offset + n], d)));
     dst
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocked_gather_equals_the_element_by_element_gather() {
+        // Permuted, sliced and broadcast views, small and above the parallel threshold.
+        for &(a, b, c) in &[
+            (1, 1, 1),
+            (2, 3, 5),
+            (3, 37, 70),
+            (2, 300, 260),
+            (1, 513, 129),
+        ] {
+            let data: Vec<f32> = (0..a * b * c).map(|i| i as f32).collect();
+            let h = HostStorage::F32(data);
+            let base = Layout::contiguous(&[a, b, c]);
+            let views = [
+                base.transpose(1, 2),
+                base.permute(&[2, 0, 1]),
+                base.permute(&[1, 2, 0]),
+                Layout::new(vec![a, c], vec![b * c, 1], 0),
+                Layout::new(vec![4, b, c], vec![0, c, 1], 0),
+                Layout::new(vec![c, b], vec![1, c], 0),
+                Layout::new(vec![b * c], vec![1], 0),
+            ];
+            for l in views {
+                let got = gather_view(&h, &l);
+                let want = h.gather_view(&l);
+                assert_eq!(
+                    f32::slice(&got),
+                    f32::slice(&want),
+                    "{:?} {:?}",
+                    l.shape(),
+                    l.strides()
+                );
+            }
+        }
+    }
 }
