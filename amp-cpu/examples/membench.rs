@@ -85,6 +85,17 @@ fn main() -> amp_tensor::Result<()> {
         drop(x.gelu(amp_tensor::ops::GeluApprox::None).unwrap())
     });
     println!("gelu f32            {:6.2} ns/elem", s / n as f64 * 1e9);
+    for (m, k, n) in [(256, 4096, 4096), (1024, 1024, 1024), (2048, 2048, 2048)] {
+        for dtype in [DType::F32, DType::BF16] {
+            let a = Tensor::randn(&[m, k], dtype, &dev, 3)?;
+            let b = Tensor::randn(&[k, n], dtype, &dev, 4)?;
+            let s = best(3, || drop(amp_tensor::ops::matmul(&a, &b).unwrap()));
+            println!(
+                "matmul {dtype} {m}x{k}x{n}  {:7.1} GFLOP/s",
+                2.0 * (m * k * n) as f64 / s / 1e9
+            );
+        }
+    }
     let xt = x.t()?;
     let s = best(3, || drop(xt.contiguous().unwrap()));
     println!("transpose f32       {:6.2} GB/s", gb(s, n * 8));

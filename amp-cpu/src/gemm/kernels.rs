@@ -7,7 +7,7 @@ use crate::isa::Isa;
 use amp_dtype::DType;
 
 /// Largest `MR × NR` of any kernel (the scratch tile for edge tiles).
-pub(crate) const MAX_TILE: usize = 12 * 32;
+pub(crate) const MAX_TILE: usize = 32 * 32;
 
 /// A micro-kernel, chosen once per product by [`Kernel::select`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,19 +23,24 @@ pub(crate) enum Kernel {
     /// AVX512-BF16 `vdpbf16ps`, 12 × 32, on bf16 pair-interleaved panels (bf16 inputs only).
     #[cfg(target_arch = "x86_64")]
     Avx512Bf16,
+    /// AMX-BF16 tiles, 32 × 32 (four 16 × 16 f32 accumulator tiles), on row-major
+    /// bf16 A panels and pair-interleaved B panels, depth padded to 32 (bf16 inputs only).
+    #[cfg(target_arch = "x86_64")]
+    Amx,
 }
 
 impl Kernel {
     /// The kernel for `isa` and input dtype `dtype` (f32, bf16 or f16; all packed to f32).
     ///
-    /// bf16 inputs at [`Isa::Avx512Bf16`] and above take the `vdpbf16ps`
-    /// kernel. The hook for the CPU-performance issue: at [`Isa::Amx`] a bf16
-    /// input will pick the AMX tile kernel here (it shares the pair-interleaved
-    /// B packing of [`Kernel::Avx512Bf16`]); until then it uses `vdpbf16ps`.
+    /// bf16 inputs take the AMX tile kernel at [`Isa::Amx`] and the `vdpbf16ps`
+    /// kernel at [`Isa::Avx512Bf16`]; everything else runs on f32 panels.
     pub(crate) fn select(isa: Isa, dtype: DType) -> Kernel {
         let _ = dtype;
         #[cfg(target_arch = "x86_64")]
         {
+            if isa >= Isa::Amx && dtype == DType::BF16 {
+                return Kernel::Amx;
+            }
             if isa >= Isa::Avx512Bf16 && dtype == DType::BF16 {
                 return Kernel::Avx512Bf16;
             }
@@ -58,6 +63,8 @@ impl Kernel {
             Kernel::Avx2 => 6,
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512 | Kernel::Avx512Bf16 => 12,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Amx => 32,
         }
     }
 
@@ -68,7 +75,7 @@ impl Kernel {
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 => 16,
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512 | Kernel::Avx512Bf16 => 32,
+            Kernel::Avx512 | Kernel::Avx512Bf16 | Kernel::Amx => 32,
         }
     }
 
@@ -95,7 +102,21 @@ impl Kernel {
                 x86::avx512_12x32(kc, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc)
             },
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512Bf16 => unreachable!("the bf16 kernel runs on bf16 panels: run_bf16"),
+            Kernel::Avx512Bf16 | Kernel::Amx => {
+                unreachable!("the bf16 kernels run on bf16 panels: run_bf16, run_amx")
+            }
+        }
+    }
+
+    /// True for the AMX tile kernel ([`Kernel::run_amx`]).
+    pub(crate) fn is_amx(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            self == Kernel::Amx
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
         }
     }
 
@@ -133,6 +154,45 @@ impl Kernel {
         }
     }
 }
+
+impl Kernel {
+    /// `c[r·ldc + j] += Σ_p A[r][p] · B[p][j]` on the AMX panels: A is `[32][kd]`
+    /// (row-major bf16 bits), B `[kd/2][32][2]` (pair-interleaved), `kd` a
+    /// multiple of 32. Products are exact and accumulate in f32 (`tdpbf16ps`:
+    /// round to nearest even, subnormal inputs and outputs flushed to zero).
+    ///
+    /// Panics if this is not the AMX kernel or a slice is too short (internal invariants).
+    pub(crate) fn run_amx(self, kd: usize, a: &[u16], b: &[u16], c: &mut [f32], ldc: usize) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            assert!(self == Kernel::Amx && kd.is_multiple_of(32));
+            assert!(
+                a.len() >= 32 * kd && b.len() >= 32 * kd && c.len() >= 31 * ldc + 32 && ldc >= 32
+            );
+            let mut tile = Tile([0f32; 32 * 32]);
+            // SAFETY: this kernel is only selected at Isa::Amx, which is detected only
+            // when CPUID reports AMX-TILE/AMX-BF16 and the OS granted the tile state;
+            // the panels hold 32·kd elements each (checked above), `tile` 32 × 32 f32.
+            unsafe { x86::amx_32x32(kd, a.as_ptr(), b.as_ptr(), tile.0.as_mut_ptr()) };
+            for r in 0..32 {
+                let row = &mut c[r * ldc..r * ldc + 32];
+                for (d, s) in row.iter_mut().zip(&tile.0[r * 32..r * 32 + 32]) {
+                    *d += s;
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (kd, a, b, c, ldc);
+            unreachable!("the AMX kernel exists on x86-64 only");
+        }
+    }
+}
+
+/// A 32 × 32 f32 tile on a cache-line boundary (what `tilestored` writes).
+#[cfg(target_arch = "x86_64")]
+#[repr(C, align(64))]
+struct Tile([f32; 32 * 32]);
 
 fn portable(kc: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize) {
     const MR: usize = 4;
@@ -196,6 +256,81 @@ mod x86 {
                     _mm512_add_ps(_mm512_loadu_ps(cp.add(16)), row[1]),
                 );
             }
+        }
+    }
+
+    /// The 64-byte AMX tile configuration (palette 1): tiles 0–3 are the 16 × 16 f32
+    /// accumulators, 4–5 the A tiles (16 rows × 32 bf16), 6–7 the B tiles (16 pairs × 16 columns).
+    #[repr(C, align(64))]
+    struct TileConfig {
+        palette: u8,
+        start_row: u8,
+        reserved: [u8; 14],
+        colsb: [u16; 16],
+        rows: [u8; 16],
+    }
+
+    /// # Safety
+    /// AMX-TILE and AMX-BF16 available with the tile state permitted; `a` holds `32·kd`
+    /// bf16 values (row-major, row stride `kd`), `b` `32·kd` (pair-interleaved rows of
+    /// 64 values), `kd` a positive multiple of 32; `c` a 64-byte aligned 32 × 32 f32 tile,
+    /// overwritten.
+    pub unsafe fn amx_32x32(kd: usize, a: *const u16, b: *const u16, c: *mut f32) {
+        let mut cfg = TileConfig {
+            palette: 1,
+            start_row: 0,
+            reserved: [0; 14],
+            colsb: [0; 16],
+            rows: [0; 16],
+        };
+        for t in 0..8 {
+            cfg.colsb[t] = 64;
+            cfg.rows[t] = 16;
+        }
+        let stride_a = kd * 2;
+        // SAFETY: the caller guarantees the AMX features and the extents: A rows are
+        // read at a + r·kd + k (r < 32, k < kd), B pair rows at b + (k/2)·64 (+32 for
+        // columns 16..31), the tile stores write 32 rows of 128 bytes at c. The tiles
+        // are configured at the start and released before the block ends, so no tile
+        // state outlives this call on any path (the block cannot unwind).
+        unsafe {
+            std::arch::asm!(
+                "ldtilecfg [{cfg}]",
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                "2:",
+                "tileloadd tmm4, [{a} + {sa}*1]",
+                "tileloadd tmm6, [{b} + {sb}*1]",
+                "tileloadd tmm7, [{b} + {sb}*1 + 64]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tileloadd tmm5, [{a2} + {sa}*1]",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                "add {a}, 64",
+                "add {a2}, 64",
+                "add {b}, 2048",
+                "sub {n}, 1",
+                "jnz 2b",
+                "tilestored [{c} + {sc}*1], tmm0",
+                "tilestored [{c} + {sc}*1 + 64], tmm1",
+                "tilestored [{c2} + {sc}*1], tmm2",
+                "tilestored [{c2} + {sc}*1 + 64], tmm3",
+                "tilerelease",
+                cfg = in(reg) &cfg as *const TileConfig,
+                a = inout(reg) a => _,
+                a2 = inout(reg) a.add(16 * kd) => _,
+                b = inout(reg) b => _,
+                n = inout(reg) kd / 32 => _,
+                sa = in(reg) stride_a,
+                sb = in(reg) 128usize,
+                c = in(reg) c,
+                c2 = in(reg) c.add(16 * 32),
+                sc = in(reg) 128usize,
+                options(nostack),
+            );
         }
     }
 

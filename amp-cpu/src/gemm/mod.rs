@@ -60,7 +60,7 @@ pub(crate) fn gemm<T: F32Convert>(
         return c;
     }
     let kernel = Kernel::select(isa, T::DTYPE);
-    if kernel.packs_bf16_pairs() {
+    if kernel.packs_bf16_pairs() || kernel.is_amx() {
         if let (Some(ad), Some(bd)) = (T::as_bf16(a.data), T::as_bf16(b.data)) {
             let a = Operand {
                 data: ad,
@@ -76,7 +76,11 @@ pub(crate) fn gemm<T: F32Convert>(
                 row_stride: b.row_stride,
                 col_stride: b.col_stride,
             };
-            run_batches(&PairPacker, kernel, &a, &b, batch, m, k, n, &mut c);
+            if kernel.is_amx() {
+                run_batches(&AmxPacker, kernel, &a, &b, batch, m, k, n, &mut c);
+            } else {
+                run_batches(&PairPacker, kernel, &a, &b, batch, m, k, n, &mut c);
+            }
             return c;
         }
     }
@@ -129,6 +133,22 @@ trait Packer<T>: Sync {
         width: usize,
         out: &mut [Self::Elem],
     );
+    /// Packs the A side (lines are rows of the product); the same layout as [`Packer::pack`] unless
+    /// the kernel wants another.
+    #[allow(clippy::too_many_arguments)]
+    fn pack_a(
+        &self,
+        data: &[T],
+        base: usize,
+        x_stride: usize,
+        p_stride: usize,
+        count: usize,
+        depth: usize,
+        width: usize,
+        out: &mut [Self::Elem],
+    ) {
+        self.pack(data, base, x_stride, p_stride, count, depth, width, out)
+    }
     /// Runs the kernel on one pair of panels of depth block `kc`.
     fn run(
         &self,
@@ -191,23 +211,135 @@ impl Packer<bf16> for PairPacker {
         out: &mut [u16],
     ) {
         let stored = depth.div_ceil(2) * 2;
+        pack_pairs(
+            data, base, x_stride, p_stride, count, depth, width, stored, out,
+        )
+    }
+    fn run(&self, kernel: Kernel, kc: usize, a: &[u16], b: &[u16], c: &mut [f32], ldc: usize) {
+        kernel.run_bf16(kc.div_ceil(2), a, b, c, ldc)
+    }
+}
+
+/// bf16 panels for the AMX kernel, depth padded to 32: A row-major `[line][depth]`
+/// (what `tileloadd` reads as 16 × 32 bf16 tiles), B pair-interleaved as for
+/// `vdpbf16ps` (16 pairs × 16 columns per tile).
+struct AmxPacker;
+
+impl Packer<bf16> for AmxPacker {
+    type Elem = u16;
+    fn depth(&self, kc: usize) -> usize {
+        kc.div_ceil(32) * 32
+    }
+    fn pack(
+        &self,
+        data: &[bf16],
+        base: usize,
+        x_stride: usize,
+        p_stride: usize,
+        count: usize,
+        depth: usize,
+        width: usize,
+        out: &mut [u16],
+    ) {
+        let stored = <Self as Packer<bf16>>::depth(self, depth);
+        pack_pairs(
+            data, base, x_stride, p_stride, count, depth, width, stored, out,
+        )
+    }
+    fn pack_a(
+        &self,
+        data: &[bf16],
+        base: usize,
+        x_stride: usize,
+        p_stride: usize,
+        count: usize,
+        depth: usize,
+        width: usize,
+        out: &mut [u16],
+    ) {
+        let stored = <Self as Packer<bf16>>::depth(self, depth);
         for q in 0..count.div_ceil(width) {
             let panel = &mut out[q * width * stored..(q + 1) * width * stored];
-            for r in 0..width {
-                let x = q * width + r;
-                for p in 0..stored {
-                    let v = if x < count && p < depth {
-                        data[base + x * x_stride + p * p_stride].to_bits()
-                    } else {
-                        0
-                    };
-                    panel[(p / 2) * width * 2 + r * 2 + (p % 2)] = v;
+            let lines = width.min(count - q * width);
+            panel[lines * stored..].fill(0);
+            if p_stride == 1 {
+                for r in 0..lines {
+                    let s = base + (q * width + r) * x_stride;
+                    let row = &mut panel[r * stored..(r + 1) * stored];
+                    for (d, v) in row.iter_mut().zip(&data[s..s + depth]) {
+                        *d = v.to_bits();
+                    }
+                    row[depth..].fill(0);
+                }
+            } else {
+                // Strided along the depth (a transposed A): read along the lines.
+                for r in 0..lines {
+                    panel[r * stored + depth..(r + 1) * stored].fill(0);
+                }
+                for p in 0..depth {
+                    let s = base + q * width * x_stride + p * p_stride;
+                    for r in 0..lines {
+                        panel[r * stored + p] = data[s + r * x_stride].to_bits();
+                    }
                 }
             }
         }
     }
     fn run(&self, kernel: Kernel, kc: usize, a: &[u16], b: &[u16], c: &mut [f32], ldc: usize) {
-        kernel.run_bf16(kc.div_ceil(2), a, b, c, ldc)
+        kernel.run_amx(kc.div_ceil(32) * 32, a, b, c, ldc)
+    }
+}
+
+/// Packs `count` lines of `depth` bf16 values into pair-interleaved panels of
+/// `width` lines, `[panel][p / 2][width][p % 2]`, zero-padding the depth to
+/// `stored` (even) and the last panel to `width` lines.
+#[allow(clippy::too_many_arguments)]
+fn pack_pairs(
+    data: &[bf16],
+    base: usize,
+    x_stride: usize,
+    p_stride: usize,
+    count: usize,
+    depth: usize,
+    width: usize,
+    stored: usize,
+    out: &mut [u16],
+) {
+    for q in 0..count.div_ceil(width) {
+        let panel = &mut out[q * width * stored..(q + 1) * width * stored];
+        let lines = width.min(count - q * width);
+        if lines < width || depth < stored {
+            panel.fill(0);
+        }
+        if p_stride == 1 {
+            // Each line is contiguous along the depth (a transposed B, e.g. a linear weight).
+            for r in 0..lines {
+                let s = base + (q * width + r) * x_stride;
+                let line = &data[s..s + depth];
+                for (pp, pair) in line.chunks(2).enumerate() {
+                    let at = pp * width * 2 + r * 2;
+                    panel[at] = pair[0].to_bits();
+                    if let Some(v) = pair.get(1) {
+                        panel[at + 1] = v.to_bits();
+                    }
+                }
+            }
+        } else {
+            for p in 0..depth {
+                let s = base + q * width * x_stride + p * p_stride;
+                let row = &mut panel[(p / 2) * width * 2..(p / 2 + 1) * width * 2];
+                let e = p % 2;
+                if x_stride == 1 {
+                    for (r, v) in data[s..s + lines].iter().enumerate() {
+                        row[r * 2 + e] = v.to_bits();
+                    }
+                } else {
+                    for r in 0..lines {
+                        row[r * 2 + e] = data[s + r * x_stride].to_bits();
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -315,7 +447,7 @@ fn gemm_one<T: Sync, P: Packer<T>>(
                 let i0 = ib * mc_block;
                 let mc = c_rows.len() / n;
                 let mut a_packed = vec![P::Elem::default(); mc.div_ceil(mr) * mr * kd];
-                packer.pack(
+                packer.pack_a(
                     a.data,
                     a_base + i0 * a.row_stride + p0 * a.col_stride,
                     a.row_stride,
@@ -367,38 +499,52 @@ mod tests {
     fn bf16_inputs_take_the_native_kernel_where_present_and_match_f64() {
         for isa in Isa::available() {
             let kernel = Kernel::select(isa, DType::BF16);
-            assert_eq!(kernel.packs_bf16_pairs(), isa >= Isa::Avx512Bf16, "{isa}");
+            assert_eq!(kernel.packs_bf16_pairs(), isa == Isa::Avx512Bf16, "{isa}");
+            assert_eq!(kernel.is_amx(), isa == Isa::Amx, "{isa}");
             assert!(!Kernel::select(isa, DType::F32).packs_bf16_pairs());
-            // Odd depth (pair padding), edge tiles, a transposed B.
-            let (m, k, n) = (13, 301, 37);
-            let a: Vec<bf16> = (0..m * k)
-                .map(|i| bf16::from_f32(((i * 7 % 23) as f32 - 11.0) / 8.0))
-                .collect();
-            let b: Vec<bf16> = (0..k * n)
-                .map(|i| bf16::from_f32(((i * 5 % 19) as f32 - 9.0) / 4.0))
-                .collect();
-            let oa = Operand {
-                data: &a[..],
-                offset: 0,
-                batch_stride: 0,
-                row_stride: k,
-                col_stride: 1,
-            };
-            let ob = Operand {
-                data: &b[..],
-                offset: 0,
-                batch_stride: 0,
-                row_stride: 1,
-                col_stride: k,
-            };
-            let c = gemm(isa, oa, ob, 1, m, k, n);
-            for i in 0..m {
-                for j in 0..n {
-                    let want: f64 = (0..k)
-                        .map(|p| a[i * k + p].to_f64() * b[j * k + p].to_f64())
-                        .sum();
-                    // Products of these bf16 values and their partial sums are exact in f32.
-                    assert_eq!(c[i * n + j] as f64, want, "{isa} [{i}][{j}]");
+            // Odd depths (pair and 32-padding), edge tiles (M, N, K not multiples of 16/32),
+            // several depth blocks, transposed A and B.
+            for (m, k, n, at, bt) in [
+                (13, 301, 37, false, true),
+                (33, 600, 65, true, false),
+                (64, 64, 64, false, false),
+                (1, 31, 1, true, true),
+                (40, 257, 33, true, true),
+            ] {
+                let a: Vec<bf16> = (0..m * k)
+                    .map(|i| bf16::from_f32(((i * 7 % 23) as f32 - 11.0) / 8.0))
+                    .collect();
+                let b: Vec<bf16> = (0..k * n)
+                    .map(|i| bf16::from_f32(((i * 5 % 19) as f32 - 9.0) / 4.0))
+                    .collect();
+                // Element (i, p) of A is a[i·k + p] (or a[p·m + i] when transposed); B alike.
+                let oa = Operand {
+                    data: &a[..],
+                    offset: 0,
+                    batch_stride: 0,
+                    row_stride: if at { 1 } else { k },
+                    col_stride: if at { m } else { 1 },
+                };
+                let ob = Operand {
+                    data: &b[..],
+                    offset: 0,
+                    batch_stride: 0,
+                    row_stride: if bt { 1 } else { n },
+                    col_stride: if bt { k } else { 1 },
+                };
+                let c = gemm(isa, oa, ob, 1, m, k, n);
+                for i in 0..m {
+                    for j in 0..n {
+                        let want: f64 = (0..k)
+                            .map(|p| {
+                                let x = if at { a[p * m + i] } else { a[i * k + p] };
+                                let y = if bt { b[j * k + p] } else { b[p * n + j] };
+                                x.to_f64() * y.to_f64()
+                            })
+                            .sum();
+                        // Products of these bf16 values and their partial sums are exact in f32.
+                        assert_eq!(c[i * n + j] as f64, want, "{isa} {m}x{k}x{n} [{i}][{j}]");
+                    }
                 }
             }
         }
