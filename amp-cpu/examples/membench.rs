@@ -20,6 +20,23 @@ fn best(reps: usize, mut f: impl FnMut()) -> f64 {
 }
 
 fn main() -> amp_tensor::Result<()> {
+    if let Some(arg) = std::env::args().nth(1).filter(|a| a.starts_with("gemm")) {
+        // Only one product, repeated (for a profiler): `gemm-bf16` or `gemm-f32`.
+        let dtype = if arg.ends_with("f32") {
+            DType::F32
+        } else {
+            DType::BF16
+        };
+        let dev = amp_cpu::device();
+        let a = Tensor::randn(&[256, 4096], dtype, &dev, 3)?;
+        let b = Tensor::randn(&[4096, 4096], dtype, &dev, 4)?;
+        let s = best(20, || drop(amp_tensor::ops::matmul(&a, &b).unwrap()));
+        println!(
+            "matmul {dtype} 256x4096x4096 {:7.1} GFLOP/s",
+            2.0 * 256.0 * 4096.0 * 4096.0 / s / 1e9
+        );
+        return Ok(());
+    }
     let n = 1usize << 24;
     let src: Vec<f32> = (0..n).map(|i| i as f32).collect();
     let gb = |s: f64, bytes: usize| bytes as f64 / s / 1e9;

@@ -26,6 +26,8 @@ pub(crate) const KC: usize = 256;
 pub(crate) const NC: usize = 2048;
 /// Largest row block: one packed A block (`MC × KC` f32) stays in L2.
 pub(crate) const MC: usize = 192;
+/// B panels packed by one parallel task.
+const B_PANELS_PER_TASK: usize = 4;
 /// Products of at least this many flops (2·B·M·N·K) run on the rayon pool.
 pub(crate) const PARALLEL_FLOPS: usize = 1 << 21;
 
@@ -107,8 +109,108 @@ fn run_batches<T: Sync, P: Packer<T>>(
             .enumerate()
             .for_each(|(bi, cb)| gemm_one(packer, kernel, a, b, bi, m, k, n, cb, false));
     } else {
+        let groups = n.div_ceil(COLUMN_GROUP * kernel.nr());
+        let columns = parallel && groups >= 2 * threads && m <= COLUMN_MAX_M;
         for (bi, cb) in c.chunks_mut(m * n).enumerate() {
-            gemm_one(packer, kernel, a, b, bi, m, k, n, cb, parallel);
+            if columns {
+                gemm_columns(packer, kernel, a, b, bi, m, k, n, cb);
+            } else {
+                gemm_one(packer, kernel, a, b, bi, m, k, n, cb, parallel);
+            }
+        }
+    }
+}
+
+/// B panels per task of the column-parallel schedule.
+const COLUMN_GROUP: usize = 4;
+/// Largest M for the column-parallel schedule (all of A is packed up front).
+const COLUMN_MAX_M: usize = 1024;
+
+/// The schedule for a short, wide product (the MLP's `[256, 4096] · [4096, 4096]`):
+/// all of A is packed once (it is small), and each parallel task owns a group
+/// of B panels — it packs them itself, right before using them on every A
+/// panel, and accumulates its columns of C in a local tile over the whole
+/// depth. B, the big operand, then crosses the memory bus once and stays in
+/// the cache of the core that packed it.
+#[allow(clippy::too_many_arguments)]
+fn gemm_columns<T: Sync, P: Packer<T>>(
+    packer: &P,
+    kernel: Kernel,
+    a: &Operand<'_, T>,
+    b: &Operand<'_, T>,
+    bi: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+    c: &mut [f32],
+) {
+    let (mr, nr) = (kernel.mr(), kernel.nr());
+    let mp = m.div_ceil(mr) * mr;
+    let a_base = a.offset + bi * a.batch_stride;
+    let b_base = b.offset + bi * b.batch_stride;
+    let blocks: Vec<(usize, usize)> = (0..k).step_by(KC).map(|p0| (p0, KC.min(k - p0))).collect();
+    let a_packed: Vec<Vec<P::Elem>> = blocks
+        .par_iter()
+        .map(|&(p0, kc)| {
+            let mut v = vec![P::Elem::default(); mp * packer.depth(kc)];
+            packer.pack_a(
+                a.data,
+                a_base + p0 * a.col_stride,
+                a.row_stride,
+                a.col_stride,
+                m,
+                kc,
+                mr,
+                &mut v,
+            );
+            v
+        })
+        .collect();
+    let width = COLUMN_GROUP * nr;
+    let locals: Vec<Vec<f32>> = (0..n.div_ceil(width))
+        .into_par_iter()
+        .map(|g| {
+            let j = g * width;
+            let cols = width.min(n - j);
+            let panels = cols.div_ceil(nr);
+            let mut local = vec![0f32; mp * width];
+            let mut b_packed = vec![P::Elem::default(); width * packer.depth(KC.min(k))];
+            for (&(p0, kc), ap) in blocks.iter().zip(&a_packed) {
+                let kd = packer.depth(kc);
+                let bp = &mut b_packed[..panels * nr * kd];
+                packer.pack(
+                    b.data,
+                    b_base + j * b.col_stride + p0 * b.row_stride,
+                    b.col_stride,
+                    b.row_stride,
+                    cols,
+                    kc,
+                    nr,
+                    bp,
+                );
+                for jp in 0..panels {
+                    let bpan = &bp[jp * nr * kd..(jp + 1) * nr * kd];
+                    for ip in 0..mp / mr {
+                        let apan = &ap[ip * mr * kd..(ip + 1) * mr * kd];
+                        packer.run(
+                            kernel,
+                            kc,
+                            apan,
+                            bpan,
+                            &mut local[ip * mr * width + jp * nr..],
+                            width,
+                        );
+                    }
+                }
+            }
+            local
+        })
+        .collect();
+    for (g, local) in locals.iter().enumerate() {
+        let j = g * width;
+        let cols = width.min(n - j);
+        for i in 0..m {
+            c[i * n + j..i * n + j + cols].copy_from_slice(&local[i * width..i * width + cols]);
         }
     }
 }
@@ -311,12 +413,39 @@ fn pack_pairs(
         if lines < width || depth < stored {
             panel.fill(0);
         }
+        #[cfg(target_arch = "x86_64")]
+        let simd = width == 32 && lines == 32 && std::arch::is_x86_feature_detected!("avx512bw");
+        #[cfg(not(target_arch = "x86_64"))]
+        let simd = false;
         if p_stride == 1 {
             // Each line is contiguous along the depth (a transposed B, e.g. a linear weight).
+            let mut pp0 = 0;
+            #[cfg(target_arch = "x86_64")]
+            if simd && x_stride * 64 < i32::MAX as usize {
+                let s = base + q * width * x_stride;
+                // Whole pairs only; the line ends are checked against the slice first.
+                let pairs = depth / 2;
+                if pairs > 0 {
+                    let last = s + 31 * x_stride + 2 * pairs;
+                    assert!(last <= data.len());
+                    for pp in 0..pairs {
+                        // SAFETY: AVX-512F/BW detected above; the 32 lines read 4 bytes at
+                        // s + r·x_stride + 2·pp, inside `data` (checked), and write 64 values.
+                        unsafe {
+                            x86::gather_pairs(
+                                data.as_ptr().add(s + 2 * pp) as *const u16,
+                                (x_stride * 2) as i32,
+                                panel[pp * 64..pp * 64 + 64].as_mut_ptr(),
+                            )
+                        };
+                    }
+                    pp0 = pairs;
+                }
+            }
             for r in 0..lines {
                 let s = base + (q * width + r) * x_stride;
                 let line = &data[s..s + depth];
-                for (pp, pair) in line.chunks(2).enumerate() {
+                for (pp, pair) in line.chunks(2).enumerate().skip(pp0) {
                     let at = pp * width * 2 + r * 2;
                     panel[at] = pair[0].to_bits();
                     if let Some(v) = pair.get(1) {
@@ -325,7 +454,26 @@ fn pack_pairs(
                 }
             }
         } else {
-            for p in 0..depth {
+            let mut p0 = 0;
+            #[cfg(target_arch = "x86_64")]
+            if simd && x_stride == 1 {
+                let s = base + q * width;
+                while p0 + 2 <= depth {
+                    let (r0, r1) = (s + p0 * p_stride, s + (p0 + 1) * p_stride);
+                    let (l0, l1) = (&data[r0..r0 + 32], &data[r1..r1 + 32]);
+                    let out = &mut panel[(p0 / 2) * 64..(p0 / 2) * 64 + 64];
+                    // SAFETY: AVX-512F/BW detected above; 32 values from each row, 64 written.
+                    unsafe {
+                        x86::interleave_rows(
+                            l0.as_ptr() as *const u16,
+                            l1.as_ptr() as *const u16,
+                            out.as_mut_ptr(),
+                        )
+                    };
+                    p0 += 2;
+                }
+            }
+            for p in p0..depth {
                 let s = base + q * width * x_stride + p * p_stride;
                 let row = &mut panel[(p / 2) * width * 2..(p / 2 + 1) * width * 2];
                 let e = p % 2;
@@ -339,6 +487,55 @@ fn pack_pairs(
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// `out[2j] = r0[j]`, `out[2j + 1] = r1[j]` for 32 `j`.
+    ///
+    /// # Safety
+    /// AVX-512F/BW available; `r0`, `r1` hold 32 values, `out` 64.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub unsafe fn interleave_rows(r0: *const u16, r1: *const u16, out: *mut u16) {
+        // SAFETY: extents as stated in the contract.
+        unsafe {
+            let a = _mm512_loadu_si512(r0 as *const _);
+            let b = _mm512_loadu_si512(r1 as *const _);
+            let mut lo = [0i16; 32];
+            let mut hi = [0i16; 32];
+            for j in 0..16 {
+                lo[2 * j] = j as i16;
+                lo[2 * j + 1] = 32 + j as i16;
+                hi[2 * j] = 16 + j as i16;
+                hi[2 * j + 1] = 48 + j as i16;
+            }
+            let il = _mm512_loadu_si512(lo.as_ptr() as *const _);
+            let ih = _mm512_loadu_si512(hi.as_ptr() as *const _);
+            _mm512_storeu_si512(out as *mut _, _mm512_permutex2var_epi16(a, il, b));
+            _mm512_storeu_si512(out.add(32) as *mut _, _mm512_permutex2var_epi16(a, ih, b));
+        }
+    }
+
+    /// `out[2r..2r + 2]` = the two values at `src + r·stride_bytes` for 32 lines `r`.
+    ///
+    /// # Safety
+    /// AVX-512F available; 4 bytes readable at every `src + r·stride_bytes` (r < 32), `out` holds 64.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn gather_pairs(src: *const u16, stride_bytes: i32, out: *mut u16) {
+        // SAFETY: extents as stated in the contract.
+        unsafe {
+            let step = _mm512_set1_epi32(stride_bytes);
+            let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+            let idx0 = _mm512_mullo_epi32(lanes, step);
+            let idx1 = _mm512_add_epi32(idx0, _mm512_slli_epi32::<4>(step));
+            let g0 = _mm512_i32gather_epi32::<1>(idx0, src as *const i32);
+            let g1 = _mm512_i32gather_epi32::<1>(idx1, src as *const i32);
+            _mm512_storeu_si512(out as *mut _, g0);
+            _mm512_storeu_si512(out.add(32) as *mut _, g1);
         }
     }
 }
@@ -432,16 +629,33 @@ fn gemm_one<T: Sync, P: Packer<T>>(
             let kd = packer.depth(kc);
             let b_len = nc.div_ceil(nr) * nr * kd;
             // B's lines run along j (columns), its depth along p (rows).
-            packer.pack(
-                b.data,
-                b_base + j0 * b.col_stride + p0 * b.row_stride,
-                b.col_stride,
-                b.row_stride,
-                nc,
-                kc,
-                nr,
-                &mut b_packed[..b_len],
-            );
+            // B is packed in groups of panels, in parallel for large products (with a
+            // short, wide A, packing the big B is most of the memory traffic).
+            let pack_group = |(g, out): (usize, &mut [P::Elem])| {
+                let j = g * B_PANELS_PER_TASK * nr;
+                packer.pack(
+                    b.data,
+                    b_base + (j0 + j) * b.col_stride + p0 * b.row_stride,
+                    b.col_stride,
+                    b.row_stride,
+                    (nc - j).min(B_PANELS_PER_TASK * nr),
+                    kc,
+                    nr,
+                    out,
+                );
+            };
+            let group = B_PANELS_PER_TASK * nr * kd;
+            if parallel {
+                b_packed[..b_len]
+                    .par_chunks_mut(group)
+                    .enumerate()
+                    .for_each(pack_group);
+            } else {
+                b_packed[..b_len]
+                    .chunks_mut(group)
+                    .enumerate()
+                    .for_each(pack_group);
+            }
             let b_packed = &b_packed[..b_len];
             let block = |(ib, c_rows): (usize, &mut [f32])| {
                 let i0 = ib * mc_block;
@@ -497,6 +711,8 @@ mod tests {
 
     #[test]
     fn bf16_inputs_take_the_native_kernel_where_present_and_match_f64() {
+        // The two last shapes take the column-parallel schedule on up to two threads.
+        const { assert!(2 * 40 * 300 * 600 >= PARALLEL_FLOPS && 530 / (COLUMN_GROUP * 32) >= 4) };
         for isa in Isa::available() {
             let kernel = Kernel::select(isa, DType::BF16);
             assert_eq!(kernel.packs_bf16_pairs(), isa == Isa::Avx512Bf16, "{isa}");
@@ -510,6 +726,9 @@ mod tests {
                 (64, 64, 64, false, false),
                 (1, 31, 1, true, true),
                 (40, 257, 33, true, true),
+                // Large enough for the column-parallel schedule (short and wide).
+                (40, 300, 600, false, false),
+                (45, 301, 530, true, true),
             ] {
                 let a: Vec<bf16> = (0..m * k)
                     .map(|i| bf16::from_f32(((i * 7 % 23) as f32 - 11.0) / 8.0))
