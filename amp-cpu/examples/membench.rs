@@ -116,5 +116,8 @@ fn main() -> amp_tensor::Result<()> {
     let xt = x.t()?;
     let s = best(3, || drop(xt.contiguous().unwrap()));
     println!("transpose f32       {:6.2} GB/s", gb(s, n * 8));
+    let xbt = xb.t()?;
+    let s = best(3, || drop(xbt.to_dtype(DType::F32).unwrap()));
+    println!("transposed bf16->f32 {:5.2} GB/s", gb(s, n * 6));
     Ok(())
 }

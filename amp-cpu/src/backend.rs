@@ -134,6 +134,13 @@ impl Backend for CpuBackend {
         if !fast(h.dtype()) {
             return ReferenceBackend.cast(src, out);
         }
+        if !l.is_contiguous() && fast(out) {
+            let mut dst = zeros(out, 0);
+            with_fast!(h, s, S => with_fast!(&mut dst, d, D => {
+                *d = elementwise::gather_cast::<S, D>(self.isa, s, l);
+            }));
+            return Ok(Storage::Host(dst));
+        }
         let (buf, off) = dense(h, l);
         Ok(Storage::Host(elementwise::cast_range(
             self.isa,

@@ -37,10 +37,39 @@ pub(crate) fn gather_view(h: &HostStorage, l: &Layout) -> HostStorage {
     if let Some(r) = l.contiguous_range() {
         return with_host_storage!(h, v => HostElement::into_host(v[r].to_vec()));
     }
-    with_host_storage!(h, v => HostElement::into_host(gather_strided(v, l)))
+    with_host_storage!(h, v => HostElement::into_host(gather_strided(v, l, |x| x, |d, s| d.copy_from_slice(s))))
 }
 
-fn gather_strided<T: Copy + Send + Sync>(src: &[T], l: &Layout) -> Vec<T> {
+/// A strided view of a fast dtype cast to another fast dtype in one blocked pass
+/// (the transposed weight gradients that autocast casts back to f32): the same
+/// values as gathering and then casting.
+pub(crate) fn gather_cast<S: F32Convert, D: F32Convert>(isa: Isa, src: &[S], l: &Layout) -> Vec<D> {
+    gather_strided(
+        src,
+        l,
+        |x: S| D::from_f32(x.to_f32()),
+        |d: &mut [D], s: &[S]| {
+            if let Some(d32) = D::as_f32_mut(d) {
+                S::load(isa, s, d32);
+            } else if let Some(s32) = S::as_f32(s) {
+                D::store(isa, s32, d);
+            } else {
+                for (d, s) in d.iter_mut().zip(s) {
+                    *d = D::from_f32(s.to_f32());
+                }
+            }
+        },
+    )
+}
+
+/// Copies the view `l` of `src` contiguously, mapping every element with `map`
+/// (`row` maps a contiguous run, the same way).
+fn gather_strided<S: Copy + Send + Sync, D: Copy + Send + Sync>(
+    src: &[S],
+    l: &Layout,
+    map: impl Fn(S) -> D + Sync,
+    row_map: impl Fn(&mut [D], &[S]) + Sync,
+) -> Vec<D> {
     let n = l.numel();
     if n == 0 {
         return Vec::new();
@@ -56,8 +85,8 @@ fn gather_strided<T: Copy + Send + Sync>(src: &[T], l: &Layout) -> Vec<T> {
     let outer_dims = &shape[..rank.saturating_sub(2)];
     let outer_strides = &strides[..rank.saturating_sub(2)];
     let slab = rows * cols;
-    let mut dst = vec![src[l.offset()]; n];
-    let copy_slab = |o: usize, d: &mut [T]| {
+    let mut dst = vec![map(src[l.offset()]); n];
+    let copy_slab = |o: usize, d: &mut [D]| {
         // Offset of the slab: the outer multi-index of `o` (row-major) times its strides.
         let mut base = l.offset();
         let mut rest = o;
@@ -65,12 +94,12 @@ fn gather_strided<T: Copy + Send + Sync>(src: &[T], l: &Layout) -> Vec<T> {
             base += (rest % dim) * st;
             rest /= dim;
         }
-        let block_rows = |i0: usize, d: &mut [T]| {
+        let block_rows = |i0: usize, d: &mut [D]| {
             let nr = d.len() / cols;
             if cs == 1 {
                 for (i, row) in d.chunks_mut(cols).enumerate() {
                     let s = base + (i0 + i) * rs;
-                    row.copy_from_slice(&src[s..s + cols]);
+                    row_map(row, &src[s..s + cols]);
                 }
                 return;
             }
@@ -80,7 +109,7 @@ fn gather_strided<T: Copy + Send + Sync>(src: &[T], l: &Layout) -> Vec<T> {
                     let s = base + (i0 + i) * rs;
                     let row = &mut d[i * cols + j0..i * cols + j1];
                     for (j, x) in (j0..j1).zip(row.iter_mut()) {
-                        *x = src[s + j * cs];
+                        *x = map(src[s + j * cs]);
                     }
                 }
             }
@@ -267,6 +296,37 @@ mod tests {
                     l.shape(),
                     l.strides()
                 );
+            }
+        }
+    }
+    #[test]
+    fn strided_casts_equal_gather_then_scalar_cast() {
+        use amp_dtype::{bf16, f16, Element};
+        let (a, b) = (300, 260);
+        let x: Vec<f32> = (0..a * b)
+            .map(|i| ((i * 37 % 1001) as f32 - 500.0) / 7.0)
+            .collect();
+        let xb: Vec<bf16> = x.iter().map(|&v| <bf16 as Element>::from_f32(v)).collect();
+        for isa in Isa::available() {
+            for l in [
+                Layout::contiguous(&[a, b]).transpose(0, 1),
+                Layout::new(vec![5, 7], vec![1, 11], 3),
+            ] {
+                let idx: Vec<usize> = l.indices().collect();
+                let to_bf16: Vec<bf16> = gather_cast(isa, &x, &l);
+                let to_f16: Vec<f16> = gather_cast(isa, &x, &l);
+                let to_f32: Vec<f32> = gather_cast(isa, &xb, &l);
+                for (k, &i) in idx.iter().enumerate() {
+                    assert_eq!(
+                        to_bf16[k].to_bits(),
+                        <bf16 as Element>::from_f32(x[i]).to_bits()
+                    );
+                    assert_eq!(
+                        to_f16[k].to_bits(),
+                        <f16 as Element>::from_f32(x[i]).to_bits()
+                    );
+                    assert_eq!(to_f32[k].to_bits(), Element::to_f32(xb[i]).to_bits());
+                }
             }
         }
     }
