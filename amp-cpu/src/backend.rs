@@ -158,8 +158,8 @@ impl Backend for CpuBackend {
         }
         let n = l.numel();
         let (buf, off) = dense(h, l);
-        let mut dst = zeros(out, n);
-        with_fast!(&*buf, s, S => with_host_storage!(&mut dst, d => elementwise::unary_slice::<S, _>(self.isa, op, &s[off..off + n], d)));
+        let mut dst = zeros(out, 0);
+        with_fast!(&*buf, s, S => with_host_storage!(&mut dst, d => *d = elementwise::unary_vec::<S, _>(self.isa, op, &s[off..off + n])));
         Ok(Storage::Host(dst))
     }
 
@@ -180,10 +180,10 @@ impl Backend for CpuBackend {
         let n = la.numel();
         let (ba, oa) = dense(ha, la);
         let (bb, ob) = dense(hb, lb);
-        let mut dst = zeros(out, n);
+        let mut dst = zeros(out, 0);
         with_fast!(&*ba, a, S => {
             let b = S::slice(&bb).expect("same dtype");
-            with_host_storage!(&mut dst, d => elementwise::binary_slice::<S, _>(self.isa, op, &a[oa..oa + n], &b[ob..ob + n], d))
+            with_host_storage!(&mut dst, d => *d = elementwise::binary_vec::<S, _>(self.isa, op, &a[oa..oa + n], &b[ob..ob + n]))
         });
         Ok(Storage::Host(dst))
     }

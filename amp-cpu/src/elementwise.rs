@@ -9,6 +9,7 @@ use crate::math;
 use amp_tensor::{with_host_storage, BinaryOp, HostElement, HostStorage, Layout, UnaryOp};
 use rayon::prelude::*;
 use std::borrow::Cow;
+use std::mem::MaybeUninit;
 
 /// Elements per inner chunk (three f32 chunks stay in L1).
 pub(crate) const CHUNK: usize = 1024;
@@ -147,67 +148,85 @@ fn for_each_piece<D: Send>(dst: &mut [D], f: impl Fn(usize, &mut [D]) + Sync) {
     }
 }
 
-/// `dst = src` converted (nearest even), any element types.
-pub(crate) fn cast_slice<S: F32Convert, D: F32Convert>(isa: Isa, src: &[S], dst: &mut [D]) {
-    for_each_piece(dst, |start, d| {
+/// A new vector of `n` elements, produced `CHUNK` at a time by `f(start, chunk)`
+/// into a buffer in L1 and copied into the vector's uninitialised capacity
+/// (in parallel above [`PARALLEL_MIN`]). Unlike filling an output with zeros
+/// first, the output memory is written exactly once.
+fn build<D: F32Convert + Send + Sync>(n: usize, f: impl Fn(usize, &mut [D]) + Sync) -> Vec<D> {
+    let mut v: Vec<D> = Vec::with_capacity(n);
+    let spare = &mut v.spare_capacity_mut()[..n];
+    let piece = |start: usize, dst: &mut [MaybeUninit<D>]| {
+        let mut buf = [D::from_f32(0.0); CHUNK];
+        for (i, dc) in dst.chunks_mut(CHUNK).enumerate() {
+            let b = &mut buf[..dc.len()];
+            f(start + i * CHUNK, b);
+            for (d, s) in dc.iter_mut().zip(b.iter()) {
+                d.write(*s);
+            }
+        }
+    };
+    if n >= PARALLEL_MIN {
+        spare
+            .par_chunks_mut(PARALLEL_CHUNK)
+            .enumerate()
+            .for_each(|(i, d)| piece(i * PARALLEL_CHUNK, d));
+    } else {
+        piece(0, spare);
+    }
+    // SAFETY: `piece` wrote every one of the first `n` elements of the capacity.
+    unsafe { v.set_len(n) };
+    v
+}
+
+/// `src` converted (nearest even) into a new vector.
+pub(crate) fn cast_vec<S: F32Convert, D: F32Convert + Send + Sync>(isa: Isa, src: &[S]) -> Vec<D> {
+    build(src.len(), |start, d| {
         let s = &src[start..start + d.len()];
         if let Some(s32) = S::as_f32(s) {
             D::store(isa, s32, d);
-            return;
-        }
-        if let Some(d32) = D::as_f32_mut(d) {
+        } else if let Some(d32) = D::as_f32_mut(d) {
             S::load(isa, s, d32);
-            return;
+        } else {
+            let mut buf = [0f32; CHUNK];
+            let b = &mut buf[..s.len()];
+            S::load(isa, s, b);
+            D::store(isa, b, d);
         }
-        let mut buf = [0f32; CHUNK];
-        for (sc, dc) in s.chunks(CHUNK).zip(d.chunks_mut(CHUNK)) {
-            let b = &mut buf[..sc.len()];
-            S::load(isa, sc, b);
-            D::store(isa, b, dc);
-        }
-    });
+    })
 }
 
-/// `dst = op(src)` computed in f32.
-pub(crate) fn unary_slice<S: F32Convert, D: F32Convert>(
+/// `op(src)` computed in f32 into a new vector.
+pub(crate) fn unary_vec<S: F32Convert, D: F32Convert + Send + Sync>(
     isa: Isa,
     op: UnaryOp,
     src: &[S],
-    dst: &mut [D],
-) {
-    for_each_piece(dst, |start, d| {
-        let s = &src[start..start + d.len()];
+) -> Vec<D> {
+    build(src.len(), |start, d| {
         let mut buf = [0f32; CHUNK];
-        for (sc, dc) in s.chunks(CHUNK).zip(d.chunks_mut(CHUNK)) {
-            let b = &mut buf[..sc.len()];
-            S::load(isa, sc, b);
-            math::unary(isa, op, b);
-            D::store(isa, b, dc);
-        }
-    });
+        let b = &mut buf[..d.len()];
+        S::load(isa, &src[start..start + d.len()], b);
+        math::unary(isa, op, b);
+        D::store(isa, b, d);
+    })
 }
 
-/// `dst = op(a, b)` computed in f32.
-pub(crate) fn binary_slice<S: F32Convert, D: F32Convert>(
+/// `op(a, b)` computed in f32 into a new vector.
+pub(crate) fn binary_vec<S: F32Convert, D: F32Convert + Send + Sync>(
     isa: Isa,
     op: BinaryOp,
     a: &[S],
     b: &[S],
-    dst: &mut [D],
-) {
-    for_each_piece(dst, |start, d| {
-        let (a, b) = (&a[start..start + d.len()], &b[start..start + d.len()]);
+) -> Vec<D> {
+    build(a.len(), |start, d| {
+        let r = start..start + d.len();
         let mut ba = [0f32; CHUNK];
         let mut bb = [0f32; CHUNK];
-        for (i, dc) in d.chunks_mut(CHUNK).enumerate() {
-            let r = i * CHUNK..i * CHUNK + dc.len();
-            let (xa, xb) = (&mut ba[..dc.len()], &mut bb[..dc.len()]);
-            S::load(isa, &a[r.clone()], xa);
-            S::load(isa, &b[r], xb);
-            math::binary(isa, op, xa, xb);
-            D::store(isa, xa, dc);
-        }
-    });
+        let (xa, xb) = (&mut ba[..d.len()], &mut bb[..d.len()]);
+        S::load(isa, &a[r.clone()], xa);
+        S::load(isa, &b[r], xb);
+        math::binary(isa, op, xa, xb);
+        D::store(isa, xa, d);
+    })
 }
 
 /// `dst = cond ? t : f`.
@@ -255,8 +274,8 @@ pub(crate) fn cast_range(
     n: usize,
     out: amp_dtype::DType,
 ) -> HostStorage {
-    let mut dst = zeros(out, n);
-    with_host_storage!(src, s => with_host_storage!(&mut dst, d => cast_slice(isa, &s[offset..offset + n], d)));
+    let mut dst = zeros(out, 0);
+    with_host_storage!(src, s => with_host_storage!(&mut dst, d => *d = cast_vec(isa, &s[offset..offset + n])));
     dst
 }
 
@@ -327,6 +346,32 @@ mod tests {
                     );
                     assert_eq!(to_f32[k].to_bits(), Element::to_f32(xb[i]).to_bits());
                 }
+            }
+        }
+    }
+    #[test]
+    fn built_outputs_equal_the_per_element_results_above_the_parallel_threshold() {
+        use amp_dtype::{bf16, Element};
+        let n = PARALLEL_MIN * 3 + 1037;
+        let x: Vec<f32> = (0..n)
+            .map(|i| ((i * 37 % 1001) as f32 - 500.0) / 7.0)
+            .collect();
+        let y: Vec<f32> = (0..n)
+            .map(|i| ((i * 13 % 97) as f32 - 48.0) / 3.0)
+            .collect();
+        for isa in Isa::available() {
+            let c: Vec<bf16> = cast_vec(isa, &x);
+            let u: Vec<f32> = unary_vec(isa, UnaryOp::Neg, &x);
+            let b: Vec<f32> = binary_vec(isa, BinaryOp::Mul, &x, &y);
+            assert_eq!((c.len(), u.len(), b.len()), (n, n, n));
+            for i in 0..n {
+                assert_eq!(
+                    c[i].to_bits(),
+                    <bf16 as Element>::from_f32(x[i]).to_bits(),
+                    "{isa} {i}"
+                );
+                assert_eq!(u[i], -x[i], "{isa} {i}");
+                assert_eq!(b[i], x[i] * y[i], "{isa} {i}");
             }
         }
     }
