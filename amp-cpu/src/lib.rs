@@ -40,8 +40,11 @@
 //!   conversions (nearest even, NaN stays NaN, subnormals kept).
 //! - Elementwise ops compute in f32; sums, means, layer-norm statistics and
 //!   `scatter_add` accumulate in f64; softmax sums its exponentials in f64.
-//! - GEMM widens bf16/f16 to f32 while packing (exact) and accumulates in
-//!   f32 with FMA; the output is rounded once to the requested dtype.
+//! - GEMM accumulates in f32 and rounds the output once to the requested
+//!   dtype. bf16 inputs run natively: AMX tiles (`tdpbf16ps`) at
+//!   [`Isa::Amx`], `vdpbf16ps` at [`Isa::Avx512Bf16`] (both flush subnormal
+//!   bf16 inputs and results to zero); f16 inputs, and bf16 below those
+//!   levels, are widened to f32 while packing (exact) and use FMA.
 //! - `non_finite_check_and_unscale` counts infs and NaNs and multiplies by
 //!   `inv_scale` in f32 in one pass, bit-exact with `x * inv_scale`.
 //! - f64, integer, bool and fp8 inputs take the reference backend's scalar

@@ -8,8 +8,11 @@
 //! are widened exactly while packing, so every kernel accumulates f32 products
 //! in f32. Edge tiles run on a zero-padded panel into a scratch tile.
 //!
-//! Kernel choice is [`Kernel::select`]: the place where the AMX tile kernel and
-//! the AVX512-BF16 `vdpbf16ps` kernel (the CPU-performance issue) plug in.
+//! Kernel choice is [`Kernel::select`]: bf16 inputs take the AMX tile kernel
+//! (row-major A panels, pair-interleaved B panels, depth padded to 32) or the
+//! AVX512-BF16 `vdpbf16ps` kernel (pair-interleaved panels), everything else
+//! f32 panels. Short, wide products (M ≤ [`COLUMN_MAX_M`]) run on the
+//! column-parallel schedule of [`gemm_columns`].
 
 mod kernels;
 
