@@ -187,6 +187,14 @@ pub fn compare(
     (row, ok)
 }
 
+/// A failed row for an op that returned an error instead of a result.
+fn error_row(dtype: DType, tolerance: Tolerance, error: &amp_tensor::Error) -> OpRow {
+    let (mut row, _) = compare(&[], &[], dtype, tolerance);
+    row.pass = false;
+    row.note = Some(format!("error: {error}"));
+    row
+}
+
 /// An op under test: builds its output from inputs already on the device.
 type OpFn = fn(&[Tensor]) -> Result<Tensor>;
 
@@ -439,12 +447,7 @@ fn run_case(case: &Case, dtype: DType, backend: &Backend) -> OpRow {
     })();
     let mut row = match result {
         Ok((out, exact)) => compare(&out, &exact, dtype, Tolerance::for_dtype(dtype)).0,
-        Err(e) => {
-            let (mut row, _) = compare(&[], &[], dtype, Tolerance::for_dtype(dtype));
-            row.pass = false;
-            row.note = Some(format!("error: {e}"));
-            row
-        }
+        Err(e) => error_row(dtype, Tolerance::for_dtype(dtype), &e),
     };
     row.op = case.op;
     row.case = case.name.clone();
@@ -496,12 +499,7 @@ fn cast_rows(backend: &Backend) -> Vec<OpRow> {
                 });
                 row
             }
-            Err(e) => {
-                let (mut row, _) = compare(&[], &[], dtype, Tolerance { rel: 0.0, abs: 0.0 });
-                row.pass = false;
-                row.note = Some(format!("error: {e}"));
-                row
-            }
+            Err(e) => error_row(dtype, Tolerance { rel: 0.0, abs: 0.0 }, &e),
         };
         row.op = "cast";
         row.case = "f32 -> dtype, bit-exact".into();
@@ -549,12 +547,7 @@ fn unscale_rows(backend: &Backend) -> Vec<OpRow> {
             }
             row
         }
-        Err(e) => {
-            let (mut row, _) = compare(&[], &[], DType::F32, Tolerance { rel: 0.0, abs: 0.0 });
-            row.pass = false;
-            row.note = Some(format!("error: {e}"));
-            row
-        }
+        Err(e) => error_row(DType::F32, Tolerance { rel: 0.0, abs: 0.0 }, &e),
     };
     row.op = "non_finite_check_and_unscale";
     row.case = "100003 f32, 1 inf + 1 NaN".into();
