@@ -7,6 +7,9 @@
 //   element count works with any grid size.
 // - Conversions round to nearest even, once: narrow formats go through f64 or
 //   (when the input is f32 or narrower) f32, which is exact.
+// - fp8 (OCP E4M3FN and E5M2) is stored as raw bytes (`f8e4m3`, `f8e5m2`) and
+//   only cast and moved; the encoder and decoder below are plain bit
+//   manipulation (no cuda_fp8.h), bit-identical with amp-dtype's.
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
 
@@ -50,6 +53,84 @@ __device__ __forceinline__ void strided_offsets(const StridedMeta& m, i64 flat, 
 __device__ __forceinline__ double amp_inf() { return __longlong_as_double(0x7ff0000000000000LL); }
 __device__ __forceinline__ double amp_nan() { return __longlong_as_double(0x7ff8000000000000LL); }
 
+// ---- fp8: OCP E4M3FN and E5M2 ------------------------------------------------
+// AMP_FP8_BEGIN (this section is plain C++ apart from the CUDA intrinsics it calls)
+struct f8e4m3 { unsigned char bits; };
+struct f8e5m2 { unsigned char bits; };
+
+// E4M3FN: bias 7, no infinities, S.1111.111 is NaN, max 448 (0x7E); overflow is NaN.
+struct E4M3Format {
+    static constexpr int MANTISSA = 3;
+    static constexpr int BIAS = 7;
+    static constexpr int MAX_EXP = 8;          // unbiased exponent of the top binade
+    static constexpr unsigned MAX_CODE = 0x7E; // largest finite magnitude
+    static constexpr unsigned NAN_CODE = 0x7F;
+    static constexpr unsigned OVERFLOW_CODE = 0x7F;
+    static constexpr bool HAS_INF = false;
+};
+// E5M2: bias 15, IEEE-like top binade (0x7C = inf, above = NaN), max 57344 (0x7B); overflow is inf.
+struct E5M2Format {
+    static constexpr int MANTISSA = 2;
+    static constexpr int BIAS = 15;
+    static constexpr int MAX_EXP = 15;
+    static constexpr unsigned MAX_CODE = 0x7B;
+    static constexpr unsigned NAN_CODE = 0x7E;
+    static constexpr unsigned OVERFLOW_CODE = 0x7C;
+    static constexpr bool HAS_INF = true;
+};
+
+// Rounds `x` to the format once, nearest even, sign kept (also for zero and NaN).
+template <typename F> __device__ __forceinline__ unsigned char fp8_encode(double x) {
+    const u64 bits = (u64)__double_as_longlong(x);
+    const unsigned sign = (unsigned)(bits >> 63) << 7;
+    const u64 mag = bits & 0x7fffffffffffffffULL;
+    if (mag > 0x7ff0000000000000ULL) return (unsigned char)(sign | F::NAN_CODE);
+    if (mag == 0x7ff0000000000000ULL) return (unsigned char)(sign | F::OVERFLOW_CODE);
+    const int biased = (int)(mag >> 52);
+    // Zero, or an f64 subnormal: far below half the smallest fp8 subnormal.
+    if (biased == 0) return (unsigned char)sign;
+    const int exp = biased - 1023;
+    if (exp > F::MAX_EXP) return (unsigned char)(sign | F::OVERFLOW_CODE);
+    // The quantum around x is 2^(e - MANTISSA), e clamped to the smallest normal exponent.
+    const int min_exp = 1 - F::BIAS;
+    const int e = exp > min_exp ? exp : min_exp;
+    const int shift = 52 - F::MANTISSA + (e - exp);  // significand bits below the quantum
+    if (shift > 63) return (unsigned char)sign;       // below a quarter of the smallest subnormal
+    const u64 sig = (mag & 0x000fffffffffffffULL) | (1ULL << 52);
+    const u64 lower = sig >> shift;
+    const u64 rem = sig & ((1ULL << shift) - 1);
+    const u64 half = 1ULL << (shift - 1);
+    const u64 q = lower + ((rem > half || (rem == half && (lower & 1))) ? 1 : 0);
+    // q quanta of 2^(e - MANTISSA): adding q to the field of exponent e - 1 carries into
+    // the exponent when q reaches 2^(MANTISSA + 1), and gives subnormals when e is the minimum.
+    const unsigned code = ((unsigned)(e + F::BIAS - 1) << F::MANTISSA) + (unsigned)q;
+    return (unsigned char)(sign | (code > F::MAX_CODE ? F::OVERFLOW_CODE : code));
+}
+
+// The exact value of a bit pattern as f32 (NaN is the positive quiet NaN 0x7FC00000,
+// as amp-dtype decodes it).
+template <typename F> __device__ __forceinline__ float fp8_decode(unsigned char b) {
+    const unsigned mag = b & 0x7Fu;
+    const unsigned sign = (unsigned)(b & 0x80u) << 24;
+    const unsigned exp = mag >> F::MANTISSA;
+    const unsigned man = mag & ((1u << F::MANTISSA) - 1);
+    if (F::HAS_INF ? mag > F::OVERFLOW_CODE : mag == F::NAN_CODE) return __uint_as_float(0x7fc00000u);
+    unsigned out;
+    if (F::HAS_INF && mag == F::OVERFLOW_CODE) {
+        out = 0x7f800000u;
+    } else if (exp == 0) {
+        // man * 2^(1 - BIAS - MANTISSA): exact (a small integer times a normal power of two).
+        const float unit = __uint_as_float((unsigned)(127 + 1 - F::BIAS - F::MANTISSA) << 23);
+        out = __float_as_uint(__fmul_rn((float)man, unit));
+    } else {
+        out = ((exp - F::BIAS + 127) << 23) | (man << (23 - F::MANTISSA));
+    }
+    return __uint_as_float(sign | out);
+}
+// AMP_FP8_END
+
+__device__ __forceinline__ double fp8_to_f64(float decoded) { return decoded != decoded ? amp_nan() : (double)decoded; }
+
 // ---- NaN tests that also accept integer types -------------------------------
 __device__ __forceinline__ bool amp_isnan(float x) { return x != x; }
 __device__ __forceinline__ bool amp_isnan(double x) { return x != x; }
@@ -63,6 +144,8 @@ __device__ __forceinline__ double to_f64(bf16 x) { return (double)__bfloat162flo
 __device__ __forceinline__ double to_f64(i64 x) { return (double)x; }
 __device__ __forceinline__ double to_f64(u8 x) { return (double)x; }
 __device__ __forceinline__ double to_f64(bool x) { return x ? 1.0 : 0.0; }
+__device__ __forceinline__ double to_f64(f8e4m3 x) { return fp8_to_f64(fp8_decode<E4M3Format>(x.bits)); }
+__device__ __forceinline__ double to_f64(f8e5m2 x) { return fp8_to_f64(fp8_decode<E5M2Format>(x.bits)); }
 
 __device__ __forceinline__ float to_f32(float x) { return x; }
 __device__ __forceinline__ float to_f32(f16 x) { return __half2float(x); }
@@ -87,6 +170,16 @@ template <> __device__ __forceinline__ u8 from_f64<u8>(double x) {
     return (u8)x;
 }
 template <> __device__ __forceinline__ bool from_f64<bool>(double x) { return x != 0.0; }
+template <> __device__ __forceinline__ f8e4m3 from_f64<f8e4m3>(double x) {
+    f8e4m3 r;
+    r.bits = fp8_encode<E4M3Format>(x);
+    return r;
+}
+template <> __device__ __forceinline__ f8e5m2 from_f64<f8e5m2>(double x) {
+    f8e5m2 r;
+    r.bits = fp8_encode<E5M2Format>(x);
+    return r;
+}
 
 template <typename O> __device__ __forceinline__ O from_f32(float x) { return from_f64<O>((double)x); }
 template <> __device__ __forceinline__ float from_f32<float>(float x) { return x; }

@@ -1,6 +1,6 @@
 // Data movement: dtype casts, strided copies, fills, where, index_select and
 // gather. Kernels that only move bits are instantiated per element size
-// (b1, b2, b4, b8) rather than per dtype.
+// (b1, b2, b4, b8) rather than per dtype; fp8 uses the b1 ones.
 
 template <typename I, typename O> struct Convert {
     static __device__ __forceinline__ O apply(I x) { return from_f64<O>(to_f64(x)); }
@@ -17,6 +17,62 @@ AMP_CONVERT_VIA_F32(bf16, float)
 AMP_CONVERT_VIA_F32(f16, bf16)
 AMP_CONVERT_VIA_F32(bf16, f16)
 
+// fp8 targets: one rounding from the exactly widened value. A NaN keeps its
+// sign (amp-dtype encodes -NaN as S=1), so f32/f16/bf16 NaNs are widened by
+// their bits rather than by a hardware conversion that may canonicalise them.
+__device__ __forceinline__ double signed_nan_f64(unsigned negative) {
+    return __longlong_as_double((i64)(negative ? 0xfff8000000000000ULL : 0x7ff8000000000000ULL));
+}
+__device__ __forceinline__ double widen_keep_nan_sign(float x) {
+    const unsigned b = __float_as_uint(x);
+    return (b & 0x7fffffffu) > 0x7f800000u ? signed_nan_f64(b >> 31) : (double)x;
+}
+__device__ __forceinline__ double widen_keep_nan_sign(f16 x) {
+    const unsigned b = __half_as_ushort(x);
+    return (b & 0x7fffu) > 0x7c00u ? signed_nan_f64(b >> 15) : (double)__half2float(x);
+}
+__device__ __forceinline__ double widen_keep_nan_sign(bf16 x) {
+    const unsigned b = __bfloat16_as_ushort(x);
+    return (b & 0x7fffu) > 0x7f80u ? signed_nan_f64(b >> 15) : (double)__bfloat162float(x);
+}
+#define AMP_CONVERT_TO_FP8(I, O)                                                                  \
+    template <> struct Convert<I, O> {                                                            \
+        static __device__ __forceinline__ O apply(I x) { return from_f64<O>(widen_keep_nan_sign(x)); } \
+    };
+AMP_CONVERT_TO_FP8(float, f8e4m3)
+AMP_CONVERT_TO_FP8(float, f8e5m2)
+AMP_CONVERT_TO_FP8(f16, f8e4m3)
+AMP_CONVERT_TO_FP8(f16, f8e5m2)
+AMP_CONVERT_TO_FP8(bf16, f8e4m3)
+AMP_CONVERT_TO_FP8(bf16, f8e5m2)
+
+// fp8 sources: decoding is exact; a NaN becomes the format's canonical positive
+// NaN, as amp-dtype's decoder (f64::NAN) followed by its encoders gives.
+template <typename O> __device__ __forceinline__ O from_fp8_value(float v) { return from_f64<O>(fp8_to_f64(v)); }
+template <> __device__ __forceinline__ float from_fp8_value<float>(float v) { return v; }
+template <> __device__ __forceinline__ f16 from_fp8_value<f16>(float v) {
+    return v != v ? __ushort_as_half((unsigned short)0x7E00u) : __float2half_rn(v);
+}
+template <> __device__ __forceinline__ bf16 from_fp8_value<bf16>(float v) {
+    return v != v ? __ushort_as_bfloat16((unsigned short)0x7FC0u) : __float2bfloat16_rn(v);
+}
+#define AMP_CONVERT_FROM_FP8(I, FMT, O)                                                                 \
+    template <> struct Convert<I, O> {                                                                  \
+        static __device__ __forceinline__ O apply(I x) { return from_fp8_value<O>(fp8_decode<FMT>(x.bits)); } \
+    };
+#define AMP_CONVERT_FROM_FP8_ALL(I, FMT)  \
+    AMP_CONVERT_FROM_FP8(I, FMT, float)   \
+    AMP_CONVERT_FROM_FP8(I, FMT, double)  \
+    AMP_CONVERT_FROM_FP8(I, FMT, f16)     \
+    AMP_CONVERT_FROM_FP8(I, FMT, bf16)    \
+    AMP_CONVERT_FROM_FP8(I, FMT, i64)     \
+    AMP_CONVERT_FROM_FP8(I, FMT, u8)      \
+    AMP_CONVERT_FROM_FP8(I, FMT, bool)    \
+    AMP_CONVERT_FROM_FP8(I, FMT, f8e4m3)  \
+    AMP_CONVERT_FROM_FP8(I, FMT, f8e5m2)
+AMP_CONVERT_FROM_FP8_ALL(f8e4m3, E4M3Format)
+AMP_CONVERT_FROM_FP8_ALL(f8e5m2, E5M2Format)
+
 #define AMP_CAST(IN, I, ON, O)                                                                          \
     extern "C" __global__ void cast_##IN##_##ON(const I* __restrict__ x, O* __restrict__ y, i64 n) {   \
         GRID_STRIDE_LOOP(i, n) { y[i] = Convert<I, O>::apply(x[i]); }                                  \
@@ -29,7 +85,9 @@ AMP_CONVERT_VIA_F32(bf16, f16)
     AMP_CAST(IN, I, f64, double)     \
     AMP_CAST(IN, I, i64, i64)        \
     AMP_CAST(IN, I, u8, u8)          \
-    AMP_CAST(IN, I, bool, bool)
+    AMP_CAST(IN, I, bool, bool)      \
+    AMP_CAST(IN, I, f8e4m3, f8e4m3)  \
+    AMP_CAST(IN, I, f8e5m2, f8e5m2)
 
 AMP_CAST_FROM(f32, float)
 AMP_CAST_FROM(f16, f16)
@@ -38,6 +96,8 @@ AMP_CAST_FROM(f64, double)
 AMP_CAST_FROM(i64, i64)
 AMP_CAST_FROM(u8, u8)
 AMP_CAST_FROM(bool, bool)
+AMP_CAST_FROM(f8e4m3, f8e4m3)
+AMP_CAST_FROM(f8e5m2, f8e5m2)
 
 #define AMP_MOVE(B, T)                                                                                  \
     /* dst[strides1 view] = src[strides0 view], n logical elements */                                   \

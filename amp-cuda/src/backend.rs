@@ -24,9 +24,9 @@ pub(crate) struct Operand {
     _keep: Option<CudaStorage>,
 }
 
-/// The kernel-name suffix of a dtype, or `None` for dtypes the kernels do not handle (fp8).
-pub(crate) fn suffix(dtype: DType) -> Option<&'static str> {
-    Some(match dtype {
+/// The kernel-name suffix of a dtype for the cast kernels, which handle every dtype.
+fn cast_suffix(dtype: DType) -> &'static str {
+    match dtype {
         DType::F32 => "f32",
         DType::F16 => "f16",
         DType::BF16 => "bf16",
@@ -34,8 +34,18 @@ pub(crate) fn suffix(dtype: DType) -> Option<&'static str> {
         DType::I64 => "i64",
         DType::U8 => "u8",
         DType::Bool => "bool",
-        DType::F8E4M3 | DType::F8E5M2 => return None,
-    })
+        DType::F8E4M3 => "f8e4m3",
+        DType::F8E5M2 => "f8e5m2",
+    }
+}
+
+/// The kernel-name suffix of a dtype for the arithmetic kernels, or `None`
+/// for fp8, which is only stored, cast and moved (as in PyTorch).
+pub(crate) fn suffix(dtype: DType) -> Option<&'static str> {
+    match dtype {
+        DType::F8E4M3 | DType::F8E5M2 => None,
+        other => Some(cast_suffix(other)),
+    }
 }
 
 fn size_suffix(dtype: DType) -> &'static str {
@@ -110,9 +120,10 @@ fn binary_code(op: BinaryOp) -> i32 {
     }
 }
 
-/// The bytes of a host buffer as the device stores them (bool as 0/1 bytes).
-pub(crate) fn host_bytes(op: &'static str, h: &HostStorage) -> Result<Vec<u8>> {
-    Ok(match h {
+/// The bytes of a host buffer as the device stores them (bool as 0/1 bytes,
+/// fp8 as its bit patterns).
+pub(crate) fn host_bytes(h: &HostStorage) -> Vec<u8> {
+    match h {
         HostStorage::F64(v) => v.iter().flat_map(|x| x.to_ne_bytes()).collect(),
         HostStorage::F32(v) => v.iter().flat_map(|x| x.to_ne_bytes()).collect(),
         HostStorage::F16(v) => v.iter().flat_map(|x| x.to_bits().to_ne_bytes()).collect(),
@@ -120,14 +131,9 @@ pub(crate) fn host_bytes(op: &'static str, h: &HostStorage) -> Result<Vec<u8>> {
         HostStorage::I64(v) => v.iter().flat_map(|x| x.to_ne_bytes()).collect(),
         HostStorage::U8(v) => v.clone(),
         HostStorage::Bool(v) => v.iter().map(|&b| b as u8).collect(),
-        HostStorage::F8E4M3(_) | HostStorage::F8E5M2(_) => {
-            return Err(unsupported(
-                op,
-                h.dtype(),
-                "fp8 tensors are not supported on CUDA; keep them on the CPU",
-            ))
-        }
-    })
+        HostStorage::F8E4M3(v) => v.iter().map(|x| x.to_bits()).collect(),
+        HostStorage::F8E5M2(v) => v.iter().map(|x| x.to_bits()).collect(),
+    }
 }
 
 fn words<const N: usize>(bytes: &[u8]) -> impl Iterator<Item = [u8; N]> + '_ {
@@ -140,7 +146,7 @@ fn words<const N: usize>(bytes: &[u8]) -> impl Iterator<Item = [u8; N]> + '_ {
 
 /// A host buffer of `dtype` from the device's bytes.
 pub(crate) fn host_from_bytes(dtype: DType, bytes: &[u8]) -> HostStorage {
-    use amp_dtype::{bf16, f16};
+    use amp_dtype::{bf16, f16, F8E4M3, F8E5M2};
     match dtype {
         DType::F64 => HostStorage::F64(words::<8>(bytes).map(f64::from_ne_bytes).collect()),
         DType::F32 => HostStorage::F32(words::<4>(bytes).map(f32::from_ne_bytes).collect()),
@@ -155,7 +161,9 @@ pub(crate) fn host_from_bytes(dtype: DType, bytes: &[u8]) -> HostStorage {
                 .collect(),
         ),
         DType::I64 => HostStorage::I64(words::<8>(bytes).map(i64::from_ne_bytes).collect()),
-        DType::U8 | DType::F8E4M3 | DType::F8E5M2 => HostStorage::U8(bytes.to_vec()),
+        DType::U8 => HostStorage::U8(bytes.to_vec()),
+        DType::F8E4M3 => HostStorage::F8E4M3(bytes.iter().map(|&b| F8E4M3::from_bits(b)).collect()),
+        DType::F8E5M2 => HostStorage::F8E5M2(bytes.iter().map(|&b| F8E5M2::from_bits(b)).collect()),
         DType::Bool => HostStorage::Bool(bytes.iter().map(|&b| b != 0).collect()),
     }
 }
@@ -326,10 +334,7 @@ impl CudaBackend {
         n: usize,
         to: DType,
     ) -> Result<CudaStorage> {
-        let (Some(a), Some(b)) = (suffix(from), suffix(to)) else {
-            let bad = if suffix(from).is_none() { from } else { to };
-            return Err(unsupported(op, bad, "fp8 casts are not supported on CUDA"));
-        };
+        let (a, b) = (cast_suffix(from), cast_suffix(to));
         let out = self.gpu.alloc(op, to, n)?;
         if n == 0 {
             return Ok(out);
@@ -407,7 +412,7 @@ impl Backend for CudaBackend {
     }
 
     fn from_host(&self, data: HostStorage) -> Result<Storage> {
-        let bytes = host_bytes("from_host", &data)?;
+        let bytes = host_bytes(&data);
         Ok(Self::wrap(self.gpu.upload(
             "from_host",
             data.dtype(),
@@ -429,7 +434,8 @@ impl Backend for CudaBackend {
     }
 
     fn full(&self, numel: usize, value: f64, dtype: DType) -> Result<Storage> {
-        let one = host_bytes("full", &HostStorage::filled(dtype, 1, value))?;
+        // The value rounded on the host by amp-dtype (fp8 included), then filled as bits.
+        let one = host_bytes(&HostStorage::filled(dtype, 1, value));
         let mut pattern = [0u8; 8];
         pattern[..one.len()].copy_from_slice(&one);
         let pattern = u64::from_le_bytes(pattern);
@@ -847,7 +853,6 @@ impl Backend for CudaBackend {
             shape[dim] += s[dim];
         }
         let total: usize = shape.iter().product();
-        suffix(out).ok_or_else(|| unsupported(name, out, "fp8 is not supported on CUDA"))?;
         let y = self.gpu.alloc(name, out, total)?;
         let out_strides = contiguous_strides(&shape);
         let mut start = 0;
@@ -900,8 +905,6 @@ impl Backend for CudaBackend {
                 shape: shape.to_vec(),
             });
         }
-        suffix(s.dtype)
-            .ok_or_else(|| unsupported(name, s.dtype, "fp8 is not supported on CUDA"))?;
         let m = index.1.numel();
         let outer: usize = shape[..dim].iter().product();
         let inner: usize = shape[dim + 1..].iter().product();
@@ -948,8 +951,6 @@ impl Backend for CudaBackend {
                 rhs: idx_shape,
             });
         }
-        suffix(s.dtype)
-            .ok_or_else(|| unsupported(name, s.dtype, "fp8 is not supported on CUDA"))?;
         let n = index.1.numel();
         let y = self.gpu.alloc(name, s.dtype, n)?;
         if n > 0 {
@@ -1000,7 +1001,13 @@ impl Backend for CudaBackend {
             DType::F32 | DType::F16 | DType::BF16 => (DType::F32, s.dtype),
             DType::F64 => (DType::F64, DType::F64),
             DType::I64 | DType::U8 | DType::Bool => (DType::F64, DType::F64),
-            other => return Err(unsupported(name, other, "fp8 is not supported on CUDA")),
+            other => {
+                return Err(unsupported(
+                    name,
+                    other,
+                    "fp8 math (scatter_add accumulates) is not supported on CUDA",
+                ))
+            }
         };
         let acc = self.gpu.zeros(name, acc_dtype, shape.iter().product())?;
         let n = l.numel();

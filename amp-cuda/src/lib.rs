@@ -32,6 +32,17 @@
 //! - Arithmetic: f16/bf16 compute and accumulate in f32; f32 reductions,
 //!   softmax and layer norm accumulate in f64; casts round to nearest even
 //!   once; matmul uses cuBLAS with `CUBLAS_COMPUTE_32F` (no TF32).
+//! - fp8 (`F8E4M3` = `float8_e4m3fn`, `F8E5M2` = `float8_e5m2`), as in
+//!   PyTorch, is for storage and casts: host upload and download, `full`,
+//!   casts to and from every other dtype (strided views included) and the ops
+//!   that only move elements (contiguous copies, `cat`, `index_select`,
+//!   `gather`, `where`). Casts into fp8 round once, to nearest even, directly
+//!   from the source value, bit-identical with amp-dtype (E4M3 overflow gives
+//!   NaN, E5M2 overflow gives infinity; a NaN keeps its sign); decoding is
+//!   exact. The encoder and decoder are bit manipulation in `common.cuh`, so
+//!   no `cuda_fp8.h` is needed. Arithmetic on fp8 (unary, binary, reductions,
+//!   matmul, softmax, layer norm, scatter_add, the fused AMP kernels) returns
+//!   `Error::UnsupportedDType` naming the op.
 //! - One stream per device: every op is queued in order; reading a tensor
 //!   back to the host synchronises.
 //! - Beyond the `Backend` trait: [`unscale_grads_on_device`] and
