@@ -8,12 +8,12 @@
 use crate::elementwise::{self, dense, zeros};
 use crate::gemm::{self, Operand};
 use crate::isa::{self, Isa};
-use crate::{index, reduce, unscale};
+use crate::{index, optim, reduce, unscale};
 use amp_dtype::DType;
 use amp_tensor::reference::ReferenceBackend;
 use amp_tensor::{
-    with_host_storage, Backend, BinaryOp, DeviceKind, Error, HostElement, HostStorage, Layout,
-    NonFiniteCount, ReduceOp, Result, Storage, UnaryOp, View,
+    with_host_storage, AdamWStep, Backend, BinaryOp, DeviceKind, Error, HostElement, HostStorage,
+    Layout, NonFiniteCount, ReduceOp, Result, Storage, UnaryOp, View,
 };
 
 /// The CPU backend. Cheap to copy; holds only the instruction-set level its kernels use.
@@ -493,5 +493,48 @@ impl Backend for CpuBackend {
             counts.push(count);
         }
         Ok(counts)
+    }
+
+    fn adamw_step(
+        &self,
+        param: &mut Storage,
+        grad: View<'_>,
+        exp_avg: &mut Storage,
+        exp_avg_sq: &mut Storage,
+        hyper: &AdamWStep,
+    ) -> Result<()> {
+        let op = "adamw_step";
+        let n = param.len();
+        let (gh, gl) = host(op, grad)?;
+        if !(fast(param.dtype()) && fast(gh.dtype())) {
+            return ReferenceBackend.adamw_step(param, grad, exp_avg, exp_avg_sq, hyper);
+        }
+        if gl.numel() != n || exp_avg.len() != n || exp_avg_sq.len() != n {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "param has {n} elements, grad {}, exp_avg {}, exp_avg_sq {}",
+                    gl.numel(),
+                    exp_avg.len(),
+                    exp_avg_sq.len()
+                ),
+            ));
+        }
+        // A strided gradient is made contiguous first (one blocked pass).
+        let dense_grad;
+        let (gh, range) = match gl.contiguous_range() {
+            Some(r) => (gh, r),
+            None => {
+                dense_grad = self.cast(grad, gh.dtype())?;
+                (dense_grad.host(op)?, 0..n)
+            }
+        };
+        let m = exp_avg.host_mut(op)?.typed_mut::<f32>(op)?;
+        let v = exp_avg_sq.host_mut(op)?.typed_mut::<f32>(op)?;
+        let p = param.host_mut(op)?;
+        with_fast!(p, p, P => with_fast!(gh, g, G => {
+            optim::adamw::<P, G>(self.isa, p, &g[range.clone()], m, v, hyper)
+        }));
+        Ok(())
     }
 }

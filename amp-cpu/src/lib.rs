@@ -61,6 +61,7 @@ mod gemm;
 mod index;
 mod isa;
 mod math;
+mod optim;
 mod reduce;
 mod unscale;
 

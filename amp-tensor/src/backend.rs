@@ -168,6 +168,36 @@ impl NonFiniteCount {
 /// A storage with the layout of the view to read.
 pub type View<'a> = (&'a Storage, &'a Layout);
 
+/// The hyperparameters of one AdamW update ([`Backend::adamw_step`]), as
+/// `torch.optim.AdamW` takes them (`amsgrad=False`, `maximize=False`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWStep {
+    /// Learning rate.
+    pub lr: f64,
+    /// Decay rate of the first moment.
+    pub beta1: f64,
+    /// Decay rate of the second moment.
+    pub beta2: f64,
+    /// Added to the denominator.
+    pub eps: f64,
+    /// Decoupled weight decay.
+    pub weight_decay: f64,
+    /// This update's 1-based step number (for the bias corrections).
+    pub step: u64,
+}
+
+impl AdamWStep {
+    /// `lr / (1 − β₁ᵗ)`: the step size after the first bias correction.
+    pub fn step_size(&self) -> f64 {
+        self.lr / (1.0 - self.beta1.powi(self.step.min(i32::MAX as u64) as i32))
+    }
+
+    /// `√(1 − β₂ᵗ)`: the second bias correction's square root.
+    pub fn bias_correction2_sqrt(&self) -> f64 {
+        (1.0 - self.beta2.powi(self.step.min(i32::MAX as u64) as i32)).sqrt()
+    }
+}
+
 /// The kernels one device provides. See the module docs for the conventions.
 pub trait Backend: Send + Sync + fmt::Debug {
     /// A short name of the implementation (`"reference"`, `"cpu"`, `"cuda"`).
@@ -254,4 +284,58 @@ pub trait Backend: Send + Sync + fmt::Debug {
         buffers: &mut [(&mut Storage, &Layout)],
         inv_scale: f32,
     ) -> Result<Vec<NonFiniteCount>>;
+
+    /// One AdamW update in place, as `torch.optim.AdamW` computes it:
+    ///
+    /// ```text
+    /// p ← p·(1 − lr·wd);  m ← m + (g − m)·(1 − β₁);  v ← v·β₂ + g²·(1 − β₂)
+    /// p ← p − lr/(1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + eps)
+    /// ```
+    ///
+    /// `param` is a whole contiguous buffer of a float dtype, updated in f32 and
+    /// rounded once back; `exp_avg` and `exp_avg_sq` are whole
+    /// contiguous f32 buffers of the same length; `grad` is a view with that
+    /// many elements, of any float dtype. The caller checks dtypes and lengths.
+    ///
+    /// The provided implementation composes this backend's own kernels (one
+    /// pass per arithmetic step); backends override it with one fused pass.
+    fn adamw_step(
+        &self,
+        param: &mut Storage,
+        grad: View<'_>,
+        exp_avg: &mut Storage,
+        exp_avg_sq: &mut Storage,
+        hyper: &AdamWStep,
+    ) -> Result<()> {
+        let n = param.len();
+        let flat = Layout::contiguous(&[n]);
+        let f = DType::F32;
+        let affine = |x: &Storage, mul: f64, add: f64| {
+            self.unary(UnaryOp::Affine { mul, add }, (x, &flat), f)
+        };
+        let binary = |op, a: &Storage, b: &Storage| self.binary(op, (a, &flat), (b, &flat), f);
+        let g = self.cast(grad, f)?;
+        let p = self.cast((param, &flat), f)?;
+        let p = affine(&p, 1.0 - hyper.lr * hyper.weight_decay, 0.0)?;
+        let diff = binary(BinaryOp::Sub, &g, exp_avg)?;
+        let m = binary(
+            BinaryOp::Add,
+            exp_avg,
+            &affine(&diff, 1.0 - hyper.beta1, 0.0)?,
+        )?;
+        let g2 = binary(BinaryOp::Mul, &g, &g)?;
+        let v = binary(
+            BinaryOp::Add,
+            &affine(exp_avg_sq, hyper.beta2, 0.0)?,
+            &affine(&g2, 1.0 - hyper.beta2, 0.0)?,
+        )?;
+        let denom = self.unary(UnaryOp::Sqrt, (&v, &flat), f)?;
+        let denom = affine(&denom, 1.0 / hyper.bias_correction2_sqrt(), hyper.eps)?;
+        let update = binary(BinaryOp::Div, &m, &denom)?;
+        let p = binary(BinaryOp::Sub, &p, &affine(&update, hyper.step_size(), 0.0)?)?;
+        *param = self.cast((&p, &flat), param.dtype())?;
+        *exp_avg = m;
+        *exp_avg_sq = v;
+        Ok(())
+    }
 }

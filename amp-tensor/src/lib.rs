@@ -40,7 +40,9 @@ pub mod testing;
 
 pub use amp_dtype::{self, bf16, f16, DType, Element};
 pub use autograd::{is_grad_enabled, no_grad, NoGradGuard};
-pub use backend::{Backend, BinaryOp, DeviceKind, NonFiniteCount, ReduceOp, UnaryOp, View};
+pub use backend::{
+    AdamWStep, Backend, BinaryOp, DeviceKind, NonFiniteCount, ReduceOp, UnaryOp, View,
+};
 pub use device::Device;
 pub use dispatch::{dispatch, push_interceptor, Interceptor, InterceptorGuard};
 pub use error::{Error, Result};

@@ -117,7 +117,14 @@ fn matmul_impl(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         &[&a2, &b2],
         move |g| {
             let ga = matmul_impl(g, &b_saved.transpose(-1, -2)?)?;
-            let gb = matmul_impl(&a_saved.transpose(-1, -2)?, g)?;
+            // A transposed `b` (a linear layer's `weight.t()`) gets its gradient
+            // computed as `(gᵀ a)ᵀ`: the same sums, laid out so that the
+            // gradient of the stored weight comes out contiguous (no later copy).
+            let gb = if is_transposed(&b_saved) {
+                matmul_impl(&g.transpose(-1, -2)?, &a_saved)?.transpose(-1, -2)?
+            } else {
+                matmul_impl(&a_saved.transpose(-1, -2)?, g)?
+            };
             Ok(vec![
                 Some(unbroadcast(&ga, &a2_shape)?),
                 Some(unbroadcast(&gb, &b2_shape)?),
@@ -132,6 +139,17 @@ fn matmul_impl(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         out = out.squeeze(if b.rank() == 1 { -1 } else { -2 })?;
     }
     Ok(out)
+}
+
+/// Whether the last two dimensions of `t` are stored column-major (a `.t()` of a
+/// contiguous matrix) rather than row-major.
+fn is_transposed(t: &Tensor) -> bool {
+    let r = t.rank();
+    if r < 2 {
+        return false;
+    }
+    let (shape, strides) = (t.dims(), t.layout().strides());
+    strides[r - 2] == 1 && shape[r - 2] > 1 && shape[r - 1] > 1 && strides[r - 1] >= shape[r - 2]
 }
 
 /// `x @ weight^T + bias` (`torch.nn.functional.linear`): `x` is `[..., in]`,

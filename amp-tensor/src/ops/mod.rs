@@ -5,12 +5,14 @@
 mod elementwise;
 mod matmul;
 mod nn;
+mod optim;
 mod reduce;
 mod shape;
 
 pub use elementwise::*;
 pub use matmul::*;
 pub use nn::*;
+pub use optim::*;
 pub use reduce::*;
 pub use shape::*;
 

@@ -1,8 +1,8 @@
 //! [`AdamW`]: Adam with decoupled weight decay (`torch.optim.AdamW`).
 
-use super::{check_non_negative, check_state_params, grad_f32, state_tensor, OptimizerState};
+use super::{check_non_negative, check_state_params, owned_f32_copy, state_tensor, OptimizerState};
 use crate::{Error, Result};
-use amp_tensor::{DType, Tensor};
+use amp_tensor::{ops, AdamWStep, DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// AdamW's hyperparameters; `Default` gives PyTorch's: lr 1e-3, betas
@@ -48,7 +48,7 @@ impl AdamWConfig {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Moments {
     step: u64,
     exp_avg: Tensor,
@@ -65,8 +65,10 @@ struct Moments {
 /// p  ← p − (lr / (1 − β₁ᵗ)) · m / (√v / √(1 − β₂ᵗ) + eps)
 /// ```
 ///
-/// Each arrow is computed in f32 (state and update), one op at a time.
-#[derive(Debug, Clone)]
+/// Each arrow is computed in f32 (state and update), rounded as PyTorch rounds
+/// it, in one fused pass per parameter; the moments are updated in place
+/// (so an `AdamW` is not `Clone`: two copies would share them).
+#[derive(Debug)]
 pub struct AdamW {
     params: Vec<(String, Tensor)>,
     config: AdamWConfig,
@@ -76,7 +78,7 @@ pub struct AdamW {
 impl AdamW {
     /// An optimizer over `params` (as returned by `Module::named_parameters`).
     pub fn new(params: Vec<(String, Tensor)>, config: AdamWConfig) -> AdamW {
-        let state = vec![None; params.len()];
+        let state = params.iter().map(|_| None).collect();
         AdamW {
             params,
             config,
@@ -109,7 +111,9 @@ impl AdamW {
             .unwrap_or(0)
     }
 
-    /// One update of every parameter that has a gradient.
+    /// One update of every parameter that has a gradient: one fused pass per
+    /// parameter ([`ops::adamw_step`]) that reads the parameter, its gradient
+    /// (any float dtype) and both f32 moments once and writes them back in place.
     pub fn step(&mut self) -> Result<()> {
         self.config.validate()?;
         let AdamWConfig {
@@ -120,7 +124,7 @@ impl AdamW {
         } = self.config;
         let _no_grad = amp_tensor::no_grad();
         for ((_, p), slot) in self.params.iter().zip(self.state.iter_mut()) {
-            let Some(g) = grad_f32(p)? else { continue };
+            let Some(g) = p.grad() else { continue };
             if slot.is_none() {
                 *slot = Some(Moments {
                     step: 0,
@@ -129,34 +133,16 @@ impl AdamW {
                 });
             }
             let s = slot.as_mut().expect("initialised above");
-            s.step += 1;
-            let p32 = p.to_dtype(DType::F32)?;
-            let p32 = if weight_decay != 0.0 {
-                p32.mul_scalar(1.0 - lr * weight_decay)?
-            } else {
-                p32
+            let hyper = AdamWStep {
+                lr,
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+                step: s.step + 1,
             };
-            let m = s
-                .exp_avg
-                .add(&g.sub(&s.exp_avg)?.mul_scalar(1.0 - beta1)?)?;
-            let v = s
-                .exp_avg_sq
-                .mul_scalar(beta2)?
-                .add(&g.mul(&g)?.mul_scalar(1.0 - beta2)?)?;
-            let t = s.step as i32;
-            let bias_correction1 = 1.0 - beta1.powi(t);
-            let bias_correction2 = 1.0 - beta2.powi(t);
-            let step_size = lr / bias_correction1;
-            let denom = v
-                .sqrt()?
-                .div_scalar(bias_correction2.sqrt())?
-                .add_scalar(eps)?;
-            let new_p = p32.sub(&m.div(&denom)?.mul_scalar(step_size)?)?;
-            // The moments are the optimizer's own: swap the handles (no copy).
-            // The parameter is shared with the model: overwrite it in place.
-            s.exp_avg = m;
-            s.exp_avg_sq = v;
-            p.assign(&new_p)?;
+            ops::adamw_step(p, &g, &s.exp_avg, &s.exp_avg_sq, &hyper)?;
+            s.step += 1;
         }
         Ok(())
     }
@@ -168,15 +154,16 @@ impl AdamW {
         }
     }
 
-    /// The state for a checkpoint (moments and step counts).
+    /// The state for a checkpoint (moments and step counts): a snapshot, which
+    /// later steps do not change.
     pub fn state_dict(&self) -> Result<OptimizerState> {
         let mut steps = Vec::new();
         let mut tensors = Vec::new();
         for ((name, _), s) in self.params.iter().zip(&self.state) {
             if let Some(s) = s {
                 steps.push((name.clone(), s.step));
-                tensors.push((format!("{name}.exp_avg"), s.exp_avg.clone()));
-                tensors.push((format!("{name}.exp_avg_sq"), s.exp_avg_sq.clone()));
+                tensors.push((format!("{name}.exp_avg"), owned_f32_copy(&s.exp_avg)?));
+                tensors.push((format!("{name}.exp_avg_sq"), owned_f32_copy(&s.exp_avg_sq)?));
             }
         }
         let config = serde_json::to_value(self.config)
@@ -194,7 +181,7 @@ impl AdamW {
         check_state_params(state, "AdamW", &self.params)?;
         let config: AdamWConfig = serde_json::from_value(state.config.clone())
             .map_err(|e| Error::data("load_state", format!("AdamW hyperparameters: {e}")))?;
-        let mut new_state = vec![None; self.params.len()];
+        let mut new_state: Vec<Option<Moments>> = self.params.iter().map(|_| None).collect();
         for (i, (name, p)) in self.params.iter().enumerate() {
             if let Some((_, step)) = state.steps.iter().find(|(n, _)| n == name) {
                 new_state[i] = Some(Moments {

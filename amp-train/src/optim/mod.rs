@@ -124,11 +124,16 @@ fn state_tensor(state: &OptimizerState, name: &str, like: &Tensor) -> Result<Ten
             ),
         ));
     }
-    // Detached; sharing storage is safe because optimizers never write into their state in place.
-    Ok(t.to_device(like.device())?
-        .to_dtype(DType::F32)?
-        .contiguous()?
-        .detach())
+    // A copy the optimizer owns: AdamW updates its moments in place.
+    owned_f32_copy(&t.to_device(like.device())?)
+}
+
+/// A new, whole, contiguous f32 tensor holding `t`'s values (never sharing its storage).
+fn owned_f32_copy(t: &Tensor) -> Result<Tensor> {
+    let _no_grad = amp_tensor::no_grad();
+    let copy = Tensor::zeros(t.dims(), DType::F32, t.device())?;
+    copy.assign(t)?;
+    Ok(copy)
 }
 
 /// Checks the state's kind and that every parameter named in it exists here.
