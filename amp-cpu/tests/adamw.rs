@@ -73,7 +73,7 @@ fn run<P: HostElement, G: HostElement>(
 
 /// The gradient values `g` (in logical order) as a storage and a view of it.
 fn gradient(g: &[f64], dtype: DType, n: usize, transposed: bool) -> (Storage, Layout) {
-    if !transposed || n % 4 != 0 {
+    if !transposed || !n.is_multiple_of(4) {
         return (
             Storage::Host(HostStorage::from_f64(dtype, g)),
             Layout::contiguous(&[n]),
