@@ -27,13 +27,22 @@ fn main() -> amp_tensor::Result<()> {
         } else {
             DType::BF16
         };
+        // Optional shape: `gemm-bf16 M K N` (default the MLP's 256 4096 4096).
+        let dims: Vec<usize> = std::env::args()
+            .skip(2)
+            .filter_map(|a| a.parse().ok())
+            .collect();
+        let (m, k, n) = match dims[..] {
+            [m, k, n] => (m, k, n),
+            _ => (256, 4096, 4096),
+        };
         let dev = amp_cpu::device();
-        let a = Tensor::randn(&[256, 4096], dtype, &dev, 3)?;
-        let b = Tensor::randn(&[4096, 4096], dtype, &dev, 4)?;
+        let a = Tensor::randn(&[m, k], dtype, &dev, 3)?;
+        let b = Tensor::randn(&[k, n], dtype, &dev, 4)?;
         let s = best(20, || drop(amp_tensor::ops::matmul(&a, &b).unwrap()));
         println!(
-            "matmul {dtype} 256x4096x4096 {:7.1} GFLOP/s",
-            2.0 * 256.0 * 4096.0 * 4096.0 / s / 1e9
+            "matmul {dtype} {m}x{k}x{n} {:7.1} GFLOP/s",
+            2.0 * (m * k * n) as f64 / s / 1e9
         );
         return Ok(());
     }

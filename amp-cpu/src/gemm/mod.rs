@@ -152,10 +152,10 @@ fn gemm_columns<T: Sync, P: Packer<T>>(
     let a_base = a.offset + bi * a.batch_stride;
     let b_base = b.offset + bi * b.batch_stride;
     let blocks: Vec<(usize, usize)> = (0..k).step_by(KC).map(|p0| (p0, KC.min(k - p0))).collect();
-    let a_packed: Vec<Vec<P::Elem>> = blocks
+    let a_packed: Vec<Panels<P::Elem>> = blocks
         .par_iter()
         .map(|&(p0, kc)| {
-            let mut v = vec![P::Elem::default(); mp * packer.depth(kc)];
+            let mut v = Panels::new(mp * packer.depth(kc));
             packer.pack_a(
                 a.data,
                 a_base + p0 * a.col_stride,
@@ -170,14 +170,14 @@ fn gemm_columns<T: Sync, P: Packer<T>>(
         })
         .collect();
     let width = COLUMN_GROUP * nr;
-    let locals: Vec<Vec<f32>> = (0..n.div_ceil(width))
+    let locals: Vec<Panels<f32>> = (0..n.div_ceil(width))
         .into_par_iter()
         .map(|g| {
             let j = g * width;
             let cols = width.min(n - j);
             let panels = cols.div_ceil(nr);
-            let mut local = vec![0f32; mp * width];
-            let mut b_packed = vec![P::Elem::default(); width * packer.depth(KC.min(k))];
+            let mut local = Panels::<f32>::new(mp * width);
+            let mut b_packed = Panels::new(width * packer.depth(KC.min(k)));
             for (&(p0, kc), ap) in blocks.iter().zip(&a_packed) {
                 let kd = packer.depth(kc);
                 let bp = &mut b_packed[..panels * nr * kd];
@@ -191,6 +191,22 @@ fn gemm_columns<T: Sync, P: Packer<T>>(
                     nr,
                     bp,
                 );
+                if kernel.is_amx() {
+                    // A panel in L1, the task's B panels streamed by one tile-configured call.
+                    for ip in 0..mp / mr {
+                        let apan = &ap[ip * mr * kd..(ip + 1) * mr * kd];
+                        packer.run_row(
+                            kernel,
+                            kc,
+                            apan,
+                            bp,
+                            panels,
+                            &mut local[ip * mr * width..],
+                            width,
+                        );
+                    }
+                    continue;
+                }
                 for jp in 0..panels {
                     let bpan = &bp[jp * nr * kd..(jp + 1) * nr * kd];
                     for ip in 0..mp / mr {
@@ -215,6 +231,42 @@ fn gemm_columns<T: Sync, P: Packer<T>>(
         for i in 0..m {
             c[i * n + j..i * n + j + cols].copy_from_slice(&local[i * width..i * width + cols]);
         }
+    }
+}
+
+/// A packed-panel buffer that starts on a 64-byte boundary, so that every
+/// panel line the kernels load (a tile row, a vector) sits in whole cache lines.
+struct Panels<E> {
+    buf: Vec<E>,
+    start: usize,
+    len: usize,
+}
+
+impl<E: Copy + Default> Panels<E> {
+    fn new(len: usize) -> Panels<E> {
+        let size = std::mem::size_of::<E>().max(1);
+        let slack = 64 / size;
+        let buf = vec![E::default(); len + slack];
+        let misalign = buf.as_ptr() as usize % 64;
+        let start = if misalign == 0 {
+            0
+        } else {
+            (64 - misalign) / size
+        };
+        Panels { buf, start, len }
+    }
+}
+
+impl<E> std::ops::Deref for Panels<E> {
+    type Target = [E];
+    fn deref(&self) -> &[E] {
+        &self.buf[self.start..self.start + self.len]
+    }
+}
+
+impl<E> std::ops::DerefMut for Panels<E> {
+    fn deref_mut(&mut self) -> &mut [E] {
+        &mut self.buf[self.start..self.start + self.len]
     }
 }
 
@@ -264,6 +316,31 @@ trait Packer<T>: Sync {
         c: &mut [f32],
         ldc: usize,
     );
+    /// Runs the kernel on one A panel against `panels` consecutive full B
+    /// panels, filling `panels·nr` columns of `c`.
+    #[allow(clippy::too_many_arguments)]
+    fn run_row(
+        &self,
+        kernel: Kernel,
+        kc: usize,
+        a: &[Self::Elem],
+        b: &[Self::Elem],
+        panels: usize,
+        c: &mut [f32],
+        ldc: usize,
+    ) {
+        let (nr, kd) = (kernel.nr(), self.depth(kc));
+        for jp in 0..panels {
+            self.run(
+                kernel,
+                kc,
+                a,
+                &b[jp * nr * kd..(jp + 1) * nr * kd],
+                &mut c[jp * nr..],
+                ldc,
+            );
+        }
+    }
 }
 
 /// f32 panels, widened while packing.
@@ -392,6 +469,18 @@ impl Packer<bf16> for AmxPacker {
     }
     fn run(&self, kernel: Kernel, kc: usize, a: &[u16], b: &[u16], c: &mut [f32], ldc: usize) {
         kernel.run_amx(kc.div_ceil(32) * 32, a, b, c, ldc)
+    }
+    fn run_row(
+        &self,
+        kernel: Kernel,
+        kc: usize,
+        a: &[u16],
+        b: &[u16],
+        panels: usize,
+        c: &mut [f32],
+        ldc: usize,
+    ) {
+        kernel.run_amx_row(kc.div_ceil(32) * 32, a, b, panels, c, ldc)
     }
 }
 
@@ -621,8 +710,7 @@ fn gemm_one<T: Sync, P: Packer<T>>(
 ) {
     let (mr, nr) = (kernel.mr(), kernel.nr());
     let mc_block = row_block(m, mr, parallel);
-    let mut b_packed =
-        vec![P::Elem::default(); NC.min(n).div_ceil(nr) * nr * packer.depth(KC.min(k))];
+    let mut b_packed = Panels::new(NC.min(n).div_ceil(nr) * nr * packer.depth(KC.min(k)));
     let a_base = a.offset + bi * a.batch_stride;
     let b_base = b.offset + bi * b.batch_stride;
     for j0 in (0..n).step_by(NC) {
@@ -663,7 +751,7 @@ fn gemm_one<T: Sync, P: Packer<T>>(
             let block = |(ib, c_rows): (usize, &mut [f32])| {
                 let i0 = ib * mc_block;
                 let mc = c_rows.len() / n;
-                let mut a_packed = vec![P::Elem::default(); mc.div_ceil(mr) * mr * kd];
+                let mut a_packed = Panels::new(mc.div_ceil(mr) * mr * kd);
                 packer.pack_a(
                     a.data,
                     a_base + i0 * a.row_stride + p0 * a.col_stride,
@@ -675,6 +763,45 @@ fn gemm_one<T: Sync, P: Packer<T>>(
                     &mut a_packed,
                 );
                 let mut scratch = [0f32; kernels::MAX_TILE];
+                if kernel.is_amx() {
+                    // Row order: each full A panel against every full B panel in one
+                    // tile-configured call; edge tiles through the scratch tile.
+                    let full_cols = nc / nr;
+                    for ip in 0..mc.div_ceil(mr) {
+                        let ap = &a_packed[ip * mr * kd..(ip + 1) * mr * kd];
+                        let rows = mr.min(mc - ip * mr);
+                        let at = ip * mr * n + j0;
+                        let first_edge = if rows == mr && full_cols > 0 {
+                            packer.run_row(
+                                kernel,
+                                kc,
+                                ap,
+                                &b_packed[..full_cols * nr * kd],
+                                full_cols,
+                                &mut c_rows[at..],
+                                n,
+                            );
+                            full_cols
+                        } else {
+                            0
+                        };
+                        for jp in first_edge..nc.div_ceil(nr) {
+                            let bp = &b_packed[jp * nr * kd..(jp + 1) * nr * kd];
+                            let cols = nr.min(nc - jp * nr);
+                            let tile = &mut scratch[..mr * nr];
+                            tile.fill(0.0);
+                            packer.run(kernel, kc, ap, bp, tile, nr);
+                            for r in 0..rows {
+                                let dst =
+                                    &mut c_rows[at + jp * nr + r * n..at + jp * nr + r * n + cols];
+                                for (d, s) in dst.iter_mut().zip(&tile[r * nr..r * nr + cols]) {
+                                    *d += s;
+                                }
+                            }
+                        }
+                    }
+                    return;
+                }
                 for jp in 0..nc.div_ceil(nr) {
                     let bp = &b_packed[jp * nr * kd..(jp + 1) * nr * kd];
                     let cols = nr.min(nc - jp * nr);
