@@ -47,6 +47,10 @@
 //!   levels, are widened to f32 while packing (exact) and use FMA.
 //! - `non_finite_check_and_unscale` counts infs and NaNs and multiplies by
 //!   `inv_scale` in f32 in one pass, bit-exact with `x * inv_scale`.
+//! - `adamw_step` (`torch.optim.AdamW`) is one fused pass: parameter, gradient
+//!   (any float dtype, any layout) and both f32 moments are read once and
+//!   written back in place, in f32, each arithmetic step rounded as PyTorch's
+//!   single-tensor AdamW rounds it.
 //! - f64, integer, bool and fp8 inputs take the reference backend's scalar
 //!   code (same storage, identical results).
 //!
