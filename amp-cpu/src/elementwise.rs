@@ -152,17 +152,29 @@ fn for_each_piece<D: Send>(dst: &mut [D], f: impl Fn(usize, &mut [D]) + Sync) {
 /// into a buffer in L1 and copied into the vector's uninitialised capacity
 /// (in parallel above [`PARALLEL_MIN`]). Unlike filling an output with zeros
 /// first, the output memory is written exactly once.
-fn build<D: F32Convert + Send + Sync>(n: usize, f: impl Fn(usize, &mut [D]) + Sync) -> Vec<D> {
+fn build<D: F32Convert + Send + Sync>(
+    isa: Isa,
+    n: usize,
+    f: impl Fn(usize, &mut [D]) + Sync,
+) -> Vec<D> {
     let mut v: Vec<D> = Vec::with_capacity(n);
     let spare = &mut v.spare_capacity_mut()[..n];
+    // A large output is written with non-temporal stores: it would not stay in
+    // the cache anyway, and they skip reading each destination line first.
+    let stream = n * std::mem::size_of::<D>() >= STREAM_MIN_BYTES;
     let piece = |start: usize, dst: &mut [MaybeUninit<D>]| {
         let mut buf = [D::from_f32(0.0); CHUNK];
         for (i, dc) in dst.chunks_mut(CHUNK).enumerate() {
             let b = &mut buf[..dc.len()];
             f(start + i * CHUNK, b);
-            for (d, s) in dc.iter_mut().zip(b.iter()) {
-                d.write(*s);
+            if !(stream && stream::write(isa, dc, b)) {
+                for (d, s) in dc.iter_mut().zip(b.iter()) {
+                    d.write(*s);
+                }
             }
+        }
+        if stream {
+            stream::fence(isa);
         }
     };
     if n >= PARALLEL_MIN {
@@ -178,9 +190,70 @@ fn build<D: F32Convert + Send + Sync>(n: usize, f: impl Fn(usize, &mut [D]) + Sy
     v
 }
 
+/// Outputs of at least this many bytes are written with non-temporal stores.
+const STREAM_MIN_BYTES: usize = 8 << 20;
+
+/// Non-temporal stores of whole 64-byte lines (AVX-512).
+mod stream {
+    use crate::isa::Isa;
+    use std::mem::MaybeUninit;
+
+    /// Writes `src` into `dst` (same length) with streaming stores for the
+    /// 64-byte aligned middle and plain stores for the ends; false (nothing
+    /// written) below AVX-512.
+    pub(super) fn write<D: Copy>(isa: Isa, dst: &mut [MaybeUninit<D>], src: &[D]) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if isa >= Isa::Avx512 && dst.len() == src.len() {
+            let bytes = std::mem::size_of_val(src);
+            // SAFETY: AVX-512F is present at this level; both regions hold `bytes`
+            // bytes and do not overlap (one is a stack buffer, one a new vector).
+            unsafe {
+                copy(
+                    dst.as_mut_ptr() as *mut u8,
+                    src.as_ptr() as *const u8,
+                    bytes,
+                )
+            };
+            return true;
+        }
+        let _ = (isa, dst, src);
+        false
+    }
+
+    /// Orders this thread's streaming stores before anything it does next.
+    pub(super) fn fence(isa: Isa) {
+        #[cfg(target_arch = "x86_64")]
+        if isa >= Isa::Avx512 {
+            // SAFETY: SSE is part of x86-64.
+            unsafe { std::arch::x86_64::_mm_sfence() };
+        }
+        let _ = isa;
+    }
+
+    /// # Safety
+    /// AVX-512F available; `dst` and `src` valid for `bytes` bytes, not overlapping.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn copy(dst: *mut u8, src: *const u8, bytes: usize) {
+        use std::arch::x86_64::*;
+        // SAFETY: every access stays within the `bytes` both regions hold.
+        unsafe {
+            let head = (dst.align_offset(64)).min(bytes);
+            std::ptr::copy_nonoverlapping(src, dst, head);
+            let mut i = head;
+            while i + 64 <= bytes {
+                let v = _mm512_loadu_si512(src.add(i) as *const _);
+                _mm512_stream_si512(dst.add(i) as *mut _, v);
+                i += 64;
+            }
+            std::ptr::copy_nonoverlapping(src.add(i), dst.add(i), bytes - i);
+        }
+    }
+}
+
 /// `src` converted (nearest even) into a new vector.
 pub(crate) fn cast_vec<S: F32Convert, D: F32Convert + Send + Sync>(isa: Isa, src: &[S]) -> Vec<D> {
-    build(src.len(), |start, d| {
+    build(isa, src.len(), |start, d| {
         let s = &src[start..start + d.len()];
         if let Some(s32) = S::as_f32(s) {
             D::store(isa, s32, d);
@@ -201,7 +274,7 @@ pub(crate) fn unary_vec<S: F32Convert, D: F32Convert + Send + Sync>(
     op: UnaryOp,
     src: &[S],
 ) -> Vec<D> {
-    build(src.len(), |start, d| {
+    build(isa, src.len(), |start, d| {
         let mut buf = [0f32; CHUNK];
         let b = &mut buf[..d.len()];
         S::load(isa, &src[start..start + d.len()], b);
@@ -217,7 +290,7 @@ pub(crate) fn binary_vec<S: F32Convert, D: F32Convert + Send + Sync>(
     a: &[S],
     b: &[S],
 ) -> Vec<D> {
-    build(a.len(), |start, d| {
+    build(isa, a.len(), |start, d| {
         let r = start..start + d.len();
         let mut ba = [0f32; CHUNK];
         let mut bb = [0f32; CHUNK];
