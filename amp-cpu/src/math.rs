@@ -34,7 +34,10 @@ pub(crate) fn exp(x: f32) -> f32 {
     y = y * r + 5.000_000_1e-1;
     y = y * r * r + r + 1.0;
     // 2^n as two factors so that n = 128 (x near the overflow bound) stays in range.
-    let n = fx as i32;
+    // fx is an integer in [-126, 128] (or NaN, whose result is replaced below):
+    // adding 1.5·2^23 puts it in the low mantissa bits. Integer arithmetic on
+    // the bits vectorizes, where a float-to-int `as` cast is scalarized.
+    let n = ((fx + ROUND).to_bits() as i32).wrapping_sub(0x4B40_0000);
     let h = n >> 1;
     let s1 = f32::from_bits(((h + 127) as u32) << 23);
     let s2 = f32::from_bits(((n - h + 127) as u32) << 23);
