@@ -171,6 +171,19 @@ impl Backend for Timed {
     ) -> Result<Vec<NonFiniteCount>> {
         self.inner.non_finite_check_and_unscale(buffers, inv_scale)
     }
+    fn linear(
+        &self,
+        x: View<'_>,
+        weight: View<'_>,
+        bias: Option<View<'_>>,
+        activation: Option<UnaryOp>,
+        out: DType,
+    ) -> Result<Storage> {
+        self.time(
+            || format!("linear {} x {} -> {out}", dt(&x), dt(&weight)),
+            || self.inner.linear(x, weight, bias, activation, out),
+        )
+    }
     fn adamw_step(
         &self,
         param: &mut Storage,

@@ -269,6 +269,68 @@ impl Backend for CpuBackend {
         }))
     }
 
+    fn linear(
+        &self,
+        x: View<'_>,
+        weight: View<'_>,
+        bias: Option<View<'_>>,
+        activation: Option<UnaryOp>,
+        out: DType,
+    ) -> Result<Storage> {
+        let op = "linear";
+        let (hx, lx) = host(op, x)?;
+        let (hw, lw) = host(op, weight)?;
+        let (sx, sw) = (lx.shape(), lw.shape());
+        if sx.len() != 2 || sw.len() != 2 || sx[1] != sw[1] {
+            return Err(Error::ShapeMismatch {
+                op,
+                lhs: sx.to_vec(),
+                rhs: sw.to_vec(),
+            });
+        }
+        if hx.dtype() != hw.dtype() {
+            return Err(Error::DTypeMismatch {
+                op,
+                lhs: hx.dtype(),
+                rhs: hw.dtype(),
+            });
+        }
+        if !fast(hx.dtype()) || !matches!(out, DType::F32 | DType::BF16 | DType::F16) {
+            return ReferenceBackend.linear(x, weight, bias, activation, out);
+        }
+        let (m, k, n) = (sx[0], sx[1], sw[0]);
+        let bias = match bias {
+            Some(b) => {
+                if b.1.shape() != [n] {
+                    return Err(Error::ShapeMismatch {
+                        op,
+                        lhs: sw.to_vec(),
+                        rhs: b.1.shape().to_vec(),
+                    });
+                }
+                let b32 = self.cast(b, DType::F32)?;
+                Some(b32.host(op)?.typed::<f32>(op)?.to_vec())
+            }
+            None => None,
+        };
+        let c = with_fast!(hx, a, S => {
+            let w = S::slice(hw).expect("same dtype");
+            let (tx, tw) = (lx.strides(), lw.strides());
+            let a = Operand { data: a, offset: lx.offset(), batch_stride: 0, row_stride: tx[0], col_stride: tx[1] };
+            // Element (p, j) of weightᵀ is weight[j][p].
+            let b = Operand { data: w, offset: lw.offset(), batch_stride: 0, row_stride: tw[1], col_stride: tw[0] };
+            gemm::gemm::<S>(self.isa, a, b, 1, m, k, n)
+        });
+        Ok(Storage::Host(elementwise::linear_epilogue(
+            self.isa,
+            c,
+            n,
+            bias.as_deref(),
+            activation,
+            out,
+        )))
+    }
+
     fn softmax(&self, src: View<'_>, log: bool, out: DType) -> Result<Storage> {
         let (h, l) = host("softmax", src)?;
         if l.rank() == 0 {

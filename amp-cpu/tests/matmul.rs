@@ -153,6 +153,73 @@ on_every_cpu_path!(
     }
 );
 
+on_every_cpu_path!(
+    fused_bias_and_activation_epilogue_matches_an_f64_evaluation,
+    |device: &Device| -> Result<()> {
+        let acts = [
+            None,
+            Some(ops::Activation::Relu),
+            Some(ops::Activation::Gelu(ops::GeluApprox::None)),
+            Some(ops::Activation::Gelu(ops::GeluApprox::Tanh)),
+            Some(ops::Activation::Tanh),
+            Some(ops::Activation::Sigmoid),
+            Some(ops::Activation::Silu),
+        ];
+        let _no_grad = amp_tensor::no_grad();
+        for dtype in FLOATS {
+            // Edge tiles, k = 0 (bias only), a batched x, and one large enough to run in parallel.
+            for (i, (lead, k, n)) in [
+                (vec![13usize], 37usize, 45usize),
+                (vec![3], 0, 5),
+                (vec![2, 7], 64, 33),
+                (vec![300], 256, 260),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let mut xs = lead.clone();
+                xs.push(k);
+                let s = 20 * i as u64;
+                let x = Tensor::randn(&xs, dtype, device, s)?;
+                let w = Tensor::randn(&[n, k], dtype, device, s + 1)?;
+                let b = Tensor::randn(&[n], dtype, device, s + 2)?;
+                let (xv, wv, bv) = (x.to_f64_vec()?, w.to_f64_vec()?, b.to_f64_vec()?);
+                let m = xv.len() / k.max(1);
+                let m = if k == 0 { lead.iter().product() } else { m };
+                for act in acts {
+                    let y = match act {
+                        Some(a) => ops::linear_act(&x, &w, Some(&b), a)?,
+                        None => ops::linear(&x, &w, Some(&b))?,
+                    };
+                    // The exact product and bias in f64, the activation on the
+                    // reference backend (f64), rounded once to dtype.
+                    let z: Vec<f64> = (0..m * n)
+                        .map(|e| {
+                            let (r, j) = (e / n, e % n);
+                            (0..k).map(|p| xv[r * k + p] * wv[j * k + p]).sum::<f64>() + bv[j]
+                        })
+                        .collect();
+                    let mut shape = lead.clone();
+                    shape.push(n);
+                    let z = Tensor::from_f64_slice(&z, &shape, DType::F64, &reference())?;
+                    let want = match act {
+                        Some(a) => a.apply(&z)?,
+                        None => z,
+                    }
+                    .to_dtype(dtype)?;
+                    check(
+                        &format!("linear {dtype} {lead:?}x{k}x{n} {act:?}"),
+                        &y,
+                        &want,
+                        dot_tol(dtype, k),
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+);
+
 #[test]
 fn large_square_products_run_in_parallel_and_match_reference() -> Result<()> {
     // 2·160·300·170 flops is above the parallel threshold; the reference is exact.

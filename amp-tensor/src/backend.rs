@@ -285,6 +285,53 @@ pub trait Backend: Send + Sync + fmt::Debug {
         inv_scale: f32,
     ) -> Result<Vec<NonFiniteCount>>;
 
+    /// `act(x · weightᵀ + bias)`, the fused epilogue of a linear layer: `x` is a
+    /// `[m, k]` view, `weight` `[n, k]`, `bias` (optional) `[n]`, all of one
+    /// dtype. The product accumulates in f32 (f64 for f64 inputs); the bias is
+    /// added and the activation applied at that precision, and the result is
+    /// rounded once to `out`. The caller checks shapes and dtypes.
+    ///
+    /// The provided implementation composes this backend's `matmul`, `binary`
+    /// and `unary` at the accumulation precision; backends override it with
+    /// one pass over the product.
+    fn linear(
+        &self,
+        x: View<'_>,
+        weight: View<'_>,
+        bias: Option<View<'_>>,
+        activation: Option<UnaryOp>,
+        out: DType,
+    ) -> Result<Storage> {
+        let (xs, xl) = x;
+        let (ws, wl) = weight;
+        let acc = if xs.dtype() == DType::F64 {
+            DType::F64
+        } else {
+            DType::F32
+        };
+        let (m, n) = (xl.shape()[0], wl.shape()[0]);
+        let as3 = |l: &Layout| {
+            let (sh, st) = (l.shape(), l.strides());
+            Layout::new(vec![1, sh[0], sh[1]], vec![0, st[0], st[1]], l.offset())
+        };
+        let wt = wl.transpose(0, 1);
+        let mut y = self.matmul((xs, &as3(xl)), (ws, &as3(&wt)), acc)?;
+        let flat = Layout::contiguous(&[m, n]);
+        if let Some((bs, bl)) = bias {
+            let b = self.cast((bs, bl), acc)?;
+            let row = Layout::new(vec![m, n], vec![0, 1], 0);
+            y = self.binary(BinaryOp::Add, (&y, &flat), (&b, &row), acc)?;
+        }
+        if let Some(op) = activation {
+            y = self.unary(op, (&y, &flat), acc)?;
+        }
+        if out == acc {
+            Ok(y)
+        } else {
+            self.cast((&y, &flat), out)
+        }
+    }
+
     /// One AdamW update in place, as `torch.optim.AdamW` computes it:
     ///
     /// ```text

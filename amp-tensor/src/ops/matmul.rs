@@ -1,9 +1,9 @@
 //! Matrix products: `matmul` (batched, broadcast batch dims) and `linear`.
 
-use super::{require_float, same_device, unbroadcast};
+use super::{require_float, same_device, unbroadcast, GeluApprox};
 use crate::dispatch::dispatch;
 use crate::layout::broadcast_shapes;
-use crate::{Error, Layout, Result, Tensor};
+use crate::{Error, Layout, Result, Tensor, UnaryOp};
 
 /// Views `t` (shape `[batch..., r, c]` broadcast to `batch`) as `[B, r, c]`,
 /// copying only when the batch dims cannot be merged.
@@ -153,41 +153,173 @@ fn is_transposed(t: &Tensor) -> bool {
 }
 
 /// `x @ weight^T + bias` (`torch.nn.functional.linear`): `x` is `[..., in]`,
-/// `weight` is `[out, in]`, `bias` is `[out]`.
+/// `weight` is `[out, in]`, `bias` is `[out]`. The bias is added in the
+/// product's epilogue (in f32, before the one rounding to the output dtype)
+/// by [`crate::Backend::linear`].
 pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     let mut inputs = vec![x, weight];
     inputs.extend(bias);
     dispatch("linear", &inputs, |inputs| {
-        let (x, w) = (&inputs[0], &inputs[1]);
-        if w.rank() != 2 || x.rank() == 0 || x.dims()[x.rank() - 1] != w.dims()[1] {
+        linear_impl(&inputs[0], &inputs[1], inputs.get(2), None)
+    })
+}
+
+/// The activations [`linear_act`] can fuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `max(x, 0)`
+    Relu,
+    /// GELU, exact or tanh-approximated.
+    Gelu(GeluApprox),
+    /// `tanh(x)`
+    Tanh,
+    /// `1 / (1 + e^-x)`
+    Sigmoid,
+    /// `x · sigmoid(x)`
+    Silu,
+}
+
+impl Activation {
+    fn kernel(self) -> UnaryOp {
+        match self {
+            Activation::Relu => UnaryOp::Relu,
+            Activation::Gelu(GeluApprox::None) => UnaryOp::GeluErf,
+            Activation::Gelu(GeluApprox::Tanh) => UnaryOp::GeluTanh,
+            Activation::Tanh => UnaryOp::Tanh,
+            Activation::Sigmoid => UnaryOp::Sigmoid,
+            Activation::Silu => UnaryOp::Silu,
+        }
+    }
+
+    /// The activation as a differentiable op.
+    pub fn apply(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Activation::Relu => x.relu(),
+            Activation::Gelu(a) => x.gelu(a),
+            Activation::Tanh => x.tanh(),
+            Activation::Sigmoid => x.sigmoid(),
+            Activation::Silu => x.silu(),
+        }
+    }
+}
+
+/// `activation(linear(x, weight, bias))`. Without autograd (no input needs a
+/// gradient, or inside [`crate::no_grad`]) the activation runs in the
+/// product's epilogue too — one pass over the output, one rounding; with
+/// autograd it is applied as its own op, since its backward needs the
+/// pre-activation values.
+pub fn linear_act(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    activation: Activation,
+) -> Result<Tensor> {
+    let mut inputs = vec![x, weight];
+    inputs.extend(bias);
+    let records = crate::is_grad_enabled() && inputs.iter().any(|t| t.requires_grad());
+    if records {
+        return activation.apply(&linear(x, weight, bias)?);
+    }
+    dispatch("linear", &inputs, |inputs| {
+        linear_impl(
+            &inputs[0],
+            &inputs[1],
+            inputs.get(2),
+            Some(activation.kernel()),
+        )
+    })
+}
+
+fn linear_impl(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    activation: Option<UnaryOp>,
+) -> Result<Tensor> {
+    let op = "linear";
+    let mut all = vec![x, w];
+    all.extend(bias);
+    same_device(op, &all)?;
+    if w.rank() != 2 || x.rank() == 0 || x.dims()[x.rank() - 1] != w.dims()[1] {
+        return Err(Error::ShapeMismatch {
+            op,
+            lhs: x.shape(),
+            rhs: w.shape(),
+        });
+    }
+    if x.dtype() != w.dtype() {
+        return Err(Error::DTypeMismatch {
+            op,
+            lhs: x.dtype(),
+            rhs: w.dtype(),
+        });
+    }
+    require_float(op, x)?;
+    if let Some(b) = bias {
+        if b.dims() != [w.dims()[0]] {
             return Err(Error::ShapeMismatch {
-                op: "linear",
-                lhs: x.shape(),
-                rhs: w.shape(),
+                op,
+                lhs: w.shape(),
+                rhs: b.shape(),
             });
         }
-        let y = matmul_impl(x, &w.t()?)?;
-        match inputs.get(2) {
-            Some(b) => {
-                if b.dims() != [w.dims()[0]] {
-                    return Err(Error::ShapeMismatch {
-                        op: "linear",
-                        lhs: w.shape(),
-                        rhs: b.shape(),
-                    });
-                }
-                if b.dtype() != y.dtype() {
-                    return Err(Error::DTypeMismatch {
-                        op: "linear",
-                        lhs: y.dtype(),
-                        rhs: b.dtype(),
-                    });
-                }
-                y.add(b)
-            }
-            None => Ok(y),
+        if b.dtype() != x.dtype() {
+            return Err(Error::DTypeMismatch {
+                op,
+                lhs: x.dtype(),
+                rhs: b.dtype(),
+            });
         }
-    })
+    }
+    let (k, n) = (w.dims()[1], w.dims()[0]);
+    let lead: Vec<usize> = x.dims()[..x.rank() - 1].to_vec();
+    let m: usize = lead.iter().product();
+    // The rows of x as a [m, k] matrix (a view when its layout allows).
+    let x2 = x.detach().reshape(&[m, k])?;
+    let storage = {
+        let (sx, sw) = (x2.storage(), w.storage());
+        let sb = bias.map(|b| b.storage());
+        let bview = match (&sb, bias) {
+            (Some(s), Some(b)) => Some((&**s, b.layout())),
+            _ => None,
+        };
+        x.device().backend().linear(
+            (&sx, x2.layout()),
+            (&sw, w.layout()),
+            bview,
+            activation,
+            x.dtype(),
+        )?
+    };
+    let mut out_shape = lead.clone();
+    out_shape.push(n);
+    let (x_saved, w_saved) = (x2, w.detach());
+    let x_shape = x.shape();
+    let has_bias = bias.is_some();
+    Ok(Tensor::from_op(
+        storage,
+        &out_shape,
+        x.device(),
+        op,
+        &all,
+        move |g| {
+            if activation.is_some() {
+                return Err(Error::invalid(
+                    op,
+                    "a fused activation has no backward (linear_act records it as its own op)",
+                ));
+            }
+            let g2 = g.reshape(&[m, n])?;
+            let gx = matmul_impl(&g2, &w_saved)?.reshape(&x_shape)?;
+            // [n, k], contiguous: the stored weight's orientation.
+            let gw = matmul_impl(&g2.t()?, &x_saved)?;
+            let mut grads = vec![Some(gx), Some(gw)];
+            if has_bias {
+                grads.push(Some(g2.sum_dims(&[0], false)?));
+            }
+            Ok(grads)
+        },
+    ))
 }
 
 impl Tensor {

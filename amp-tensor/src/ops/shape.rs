@@ -3,7 +3,7 @@
 
 use super::same_device;
 use crate::dispatch::dispatch;
-use crate::{Error, Result, Tensor};
+use crate::{Error, Layout, Result, Tensor};
 use amp_dtype::DType;
 
 impl Tensor {
@@ -74,7 +74,17 @@ impl Tensor {
             return Ok(self.clone());
         }
         let source = self.shape();
-        match self.layout().reshape(shape) {
+        let layout = if numel == 0 {
+            // No element is ever read through it: any strides do.
+            Some(Layout::new(
+                shape.to_vec(),
+                crate::layout::contiguous_strides(shape),
+                self.layout().offset(),
+            ))
+        } else {
+            self.layout().reshape(shape)
+        };
+        match layout {
             Some(layout) => Ok(self.view_op(layout, "reshape", move |g| {
                 Ok(vec![Some(g.reshape(&source)?)])
             })),
