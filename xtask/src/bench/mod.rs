@@ -44,7 +44,7 @@ const GEMM_SHAPES: [(usize, usize, usize); 6] = [
 fn gemm(device: &Device, dtype: DType, (m, k, n): (usize, usize, usize)) -> Res<f64> {
     let a = Tensor::randn(&[m, k], dtype, device, 1)?;
     let b = Tensor::randn(&[k, n], dtype, device, 2)?;
-    let reps = if m * k * n > 1 << 30 { 3 } else { 5 };
+    let reps = if m * k * n > 1 << 30 { 7 } else { 15 };
     let s = median_time(reps, || {
         ops::matmul(&a, &b)?;
         Ok(())
