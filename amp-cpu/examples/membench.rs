@@ -39,7 +39,9 @@ fn main() -> amp_tensor::Result<()> {
         let dev = amp_cpu::device();
         let a = Tensor::randn(&[m, k], dtype, &dev, 3)?;
         let b = Tensor::randn(&[k, n], dtype, &dev, 4)?;
-        let s = best(20, || drop(amp_tensor::ops::matmul(&a, &b).unwrap()));
+        // About 100 Gflop of repetitions (at least 20), so a profile sees the product.
+        let reps = (1e11 / (2 * m * k * n).max(1) as f64).clamp(20.0, 5000.0) as usize;
+        let s = best(reps, || drop(amp_tensor::ops::matmul(&a, &b).unwrap()));
         println!(
             "matmul {dtype} {m}x{k}x{n} {:7.1} GFLOP/s",
             2.0 * (m * k * n) as f64 / s / 1e9

@@ -4,7 +4,7 @@
 //! Loops: `jc` over [`NC`] columns → `pc` over [`KC`] of the depth (B packed
 //! into `NR`-wide panels, converted to f32 while packing) → `ic` over row
 //! blocks (A packed into `MR`-high panels; these blocks run in parallel above
-//! [`PARALLEL_FLOPS`]) → micro-kernel on an `MR × NR` tile. bf16/f16 inputs
+//! [`PARALLEL_FLOPS`], [`PARALLEL_FLOPS_AMX`] for AMX) → micro-kernel on an `MR × NR` tile. bf16/f16 inputs
 //! are widened exactly while packing, so every kernel accumulates f32 products
 //! in f32. Edge tiles run on a zero-padded panel into a scratch tile.
 //!
@@ -33,6 +33,9 @@ pub(crate) const MC: usize = 192;
 const B_PANELS_PER_TASK: usize = 4;
 /// Products of at least this many flops (2·B·M·N·K) run on the rayon pool.
 pub(crate) const PARALLEL_FLOPS: usize = 1 << 21;
+/// The same threshold for the AMX kernel, which does such a product about ten
+/// times faster: below it, waking a second thread costs more than it saves.
+pub(crate) const PARALLEL_FLOPS_AMX: usize = 1 << 24;
 
 /// One operand: element `(b, i, j)` is at `offset + b·batch_stride + i·row_stride + j·col_stride`.
 #[derive(Debug, Clone, Copy)]
@@ -105,7 +108,12 @@ fn run_batches<T: Sync, P: Packer<T>>(
     n: usize,
     c: &mut [f32],
 ) {
-    let parallel = 2 * batch * m * n * k >= PARALLEL_FLOPS;
+    let threshold = if kernel.is_amx() {
+        PARALLEL_FLOPS_AMX
+    } else {
+        PARALLEL_FLOPS
+    };
+    let parallel = 2 * batch * m * n * k >= threshold;
     let threads = rayon::current_num_threads().max(1);
     if parallel && batch >= threads {
         c.par_chunks_mut(m * n)
@@ -842,7 +850,10 @@ mod tests {
     #[test]
     fn bf16_inputs_take_the_native_kernel_where_present_and_match_f64() {
         // The two last shapes take the column-parallel schedule on up to two threads.
-        const { assert!(2 * 40 * 300 * 600 >= PARALLEL_FLOPS && 530 / (COLUMN_GROUP * 32) >= 4) };
+        const {
+            assert!(2 * 40 * 700 * 600 >= PARALLEL_FLOPS_AMX);
+            assert!(2 * 45 * 721 * 530 >= PARALLEL_FLOPS_AMX && 530 / (COLUMN_GROUP * 32) >= 4);
+        };
         for isa in Isa::available() {
             let kernel = Kernel::select(isa, DType::BF16);
             assert_eq!(kernel.packs_bf16_pairs(), isa == Isa::Avx512Bf16, "{isa}");
@@ -857,8 +868,8 @@ mod tests {
                 (1, 31, 1, true, true),
                 (40, 257, 33, true, true),
                 // Large enough for the column-parallel schedule (short and wide).
-                (40, 300, 600, false, false),
-                (45, 301, 530, true, true),
+                (40, 700, 600, false, false),
+                (45, 721, 530, true, true),
             ] {
                 let a: Vec<bf16> = (0..m * k)
                     .map(|i| bf16::from_f32(((i * 7 % 23) as f32 - 11.0) / 8.0))
