@@ -22,7 +22,7 @@ fn best(reps: usize, mut f: impl FnMut()) -> f64 {
 fn main() -> amp_tensor::Result<()> {
     if let Some(arg) = std::env::args().nth(1).filter(|a| a.starts_with("gemm")) {
         // Only one product, repeated (for a profiler): `gemm-bf16` or `gemm-f32`.
-        let dtype = if arg.ends_with("f32") {
+        let dtype = if arg.contains("f32") {
             DType::F32
         } else {
             DType::BF16
@@ -37,7 +37,12 @@ fn main() -> amp_tensor::Result<()> {
             _ => (256, 4096, 4096),
         };
         let dev = amp_cpu::device();
-        let a = Tensor::randn(&[m, k], dtype, &dev, 3)?;
+        // `gemm-bf16-at`: A stored transposed (a weight gradient's `gᵀ`).
+        let a = if arg.contains("-at") {
+            Tensor::randn(&[k, m], dtype, &dev, 3)?.t()?
+        } else {
+            Tensor::randn(&[m, k], dtype, &dev, 3)?
+        };
         let b = Tensor::randn(&[k, n], dtype, &dev, 4)?;
         // About 100 Gflop of repetitions (at least 20), so a profile sees the product.
         let reps = (1e11 / (2 * m * k * n).max(1) as f64).clamp(20.0, 5000.0) as usize;
