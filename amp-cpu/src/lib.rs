@@ -47,6 +47,9 @@
 //!   levels, are widened to f32 while packing (exact) and use FMA.
 //! - `non_finite_check_and_unscale` counts infs and NaNs and multiplies by
 //!   `inv_scale` in f32 in one pass, bit-exact with `x * inv_scale`.
+//! - `linear` runs the product and its epilogue (bias added and the optional
+//!   activation applied in f32, then one rounding to the output dtype) in one
+//!   pass over the output.
 //! - `adamw_step` (`torch.optim.AdamW`) is one fused pass: parameter, gradient
 //!   (any float dtype, any layout) and both f32 moments are read once and
 //!   written back in place, in f32, each arithmetic step rounded as PyTorch's
@@ -54,8 +57,9 @@
 //! - f64, integer, bool and fp8 inputs take the reference backend's scalar
 //!   code (same storage, identical results).
 //!
-//! Work below 64 Ki elements (or 2 Mflop for GEMM) stays on the calling
-//! thread; larger work runs on rayon's pool.
+//! Work below 64 Ki elements (or 2 Mflop for GEMM, 16 Mflop on AMX) stays on
+//! the calling thread; larger work runs on rayon's pool. Outputs of 8 MiB and
+//! more are written with non-temporal stores.
 
 mod alloc;
 mod backend;
