@@ -233,12 +233,18 @@ fn gemm_columns<T: Sync, P: Packer<T>>(
             local
         })
         .collect();
-    for (g, local) in locals.iter().enumerate() {
-        let j = g * width;
-        let cols = width.min(n - j);
-        for i in 0..m {
-            c[i * n + j..i * n + j + cols].copy_from_slice(&local[i * width..i * width + cols]);
+    // Gather the column strips into C, rows in parallel.
+    let gather = |(i, row): (usize, &mut [f32])| {
+        for (g, local) in locals.iter().enumerate() {
+            let j = g * width;
+            let cols = width.min(n - j);
+            row[j..j + cols].copy_from_slice(&local[i * width..i * width + cols]);
         }
+    };
+    if m * n >= crate::elementwise::PARALLEL_MIN {
+        c[..m * n].par_chunks_mut(n).enumerate().for_each(gather);
+    } else {
+        c[..m * n].chunks_mut(n).enumerate().for_each(gather);
     }
 }
 
