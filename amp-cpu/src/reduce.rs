@@ -133,6 +133,50 @@ fn reduce_row(isa: Isa, op: ReduceOp, x: &[f32]) -> f64 {
     }
 }
 
+multiversion! {
+    /// `acc[j] += x[j]` in f64.
+    fn add_f64(isa: Isa, acc: &mut [f64], x: &[f32]) {
+        for (a, &v) in acc.iter_mut().zip(x) {
+            *a += v as f64;
+        }
+    }
+}
+
+/// Sums (or means) of a contiguous `[rows, cols]` block over its rows — a
+/// bias gradient's `Σ over the batch` — reading each row once, in order, and
+/// accumulating every column in f64 (columns split among threads).
+fn sum_leading<S: F32Convert>(
+    isa: Isa,
+    src: &[S],
+    rows: usize,
+    cols: usize,
+    mean: bool,
+) -> Vec<f64> {
+    const COLS: usize = 1024;
+    let mut acc = vec![0f64; cols];
+    let body = |(c, acc): (usize, &mut [f64])| {
+        let c0 = c * COLS;
+        let mut buf = [0f32; COLS];
+        let b = &mut buf[..acc.len()];
+        for r in 0..rows {
+            let start = r * cols + c0;
+            S::load(isa, &src[start..start + acc.len()], b);
+            add_f64(isa, acc, b);
+        }
+        if mean {
+            for a in acc.iter_mut() {
+                *a /= rows as f64;
+            }
+        }
+    };
+    if rows * cols >= PARALLEL_MIN && cols > COLS {
+        acc.par_chunks_mut(COLS).enumerate().for_each(body);
+    } else {
+        acc.chunks_mut(COLS).enumerate().for_each(body);
+    }
+    acc
+}
+
 /// Reduces a float view (f32/bf16/f16 elements `S`) over `dims`; results rounded once to `out`.
 pub(crate) fn reduce<S: F32Convert>(
     isa: Isa,
@@ -142,6 +186,20 @@ pub(crate) fn reduce<S: F32Convert>(
     dims: &[usize],
     out: DType,
 ) -> HostStorage {
+    // Sum or mean over the leading dimensions of a contiguous view.
+    let leading =
+        !dims.is_empty() && dims.iter().enumerate().all(|(i, &d)| d == i) && dims.len() < l.rank();
+    if matches!(op, ReduceOp::Sum | ReduceOp::Mean) && leading {
+        if let Some(range) = l.contiguous_range() {
+            let rows: usize = l.shape()[..dims.len()].iter().product();
+            let cols: usize = l.shape()[dims.len()..].iter().product();
+            if rows > 0 {
+                let src = &S::slice(h).expect("dtype checked by the caller")[range];
+                let results = sum_leading(isa, src, rows, cols, op == ReduceOp::Mean);
+                return HostStorage::from_f64(out, &results);
+            }
+        }
+    }
     let (buf, off, n_rows, len) = rows_view(h, l, dims);
     let src = &S::slice(&buf).expect("dtype checked by the caller")[off..];
     let mut results = vec![0f64; n_rows];

@@ -244,6 +244,32 @@ on_every_cpu_path!(
 );
 
 on_every_cpu_path!(
+    bias_gradient_sums_over_leading_dims_match_reference,
+    |device: &Device| -> Result<()> {
+        // Large enough for the parallel column split (cols > 1024, rows·cols > 64 Ki).
+        for dtype in FLOATS {
+            let x = Tensor::randn(&[3, 100, 2500], dtype, device, 77)?;
+            let rx = x.to_device(&reference())?;
+            for dims in [&[0usize][..], &[0, 1]] {
+                check(
+                    &format!("sum {dtype} dims {dims:?}"),
+                    &x.sum_dims(dims, false)?,
+                    &rx.sum_dims(dims, false)?,
+                    tol(dtype),
+                )?;
+                check(
+                    &format!("mean {dtype} dims {dims:?}"),
+                    &x.mean_dims(dims, false)?,
+                    &rx.mean_dims(dims, false)?,
+                    tol(dtype),
+                )?;
+            }
+        }
+        Ok(())
+    }
+);
+
+on_every_cpu_path!(
     reductions_match_reference,
     |device: &Device| -> Result<()> {
         for dtype in FLOATS {
@@ -253,6 +279,7 @@ on_every_cpu_path!(
                 dim_sets.push((0..r).collect());
                 if r == 3 {
                     dim_sets.push(vec![0, 2]);
+                    dim_sets.push(vec![0, 1]);
                 }
                 for (kind, x) in views(device, shape, dtype, 20 + si as u64, 3.0)? {
                     let rx = x.to_device(&reference())?;
