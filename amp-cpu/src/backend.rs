@@ -254,19 +254,25 @@ impl Backend for CpuBackend {
             return ReferenceBackend.matmul(lhs, rhs, out);
         }
         let (batch, m, k, n) = (sa[0], sa[1], sa[2], sb[2]);
-        let c = with_fast!(ha, a, S => {
+        let result = with_fast!(ha, a, S => {
             let b = S::slice(hb).expect("same dtype");
             let (ta, tb) = (la.strides(), lb.strides());
             let a = Operand { data: a, offset: la.offset(), batch_stride: ta[0], row_stride: ta[1], col_stride: ta[2] };
             let b = Operand { data: b, offset: lb.offset(), batch_stride: tb[0], row_stride: tb[1], col_stride: tb[2] };
-            gemm::gemm::<S>(self.isa, a, b, batch, m, k, n)
+            match out {
+                DType::BF16 => HostStorage::BF16(gemm::gemm_out::<S, amp_dtype::bf16>(self.isa, a, b, batch, m, k, n)),
+                DType::F16 => HostStorage::F16(gemm::gemm_out::<S, amp_dtype::f16>(self.isa, a, b, batch, m, k, n)),
+                _ => {
+                    let c = HostStorage::F32(gemm::gemm::<S>(self.isa, a, b, batch, m, k, n));
+                    if out == DType::F32 {
+                        c
+                    } else {
+                        elementwise::cast_range(self.isa, &c, 0, c.len(), out)
+                    }
+                }
+            }
         });
-        let c = HostStorage::F32(c);
-        Ok(Storage::Host(if out == DType::F32 {
-            c
-        } else {
-            elementwise::cast_range(self.isa, &c, 0, c.len(), out)
-        }))
+        Ok(Storage::Host(result))
     }
 
     fn linear(

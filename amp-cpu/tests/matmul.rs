@@ -220,6 +220,36 @@ on_every_cpu_path!(
     }
 );
 
+on_every_cpu_path!(
+    tall_shallow_products_written_straight_to_low_precision_match_reference,
+    |device: &Device| -> Result<()> {
+        // Depth within one block and M above the column schedule's limit: the
+        // product is rounded to bf16/f16 from per-block tiles (a weight gradient
+        // gᵀ·x has this shape); edge tiles in every direction; A transposed too.
+        for dtype in [DType::BF16, DType::F16] {
+            for (i, &(m, k, n)) in [(1100usize, 200usize, 300usize), (1037, 33, 70), (40, 17, 9)]
+                .iter()
+                .enumerate()
+            {
+                let s = 40 + 10 * i as u64;
+                let a = Tensor::randn(&[m, k], dtype, device, s)?;
+                let at = Tensor::randn(&[k, m], dtype, device, s + 1)?.t()?;
+                let b = Tensor::randn(&[k, n], dtype, device, s + 2)?;
+                let rb = b.to_device(&reference())?;
+                for (name, a) in [("A", &a), ("A^T", &at)] {
+                    check(
+                        &format!("{name} {dtype} {m}x{k}x{n}"),
+                        &a.matmul(&b)?,
+                        &a.to_device(&reference())?.matmul(&rb)?,
+                        dot_tol(dtype, k),
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+);
+
 #[test]
 fn large_square_products_run_in_parallel_and_match_reference() -> Result<()> {
     // 2·200·600·170 flops is above the parallel thresholds (AMX's too); the reference is exact.

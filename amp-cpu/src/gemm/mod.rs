@@ -12,7 +12,9 @@
 //! (row-major A panels, pair-interleaved B panels, depth padded to 32) or the
 //! AVX512-BF16 `vdpbf16ps` kernel (pair-interleaved panels), everything else
 //! f32 panels. Short, wide products (M ≤ [`COLUMN_MAX_M`]) run on the
-//! column-parallel schedule of [`gemm_columns`].
+//! column-parallel schedule of [`gemm_columns`]. [`gemm_out`] rounds to bf16 or
+//! f16; a product with one depth block on the row-block schedule (a weight
+//! gradient) is written to its output from per-block tiles ([`gemm_direct`]).
 
 mod kernels;
 
@@ -94,6 +96,175 @@ pub(crate) fn gemm<T: F32Convert>(
     }
     run_batches(&F32Packer { isa }, kernel, &a, &b, batch, m, k, n, &mut c);
     c
+}
+
+/// `a · b` like [`gemm`], rounded once to `out` (f32, bf16 or f16). A single
+/// product whose depth fits one block and that takes the row-block schedule
+/// (tall products such as a weight gradient `gᵀ·x`) is written to `out`
+/// straight from each block's f32 tile, which stays in cache: no f32 copy of
+/// the whole product is stored, zeroed or read back.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_out<T: F32Convert, D: F32Convert + Send + Sync>(
+    isa: Isa,
+    a: Operand<'_, T>,
+    b: Operand<'_, T>,
+    batch: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Vec<D> {
+    let kernel = Kernel::select(isa, T::DTYPE);
+    let direct = batch == 1
+        && D::DTYPE != amp_dtype::DType::F32
+        && k > 0
+        && k <= KC
+        && m * n > 0
+        && !takes_columns(kernel, batch, m, k, n);
+    if direct {
+        if kernel.packs_bf16_pairs() || kernel.is_amx() {
+            if let (Some(ad), Some(bd)) = (T::as_bf16(a.data), T::as_bf16(b.data)) {
+                let a = a.with_data(ad);
+                let b = b.with_data(bd);
+                return if kernel.is_amx() {
+                    gemm_direct(isa, &AmxPacker, kernel, &a, &b, m, k, n)
+                } else {
+                    gemm_direct(isa, &PairPacker, kernel, &a, &b, m, k, n)
+                };
+            }
+        }
+        return gemm_direct(isa, &F32Packer { isa }, kernel, &a, &b, m, k, n);
+    }
+    let c = gemm(isa, a, b, batch, m, k, n);
+    crate::elementwise::cast_vec::<f32, D>(isa, &c)
+}
+
+impl<'a, T> Operand<'a, T> {
+    /// The same strides over another slice (the bf16 view of a generic slice).
+    fn with_data<U>(&self, data: &'a [U]) -> Operand<'a, U> {
+        Operand {
+            data,
+            offset: self.offset,
+            batch_stride: self.batch_stride,
+            row_stride: self.row_stride,
+            col_stride: self.col_stride,
+        }
+    }
+}
+
+/// Whether [`run_batches`] takes the column-parallel schedule for this product.
+fn takes_columns(kernel: Kernel, batch: usize, m: usize, k: usize, n: usize) -> bool {
+    let threshold = if kernel.is_amx() {
+        PARALLEL_FLOPS_AMX
+    } else {
+        PARALLEL_FLOPS
+    };
+    let parallel = 2 * batch * m * n * k >= threshold;
+    let threads = rayon::current_num_threads().max(1);
+    let groups = n.div_ceil(COLUMN_GROUP * kernel.nr());
+    parallel && batch < threads && groups >= 2 * threads && m <= COLUMN_MAX_M
+}
+
+/// The row-block schedule for a depth of at most [`KC`], writing `out` directly:
+/// per column block, B is packed once; each row block packs its A, runs every
+/// tile into a padded f32 tile block (so edge tiles need no scratch), and
+/// rounds its rows into `out`.
+#[allow(clippy::too_many_arguments)]
+fn gemm_direct<T: Sync, P: Packer<T>, D: F32Convert + Send + Sync>(
+    isa: Isa,
+    packer: &P,
+    kernel: Kernel,
+    a: &Operand<'_, T>,
+    b: &Operand<'_, T>,
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Vec<D> {
+    let (mr, nr) = (kernel.mr(), kernel.nr());
+    let threshold = if kernel.is_amx() {
+        PARALLEL_FLOPS_AMX
+    } else {
+        PARALLEL_FLOPS
+    };
+    let parallel = 2 * m * n * k >= threshold;
+    let mc_block = row_block(m, mr, parallel);
+    let kd = packer.depth(k);
+    let mut out = vec![D::from_f32(0.0); m * n];
+    let mut b_packed = Panels::new(NC.min(n).div_ceil(nr) * nr * kd);
+    for j0 in (0..n).step_by(NC) {
+        let nc = NC.min(n - j0);
+        let panels = nc.div_ceil(nr);
+        let b_len = panels * nr * kd;
+        let pack_group = |(g, dst): (usize, &mut [P::Elem])| {
+            let j = g * B_PANELS_PER_TASK * nr;
+            packer.pack(
+                b.data,
+                b.offset + (j0 + j) * b.col_stride,
+                b.col_stride,
+                b.row_stride,
+                (nc - j).min(B_PANELS_PER_TASK * nr),
+                k,
+                nr,
+                dst,
+            );
+        };
+        let group = B_PANELS_PER_TASK * nr * kd;
+        if parallel {
+            b_packed[..b_len]
+                .par_chunks_mut(group)
+                .enumerate()
+                .for_each(pack_group);
+        } else {
+            b_packed[..b_len]
+                .chunks_mut(group)
+                .enumerate()
+                .for_each(pack_group);
+        }
+        let b_packed = &b_packed[..b_len];
+        let ldt = panels * nr;
+        let block = |(ib, rows_out): (usize, &mut [D])| {
+            let i0 = ib * mc_block;
+            let mc = rows_out.len() / n;
+            let tiles = mc.div_ceil(mr);
+            let mut a_packed = Panels::new(tiles * mr * kd);
+            packer.pack_a(
+                a.data,
+                a.offset + i0 * a.row_stride,
+                a.row_stride,
+                a.col_stride,
+                mc,
+                k,
+                mr,
+                &mut a_packed,
+            );
+            // Padded to whole tiles: every kernel call is a full tile.
+            let mut tile = Panels::<f32>::new(tiles * mr * ldt);
+            for ip in 0..tiles {
+                let ap = &a_packed[ip * mr * kd..(ip + 1) * mr * kd];
+                packer.run_row(
+                    kernel,
+                    k,
+                    ap,
+                    b_packed,
+                    panels,
+                    &mut tile[ip * mr * ldt..],
+                    ldt,
+                );
+            }
+            for r in 0..mc {
+                D::store(
+                    isa,
+                    &tile[r * ldt..r * ldt + nc],
+                    &mut rows_out[r * n + j0..r * n + j0 + nc],
+                );
+            }
+        };
+        if parallel {
+            out.par_chunks_mut(mc_block * n).enumerate().for_each(block);
+        } else {
+            out.chunks_mut(mc_block * n).enumerate().for_each(block);
+        }
+    }
+    out
 }
 
 #[allow(clippy::too_many_arguments)]
