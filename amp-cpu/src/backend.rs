@@ -319,14 +319,40 @@ impl Backend for CpuBackend {
             }
             None => None,
         };
+        let isa = self.isa;
+        // The epilogue on a finished row segment starting at column `col0`.
+        let finish = |col0: usize, vals: &mut [f32]| {
+            if let Some(b) = &bias {
+                for (v, bj) in vals.iter_mut().zip(&b[col0..]) {
+                    *v += bj;
+                }
+            }
+            if let Some(op) = activation {
+                crate::math::unary(isa, op, vals);
+            }
+        };
+        let direct;
         let c = with_fast!(hx, a, S => {
             let w = S::slice(hw).expect("same dtype");
             let (tx, tw) = (lx.strides(), lw.strides());
             let a = Operand { data: a, offset: lx.offset(), batch_stride: 0, row_stride: tx[0], col_stride: tx[1] };
             // Element (p, j) of weightᵀ is weight[j][p].
             let b = Operand { data: w, offset: lw.offset(), batch_stride: 0, row_stride: tw[1], col_stride: tw[0] };
-            gemm::gemm::<S>(self.isa, a, b, 1, m, k, n)
+            // A depth of one block: the epilogue runs on each block's tile, in cache.
+            direct = match out {
+                DType::BF16 => gemm::gemm_direct_out::<S, amp_dtype::bf16>(isa, &a, &b, 1, m, k, n, &finish).map(HostStorage::BF16),
+                DType::F16 => gemm::gemm_direct_out::<S, amp_dtype::f16>(isa, &a, &b, 1, m, k, n, &finish).map(HostStorage::F16),
+                _ => None,
+            };
+            if direct.is_some() {
+                Vec::new()
+            } else {
+                gemm::gemm::<S>(isa, a, b, 1, m, k, n)
+            }
         });
+        if let Some(h) = direct {
+            return Ok(Storage::Host(h));
+        }
         Ok(Storage::Host(elementwise::linear_epilogue(
             self.isa,
             c,

@@ -223,13 +223,19 @@ on_every_cpu_path!(
 on_every_cpu_path!(
     tall_shallow_products_written_straight_to_low_precision_match_reference,
     |device: &Device| -> Result<()> {
-        // Depth within one block and M above the column schedule's limit: the
-        // product is rounded to bf16/f16 from per-block tiles (a weight gradient
-        // gᵀ·x has this shape); edge tiles in every direction; A transposed too.
+        // Depth within one block: the product is rounded to bf16/f16 from
+        // per-block tiles (a weight gradient gᵀ·x has this shape); edge tiles in
+        // every direction; A transposed too.
         for dtype in [DType::BF16, DType::F16] {
-            for (i, &(m, k, n)) in [(1100usize, 200usize, 300usize), (1037, 33, 70), (40, 17, 9)]
-                .iter()
-                .enumerate()
+            for (i, &(m, k, n)) in [
+                (1100usize, 200usize, 300usize),
+                (1037, 33, 70),
+                (40, 17, 9),
+                // Short and wide, two column blocks (N > 2048).
+                (200, 10, 2100),
+            ]
+            .iter()
+            .enumerate()
             {
                 let s = 40 + 10 * i as u64;
                 let a = Tensor::randn(&[m, k], dtype, device, s)?;

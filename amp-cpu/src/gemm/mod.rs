@@ -13,8 +13,8 @@
 //! AVX512-BF16 `vdpbf16ps` kernel (pair-interleaved panels), everything else
 //! f32 panels. Short, wide products (M ≤ [`COLUMN_MAX_M`]) run on the
 //! column-parallel schedule of [`gemm_columns`]. [`gemm_out`] rounds to bf16 or
-//! f16; a product with one depth block on the row-block schedule (a weight
-//! gradient) is written to its output from per-block tiles ([`gemm_direct`]).
+//! f16; a product with one depth block (a weight gradient) is written to its
+//! output from per-block tiles ([`gemm_direct`]).
 
 mod kernels;
 
@@ -98,11 +98,11 @@ pub(crate) fn gemm<T: F32Convert>(
     c
 }
 
-/// `a · b` like [`gemm`], rounded once to `out` (f32, bf16 or f16). A single
-/// product whose depth fits one block and that takes the row-block schedule
-/// (tall products such as a weight gradient `gᵀ·x`) is written to `out`
-/// straight from each block's f32 tile, which stays in cache: no f32 copy of
-/// the whole product is stored, zeroed or read back.
+/// `a · b` like [`gemm`], rounded once to `D` (bf16 or f16). A single product
+/// whose depth fits one block (a weight gradient `gᵀ·x` over a batch, a layer
+/// with few inputs) runs on the row-block schedule and is written to its
+/// output straight from each block's f32 tile, which stays in cache: no f32
+/// copy of the whole product is stored, zeroed or read back.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm_out<T: F32Convert, D: F32Convert + Send + Sync>(
     isa: Isa,
@@ -113,29 +113,56 @@ pub(crate) fn gemm_out<T: F32Convert, D: F32Convert + Send + Sync>(
     k: usize,
     n: usize,
 ) -> Vec<D> {
-    let kernel = Kernel::select(isa, T::DTYPE);
-    let direct = batch == 1
-        && D::DTYPE != amp_dtype::DType::F32
-        && k > 0
-        && k <= KC
-        && m * n > 0
-        && !takes_columns(kernel, batch, m, k, n);
-    if direct {
-        if kernel.packs_bf16_pairs() || kernel.is_amx() {
-            if let (Some(ad), Some(bd)) = (T::as_bf16(a.data), T::as_bf16(b.data)) {
-                let a = a.with_data(ad);
-                let b = b.with_data(bd);
-                return if kernel.is_amx() {
-                    gemm_direct(isa, &AmxPacker, kernel, &a, &b, m, k, n)
-                } else {
-                    gemm_direct(isa, &PairPacker, kernel, &a, &b, m, k, n)
-                };
-            }
-        }
-        return gemm_direct(isa, &F32Packer { isa }, kernel, &a, &b, m, k, n);
+    if let Some(out) = gemm_direct_out(isa, &a, &b, batch, m, k, n, &|_, _| {}) {
+        return out;
     }
     let c = gemm(isa, a, b, batch, m, k, n);
     crate::elementwise::cast_vec::<f32, D>(isa, &c)
+}
+
+/// The finishing step applied in f32 to each finished output row segment
+/// before it is rounded: `finish(first_column, values)`.
+pub(crate) type Finish<'f> = dyn Fn(usize, &mut [f32]) + Sync + 'f;
+
+/// [`gemm_direct`] when the product qualifies (one batch, a bf16/f16 output,
+/// a depth of one block), with `finish` applied before rounding; else `None`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_direct_out<T: F32Convert, D: F32Convert + Send + Sync>(
+    isa: Isa,
+    a: &Operand<'_, T>,
+    b: &Operand<'_, T>,
+    batch: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+    finish: &Finish<'_>,
+) -> Option<Vec<D>> {
+    let kernel = Kernel::select(isa, T::DTYPE);
+    if !(batch == 1 && D::DTYPE != amp_dtype::DType::F32 && k > 0 && k <= KC && m * n > 0) {
+        return None;
+    }
+    if kernel.packs_bf16_pairs() || kernel.is_amx() {
+        if let (Some(ad), Some(bd)) = (T::as_bf16(a.data), T::as_bf16(b.data)) {
+            let a = a.with_data(ad);
+            let b = b.with_data(bd);
+            return Some(if kernel.is_amx() {
+                gemm_direct(isa, &AmxPacker, kernel, &a, &b, m, k, n, finish)
+            } else {
+                gemm_direct(isa, &PairPacker, kernel, &a, &b, m, k, n, finish)
+            });
+        }
+    }
+    Some(gemm_direct(
+        isa,
+        &F32Packer { isa },
+        kernel,
+        a,
+        b,
+        m,
+        k,
+        n,
+        finish,
+    ))
 }
 
 impl<'a, T> Operand<'a, T> {
@@ -149,19 +176,6 @@ impl<'a, T> Operand<'a, T> {
             col_stride: self.col_stride,
         }
     }
-}
-
-/// Whether [`run_batches`] takes the column-parallel schedule for this product.
-fn takes_columns(kernel: Kernel, batch: usize, m: usize, k: usize, n: usize) -> bool {
-    let threshold = if kernel.is_amx() {
-        PARALLEL_FLOPS_AMX
-    } else {
-        PARALLEL_FLOPS
-    };
-    let parallel = 2 * batch * m * n * k >= threshold;
-    let threads = rayon::current_num_threads().max(1);
-    let groups = n.div_ceil(COLUMN_GROUP * kernel.nr());
-    parallel && batch < threads && groups >= 2 * threads && m <= COLUMN_MAX_M
 }
 
 /// The row-block schedule for a depth of at most [`KC`], writing `out` directly:
@@ -178,6 +192,7 @@ fn gemm_direct<T: Sync, P: Packer<T>, D: F32Convert + Send + Sync>(
     m: usize,
     k: usize,
     n: usize,
+    finish: &Finish<'_>,
 ) -> Vec<D> {
     let (mr, nr) = (kernel.mr(), kernel.nr());
     let threshold = if kernel.is_amx() {
@@ -251,11 +266,9 @@ fn gemm_direct<T: Sync, P: Packer<T>, D: F32Convert + Send + Sync>(
                 );
             }
             for r in 0..mc {
-                D::store(
-                    isa,
-                    &tile[r * ldt..r * ldt + nc],
-                    &mut rows_out[r * n + j0..r * n + j0 + nc],
-                );
+                let row = &mut tile[r * ldt..r * ldt + nc];
+                finish(j0, row);
+                D::store(isa, row, &mut rows_out[r * n + j0..r * n + j0 + nc]);
             }
         };
         if parallel {
