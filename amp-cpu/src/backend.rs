@@ -322,14 +322,7 @@ impl Backend for CpuBackend {
         let isa = self.isa;
         // The epilogue on a finished row segment starting at column `col0`.
         let finish = |col0: usize, vals: &mut [f32]| {
-            if let Some(b) = &bias {
-                for (v, bj) in vals.iter_mut().zip(&b[col0..]) {
-                    *v += bj;
-                }
-            }
-            if let Some(op) = activation {
-                crate::math::unary(isa, op, vals);
-            }
+            elementwise::finish_row(isa, bias.as_deref(), activation, col0, vals)
         };
         let direct;
         let c = with_fast!(hx, a, S => {

@@ -190,6 +190,25 @@ fn build<D: F32Convert + Send + Sync>(
     v
 }
 
+/// A linear layer's epilogue on one row segment that starts at column `col0`:
+/// `act(vals + bias[col0..])`, in f32, in place.
+pub(crate) fn finish_row(
+    isa: Isa,
+    bias: Option<&[f32]>,
+    act: Option<UnaryOp>,
+    col0: usize,
+    vals: &mut [f32],
+) {
+    if let Some(b) = bias {
+        for (v, bj) in vals.iter_mut().zip(&b[col0..]) {
+            *v += bj;
+        }
+    }
+    if let Some(op) = act {
+        math::unary(isa, op, vals);
+    }
+}
+
 /// The epilogue of a linear layer over its f32 product `c` (`[m, n]` row-major):
 /// `act(c + bias)` in f32, rounded once into a new buffer of `out` — one pass.
 pub(crate) fn linear_epilogue(
@@ -200,23 +219,15 @@ pub(crate) fn linear_epilogue(
     act: Option<UnaryOp>,
     out: amp_dtype::DType,
 ) -> HostStorage {
-    // act(c + bias) for the elements start..start + vals.len() of c, in place.
+    // act(c + bias) for the elements start..start + vals.len() of c, in place,
+    // one row segment at a time.
     let finish = |start: usize, vals: &mut [f32]| {
-        if vals.is_empty() {
-            return;
-        }
-        if let Some(b) = bias {
-            let mut j = start % n;
-            for v in vals.iter_mut() {
-                *v += b[j];
-                j += 1;
-                if j == n {
-                    j = 0;
-                }
-            }
-        }
-        if let Some(op) = act {
-            math::unary(isa, op, vals);
+        let mut done = 0;
+        while done < vals.len() {
+            let col0 = (start + done) % n;
+            let len = (n - col0).min(vals.len() - done);
+            finish_row(isa, bias, act, col0, &mut vals[done..done + len]);
+            done += len;
         }
     };
     if out == amp_dtype::DType::F32 {

@@ -173,7 +173,8 @@ impl Kernel {
             // SAFETY: this kernel is only selected at Isa::Amx, which is detected only
             // when CPUID reports AMX-TILE/AMX-BF16 and the OS granted the tile state;
             // the panels hold 32·kd elements each (checked above), `tile` 32 × 32 f32.
-            unsafe { x86::amx_32x32(kd, a.as_ptr(), b.as_ptr(), tile.0.as_mut_ptr()) };
+            // The row kernel with one panel: it accumulates onto the zeroed tile.
+            unsafe { x86::amx_32xn(kd, a.as_ptr(), b.as_ptr(), 1, tile.0.as_mut_ptr(), 32) };
             for r in 0..32 {
                 let row = &mut c[r * ldc..r * ldc + 32];
                 for (d, s) in row.iter_mut().zip(&tile.0[r * 32..r * 32 + 32]) {
@@ -308,67 +309,21 @@ mod x86 {
         rows: [u8; 16],
     }
 
-    /// # Safety
-    /// AMX-TILE and AMX-BF16 available with the tile state permitted; `a` holds `32·kd`
-    /// bf16 values (row-major, row stride `kd`), `b` `32·kd` (pair-interleaved rows of
-    /// 64 values), `kd` a positive multiple of 32; `c` a 64-byte aligned 32 × 32 f32 tile,
-    /// overwritten.
-    pub unsafe fn amx_32x32(kd: usize, a: *const u16, b: *const u16, c: *mut f32) {
-        let mut cfg = TileConfig {
-            palette: 1,
-            start_row: 0,
-            reserved: [0; 14],
-            colsb: [0; 16],
-            rows: [0; 16],
-        };
-        for t in 0..8 {
-            cfg.colsb[t] = 64;
-            cfg.rows[t] = 16;
-        }
-        let stride_a = kd * 2;
-        // SAFETY: the caller guarantees the AMX features and the extents: A rows are
-        // read at a + r·kd + k (r < 32, k < kd), B pair rows at b + (k/2)·64 (+32 for
-        // columns 16..31), the tile stores write 32 rows of 128 bytes at c. The tiles
-        // are configured at the start and released before the block ends, so no tile
-        // state outlives this call on any path (the block cannot unwind).
-        unsafe {
-            std::arch::asm!(
-                "ldtilecfg [{cfg}]",
-                "tilezero tmm0",
-                "tilezero tmm1",
-                "tilezero tmm2",
-                "tilezero tmm3",
-                "2:",
-                "tileloadd tmm4, [{a} + {sa}*1]",
-                "tileloadd tmm6, [{b} + {sb}*1]",
-                "tdpbf16ps tmm0, tmm4, tmm6",
-                "tileloadd tmm7, [{b} + {sb}*1 + 64]",
-                "tdpbf16ps tmm1, tmm4, tmm7",
-                "tileloadd tmm5, [{a2} + {sa}*1]",
-                "tdpbf16ps tmm2, tmm5, tmm6",
-                "tdpbf16ps tmm3, tmm5, tmm7",
-                "add {a}, 64",
-                "add {a2}, 64",
-                "add {b}, 2048",
-                "sub {n}, 1",
-                "jnz 2b",
-                "tilestored [{c} + {sc}*1], tmm0",
-                "tilestored [{c} + {sc}*1 + 64], tmm1",
-                "tilestored [{c2} + {sc}*1], tmm2",
-                "tilestored [{c2} + {sc}*1 + 64], tmm3",
-                "tilerelease",
-                cfg = in(reg) &cfg as *const TileConfig,
-                a = inout(reg) a => _,
-                a2 = inout(reg) a.add(16 * kd) => _,
-                b = inout(reg) b => _,
-                n = inout(reg) kd / 32 => _,
-                sa = in(reg) stride_a,
-                sb = in(reg) 128usize,
-                c = in(reg) c,
-                c2 = in(reg) c.add(16 * 32),
-                sc = in(reg) 128usize,
-                options(nostack),
-            );
+    impl TileConfig {
+        /// Tiles 0–7 as 16 rows × 64 bytes; the rest unused.
+        fn eight_full_tiles() -> TileConfig {
+            let mut cfg = TileConfig {
+                palette: 1,
+                start_row: 0,
+                reserved: [0; 14],
+                colsb: [0; 16],
+                rows: [0; 16],
+            };
+            for t in 0..8 {
+                cfg.colsb[t] = 64;
+                cfg.rows[t] = 16;
+            }
+            cfg
         }
     }
 
@@ -391,17 +346,7 @@ mod x86 {
         c: *mut f32,
         ldc: usize,
     ) {
-        let mut cfg = TileConfig {
-            palette: 1,
-            start_row: 0,
-            reserved: [0; 14],
-            colsb: [0; 16],
-            rows: [0; 16],
-        };
-        for t in 0..8 {
-            cfg.colsb[t] = 64;
-            cfg.rows[t] = 16;
-        }
+        let cfg = TileConfig::eight_full_tiles();
         let stride_a = kd * 2;
         let stride_c = ldc * 4;
         // SAFETY: the caller guarantees the AMX features and the extents. Per panel,

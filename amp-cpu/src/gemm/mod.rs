@@ -39,6 +39,15 @@ pub(crate) const PARALLEL_FLOPS: usize = 1 << 21;
 /// times faster: below it, waking a second thread costs more than it saves.
 pub(crate) const PARALLEL_FLOPS_AMX: usize = 1 << 24;
 
+/// The parallel threshold for `kernel`'s products.
+fn parallel_flops(kernel: Kernel) -> usize {
+    if kernel.is_amx() {
+        PARALLEL_FLOPS_AMX
+    } else {
+        PARALLEL_FLOPS
+    }
+}
+
 /// One operand: element `(b, i, j)` is at `offset + b·batch_stride + i·row_stride + j·col_stride`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Operand<'a, T> {
@@ -72,20 +81,7 @@ pub(crate) fn gemm<T: F32Convert>(
     let kernel = Kernel::select(isa, T::DTYPE);
     if kernel.packs_bf16_pairs() || kernel.is_amx() {
         if let (Some(ad), Some(bd)) = (T::as_bf16(a.data), T::as_bf16(b.data)) {
-            let a = Operand {
-                data: ad,
-                offset: a.offset,
-                batch_stride: a.batch_stride,
-                row_stride: a.row_stride,
-                col_stride: a.col_stride,
-            };
-            let b = Operand {
-                data: bd,
-                offset: b.offset,
-                batch_stride: b.batch_stride,
-                row_stride: b.row_stride,
-                col_stride: b.col_stride,
-            };
+            let (a, b) = (a.with_data(ad), b.with_data(bd));
             if kernel.is_amx() {
                 run_batches(&AmxPacker, kernel, &a, &b, batch, m, k, n, &mut c);
             } else {
@@ -195,12 +191,7 @@ fn gemm_direct<T: Sync, P: Packer<T>, D: F32Convert + Send + Sync>(
     finish: &Finish<'_>,
 ) -> Vec<D> {
     let (mr, nr) = (kernel.mr(), kernel.nr());
-    let threshold = if kernel.is_amx() {
-        PARALLEL_FLOPS_AMX
-    } else {
-        PARALLEL_FLOPS
-    };
-    let parallel = 2 * m * n * k >= threshold;
+    let parallel = 2 * m * n * k >= parallel_flops(kernel);
     let mc_block = row_block(m, mr, parallel);
     let kd = packer.depth(k);
     let mut out = vec![D::from_f32(0.0); m * n];
@@ -209,32 +200,18 @@ fn gemm_direct<T: Sync, P: Packer<T>, D: F32Convert + Send + Sync>(
         let nc = NC.min(n - j0);
         let panels = nc.div_ceil(nr);
         let b_len = panels * nr * kd;
-        let pack_group = |(g, dst): (usize, &mut [P::Elem])| {
-            let j = g * B_PANELS_PER_TASK * nr;
-            packer.pack(
-                b.data,
-                b.offset + (j0 + j) * b.col_stride,
-                b.col_stride,
-                b.row_stride,
-                (nc - j).min(B_PANELS_PER_TASK * nr),
-                k,
-                nr,
-                dst,
-            );
-        };
-        let group = B_PANELS_PER_TASK * nr * kd;
-        if parallel {
-            b_packed[..b_len]
-                .par_chunks_mut(group)
-                .enumerate()
-                .for_each(pack_group);
-        } else {
-            b_packed[..b_len]
-                .chunks_mut(group)
-                .enumerate()
-                .for_each(pack_group);
-        }
-        let b_packed = &b_packed[..b_len];
+        let b_packed = &mut b_packed[..b_len];
+        pack_b_block(
+            packer,
+            kernel,
+            b,
+            b.offset + j0 * b.col_stride,
+            nc,
+            k,
+            parallel,
+            b_packed,
+        );
+        let b_packed = &*b_packed;
         let ldt = panels * nr;
         let block = |(ib, rows_out): (usize, &mut [D])| {
             let i0 = ib * mc_block;
@@ -292,12 +269,7 @@ fn run_batches<T: Sync, P: Packer<T>>(
     n: usize,
     c: &mut [f32],
 ) {
-    let threshold = if kernel.is_amx() {
-        PARALLEL_FLOPS_AMX
-    } else {
-        PARALLEL_FLOPS
-    };
-    let parallel = 2 * batch * m * n * k >= threshold;
+    let parallel = 2 * batch * m * n * k >= parallel_flops(kernel);
     let threads = rayon::current_num_threads().max(1);
     if parallel && batch >= threads {
         c.par_chunks_mut(m * n)
@@ -893,6 +865,71 @@ fn row_block(m: usize, mr: usize, parallel: bool) -> usize {
     target.clamp(mr, MC).div_ceil(mr) * mr
 }
 
+/// Packs `nc` columns × `kc` depth of B, starting at element `base`, into
+/// `nr`-wide panels in `out` — in groups of [`B_PANELS_PER_TASK`] panels, in
+/// parallel for large products (with a short, wide A, packing the big B is
+/// most of the memory traffic).
+#[allow(clippy::too_many_arguments)]
+fn pack_b_block<T: Sync, P: Packer<T>>(
+    packer: &P,
+    kernel: Kernel,
+    b: &Operand<'_, T>,
+    base: usize,
+    nc: usize,
+    kc: usize,
+    parallel: bool,
+    out: &mut [P::Elem],
+) {
+    let nr = kernel.nr();
+    let pack_group = |(g, dst): (usize, &mut [P::Elem])| {
+        let j = g * B_PANELS_PER_TASK * nr;
+        packer.pack(
+            b.data,
+            base + j * b.col_stride,
+            b.col_stride,
+            b.row_stride,
+            (nc - j).min(B_PANELS_PER_TASK * nr),
+            kc,
+            nr,
+            dst,
+        );
+    };
+    let group = B_PANELS_PER_TASK * nr * packer.depth(kc);
+    if parallel {
+        out.par_chunks_mut(group).enumerate().for_each(pack_group);
+    } else {
+        out.chunks_mut(group).enumerate().for_each(pack_group);
+    }
+}
+
+/// An edge tile (`rows × cols` of C at `c`, row stride `ldc`, smaller than the
+/// kernel's tile): the kernel runs on a zeroed scratch tile whose valid part
+/// is then added to C.
+#[allow(clippy::too_many_arguments)]
+fn run_edge<T, P: Packer<T>>(
+    packer: &P,
+    kernel: Kernel,
+    kc: usize,
+    a: &[P::Elem],
+    b: &[P::Elem],
+    scratch: &mut [f32],
+    c: &mut [f32],
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+) {
+    let (mr, nr) = (kernel.mr(), kernel.nr());
+    let tile = &mut scratch[..mr * nr];
+    tile.fill(0.0);
+    packer.run(kernel, kc, a, b, tile, nr);
+    for r in 0..rows {
+        let dst = &mut c[r * ldc..r * ldc + cols];
+        for (d, s) in dst.iter_mut().zip(&tile[r * nr..r * nr + cols]) {
+            *d += s;
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn gemm_one<T: Sync, P: Packer<T>>(
     packer: &P,
@@ -918,34 +955,10 @@ fn gemm_one<T: Sync, P: Packer<T>>(
             let kd = packer.depth(kc);
             let b_len = nc.div_ceil(nr) * nr * kd;
             // B's lines run along j (columns), its depth along p (rows).
-            // B is packed in groups of panels, in parallel for large products (with a
-            // short, wide A, packing the big B is most of the memory traffic).
-            let pack_group = |(g, out): (usize, &mut [P::Elem])| {
-                let j = g * B_PANELS_PER_TASK * nr;
-                packer.pack(
-                    b.data,
-                    b_base + (j0 + j) * b.col_stride + p0 * b.row_stride,
-                    b.col_stride,
-                    b.row_stride,
-                    (nc - j).min(B_PANELS_PER_TASK * nr),
-                    kc,
-                    nr,
-                    out,
-                );
-            };
-            let group = B_PANELS_PER_TASK * nr * kd;
-            if parallel {
-                b_packed[..b_len]
-                    .par_chunks_mut(group)
-                    .enumerate()
-                    .for_each(pack_group);
-            } else {
-                b_packed[..b_len]
-                    .chunks_mut(group)
-                    .enumerate()
-                    .for_each(pack_group);
-            }
-            let b_packed = &b_packed[..b_len];
+            let b_packed = &mut b_packed[..b_len];
+            let base = b_base + j0 * b.col_stride + p0 * b.row_stride;
+            pack_b_block(packer, kernel, b, base, nc, kc, parallel, b_packed);
+            let b_packed = &*b_packed;
             let block = |(ib, c_rows): (usize, &mut [f32])| {
                 let i0 = ib * mc_block;
                 let mc = c_rows.len() / n;
@@ -986,16 +999,8 @@ fn gemm_one<T: Sync, P: Packer<T>>(
                         for jp in first_edge..nc.div_ceil(nr) {
                             let bp = &b_packed[jp * nr * kd..(jp + 1) * nr * kd];
                             let cols = nr.min(nc - jp * nr);
-                            let tile = &mut scratch[..mr * nr];
-                            tile.fill(0.0);
-                            packer.run(kernel, kc, ap, bp, tile, nr);
-                            for r in 0..rows {
-                                let dst =
-                                    &mut c_rows[at + jp * nr + r * n..at + jp * nr + r * n + cols];
-                                for (d, s) in dst.iter_mut().zip(&tile[r * nr..r * nr + cols]) {
-                                    *d += s;
-                                }
-                            }
+                            let c = &mut c_rows[at + jp * nr..];
+                            run_edge(packer, kernel, kc, ap, bp, &mut scratch, c, n, rows, cols);
                         }
                     }
                     return;
@@ -1010,15 +1015,8 @@ fn gemm_one<T: Sync, P: Packer<T>>(
                         if rows == mr && cols == nr {
                             packer.run(kernel, kc, ap, bp, &mut c_rows[at..], n);
                         } else {
-                            let tile = &mut scratch[..mr * nr];
-                            tile.fill(0.0);
-                            packer.run(kernel, kc, ap, bp, tile, nr);
-                            for r in 0..rows {
-                                let dst = &mut c_rows[at + r * n..at + r * n + cols];
-                                for (d, s) in dst.iter_mut().zip(&tile[r * nr..r * nr + cols]) {
-                                    *d += s;
-                                }
-                            }
+                            let c = &mut c_rows[at..];
+                            run_edge(packer, kernel, kc, ap, bp, &mut scratch, c, n, rows, cols);
                         }
                     }
                 }
