@@ -21,7 +21,23 @@ impl Interceptor for AutocastInterceptor {
         for kind in [DeviceKind::Cuda, DeviceKind::Cpu] {
             if inputs.iter().any(|t| t.device().kind() == kind) {
                 if let Some(state) = active_state(kind) {
-                    return apply(op, inputs, kind, &state);
+                    return Ok(apply(op, inputs, kind, &state, &[])?.map(|(v, _)| v));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn intercept_rounding(
+        &self,
+        op: &'static str,
+        inputs: &[Tensor],
+        roundable: &[bool],
+    ) -> Result<Option<(Vec<Tensor>, Option<DType>)>> {
+        for kind in [DeviceKind::Cuda, DeviceKind::Cpu] {
+            if inputs.iter().any(|t| t.device().kind() == kind) {
+                if let Some(state) = active_state(kind) {
+                    return apply(op, inputs, kind, &state, roundable);
                 }
             }
         }
@@ -29,12 +45,16 @@ impl Interceptor for AutocastInterceptor {
     }
 }
 
+/// The region's casts for `op`; inputs marked in `roundable` that are f32 on a
+/// backend that rounds while packing are left f32 for the op to read in the
+/// region's dtype (returned alongside when any is).
 fn apply(
     op: &'static str,
     inputs: &[Tensor],
     kind: DeviceKind,
     state: &RegionState,
-) -> Result<Option<Vec<Tensor>>> {
+    roundable: &[bool],
+) -> Result<Option<(Vec<Tensor>, Option<DType>)>> {
     let rule = state.policy.rule(op);
     let target = match rule {
         CastRule::Passthrough => None,
@@ -54,12 +74,23 @@ fn apply(
             widest
         }
     };
+    let mut round_to = None;
     let replaced = match target {
         Some(target) => {
             let cache_ok = state.cache && target == state.dtype && is_grad_enabled();
             let mut out = Vec::with_capacity(inputs.len());
-            for t in inputs {
-                if is_eligible(t, kind) && t.dtype() != target {
+            for (i, t) in inputs.iter().enumerate() {
+                let read_rounded = rule == CastRule::LowerPrecision
+                    && roundable.get(i) == Some(&true)
+                    && t.dtype() == DType::F32
+                    && is_eligible(t, kind)
+                    && t.device().backend().rounds_while_packing();
+                if read_rounded {
+                    // No copy: the op rounds this input to `target` as it reads it.
+                    round_to = Some(target);
+                    stats::record(|s| s.read_rounded += 1);
+                    out.push(t.clone());
+                } else if is_eligible(t, kind) && t.dtype() != target {
                     // PyTorch caches lower-precision casts of f32 leaf weights only. Never
                     // while grad mode is off: such a cast has no autograd history, and a
                     // later forward that needs gradients must not reuse it (PyTorch #158232).
@@ -78,7 +109,10 @@ fn apply(
     let floating: Vec<DType> = effective
         .iter()
         .filter(|t| t.dtype().is_float())
-        .map(|t| t.dtype())
+        .map(|t| match round_to {
+            Some(d) if t.dtype() == DType::F32 => d,
+            _ => t.dtype(),
+        })
         .collect();
     stats::record(|s| {
         s.ops_by_rule[rule.index()] += 1;
@@ -90,7 +124,7 @@ fn apply(
             s.ops_low_precision += 1;
         }
     });
-    Ok(replaced)
+    Ok(replaced.map(|v| (v, round_to)))
 }
 
 /// A lower-precision op cannot mix f64 (never cast) with inputs cast to the

@@ -6,7 +6,7 @@
 //! stores tensors in the same [`HostStorage`], so the results are identical.
 
 use crate::elementwise::{self, dense, zeros};
-use crate::gemm::{self, Operand};
+use crate::gemm::{self, BSide, Operand};
 use crate::isa::{self, Isa};
 use crate::{index, optim, reduce, unscale};
 use amp_dtype::DType;
@@ -58,6 +58,37 @@ impl CpuBackend {
     }
 }
 
+/// The B operand over `h` (element `(b, p, j)` at `offset + b·bs + p·rs + j·cs`):
+/// of A's type `S`, or with `rounded` f32 read as `S`.
+fn b_side<S: crate::convert::F32Convert>(
+    h: &HostStorage,
+    offset: usize,
+    batch_stride: usize,
+    row_stride: usize,
+    col_stride: usize,
+    rounded: bool,
+) -> BSide<'_, S> {
+    if rounded {
+        let data = f32::slice(h).expect("an f32 operand");
+        BSide::Rounded(Operand {
+            data,
+            offset,
+            batch_stride,
+            row_stride,
+            col_stride,
+        })
+    } else {
+        let data = S::slice(h).expect("same dtype");
+        BSide::Same(Operand {
+            data,
+            offset,
+            batch_stride,
+            row_stride,
+            col_stride,
+        })
+    }
+}
+
 /// True for the dtypes with fast kernels.
 fn fast(d: DType) -> bool {
     matches!(d, DType::F32 | DType::BF16 | DType::F16)
@@ -82,6 +113,60 @@ macro_rules! with_fast {
             other => unreachable!("fast kernel reached with {}", other.dtype()),
         }
     };
+}
+
+impl CpuBackend {
+    /// `matmul`, or with `round_rhs` `matmul_rounding_rhs` (an f32 `rhs` with a
+    /// bf16/f16 `lhs` is rounded while packing).
+    fn product(
+        &self,
+        lhs: View<'_>,
+        rhs: View<'_>,
+        out: DType,
+        round_rhs: bool,
+    ) -> Result<Storage> {
+        let op = "matmul";
+        let (ha, la) = host(op, lhs)?;
+        let (hb, lb) = host(op, rhs)?;
+        let (sa, sb) = (la.shape(), lb.shape());
+        if sa.len() != 3 || sb.len() != 3 || sa[0] != sb[0] || sa[2] != sb[1] {
+            return Err(Error::ShapeMismatch {
+                op,
+                lhs: sa.to_vec(),
+                rhs: sb.to_vec(),
+            });
+        }
+        let rounded = round_rhs && hb.dtype() == DType::F32 && ha.dtype() != DType::F32;
+        if !rounded && ha.dtype() != hb.dtype() || rounded && !fast(ha.dtype()) {
+            return Err(Error::DTypeMismatch {
+                op,
+                lhs: ha.dtype(),
+                rhs: hb.dtype(),
+            });
+        }
+        if !fast(ha.dtype()) {
+            return ReferenceBackend.matmul(lhs, rhs, out);
+        }
+        let (batch, m, k, n) = (sa[0], sa[1], sa[2], sb[2]);
+        let result = with_fast!(ha, a, S => {
+            let (ta, tb) = (la.strides(), lb.strides());
+            let a = Operand { data: a, offset: la.offset(), batch_stride: ta[0], row_stride: ta[1], col_stride: ta[2] };
+            let b = b_side::<S>(hb, lb.offset(), tb[0], tb[1], tb[2], rounded);
+            match out {
+                DType::BF16 => HostStorage::BF16(gemm::gemm_out::<S, amp_dtype::bf16>(self.isa, a, b, batch, m, k, n)),
+                DType::F16 => HostStorage::F16(gemm::gemm_out::<S, amp_dtype::f16>(self.isa, a, b, batch, m, k, n)),
+                _ => {
+                    let c = HostStorage::F32(gemm::gemm::<S>(self.isa, a, b, batch, m, k, n));
+                    if out == DType::F32 {
+                        c
+                    } else {
+                        elementwise::cast_range(self.isa, &c, 0, c.len(), out)
+                    }
+                }
+            }
+        });
+        Ok(Storage::Host(result))
+    }
 }
 
 fn host<'a>(op: &'static str, v: View<'a>) -> Result<(&'a HostStorage, &'a Layout)> {
@@ -233,46 +318,15 @@ impl Backend for CpuBackend {
     }
 
     fn matmul(&self, lhs: View<'_>, rhs: View<'_>, out: DType) -> Result<Storage> {
-        let (ha, la) = host("matmul", lhs)?;
-        let (hb, lb) = host("matmul", rhs)?;
-        let (sa, sb) = (la.shape(), lb.shape());
-        if sa.len() != 3 || sb.len() != 3 || sa[0] != sb[0] || sa[2] != sb[1] {
-            return Err(Error::ShapeMismatch {
-                op: "matmul",
-                lhs: sa.to_vec(),
-                rhs: sb.to_vec(),
-            });
-        }
-        if ha.dtype() != hb.dtype() {
-            return Err(Error::DTypeMismatch {
-                op: "matmul",
-                lhs: ha.dtype(),
-                rhs: hb.dtype(),
-            });
-        }
-        if !fast(ha.dtype()) {
-            return ReferenceBackend.matmul(lhs, rhs, out);
-        }
-        let (batch, m, k, n) = (sa[0], sa[1], sa[2], sb[2]);
-        let result = with_fast!(ha, a, S => {
-            let b = S::slice(hb).expect("same dtype");
-            let (ta, tb) = (la.strides(), lb.strides());
-            let a = Operand { data: a, offset: la.offset(), batch_stride: ta[0], row_stride: ta[1], col_stride: ta[2] };
-            let b = Operand { data: b, offset: lb.offset(), batch_stride: tb[0], row_stride: tb[1], col_stride: tb[2] };
-            match out {
-                DType::BF16 => HostStorage::BF16(gemm::gemm_out::<S, amp_dtype::bf16>(self.isa, a, b, batch, m, k, n)),
-                DType::F16 => HostStorage::F16(gemm::gemm_out::<S, amp_dtype::f16>(self.isa, a, b, batch, m, k, n)),
-                _ => {
-                    let c = HostStorage::F32(gemm::gemm::<S>(self.isa, a, b, batch, m, k, n));
-                    if out == DType::F32 {
-                        c
-                    } else {
-                        elementwise::cast_range(self.isa, &c, 0, c.len(), out)
-                    }
-                }
-            }
-        });
-        Ok(Storage::Host(result))
+        self.product(lhs, rhs, out, false)
+    }
+
+    fn matmul_rounding_rhs(&self, lhs: View<'_>, rhs: View<'_>, out: DType) -> Result<Storage> {
+        self.product(lhs, rhs, out, true)
+    }
+
+    fn rounds_while_packing(&self) -> bool {
+        true
     }
 
     fn linear(
@@ -294,7 +348,9 @@ impl Backend for CpuBackend {
                 rhs: sw.to_vec(),
             });
         }
-        if hx.dtype() != hw.dtype() {
+        // An f32 weight with a bf16/f16 x is rounded while packing.
+        let rounded = hw.dtype() == DType::F32 && matches!(hx.dtype(), DType::BF16 | DType::F16);
+        if hx.dtype() != hw.dtype() && !rounded {
             return Err(Error::DTypeMismatch {
                 op,
                 lhs: hx.dtype(),
@@ -314,6 +370,17 @@ impl Backend for CpuBackend {
                         rhs: b.1.shape().to_vec(),
                     });
                 }
+                // A wider bias is rounded to x's dtype first, as the weight is.
+                let narrowed = if b.0.dtype() != hx.dtype() {
+                    Some(self.cast(b, hx.dtype())?)
+                } else {
+                    None
+                };
+                let flat = Layout::contiguous(&[n]);
+                let b = match &narrowed {
+                    Some(s) => (s, &flat),
+                    None => b,
+                };
                 let b32 = self.cast(b, DType::F32)?;
                 Some(b32.host(op)?.typed::<f32>(op)?.to_vec())
             }
@@ -326,15 +393,14 @@ impl Backend for CpuBackend {
         };
         let direct;
         let c = with_fast!(hx, a, S => {
-            let w = S::slice(hw).expect("same dtype");
             let (tx, tw) = (lx.strides(), lw.strides());
             let a = Operand { data: a, offset: lx.offset(), batch_stride: 0, row_stride: tx[0], col_stride: tx[1] };
             // Element (p, j) of weightᵀ is weight[j][p].
-            let b = Operand { data: w, offset: lw.offset(), batch_stride: 0, row_stride: tw[1], col_stride: tw[0] };
+            let b = b_side::<S>(hw, lw.offset(), 0, tw[1], tw[0], rounded);
             // A depth of one block: the epilogue runs on each block's tile, in cache.
             direct = match out {
-                DType::BF16 => gemm::gemm_direct_out::<S, amp_dtype::bf16>(isa, &a, &b, 1, m, k, n, &finish).map(HostStorage::BF16),
-                DType::F16 => gemm::gemm_direct_out::<S, amp_dtype::f16>(isa, &a, &b, 1, m, k, n, &finish).map(HostStorage::F16),
+                DType::BF16 => gemm::gemm_direct_out::<S, amp_dtype::bf16>(isa, &a, b, 1, m, k, n, &finish).map(HostStorage::BF16),
+                DType::F16 => gemm::gemm_direct_out::<S, amp_dtype::f16>(isa, &a, b, 1, m, k, n, &finish).map(HostStorage::F16),
                 _ => None,
             };
             if direct.is_some() {

@@ -287,13 +287,16 @@ pub trait Backend: Send + Sync + fmt::Debug {
 
     /// `act(x · weightᵀ + bias)`, the fused epilogue of a linear layer: `x` is a
     /// `[m, k]` view, `weight` `[n, k]`, `bias` (optional) `[n]`, all of one
-    /// dtype. The product accumulates in f32 (f64 for f64 inputs); the bias is
-    /// added and the activation applied at that precision, and the result is
-    /// rounded once to `out`. The caller checks shapes and dtypes.
+    /// dtype — or, with a bf16/f16 `x`, an f32 weight and bias read as if cast
+    /// to `x`'s dtype first (see [`Backend::rounds_while_packing`]). The
+    /// product accumulates in f32 (f64 for f64 inputs); the bias is added and
+    /// the activation applied at that precision, and the result is rounded
+    /// once to `out`. The caller checks shapes and dtypes.
     ///
-    /// The provided implementation composes this backend's `matmul`, `binary`
-    /// and `unary` at the accumulation precision; backends override it with
-    /// one pass over the product.
+    /// The provided implementation casts a wider weight and bias to `x`'s
+    /// dtype, then composes this backend's `matmul`, `binary` and `unary` at
+    /// the accumulation precision; backends override it with one pass over
+    /// the product.
     fn linear(
         &self,
         x: View<'_>,
@@ -303,7 +306,26 @@ pub trait Backend: Send + Sync + fmt::Debug {
         out: DType,
     ) -> Result<Storage> {
         let (xs, xl) = x;
-        let (ws, wl) = weight;
+        // A wider weight (and bias) is rounded to x's dtype first.
+        let narrow = |v: View<'_>| -> Result<Option<Storage>> {
+            Ok(if v.0.dtype() != xs.dtype() {
+                Some(self.cast(v, xs.dtype())?)
+            } else {
+                None
+            })
+        };
+        let w_cast = narrow(weight)?;
+        let b_cast = bias.map(narrow).transpose()?.flatten();
+        let w_flat = Layout::contiguous(weight.1.shape());
+        let (ws, wl) = match &w_cast {
+            Some(s) => (s, &w_flat),
+            None => weight,
+        };
+        let b_flat = bias.map(|b| Layout::contiguous(b.1.shape()));
+        let bias = match (&b_cast, &b_flat) {
+            (Some(s), Some(l)) => Some((s, l)),
+            _ => bias,
+        };
         let acc = if xs.dtype() == DType::F64 {
             DType::F64
         } else {
@@ -330,6 +352,28 @@ pub trait Backend: Send + Sync + fmt::Debug {
         } else {
             self.cast((&y, &flat), out)
         }
+    }
+
+    /// [`Backend::matmul`] with an f32 `rhs` read as if cast to `lhs`'s dtype
+    /// (bf16 or f16) first — the product of `lhs` and the rounded `rhs`. The
+    /// caller checks shapes and dtypes.
+    ///
+    /// The provided implementation casts `rhs` and calls `matmul`; a backend
+    /// that rounds while packing overrides it (and [`Backend::rounds_while_packing`]).
+    fn matmul_rounding_rhs(&self, lhs: View<'_>, rhs: View<'_>, out: DType) -> Result<Storage> {
+        if rhs.0.dtype() == lhs.0.dtype() {
+            return self.matmul(lhs, rhs, out);
+        }
+        let cast = self.cast(rhs, lhs.0.dtype())?;
+        self.matmul(lhs, (&cast, &Layout::contiguous(rhs.1.shape())), out)
+    }
+
+    /// True when this backend reads an f32 operand as bf16/f16 while packing
+    /// ([`Backend::matmul_rounding_rhs`], [`Backend::linear`] with an f32
+    /// weight), so no rounded copy is made. Autocast then leaves f32 weights of
+    /// `linear` uncast instead of caching a low-precision copy. Default: false.
+    fn rounds_while_packing(&self) -> bool {
+        false
     }
 
     /// One AdamW update in place, as `torch.optim.AdamW` computes it:

@@ -44,7 +44,7 @@ pub use backend::{
     AdamWStep, Backend, BinaryOp, DeviceKind, NonFiniteCount, ReduceOp, UnaryOp, View,
 };
 pub use device::Device;
-pub use dispatch::{dispatch, push_interceptor, Interceptor, InterceptorGuard};
+pub use dispatch::{dispatch, dispatch_rounding, push_interceptor, Interceptor, InterceptorGuard};
 pub use error::{Error, Result};
 pub use layout::Layout;
 pub use storage::{DeviceStorage, HostElement, HostStorage, Storage};

@@ -63,12 +63,85 @@ pub(crate) struct Operand<'a, T> {
     pub col_stride: usize,
 }
 
+/// The B operand of a product with A of type `T`: of type `T` too, or f32
+/// rounded to `T` as it is packed (an f32 weight under autocast, [`RoundB`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum BSide<'a, T> {
+    /// B has A's element type.
+    Same(Operand<'a, T>),
+    /// B is f32, read as if cast to `T` first.
+    Rounded(Operand<'a, f32>),
+}
+
+impl<'a, T> From<Operand<'a, T>> for BSide<'a, T> {
+    fn from(b: Operand<'a, T>) -> BSide<'a, T> {
+        BSide::Same(b)
+    }
+}
+
+/// Binds `$p` (the packer), `$a`, `$b` (the operands it reads) for `$kernel`
+/// and evaluates `$body`: bf16 panels for the AMX and `vdpbf16ps` kernels when
+/// both sides are (or are rounded to) bf16, f32 panels otherwise.
+macro_rules! with_packer {
+    ($isa:expr, $kernel:expr, $a:expr, $b:expr, |$p:ident, $pa:ident, $pb:ident| $body:expr) => {{
+        let (isa, kernel, a, b) = ($isa, $kernel, $a, $b);
+        let bf16_unit = kernel.packs_bf16_pairs() || kernel.is_amx();
+        let a16 = F32Convert::as_bf16(a.data)
+            .filter(|_| bf16_unit)
+            .map(|d| a.with_data(d));
+        match b {
+            BSide::Same(b) => match (a16, F32Convert::as_bf16(b.data)) {
+                (Some($pa), Some(d)) => {
+                    let $pb = b.with_data(d);
+                    if kernel.is_amx() {
+                        let $p = &AmxPacker;
+                        $body
+                    } else {
+                        let $p = &PairPacker;
+                        $body
+                    }
+                }
+                _ => {
+                    let ($p, $pa, $pb) = (&F32Packer { isa }, *a, b);
+                    $body
+                }
+            },
+            BSide::Rounded($pb) => match a16 {
+                Some($pa) if kernel.is_amx() => {
+                    let $p = &RoundB {
+                        isa,
+                        inner: AmxPacker,
+                    };
+                    $body
+                }
+                Some($pa) => {
+                    let $p = &RoundB {
+                        isa,
+                        inner: PairPacker,
+                    };
+                    $body
+                }
+                None => {
+                    let ($p, $pa) = (
+                        &RoundB {
+                            isa,
+                            inner: F32Packer { isa },
+                        },
+                        *a,
+                    );
+                    $body
+                }
+            },
+        }
+    }};
+}
+
 /// `[batch, m, n]` f32 result of `a [batch, m, k] · b [batch, k, n]`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm<T: F32Convert>(
+pub(crate) fn gemm<'b, T: F32Convert>(
     isa: Isa,
     a: Operand<'_, T>,
-    b: Operand<'_, T>,
+    b: impl Into<BSide<'b, T>>,
     batch: usize,
     m: usize,
     k: usize,
@@ -79,18 +152,9 @@ pub(crate) fn gemm<T: F32Convert>(
         return c;
     }
     let kernel = Kernel::select(isa, T::DTYPE);
-    if kernel.packs_bf16_pairs() || kernel.is_amx() {
-        if let (Some(ad), Some(bd)) = (T::as_bf16(a.data), T::as_bf16(b.data)) {
-            let (a, b) = (a.with_data(ad), b.with_data(bd));
-            if kernel.is_amx() {
-                run_batches(&AmxPacker, kernel, &a, &b, batch, m, k, n, &mut c);
-            } else {
-                run_batches(&PairPacker, kernel, &a, &b, batch, m, k, n, &mut c);
-            }
-            return c;
-        }
-    }
-    run_batches(&F32Packer { isa }, kernel, &a, &b, batch, m, k, n, &mut c);
+    with_packer!(isa, kernel, &a, b.into(), |packer, a, b| {
+        run_batches(packer, kernel, &a, &b, batch, m, k, n, &mut c)
+    });
     c
 }
 
@@ -100,16 +164,17 @@ pub(crate) fn gemm<T: F32Convert>(
 /// output straight from each block's f32 tile, which stays in cache: no f32
 /// copy of the whole product is stored, zeroed or read back.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm_out<T: F32Convert, D: F32Convert + Send + Sync>(
+pub(crate) fn gemm_out<'b, T: F32Convert, D: F32Convert + Send + Sync>(
     isa: Isa,
     a: Operand<'_, T>,
-    b: Operand<'_, T>,
+    b: impl Into<BSide<'b, T>>,
     batch: usize,
     m: usize,
     k: usize,
     n: usize,
 ) -> Vec<D> {
-    if let Some(out) = gemm_direct_out(isa, &a, &b, batch, m, k, n, &|_, _| {}) {
+    let b = b.into();
+    if let Some(out) = gemm_direct_out(isa, &a, b, batch, m, k, n, &|_, _| {}) {
         return out;
     }
     let c = gemm(isa, a, b, batch, m, k, n);
@@ -123,10 +188,10 @@ pub(crate) type Finish<'f> = dyn Fn(usize, &mut [f32]) + Sync + 'f;
 /// [`gemm_direct`] when the product qualifies (one batch, a bf16/f16 output,
 /// a depth of one block), with `finish` applied before rounding; else `None`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm_direct_out<T: F32Convert, D: F32Convert + Send + Sync>(
+pub(crate) fn gemm_direct_out<'b, T: F32Convert, D: F32Convert + Send + Sync>(
     isa: Isa,
     a: &Operand<'_, T>,
-    b: &Operand<'_, T>,
+    b: impl Into<BSide<'b, T>>,
     batch: usize,
     m: usize,
     k: usize,
@@ -137,28 +202,9 @@ pub(crate) fn gemm_direct_out<T: F32Convert, D: F32Convert + Send + Sync>(
     if !(batch == 1 && D::DTYPE != amp_dtype::DType::F32 && k > 0 && k <= KC && m * n > 0) {
         return None;
     }
-    if kernel.packs_bf16_pairs() || kernel.is_amx() {
-        if let (Some(ad), Some(bd)) = (T::as_bf16(a.data), T::as_bf16(b.data)) {
-            let a = a.with_data(ad);
-            let b = b.with_data(bd);
-            return Some(if kernel.is_amx() {
-                gemm_direct(isa, &AmxPacker, kernel, &a, &b, m, k, n, finish)
-            } else {
-                gemm_direct(isa, &PairPacker, kernel, &a, &b, m, k, n, finish)
-            });
-        }
-    }
-    Some(gemm_direct(
-        isa,
-        &F32Packer { isa },
-        kernel,
-        a,
-        b,
-        m,
-        k,
-        n,
-        finish,
-    ))
+    Some(with_packer!(isa, kernel, a, b.into(), |packer, a, b| {
+        gemm_direct(isa, packer, kernel, &a, &b, m, k, n, finish)
+    }))
 }
 
 impl<'a, T> Operand<'a, T> {
@@ -179,12 +225,12 @@ impl<'a, T> Operand<'a, T> {
 /// tile into a padded f32 tile block (so edge tiles need no scratch), and
 /// rounds its rows into `out`.
 #[allow(clippy::too_many_arguments)]
-fn gemm_direct<T: Sync, P: Packer<T>, D: F32Convert + Send + Sync>(
+fn gemm_direct<TA: Sync, TB: Sync, P: Packer<TA, TB>, D: F32Convert + Send + Sync>(
     isa: Isa,
     packer: &P,
     kernel: Kernel,
-    a: &Operand<'_, T>,
-    b: &Operand<'_, T>,
+    a: &Operand<'_, TA>,
+    b: &Operand<'_, TB>,
     m: usize,
     k: usize,
     n: usize,
@@ -258,11 +304,11 @@ fn gemm_direct<T: Sync, P: Packer<T>, D: F32Convert + Send + Sync>(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run_batches<T: Sync, P: Packer<T>>(
+fn run_batches<TA: Sync, TB: Sync, P: Packer<TA, TB>>(
     packer: &P,
     kernel: Kernel,
-    a: &Operand<'_, T>,
-    b: &Operand<'_, T>,
+    a: &Operand<'_, TA>,
+    b: &Operand<'_, TB>,
     batch: usize,
     m: usize,
     k: usize,
@@ -300,11 +346,11 @@ const COLUMN_MAX_M: usize = 1024;
 /// depth. B, the big operand, then crosses the memory bus once and stays in
 /// the cache of the core that packed it.
 #[allow(clippy::too_many_arguments)]
-fn gemm_columns<T: Sync, P: Packer<T>>(
+fn gemm_columns<TA: Sync, TB: Sync, P: Packer<TA, TB>>(
     packer: &P,
     kernel: Kernel,
-    a: &Operand<'_, T>,
-    b: &Operand<'_, T>,
+    a: &Operand<'_, TA>,
+    b: &Operand<'_, TB>,
     bi: usize,
     m: usize,
     k: usize,
@@ -345,7 +391,7 @@ fn gemm_columns<T: Sync, P: Packer<T>>(
             for (&(p0, kc), ap) in blocks.iter().zip(&a_packed) {
                 let kd = packer.depth(kc);
                 let bp = &mut b_packed[..panels * nr * kd];
-                packer.pack(
+                packer.pack_b(
                     b.data,
                     b_base + j * b.col_stride + p0 * b.row_stride,
                     b.col_stride,
@@ -441,17 +487,19 @@ impl<E> std::ops::DerefMut for Panels<E> {
 }
 
 /// How panels are packed and multiplied: f32 panels for the f32 kernels, bf16
-/// pair-interleaved panels for `vdpbf16ps` (and, later, AMX).
-trait Packer<T>: Sync {
+/// pair-interleaved panels for `vdpbf16ps` and AMX. `TA` and `TB` are the
+/// element types A and B are read from (the same but for [`RoundB`]).
+trait Packer<TA, TB = TA>: Sync {
     /// Element of the packed panels.
     type Elem: Copy + Default + Send + Sync;
     /// Stored depth of one panel line for a depth block of `kc`.
     fn depth(&self, kc: usize) -> usize;
-    /// Packs `count` lines of `depth` into panels of `width` lines (zero-padded).
+    /// Packs `count` lines (columns of B) of `depth` into panels of `width`
+    /// lines (zero-padded).
     #[allow(clippy::too_many_arguments)]
-    fn pack(
+    fn pack_b(
         &self,
-        data: &[T],
+        data: &[TB],
         base: usize,
         x_stride: usize,
         p_stride: usize,
@@ -460,12 +508,11 @@ trait Packer<T>: Sync {
         width: usize,
         out: &mut [Self::Elem],
     );
-    /// Packs the A side (lines are rows of the product); the same layout as [`Packer::pack`] unless
-    /// the kernel wants another.
+    /// Packs the A side (lines are rows of the product).
     #[allow(clippy::too_many_arguments)]
     fn pack_a(
         &self,
-        data: &[T],
+        data: &[TA],
         base: usize,
         x_stride: usize,
         p_stride: usize,
@@ -473,9 +520,7 @@ trait Packer<T>: Sync {
         depth: usize,
         width: usize,
         out: &mut [Self::Elem],
-    ) {
-        self.pack(data, base, x_stride, p_stride, count, depth, width, out)
-    }
+    );
     /// Runs the kernel on one pair of panels of depth block `kc`.
     fn run(
         &self,
@@ -523,7 +568,7 @@ impl<T: F32Convert> Packer<T> for F32Packer {
     fn depth(&self, kc: usize) -> usize {
         kc
     }
-    fn pack(
+    fn pack_b(
         &self,
         data: &[T],
         base: usize,
@@ -538,6 +583,19 @@ impl<T: F32Convert> Packer<T> for F32Packer {
             self.isa, data, base, x_stride, p_stride, count, depth, width, out,
         )
     }
+    fn pack_a(
+        &self,
+        data: &[T],
+        base: usize,
+        x_stride: usize,
+        p_stride: usize,
+        count: usize,
+        depth: usize,
+        width: usize,
+        out: &mut [f32],
+    ) {
+        self.pack_b(data, base, x_stride, p_stride, count, depth, width, out)
+    }
     fn run(&self, kernel: Kernel, kc: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize) {
         kernel.run(kc, a, b, c, ldc)
     }
@@ -551,7 +609,7 @@ impl Packer<bf16> for PairPacker {
     fn depth(&self, kc: usize) -> usize {
         kc.div_ceil(2) * 2
     }
-    fn pack(
+    fn pack_b(
         &self,
         data: &[bf16],
         base: usize,
@@ -567,8 +625,115 @@ impl Packer<bf16> for PairPacker {
             data, base, x_stride, p_stride, count, depth, width, stored, out,
         )
     }
+    fn pack_a(
+        &self,
+        data: &[bf16],
+        base: usize,
+        x_stride: usize,
+        p_stride: usize,
+        count: usize,
+        depth: usize,
+        width: usize,
+        out: &mut [u16],
+    ) {
+        self.pack_b(data, base, x_stride, p_stride, count, depth, width, out)
+    }
     fn run(&self, kernel: Kernel, kc: usize, a: &[u16], b: &[u16], c: &mut [f32], ldc: usize) {
         kernel.run_bf16(kc.div_ceil(2), a, b, c, ldc)
+    }
+}
+
+/// B read from f32 and rounded to the A side's dtype `T` (nearest even) as it
+/// is packed: the product equals the product with B cast to `T` first, without
+/// the cast copy (an f32 weight used under autocast). Each packed group is
+/// first converted into a small buffer that keeps the source's contiguous
+/// direction (SIMD conversion), then packed by `inner`.
+struct RoundB<P> {
+    isa: Isa,
+    inner: P,
+}
+
+impl<T: F32Convert, P: Packer<T>> Packer<T, f32> for RoundB<P> {
+    type Elem = P::Elem;
+    fn depth(&self, kc: usize) -> usize {
+        self.inner.depth(kc)
+    }
+    fn pack_b(
+        &self,
+        data: &[f32],
+        base: usize,
+        x_stride: usize,
+        p_stride: usize,
+        count: usize,
+        depth: usize,
+        width: usize,
+        out: &mut [Self::Elem],
+    ) {
+        let mut stage = vec![T::from_f32(0.0); count * depth];
+        if x_stride == 1 && p_stride != 1 {
+            // Lines side by side along x (a row-major B): stage [depth][count].
+            for p in 0..depth {
+                let s = base + p * p_stride;
+                T::store(
+                    self.isa,
+                    &data[s..s + count],
+                    &mut stage[p * count..(p + 1) * count],
+                );
+            }
+            self.inner
+                .pack_b(&stage, 0, 1, count, count, depth, width, out)
+        } else {
+            // Each line along the depth (a transposed B, a linear weight): stage [count][depth].
+            for (r, line) in stage.chunks_mut(depth.max(1)).take(count).enumerate() {
+                let s = base + r * x_stride;
+                if p_stride == 1 {
+                    T::store(self.isa, &data[s..s + depth], line);
+                } else {
+                    for (p, v) in line.iter_mut().enumerate() {
+                        *v = T::from_f32(data[s + p * p_stride]);
+                    }
+                }
+            }
+            self.inner
+                .pack_b(&stage, 0, depth, 1, count, depth, width, out)
+        }
+    }
+    fn pack_a(
+        &self,
+        data: &[T],
+        base: usize,
+        x_stride: usize,
+        p_stride: usize,
+        count: usize,
+        depth: usize,
+        width: usize,
+        out: &mut [Self::Elem],
+    ) {
+        self.inner
+            .pack_a(data, base, x_stride, p_stride, count, depth, width, out)
+    }
+    fn run(
+        &self,
+        kernel: Kernel,
+        kc: usize,
+        a: &[Self::Elem],
+        b: &[Self::Elem],
+        c: &mut [f32],
+        ldc: usize,
+    ) {
+        self.inner.run(kernel, kc, a, b, c, ldc)
+    }
+    fn run_row(
+        &self,
+        kernel: Kernel,
+        kc: usize,
+        a: &[Self::Elem],
+        b: &[Self::Elem],
+        panels: usize,
+        c: &mut [f32],
+        ldc: usize,
+    ) {
+        self.inner.run_row(kernel, kc, a, b, panels, c, ldc)
     }
 }
 
@@ -582,7 +747,7 @@ impl Packer<bf16> for AmxPacker {
     fn depth(&self, kc: usize) -> usize {
         kc.div_ceil(32) * 32
     }
-    fn pack(
+    fn pack_b(
         &self,
         data: &[bf16],
         base: usize,
@@ -870,10 +1035,10 @@ fn row_block(m: usize, mr: usize, parallel: bool) -> usize {
 /// parallel for large products (with a short, wide A, packing the big B is
 /// most of the memory traffic).
 #[allow(clippy::too_many_arguments)]
-fn pack_b_block<T: Sync, P: Packer<T>>(
+fn pack_b_block<TA: Sync, TB: Sync, P: Packer<TA, TB>>(
     packer: &P,
     kernel: Kernel,
-    b: &Operand<'_, T>,
+    b: &Operand<'_, TB>,
     base: usize,
     nc: usize,
     kc: usize,
@@ -883,7 +1048,7 @@ fn pack_b_block<T: Sync, P: Packer<T>>(
     let nr = kernel.nr();
     let pack_group = |(g, dst): (usize, &mut [P::Elem])| {
         let j = g * B_PANELS_PER_TASK * nr;
-        packer.pack(
+        packer.pack_b(
             b.data,
             base + j * b.col_stride,
             b.col_stride,
@@ -906,7 +1071,7 @@ fn pack_b_block<T: Sync, P: Packer<T>>(
 /// kernel's tile): the kernel runs on a zeroed scratch tile whose valid part
 /// is then added to C.
 #[allow(clippy::too_many_arguments)]
-fn run_edge<T, P: Packer<T>>(
+fn run_edge<TA, TB, P: Packer<TA, TB>>(
     packer: &P,
     kernel: Kernel,
     kc: usize,
@@ -931,11 +1096,11 @@ fn run_edge<T, P: Packer<T>>(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn gemm_one<T: Sync, P: Packer<T>>(
+fn gemm_one<TA: Sync, TB: Sync, P: Packer<TA, TB>>(
     packer: &P,
     kernel: Kernel,
-    a: &Operand<'_, T>,
-    b: &Operand<'_, T>,
+    a: &Operand<'_, TA>,
+    b: &Operand<'_, TB>,
     bi: usize,
     m: usize,
     k: usize,

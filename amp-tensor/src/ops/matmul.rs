@@ -1,7 +1,10 @@
 //! Matrix products: `matmul` (batched, broadcast batch dims) and `linear`.
 
 use super::{require_float, same_device, unbroadcast, GeluApprox};
-use crate::dispatch::dispatch;
+use crate::backend::ReduceOp;
+use crate::dispatch::{dispatch, dispatch_rounding};
+use crate::ops::reduce::reduce_kernel;
+use amp_dtype::DType;
 use crate::layout::broadcast_shapes;
 use crate::{Error, Layout, Result, Tensor, UnaryOp};
 
@@ -159,10 +162,14 @@ fn is_transposed(t: &Tensor) -> bool {
 pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     let mut inputs = vec![x, weight];
     inputs.extend(bias);
-    dispatch("linear", &inputs, |inputs| {
-        linear_impl(&inputs[0], &inputs[1], inputs.get(2), None)
+    dispatch_rounding("linear", &inputs, ROUNDABLE, |inputs, round_to| {
+        linear_impl(&inputs[0], &inputs[1], inputs.get(2), None, round_to)
     })
 }
+
+/// `linear` reads its weight and bias rounded to a narrower dtype when
+/// autocast asks it to (see [`crate::Interceptor::intercept_rounding`]).
+const ROUNDABLE: &[bool] = &[false, true, true];
 
 /// The activations [`linear_act`] can fuse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,21 +227,27 @@ pub fn linear_act(
     if records {
         return activation.apply(&linear(x, weight, bias)?);
     }
-    dispatch("linear", &inputs, |inputs| {
+    dispatch_rounding("linear", &inputs, ROUNDABLE, |inputs, round_to| {
         linear_impl(
             &inputs[0],
             &inputs[1],
             inputs.get(2),
             Some(activation.kernel()),
+            round_to,
         )
     })
 }
 
+/// `round_to`: the dtype autocast runs the op in, when it left an f32 weight
+/// (and bias) uncast for the backend to round while packing — the result
+/// equals that of the cast inputs; their gradients come back in f32, without
+/// a rounding to `round_to` (the product accumulates in f32 anyway).
 fn linear_impl(
     x: &Tensor,
     w: &Tensor,
     bias: Option<&Tensor>,
     activation: Option<UnaryOp>,
+    round_to: Option<DType>,
 ) -> Result<Tensor> {
     let op = "linear";
     let mut all = vec![x, w];
@@ -247,7 +260,13 @@ fn linear_impl(
             rhs: w.shape(),
         });
     }
-    if x.dtype() != w.dtype() {
+    // A wide operand is read rounded to x's dtype only when autocast asked for it.
+    let read_rounded = |t: &Tensor| {
+        round_to == Some(x.dtype())
+            && matches!(x.dtype(), DType::BF16 | DType::F16)
+            && t.dtype() == DType::F32
+    };
+    if x.dtype() != w.dtype() && !read_rounded(w) {
         return Err(Error::DTypeMismatch {
             op,
             lhs: x.dtype(),
@@ -263,7 +282,7 @@ fn linear_impl(
                 rhs: b.shape(),
             });
         }
-        if b.dtype() != x.dtype() {
+        if b.dtype() != x.dtype() && !read_rounded(b) {
             return Err(Error::DTypeMismatch {
                 op,
                 lhs: x.dtype(),
@@ -295,7 +314,7 @@ fn linear_impl(
     out_shape.push(n);
     let (x_saved, w_saved) = (x2, w.detach());
     let x_shape = x.shape();
-    let has_bias = bias.is_some();
+    let bias_dtype = bias.map(|b| b.dtype());
     Ok(Tensor::from_op(
         storage,
         &out_shape,
@@ -310,15 +329,46 @@ fn linear_impl(
                 ));
             }
             let g2 = g.reshape(&[m, n])?;
-            let gx = matmul_impl(&g2, &w_saved)?.reshape(&x_shape)?;
+            // Each gradient is computed in the dtype of the input it belongs to
+            // (f32 for a weight read rounded), straight from the f32 accumulation.
+            let gx = product(&g2, &w_saved, g2.dtype())?.reshape(&x_shape)?;
             // [n, k], contiguous: the stored weight's orientation.
-            let gw = matmul_impl(&g2.t()?, &x_saved)?;
+            let gw = product(&g2.t()?, &x_saved, w_saved.dtype())?;
             let mut grads = vec![Some(gx), Some(gw)];
-            if has_bias {
-                grads.push(Some(g2.sum_dims(&[0], false)?));
+            if let Some(dtype) = bias_dtype {
+                let sum = reduce_kernel(ReduceOp::Sum, &g2, &[0], dtype)?;
+                grads.push(Some(Tensor::from_storage(sum, &[n], g2.device())));
             }
             Ok(grads)
         },
+    ))
+}
+
+/// The 2-D product `a · b` rounded to `out`, unrecorded (backward passes run
+/// without grad): an f32 `b` with a narrower `a` is read rounded to `a`'s dtype.
+fn product(a: &Tensor, b: &Tensor, out: DType) -> Result<Tensor> {
+    let as3 = |t: &Tensor| {
+        let (l, d) = (t.layout(), t.dims());
+        Layout::new(
+            vec![1, d[0], d[1]],
+            vec![0, l.strides()[0], l.strides()[1]],
+            l.offset(),
+        )
+    };
+    let (la, lb) = (as3(a), as3(b));
+    let storage = {
+        let (sa, sb) = (a.storage(), b.storage());
+        let backend = a.device().backend();
+        if a.dtype() == b.dtype() {
+            backend.matmul((&sa, &la), (&sb, &lb), out)?
+        } else {
+            backend.matmul_rounding_rhs((&sa, &la), (&sb, &lb), out)?
+        }
+    };
+    Ok(Tensor::from_storage(
+        storage,
+        &[a.dims()[0], b.dims()[1]],
+        a.device(),
     ))
 }
 
