@@ -71,7 +71,11 @@ fn cpu_linear_reads_f32_weights_rounded_and_returns_f32_weight_gradients() -> Re
         // The exact gradients of the computed function, in f64: dW = gᵀ·x̂, db = Σ g.
         let (gv, xr) = (g.to_f64_vec()?, xc.to_f64_vec()?);
         let exact_w: Vec<f64> = (0..n * k)
-            .map(|jp| (0..m).map(|i| gv[i * n + jp / k] * xr[i * k + jp % k]).sum())
+            .map(|jp| {
+                (0..m)
+                    .map(|i| gv[i * n + jp / k] * xr[i * k + jp % k])
+                    .sum()
+            })
             .collect();
         let exact_b: Vec<f64> = (0..n)
             .map(|j| (0..m).map(|i| gv[i * n + j]).sum())
@@ -80,9 +84,15 @@ fn cpu_linear_reads_f32_weights_rounded_and_returns_f32_weight_gradients() -> Re
             got.iter().zip(exact).map(|(a, e)| (a - e).abs()).sum()
         };
         let (ours, cast) = (err(&grad(&w), &exact_w), err(&grad(&wc), &exact_w));
-        assert!(ours * 10.0 < cast, "{dtype}: weight gradient error {ours} vs cast path {cast}");
+        assert!(
+            ours * 10.0 < cast,
+            "{dtype}: weight gradient error {ours} vs cast path {cast}"
+        );
         let (ours, cast) = (err(&grad(&b), &exact_b), err(&grad(&bc), &exact_b));
-        assert!(ours < cast, "{dtype}: bias gradient error {ours} vs cast path {cast}");
+        assert!(
+            ours < cast,
+            "{dtype}: bias gradient error {ours} vs cast path {cast}"
+        );
     }
     Ok(())
 }
@@ -94,7 +104,14 @@ fn linear_with_mixed_dtypes_outside_autocast_is_still_an_error() -> Result<()> {
     let w = Tensor::randn(&[4, 3], DType::F32, &device, 1)?;
     let err = ops::linear(&x, &w, None).unwrap_err();
     assert!(
-        matches!(err, Error::DTypeMismatch { op: "linear", lhs: DType::BF16, rhs: DType::F32 }),
+        matches!(
+            err,
+            Error::DTypeMismatch {
+                op: "linear",
+                lhs: DType::BF16,
+                rhs: DType::F32
+            }
+        ),
         "{err}"
     );
     Ok(())

@@ -1,9 +1,11 @@
 //! Copy bandwidth into reused, fresh and huge-page-advised buffers, against
 //! elementwise tensor ops over the same bytes (16 Mi f32).
 //!
-//! `cargo run --release -p amp-cpu --example membench`
+//! `cargo run --release -p amp-cpu --example membench`; one product:
+//! `membench gemm-bf16[-at][-bt][-rb][-f32out] M K N` (A or B transposed, B f32 rounded
+//! while packing, an f32 output).
 
-use amp_tensor::{DType, Tensor};
+use amp_tensor::{DType, Layout, Tensor};
 use std::time::Instant;
 
 fn best(reps: usize, mut f: impl FnMut()) -> f64 {
@@ -22,7 +24,7 @@ fn best(reps: usize, mut f: impl FnMut()) -> f64 {
 fn main() -> amp_tensor::Result<()> {
     if let Some(arg) = std::env::args().nth(1).filter(|a| a.starts_with("gemm")) {
         // Only one product, repeated (for a profiler): `gemm-bf16` or `gemm-f32`.
-        let dtype = if arg.contains("f32") {
+        let dtype = if arg.starts_with("gemm-f32") {
             DType::F32
         } else {
             DType::BF16
@@ -43,12 +45,45 @@ fn main() -> amp_tensor::Result<()> {
         } else {
             Tensor::randn(&[m, k], dtype, &dev, 3)?
         };
-        let b = Tensor::randn(&[k, n], dtype, &dev, 4)?;
+        // `-rb`: B stored f32 and rounded to A's dtype while packing; `-f32out`: an f32 product.
+        let b_dtype = if arg.contains("-rb") {
+            DType::F32
+        } else {
+            dtype
+        };
+        let out = if arg.contains("-f32out") {
+            DType::F32
+        } else {
+            dtype
+        };
+        // `-bt`: B stored transposed (a linear layer's weight `[n, k]` read as `weightᵀ`).
+        let b = if arg.contains("-bt") {
+            Tensor::randn(&[n, k], b_dtype, &dev, 4)?.t()?
+        } else {
+            Tensor::randn(&[k, n], b_dtype, &dev, 4)?
+        };
+        let as3 = |t: &Tensor| {
+            let (l, d) = (t.layout(), t.dims());
+            Layout::new(
+                vec![1, d[0], d[1]],
+                vec![0, l.strides()[0], l.strides()[1]],
+                l.offset(),
+            )
+        };
+        let (la, lb) = (as3(&a), as3(&b));
+        let backend = dev.backend();
         // About 100 Gflop of repetitions (at least 20), so a profile sees the product.
         let reps = (1e11 / (2 * m * k * n).max(1) as f64).clamp(20.0, 5000.0) as usize;
-        let s = best(reps, || drop(amp_tensor::ops::matmul(&a, &b).unwrap()));
+        let s = best(reps, || {
+            let (sa, sb) = (a.storage(), b.storage());
+            drop(
+                backend
+                    .matmul_rounding_rhs((&sa, &la), (&sb, &lb), out)
+                    .unwrap(),
+            )
+        });
         println!(
-            "matmul {dtype} {m}x{k}x{n} {:7.1} GFLOP/s",
+            "matmul {dtype} x {b_dtype} -> {out} {m}x{k}x{n} {:7.1} GFLOP/s",
             2.0 * (m * k * n) as f64 / s / 1e9
         );
         return Ok(());

@@ -114,6 +114,23 @@ impl Backend for Timed {
             || self.inner.matmul(lhs, rhs, out),
         )
     }
+    fn matmul_rounding_rhs(&self, lhs: View<'_>, rhs: View<'_>, out: DType) -> Result<Storage> {
+        self.time(
+            || {
+                format!(
+                    "matmul {} {:?} x {} {:?} rounded -> {out}",
+                    dt(&lhs),
+                    lhs.1.strides(),
+                    dt(&rhs),
+                    rhs.1.strides()
+                )
+            },
+            || self.inner.matmul_rounding_rhs(lhs, rhs, out),
+        )
+    }
+    fn rounds_while_packing(&self) -> bool {
+        self.inner.rounds_while_packing()
+    }
     fn softmax(&self, src: View<'_>, log: bool, out: DType) -> Result<Storage> {
         self.time(
             || format!("softmax {} log={log}", dt(&src)),

@@ -69,7 +69,10 @@ fn same(case: &str, got: &Storage, want: &Storage) -> Result<()> {
 fn b_views(device: &Device, k: usize, n: usize, seed: u64) -> Result<Vec<(&'static str, Tensor)>> {
     Ok(vec![
         ("row-major", tensor(device, &[k, n], DType::F32, seed)?),
-        ("transposed", tensor(device, &[n, k], DType::F32, seed + 1)?.t()?),
+        (
+            "transposed",
+            tensor(device, &[n, k], DType::F32, seed + 1)?.t()?,
+        ),
         (
             "strided",
             tensor(device, &[n, 2 * k], DType::F32, seed + 2)?
@@ -178,7 +181,14 @@ on_every_cpu_path!(
             .matmul_rounding_rhs((&sa, &as3(&a)), (&sb, &as3(&b)), DType::F32)
             .unwrap_err();
         assert!(
-            matches!(err, Error::DTypeMismatch { op: "matmul", lhs: DType::F32, rhs: DType::BF16 }),
+            matches!(
+                err,
+                Error::DTypeMismatch {
+                    op: "matmul",
+                    lhs: DType::F32,
+                    rhs: DType::BF16
+                }
+            ),
             "{err}"
         );
         let err = backend

@@ -508,6 +508,23 @@ trait Packer<TA, TB = TA>: Sync {
         width: usize,
         out: &mut [Self::Elem],
     );
+    /// Packs B like [`Packer::pack_b`] from f32 values rounded to this
+    /// packer's element type, when it has a fused path for that ([`RoundB`]);
+    /// `false` (nothing written) otherwise.
+    #[allow(clippy::too_many_arguments)]
+    fn pack_b_rounding(
+        &self,
+        _data: &[f32],
+        _base: usize,
+        _x_stride: usize,
+        _p_stride: usize,
+        _count: usize,
+        _depth: usize,
+        _width: usize,
+        _out: &mut [Self::Elem],
+    ) -> bool {
+        false
+    }
     /// Packs the A side (lines are rows of the product).
     #[allow(clippy::too_many_arguments)]
     fn pack_a(
@@ -625,6 +642,23 @@ impl Packer<bf16> for PairPacker {
             data, base, x_stride, p_stride, count, depth, width, stored, out,
         )
     }
+    fn pack_b_rounding(
+        &self,
+        data: &[f32],
+        base: usize,
+        x_stride: usize,
+        p_stride: usize,
+        count: usize,
+        depth: usize,
+        width: usize,
+        out: &mut [u16],
+    ) -> bool {
+        let stored = depth.div_ceil(2) * 2;
+        pack_pairs_rounding(
+            data, base, x_stride, p_stride, count, depth, width, stored, out,
+        );
+        true
+    }
     fn pack_a(
         &self,
         data: &[bf16],
@@ -669,6 +703,10 @@ impl<T: F32Convert, P: Packer<T>> Packer<T, f32> for RoundB<P> {
         width: usize,
         out: &mut [Self::Elem],
     ) {
+        let inner = &self.inner;
+        if inner.pack_b_rounding(data, base, x_stride, p_stride, count, depth, width, out) {
+            return;
+        }
         let mut stage = vec![T::from_f32(0.0); count * depth];
         if x_stride == 1 && p_stride != 1 {
             // Lines side by side along x (a row-major B): stage [depth][count].
@@ -763,6 +801,23 @@ impl Packer<bf16> for AmxPacker {
             data, base, x_stride, p_stride, count, depth, width, stored, out,
         )
     }
+    fn pack_b_rounding(
+        &self,
+        data: &[f32],
+        base: usize,
+        x_stride: usize,
+        p_stride: usize,
+        count: usize,
+        depth: usize,
+        width: usize,
+        out: &mut [u16],
+    ) -> bool {
+        let stored = <Self as Packer<bf16>>::depth(self, depth);
+        pack_pairs_rounding(
+            data, base, x_stride, p_stride, count, depth, width, stored, out,
+        );
+        true
+    }
     fn pack_a(
         &self,
         data: &[bf16],
@@ -834,6 +889,33 @@ fn pack_pairs(
     stored: usize,
     out: &mut [u16],
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if width == 32
+        && x_stride == 1
+        && count % 32 == 0
+        && depth == stored
+        && std::arch::is_x86_feature_detected!("avx512bw")
+    {
+        // Row-major B in whole panels: each pair of rows is read once, left to
+        // right, across every panel (a row-major walk the prefetchers follow).
+        for pp in 0..depth / 2 {
+            let (r0, r1) = (base + 2 * pp * p_stride, base + (2 * pp + 1) * p_stride);
+            let (l0, l1) = (&data[r0..r0 + count], &data[r1..r1 + count]);
+            for q in 0..count / 32 {
+                let at = q * 32 * stored + pp * 64;
+                let dst = &mut out[at..at + 64];
+                // SAFETY: AVX-512F/BW detected above; 32 values from each row, 64 written.
+                unsafe {
+                    x86::interleave_rows(
+                        l0[32 * q..].as_ptr() as *const u16,
+                        l1[32 * q..].as_ptr() as *const u16,
+                        dst.as_mut_ptr(),
+                    )
+                };
+            }
+        }
+        return;
+    }
     for q in 0..count.div_ceil(width) {
         let panel = &mut out[q * width * stored..(q + 1) * width * stored];
         let lines = width.min(count - q * width);
@@ -918,6 +1000,96 @@ fn pack_pairs(
     }
 }
 
+/// [`pack_pairs`] from f32 values, each rounded to bf16 (nearest even, as
+/// `f32_to_bf16_bits`) as it is packed: the panels equal those packed from the
+/// cast values. Full 32-line panels of a row-major B (lines side by side) or
+/// of a transposed B (each line along the depth) take AVX-512 paths.
+#[allow(clippy::too_many_arguments)]
+fn pack_pairs_rounding(
+    data: &[f32],
+    base: usize,
+    x_stride: usize,
+    p_stride: usize,
+    count: usize,
+    depth: usize,
+    width: usize,
+    stored: usize,
+    out: &mut [u16],
+) {
+    use crate::convert::f32_to_bf16_bits as round;
+    #[cfg(target_arch = "x86_64")]
+    if width == 32
+        && x_stride == 1
+        && count % 32 == 0
+        && depth == stored
+        && std::arch::is_x86_feature_detected!("avx512bw")
+    {
+        // Row-major B in whole panels: each pair of rows is read once, left to
+        // right, across every panel (a row-major walk the prefetchers follow).
+        for pp in 0..depth / 2 {
+            let (r0, r1) = (base + 2 * pp * p_stride, base + (2 * pp + 1) * p_stride);
+            let (l0, l1) = (&data[r0..r0 + count], &data[r1..r1 + count]);
+            for q in 0..count / 32 {
+                let at = q * 32 * stored + pp * 64;
+                let dst = &mut out[at..at + 64];
+                // SAFETY: AVX-512F/BW detected above; 32 values from each row, 64 written.
+                unsafe {
+                    x86::round_interleave_rows(
+                        l0[32 * q..].as_ptr(),
+                        l1[32 * q..].as_ptr(),
+                        dst.as_mut_ptr(),
+                    )
+                };
+            }
+        }
+        return;
+    }
+    for q in 0..count.div_ceil(width) {
+        let panel = &mut out[q * width * stored..(q + 1) * width * stored];
+        let lines = width.min(count - q * width);
+        if lines < width || depth < stored {
+            panel.fill(0);
+        }
+        let first = base + q * width * x_stride;
+        #[cfg(target_arch = "x86_64")]
+        let simd = width == 32 && lines == 32 && std::arch::is_x86_feature_detected!("avx512bw");
+        #[cfg(not(target_arch = "x86_64"))]
+        let simd = false;
+        // Depth steps (p) and whole 32-step chunks (lines along the depth) already packed.
+        let mut p0 = 0;
+        #[cfg(target_arch = "x86_64")]
+        if simd && x_stride == 1 {
+            while p0 + 2 <= depth {
+                let (r0, r1) = (first + p0 * p_stride, first + (p0 + 1) * p_stride);
+                let (l0, l1) = (&data[r0..r0 + 32], &data[r1..r1 + 32]);
+                let dst = &mut panel[(p0 / 2) * 64..(p0 / 2) * 64 + 64];
+                // SAFETY: AVX-512F/BW detected above; 32 values from each row, 64 written.
+                unsafe { x86::round_interleave_rows(l0.as_ptr(), l1.as_ptr(), dst.as_mut_ptr()) };
+                p0 += 2;
+            }
+        } else if simd && p_stride == 1 && x_stride <= i32::MAX as usize / 4 {
+            while p0 + 32 <= depth {
+                for r in 0..32 {
+                    let s = first + r * x_stride + p0;
+                    let line = &data[s..s + 32];
+                    // The 16 pairs of this line land 64 values apart, from pair p0 / 2.
+                    let dst = &mut panel[(p0 / 2) * 64 + 2 * r..(p0 / 2 + 15) * 64 + 2 * r + 2];
+                    // SAFETY: AVX-512F/BW detected above; 32 values read; the 16 pairs
+                    // written at 128-byte steps lie inside `dst` (checked by the slice).
+                    unsafe { x86::round_scatter_pairs(line.as_ptr(), dst.as_mut_ptr()) };
+                }
+                p0 += 32;
+            }
+        }
+        for p in p0..depth {
+            let row = &mut panel[(p / 2) * width * 2..(p / 2 + 1) * width * 2];
+            for r in 0..lines {
+                row[r * 2 + p % 2] = round(data[first + r * x_stride + p * p_stride]);
+            }
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
@@ -944,6 +1116,61 @@ mod x86 {
             let ih = _mm512_loadu_si512(hi.as_ptr() as *const _);
             _mm512_storeu_si512(out as *mut _, _mm512_permutex2var_epi16(a, il, b));
             _mm512_storeu_si512(out.add(32) as *mut _, _mm512_permutex2var_epi16(a, ih, b));
+        }
+    }
+
+    /// f32 lanes rounded to bf16 bits (nearest even; NaN keeps its high payload,
+    /// quiet bit set), in the low half of each 32-bit lane.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn round_bf16(x: __m512i) -> __m512i {
+        let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(x), _mm512_set1_epi32(1));
+        let bias = _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF));
+        let rounded = _mm512_srli_epi32::<16>(_mm512_add_epi32(x, bias));
+        let quiet = _mm512_or_si512(_mm512_srli_epi32::<16>(x), _mm512_set1_epi32(0x40));
+        let abs = _mm512_and_si512(x, _mm512_set1_epi32(0x7FFF_FFFF));
+        let nan = _mm512_cmpgt_epu32_mask(abs, _mm512_set1_epi32(0x7F80_0000));
+        _mm512_mask_blend_epi32(nan, rounded, quiet)
+    }
+
+    /// `out[2j] = bf16(r0[j])`, `out[2j + 1] = bf16(r1[j])` for 32 `j`.
+    ///
+    /// # Safety
+    /// AVX-512F/BW available; `r0`, `r1` hold 32 values, `out` 64.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub unsafe fn round_interleave_rows(r0: *const f32, r1: *const f32, out: *mut u16) {
+        // SAFETY: extents as stated in the contract.
+        unsafe {
+            for h in 0..2 {
+                let a = round_bf16(_mm512_loadu_si512(r0.add(16 * h) as *const _));
+                let b = round_bf16(_mm512_loadu_si512(r1.add(16 * h) as *const _));
+                let pairs = _mm512_or_si512(a, _mm512_slli_epi32::<16>(b));
+                _mm512_storeu_si512(out.add(32 * h) as *mut _, pairs);
+            }
+        }
+    }
+
+    /// The 32 values at `src` rounded to bf16 as 16 pairs, pair `j` written to
+    /// `out[64·j..64·j + 2]`.
+    ///
+    /// # Safety
+    /// AVX-512F/BW available; `src` holds 32 values; `out` holds `64·15 + 2`.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub unsafe fn round_scatter_pairs(src: *const f32, out: *mut u16) {
+        // SAFETY: extents as stated in the contract.
+        unsafe {
+            let a = round_bf16(_mm512_loadu_si512(src as *const _));
+            let b = round_bf16(_mm512_loadu_si512(src.add(16) as *const _));
+            // The low half of every 32-bit lane of a, then of b: the 32 values in order.
+            let mut even = [0i16; 32];
+            for (j, e) in even.iter_mut().enumerate() {
+                *e = 2 * j as i16;
+            }
+            let idx = _mm512_loadu_si512(even.as_ptr() as *const _);
+            let pairs = _mm512_permutex2var_epi16(a, idx, b);
+            let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+            let offsets = _mm512_slli_epi32::<7>(lanes);
+            _mm512_i32scatter_epi32::<1>(out as *mut _, offsets, pairs);
         }
     }
 

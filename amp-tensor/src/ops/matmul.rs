@@ -3,10 +3,10 @@
 use super::{require_float, same_device, unbroadcast, GeluApprox};
 use crate::backend::ReduceOp;
 use crate::dispatch::{dispatch, dispatch_rounding};
-use crate::ops::reduce::reduce_kernel;
-use amp_dtype::DType;
 use crate::layout::broadcast_shapes;
+use crate::ops::reduce::reduce_kernel;
 use crate::{Error, Layout, Result, Tensor, UnaryOp};
+use amp_dtype::DType;
 
 /// Views `t` (shape `[batch..., r, c]` broadcast to `batch`) as `[B, r, c]`,
 /// copying only when the batch dims cannot be merged.

@@ -36,7 +36,12 @@ fn reduced_shape(shape: &[usize], dims: &[usize], keepdim: bool) -> Vec<usize> {
         .collect()
 }
 
-pub(crate) fn reduce_kernel(op: ReduceOp, x: &Tensor, dims: &[usize], out: DType) -> Result<crate::Storage> {
+pub(crate) fn reduce_kernel(
+    op: ReduceOp,
+    x: &Tensor,
+    dims: &[usize],
+    out: DType,
+) -> Result<crate::Storage> {
     x.with_view(|v| x.device().backend().reduce(op, v, dims, out))
 }
 
