@@ -892,7 +892,7 @@ fn pack_pairs(
     #[cfg(target_arch = "x86_64")]
     if width == 32
         && x_stride == 1
-        && count % 32 == 0
+        && count.is_multiple_of(32)
         && depth == stored
         && std::arch::is_x86_feature_detected!("avx512bw")
     {
@@ -1020,7 +1020,7 @@ fn pack_pairs_rounding(
     #[cfg(target_arch = "x86_64")]
     if width == 32
         && x_stride == 1
-        && count % 32 == 0
+        && count.is_multiple_of(32)
         && depth == stored
         && std::arch::is_x86_feature_detected!("avx512bw")
     {
