@@ -890,30 +890,27 @@ fn pack_pairs(
     out: &mut [u16],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if width == 32
-        && x_stride == 1
-        && count.is_multiple_of(32)
-        && depth == stored
-        && std::arch::is_x86_feature_detected!("avx512bw")
-    {
-        // Row-major B in whole panels: each pair of rows is read once, left to
-        // right, across every panel (a row-major walk the prefetchers follow).
-        for pp in 0..depth / 2 {
-            let (r0, r1) = (base + 2 * pp * p_stride, base + (2 * pp + 1) * p_stride);
-            let (l0, l1) = (&data[r0..r0 + count], &data[r1..r1 + count]);
-            for q in 0..count / 32 {
-                let at = q * 32 * stored + pp * 64;
-                let dst = &mut out[at..at + 64];
-                // SAFETY: AVX-512F/BW detected above; 32 values from each row, 64 written.
-                unsafe {
-                    x86::interleave_rows(
-                        l0[32 * q..].as_ptr() as *const u16,
-                        l1[32 * q..].as_ptr() as *const u16,
-                        dst.as_mut_ptr(),
-                    )
-                };
+    if row_pairs(
+        data,
+        base,
+        x_stride,
+        p_stride,
+        count,
+        depth,
+        width,
+        stored,
+        out,
+        |r0, r1, dst| {
+            // SAFETY: AVX-512F/BW detected by `row_pairs`; 32 values from each row, 64 written.
+            unsafe {
+                x86::interleave_rows(
+                    r0.as_ptr() as *const u16,
+                    r1.as_ptr() as *const u16,
+                    dst.as_mut_ptr(),
+                )
             }
-        }
+        },
+    ) {
         return;
     }
     for q in 0..count.div_ceil(width) {
@@ -1018,30 +1015,21 @@ fn pack_pairs_rounding(
 ) {
     use crate::convert::f32_to_bf16_bits as round;
     #[cfg(target_arch = "x86_64")]
-    if width == 32
-        && x_stride == 1
-        && count.is_multiple_of(32)
-        && depth == stored
-        && std::arch::is_x86_feature_detected!("avx512bw")
-    {
-        // Row-major B in whole panels: each pair of rows is read once, left to
-        // right, across every panel (a row-major walk the prefetchers follow).
-        for pp in 0..depth / 2 {
-            let (r0, r1) = (base + 2 * pp * p_stride, base + (2 * pp + 1) * p_stride);
-            let (l0, l1) = (&data[r0..r0 + count], &data[r1..r1 + count]);
-            for q in 0..count / 32 {
-                let at = q * 32 * stored + pp * 64;
-                let dst = &mut out[at..at + 64];
-                // SAFETY: AVX-512F/BW detected above; 32 values from each row, 64 written.
-                unsafe {
-                    x86::round_interleave_rows(
-                        l0[32 * q..].as_ptr(),
-                        l1[32 * q..].as_ptr(),
-                        dst.as_mut_ptr(),
-                    )
-                };
-            }
-        }
+    if row_pairs(
+        data,
+        base,
+        x_stride,
+        p_stride,
+        count,
+        depth,
+        width,
+        stored,
+        out,
+        |r0, r1, dst| {
+            // SAFETY: AVX-512F/BW detected by `row_pairs`; 32 values from each row, 64 written.
+            unsafe { x86::round_interleave_rows(r0.as_ptr(), r1.as_ptr(), dst.as_mut_ptr()) }
+        },
+    ) {
         return;
     }
     for q in 0..count.div_ceil(width) {
@@ -1088,6 +1076,45 @@ fn pack_pairs_rounding(
             }
         }
     }
+}
+
+/// Pair-interleaved panels of a row-major B in whole 32-line panels, with
+/// AVX-512BW: each pair of rows is read once, left to right, across every
+/// panel (a row-major walk the prefetchers follow); `interleave(row0, row1,
+/// out)` packs 32 values of each row into 64. `false` (nothing written) when
+/// the block does not qualify.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+fn row_pairs<E>(
+    data: &[E],
+    base: usize,
+    x_stride: usize,
+    p_stride: usize,
+    count: usize,
+    depth: usize,
+    width: usize,
+    stored: usize,
+    out: &mut [u16],
+    interleave: impl Fn(&[E], &[E], &mut [u16]),
+) -> bool {
+    if !(width == 32
+        && x_stride == 1
+        && count.is_multiple_of(32)
+        && depth == stored
+        && std::arch::is_x86_feature_detected!("avx512bw"))
+    {
+        return false;
+    }
+    for pp in 0..depth / 2 {
+        let (r0, r1) = (base + 2 * pp * p_stride, base + (2 * pp + 1) * p_stride);
+        let (l0, l1) = (&data[r0..r0 + count], &data[r1..r1 + count]);
+        for q in 0..count / 32 {
+            let at = q * 32 * stored + pp * 64;
+            let rows = (&l0[32 * q..32 * q + 32], &l1[32 * q..32 * q + 32]);
+            interleave(rows.0, rows.1, &mut out[at..at + 64]);
+        }
+    }
+    true
 }
 
 #[cfg(target_arch = "x86_64")]
