@@ -85,6 +85,21 @@
 //! [`cache_len`] shows the cache's size; [`stats`] counts casts, cache hits,
 //! and ops per rule and per precision.
 //!
+//! # Weights read rounded (beyond PyTorch)
+//!
+//! On a backend that rounds while packing
+//! ([`amp_tensor::Backend::rounds_while_packing`]: the CPU backend of
+//! amp-cpu), a lower-precision `linear` leaves its f32 weight and bias as they
+//! are and the GEMM rounds them to the region's dtype as it packs them
+//! ([`amp_tensor::Interceptor::intercept_rounding`]): no low-precision copy
+//! of the weight is made or cached, so the weights are not held twice. The
+//! output and the input's gradient are bitwise those of the cast path. The
+//! weight and bias gradients come back in f32 straight from the f32
+//! accumulation, where PyTorch rounds them to the region's dtype before its
+//! cast back to f32: rounded to bf16/f16 they equal PyTorch's; unrounded they
+//! are closer to the exact gradient. [`AutocastStats::read_rounded`] counts
+//! such inputs. Other backends (CUDA, the reference) cast through the cache.
+//!
 //! # The policy
 //!
 //! [`Policy::pytorch`] holds PyTorch 2.x's lists from

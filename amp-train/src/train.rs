@@ -127,6 +127,10 @@ pub struct OpCounts {
     pub casts: u64,
     /// Casts answered from the cast cache.
     pub cache_hits: u64,
+    /// f32 weights and biases read rounded by the backend instead of cast
+    /// (see amp-autocast's "Weights read rounded").
+    #[serde(default)]
+    pub read_rounded: u64,
 }
 
 /// One epoch's record.
@@ -562,6 +566,7 @@ pub fn train(config: &TrainConfig, device: &Device) -> Result<TrainOutcome> {
         other: stats.ops_other,
         casts: stats.casts,
         cache_hits: stats.cache_hits,
+        read_rounded: stats.read_rounded,
     };
     report.test_accuracy = match report.history.last() {
         Some(r) if report.epochs == config.epochs && report.start_epoch < config.epochs => {
@@ -611,13 +616,14 @@ impl TrainReport {
         }
         if p.autocast_dtype().is_some() {
             s += &format!(
-                "autocast ops:    {} in {}, {} in f32, {} other ({} casts, {} cache hits)\n",
+                "autocast ops:    {} in {}, {} in f32, {} other ({} casts, {} cache hits, {} read rounded)\n",
                 self.ops.low_precision,
                 p.dtype,
                 self.ops.f32,
                 self.ops.other,
                 self.ops.casts,
-                self.ops.cache_hits
+                self.ops.cache_hits,
+                self.ops.read_rounded
             );
         } else {
             s += "autocast ops:    none (f32 run, autocast off)\n";
