@@ -155,6 +155,10 @@ impl CpuBackend {
             match out {
                 DType::BF16 => HostStorage::BF16(gemm::gemm_out::<S, amp_dtype::bf16>(self.isa, a, b, batch, m, k, n)),
                 DType::F16 => HostStorage::F16(gemm::gemm_out::<S, amp_dtype::f16>(self.isa, a, b, batch, m, k, n)),
+                DType::F32 => HostStorage::F32(
+                    gemm::gemm_direct_out::<S, f32>(self.isa, &a, b, batch, m, k, n, &|_, _| {})
+                        .unwrap_or_else(|| gemm::gemm::<S>(self.isa, a, b, batch, m, k, n)),
+                ),
                 _ => {
                     let c = HostStorage::F32(gemm::gemm::<S>(self.isa, a, b, batch, m, k, n));
                     if out == DType::F32 {

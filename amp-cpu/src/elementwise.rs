@@ -167,11 +167,7 @@ fn build<D: F32Convert + Send + Sync>(
         for (i, dc) in dst.chunks_mut(CHUNK).enumerate() {
             let b = &mut buf[..dc.len()];
             f(start + i * CHUNK, b);
-            if !(stream && stream::write(isa, dc, b)) {
-                for (d, s) in dc.iter_mut().zip(b.iter()) {
-                    d.write(*s);
-                }
-            }
+            write_uninit(isa, dc, b, stream);
         }
         if stream {
             stream::fence(isa);
@@ -267,7 +263,23 @@ pub(crate) fn linear_epilogue(
 }
 
 /// Outputs of at least this many bytes are written with non-temporal stores.
-const STREAM_MIN_BYTES: usize = 8 << 20;
+pub(crate) const STREAM_MIN_BYTES: usize = 8 << 20;
+
+/// Writes `src` into the uninitialised `dst` (same length), with non-temporal
+/// stores when `stream` asks for them and the level has them (then
+/// [`stream_fence`] before the data is handed on).
+pub(crate) fn write_uninit<D: Copy>(isa: Isa, dst: &mut [MaybeUninit<D>], src: &[D], stream: bool) {
+    if !(stream && stream::write(isa, dst, src)) {
+        for (d, s) in dst.iter_mut().zip(src) {
+            d.write(*s);
+        }
+    }
+}
+
+/// Orders this thread's non-temporal stores before anything it does next.
+pub(crate) fn stream_fence(isa: Isa) {
+    stream::fence(isa)
+}
 
 /// Non-temporal stores of whole 64-byte lines (AVX-512).
 mod stream {

@@ -198,3 +198,42 @@ on_every_cpu_path!(
         Ok(())
     }
 );
+
+on_every_cpu_path!(
+    f32_products_of_narrow_inputs_match_the_reference,
+    |device: &Device| -> Result<()> {
+        let backend = device.backend();
+        let reference = common::reference();
+        // One depth block (written from per-block tiles, also in parallel) and two.
+        for (i, &(m, k, n)) in [(7, 33, 45), (300, 256, 290), (64, 300, 70)]
+            .iter()
+            .enumerate()
+        {
+            for dtype in NARROW {
+                let a = tensor(device, &[k, m], dtype, 60 + i as u64)?.t()?;
+                let b = tensor(device, &[k, n], dtype, 70 + i as u64)?;
+                let (sa, sb) = (a.storage(), b.storage());
+                let got = backend.matmul((&sa, &as3(&a)), (&sb, &as3(&b)), DType::F32)?;
+                let got = Tensor::from_host(got.host("test")?.clone(), &[m, n], &reference)?;
+                // The reference's f32 product of the same inputs (f64 accumulation).
+                let want32 = {
+                    let (ra, rb) = (a.to_device(&reference)?, b.to_device(&reference)?);
+                    let (sa, sb) = (ra.storage(), rb.storage());
+                    let s = reference.backend().matmul(
+                        (&sa, &as3(&ra)),
+                        (&sb, &as3(&rb)),
+                        DType::F32,
+                    )?;
+                    Tensor::from_host(s.host("test")?.clone(), &[m, n], &reference)?
+                };
+                common::check(
+                    &format!("{dtype} {m}x{k}x{n} -> f32"),
+                    &got,
+                    &want32,
+                    common::tol(DType::F32).scale_abs((k as f64).sqrt() * 4.0),
+                )?;
+            }
+        }
+        Ok(())
+    }
+);

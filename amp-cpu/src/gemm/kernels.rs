@@ -173,8 +173,8 @@ impl Kernel {
             // SAFETY: this kernel is only selected at Isa::Amx, which is detected only
             // when CPUID reports AMX-TILE/AMX-BF16 and the OS granted the tile state;
             // the panels hold 32·kd elements each (checked above), `tile` 32 × 32 f32.
-            // The row kernel with one panel: it accumulates onto the zeroed tile.
-            unsafe { x86::amx_32xn(kd, a.as_ptr(), b.as_ptr(), 1, tile.0.as_mut_ptr(), 32) };
+            // The row kernel with one panel, writing the tile (its accumulators start at zero).
+            unsafe { x86::amx_32xn(kd, a.as_ptr(), b.as_ptr(), 1, tile.0.as_mut_ptr(), 32, true) };
             for r in 0..32 {
                 let row = &mut c[r * ldc..r * ldc + 32];
                 for (d, s) in row.iter_mut().zip(&tile.0[r * 32..r * 32 + 32]) {
@@ -191,13 +191,15 @@ impl Kernel {
 }
 
 impl Kernel {
-    /// `c[r·ldc + j] += Σ_p A[r][p] · B[p][j]` for 32 rows and `panels·32`
-    /// columns: one A panel (`[32][kd]`) against `panels` consecutive B panels
-    /// (each `[kd/2][32][2]`), in one tile-configured block. C is read into the
-    /// accumulator tiles and written back from them directly (no scratch tile),
-    /// and the tile configuration is loaded once for the whole row.
+    /// `c[r·ldc + j] += Σ_p A[r][p] · B[p][j]` (with `overwrite`, `=`) for 32
+    /// rows and `panels·32` columns: one A panel (`[32][kd]`) against `panels`
+    /// consecutive B panels (each `[kd/2][32][2]`), in one tile-configured
+    /// block. C is read into the accumulator tiles (or, with `overwrite`, they
+    /// start at zero and C is never read) and written back from them directly
+    /// (no scratch tile); the tile configuration is loaded once for the row.
     ///
     /// Panics if this is not the AMX kernel or a slice is too short (internal invariants).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn run_amx_row(
         self,
         kd: usize,
@@ -206,6 +208,7 @@ impl Kernel {
         panels: usize,
         c: &mut [f32],
         ldc: usize,
+        overwrite: bool,
     ) {
         #[cfg(target_arch = "x86_64")]
         {
@@ -218,11 +221,21 @@ impl Kernel {
             );
             // SAFETY: as for `run_amx`: the kernel is only selected when AMX is
             // detected and permitted; the extents were checked above.
-            unsafe { x86::amx_32xn(kd, a.as_ptr(), b.as_ptr(), panels, c.as_mut_ptr(), ldc) };
+            unsafe {
+                x86::amx_32xn(
+                    kd,
+                    a.as_ptr(),
+                    b.as_ptr(),
+                    panels,
+                    c.as_mut_ptr(),
+                    ldc,
+                    overwrite,
+                )
+            };
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            let _ = (kd, a, b, panels, c, ldc);
+            let _ = (kd, a, b, panels, c, ldc, overwrite);
             unreachable!("the AMX kernel exists on x86-64 only");
         }
     }
@@ -338,6 +351,7 @@ mod x86 {
     /// bf16 values (row-major, row stride `kd`), `b` `panels·32·kd` (consecutive
     /// pair-interleaved panels), `kd` a positive multiple of 32, `panels ≥ 1`; `c`
     /// holds 32 rows of stride `ldc` floats with at least `panels·32` columns each.
+    /// With `zero`, the accumulators start at zero and C is only written.
     pub unsafe fn amx_32xn(
         kd: usize,
         a: *const u16,
@@ -345,6 +359,7 @@ mod x86 {
         panels: usize,
         c: *mut f32,
         ldc: usize,
+        zero: bool,
     ) {
         let cfg = TileConfig::eight_full_tiles();
         let stride_a = kd * 2;
@@ -353,17 +368,26 @@ mod x86 {
         // A rows are read at a + r·kd + k (r < 32, k < kd; the A pointers step back
         // by one row after each panel), B pair rows at b + (k/2)·64 (+32 for columns
         // 16..31; b runs on through the consecutive panels), and C rows r < 32 at
-        // c + r·ldc, 32 floats per panel, read and written. The tiles are configured
+        // c + r·ldc, 32 floats per panel, read (unless `zero`) and written. The tiles are configured
         // at the start and released before the block ends, so no tile state outlives
         // this call on any path (the block cannot unwind).
         unsafe {
             std::arch::asm!(
                 "ldtilecfg [{cfg}]",
                 "3:",
+                "test {zero}, {zero}",
+                "jnz 4f",
                 "tileloadd tmm0, [{c} + {sc}*1]",
                 "tileloadd tmm1, [{c} + {sc}*1 + 64]",
                 "tileloadd tmm2, [{c2} + {sc}*1]",
                 "tileloadd tmm3, [{c2} + {sc}*1 + 64]",
+                "jmp 5f",
+                "4:",
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                "5:",
                 "mov {n}, {kblocks}",
                 "2:",
                 "tileloadd tmm4, [{a} + {sa}*1]",
@@ -402,6 +426,7 @@ mod x86 {
                 c = inout(reg) c => _,
                 c2 = inout(reg) c.add(16 * ldc) => _,
                 sc = in(reg) stride_c,
+                zero = in(reg) zero as usize,
                 options(nostack),
             );
         }

@@ -24,6 +24,7 @@ use crate::convert::F32Convert;
 use crate::isa::Isa;
 use amp_dtype::bf16;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 pub(crate) use kernels::Kernel;
 
@@ -187,8 +188,8 @@ pub(crate) fn gemm_out<'b, T: F32Convert, D: F32Convert + Send + Sync>(
 /// before it is rounded: `finish(first_column, values)`.
 pub(crate) type Finish<'f> = dyn Fn(usize, &mut [f32]) + Sync + 'f;
 
-/// [`gemm_direct`] when the product qualifies (one batch, a bf16/f16 output,
-/// a depth of one block), with `finish` applied before rounding; else `None`.
+/// [`gemm_direct`] when the product qualifies (one batch, a bf16/f16 output
+/// or bf16/f16 inputs, a depth of one block), with `finish` applied before rounding; else `None`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm_direct_out<'b, T: F32Convert, D: F32Convert + Send + Sync>(
     isa: Isa,
@@ -201,7 +202,10 @@ pub(crate) fn gemm_direct_out<'b, T: F32Convert, D: F32Convert + Send + Sync>(
     finish: &Finish<'_>,
 ) -> Option<Vec<D>> {
     let kernel = Kernel::select(isa, T::DTYPE);
-    if !(batch == 1 && D::DTYPE != amp_dtype::DType::F32 && k > 0 && k <= KC && m * n > 0) {
+    // An f32 output qualifies for bf16/f16 inputs (an f32 weight's gradient
+    // under autocast): the general path would zero C, then read and rewrite it.
+    let narrow = D::DTYPE != amp_dtype::DType::F32 || T::DTYPE != amp_dtype::DType::F32;
+    if !(batch == 1 && narrow && k > 0 && k <= KC && m * n > 0) {
         return None;
     }
     Some(with_packer!(isa, kernel, a, b.into(), |packer, a, b| {
@@ -242,8 +246,14 @@ fn gemm_direct<TA: Sync, TB: Sync, P: Packer<TA, TB>, D: F32Convert + Send + Syn
     let parallel = 2 * m * n * k >= parallel_flops(kernel);
     let mc_block = row_block(m, mr, parallel);
     let kd = packer.depth(k);
-    let mut out = vec![D::from_f32(0.0); m * n];
+    // Written once, from the tiles: no zeroing first. A large output is
+    // written with non-temporal stores (it would not stay in the cache).
+    let mut out: Vec<D> = Vec::with_capacity(m * n);
+    let spare = &mut out.spare_capacity_mut()[..m * n];
+    let stream = m * n * std::mem::size_of::<D>() >= crate::elementwise::STREAM_MIN_BYTES;
     let mut b_packed = Panels::new(NC.min(n).div_ceil(nr) * nr * kd);
+    // One tile block per task, reused: every kernel call overwrites its tile.
+    let tile_len = mc_block.div_ceil(mr) * mr * NC.min(n).div_ceil(nr) * nr;
     for j0 in (0..n).step_by(NC) {
         let nc = NC.min(n - j0);
         let panels = nc.div_ceil(nr);
@@ -261,7 +271,7 @@ fn gemm_direct<TA: Sync, TB: Sync, P: Packer<TA, TB>, D: F32Convert + Send + Syn
         );
         let b_packed = &*b_packed;
         let ldt = panels * nr;
-        let block = |(ib, rows_out): (usize, &mut [D])| {
+        let block = |tile: &mut Panels<f32>, (ib, rows_out): (usize, &mut [MaybeUninit<D>])| {
             let i0 = ib * mc_block;
             let mc = rows_out.len() / n;
             let tiles = mc.div_ceil(mr);
@@ -277,31 +287,44 @@ fn gemm_direct<TA: Sync, TB: Sync, P: Packer<TA, TB>, D: F32Convert + Send + Syn
                 &mut a_packed,
             );
             // Padded to whole tiles: every kernel call is a full tile.
-            let mut tile = Panels::<f32>::new(tiles * mr * ldt);
             for ip in 0..tiles {
                 let ap = &a_packed[ip * mr * kd..(ip + 1) * mr * kd];
-                packer.run_row(
-                    kernel,
-                    k,
-                    ap,
-                    b_packed,
-                    panels,
-                    &mut tile[ip * mr * ldt..],
-                    ldt,
-                );
+                let t = &mut tile[ip * mr * ldt..];
+                packer.run_row(kernel, k, ap, b_packed, panels, t, ldt, true);
             }
+            let f32_out = D::DTYPE == amp_dtype::DType::F32;
+            let mut rounded = vec![D::from_f32(0.0); if f32_out { 0 } else { nc }];
             for r in 0..mc {
                 let row = &mut tile[r * ldt..r * ldt + nc];
                 finish(j0, row);
-                D::store(isa, row, &mut rows_out[r * n + j0..r * n + j0 + nc]);
+                let src: &[D] = if f32_out {
+                    // SAFETY: D is f32 (the only element type whose DTYPE is F32).
+                    unsafe { std::slice::from_raw_parts(row.as_ptr() as *const D, nc) }
+                } else {
+                    D::store(isa, row, &mut rounded);
+                    &rounded
+                };
+                let dst = &mut rows_out[r * n + j0..r * n + j0 + nc];
+                crate::elementwise::write_uninit(isa, dst, src, stream);
+            }
+            if stream {
+                crate::elementwise::stream_fence(isa);
             }
         };
+        let rows = spare.chunks_mut(mc_block * n).enumerate();
         if parallel {
-            out.par_chunks_mut(mc_block * n).enumerate().for_each(block);
+            spare
+                .par_chunks_mut(mc_block * n)
+                .enumerate()
+                .for_each_init(|| Panels::new(tile_len), block);
         } else {
-            out.chunks_mut(mc_block * n).enumerate().for_each(block);
+            let mut tile = Panels::new(tile_len);
+            rows.for_each(|x| block(&mut tile, x));
         }
     }
+    // SAFETY: each column block wrote its columns of every row (the row blocks
+    // cover all m rows), so all m·n elements are initialised.
+    unsafe { out.set_len(m * n) };
     out
 }
 
@@ -415,6 +438,7 @@ fn gemm_columns<TA: Sync, TB: Sync, P: Packer<TA, TB>>(
                             panels,
                             &mut local[ip * mr * width..],
                             width,
+                            false,
                         );
                     }
                     continue;
@@ -551,7 +575,8 @@ trait Packer<TA, TB = TA>: Sync {
         ldc: usize,
     );
     /// Runs the kernel on one A panel against `panels` consecutive full B
-    /// panels, filling `panels·nr` columns of `c`.
+    /// panels, adding into `panels·nr` columns of `mr` rows of `c` — or, with
+    /// `overwrite`, setting them (their prior contents need not be zero).
     #[allow(clippy::too_many_arguments)]
     fn run_row(
         &self,
@@ -562,8 +587,14 @@ trait Packer<TA, TB = TA>: Sync {
         panels: usize,
         c: &mut [f32],
         ldc: usize,
+        overwrite: bool,
     ) {
         let (nr, kd) = (kernel.nr(), self.depth(kc));
+        if overwrite {
+            for r in 0..kernel.mr() {
+                c[r * ldc..r * ldc + panels * nr].fill(0.0);
+            }
+        }
         for jp in 0..panels {
             self.run(
                 kernel,
@@ -772,8 +803,10 @@ impl<T: F32Convert, P: Packer<T>> Packer<T, f32> for RoundB<P> {
         panels: usize,
         c: &mut [f32],
         ldc: usize,
+        overwrite: bool,
     ) {
-        self.inner.run_row(kernel, kc, a, b, panels, c, ldc)
+        self.inner
+            .run_row(kernel, kc, a, b, panels, c, ldc, overwrite)
     }
 }
 
@@ -871,8 +904,9 @@ impl Packer<bf16> for AmxPacker {
         panels: usize,
         c: &mut [f32],
         ldc: usize,
+        overwrite: bool,
     ) {
-        kernel.run_amx_row(kc.div_ceil(32) * 32, a, b, panels, c, ldc)
+        kernel.run_amx_row(kc.div_ceil(32) * 32, a, b, panels, c, ldc, overwrite)
     }
 }
 
@@ -1412,6 +1446,7 @@ fn gemm_one<TA: Sync, TB: Sync, P: Packer<TA, TB>>(
                                 full_cols,
                                 &mut c_rows[at..],
                                 n,
+                                false,
                             );
                             full_cols
                         } else {
