@@ -273,3 +273,48 @@ fn large_square_products_run_in_parallel_and_match_reference() -> Result<()> {
     }
     Ok(())
 }
+
+on_every_cpu_path!(
+    narrow_products_match_reference,
+    |device: &Device| -> Result<()> {
+        // n ≤ 16 takes the dot-product path at AVX-512 and above: depths around its
+        // 16-lane steps and 512-deep blocks, odd row counts (row pairs), a parallel size.
+        for dtype in FLOATS {
+            for (i, &(m, k, n)) in [
+                (1, 1, 1),
+                (3, 15, 6),
+                (37, 17, 7),
+                (5, 513, 12),
+                (9, 1100, 13),
+                (256, 1024, 10),
+                (2, 16, 16),
+                (4, 33, 17),
+            ]
+            .iter()
+            .enumerate()
+            {
+                let seed = 400 + 10 * i as u64;
+                let a = Tensor::randn(&[m, k], dtype, device, seed)?;
+                let b = Tensor::randn(&[k, n], dtype, device, seed + 1)?;
+                let (ra, rb) = (a.to_device(&reference())?, b.to_device(&reference())?);
+                let case = format!("narrow {dtype} {m}x{k}x{n}");
+                check(&case, &a.matmul(&b)?, &ra.matmul(&rb)?, dot_tol(dtype, k))?;
+                // A weight [n, k] read transposed, and a batch of 2 against one B.
+                let w = Tensor::randn(&[n, k], dtype, device, seed + 2)?;
+                let rw = w.to_device(&reference())?;
+                let case = format!("narrow linear {dtype} {m}x{k}x{n}");
+                check(
+                    &case,
+                    &ops::linear(&a, &w, None)?,
+                    &ops::linear(&ra, &rw, None)?,
+                    dot_tol(dtype, k),
+                )?;
+                let a3 = Tensor::randn(&[2, m, k], dtype, device, seed + 3)?;
+                let ra3 = a3.to_device(&reference())?;
+                let case = format!("narrow batched {dtype} {m}x{k}x{n}");
+                check(&case, &a3.matmul(&b)?, &ra3.matmul(&rb)?, dot_tol(dtype, k))?;
+            }
+        }
+        Ok(())
+    }
+);

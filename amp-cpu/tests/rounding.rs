@@ -97,6 +97,8 @@ on_every_cpu_path!(
             (33, 300, 65),
             (40, 600, 700),
             (300, 130, 290),
+            // Narrow: the dot-product path reads B (f32) rounded too.
+            (37, 600, 10),
         ]
         .iter()
         .enumerate()

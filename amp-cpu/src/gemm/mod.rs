@@ -19,6 +19,7 @@
 //! ([`RoundB`]), so an f32 weight used under autocast is never copied.
 
 mod kernels;
+mod narrow;
 
 use crate::convert::F32Convert;
 use crate::isa::Isa;
@@ -150,12 +151,16 @@ pub(crate) fn gemm<'b, T: F32Convert>(
     k: usize,
     n: usize,
 ) -> Vec<f32> {
+    let b = b.into();
+    if let Some(c) = narrow::gemm_narrow(isa, &a, b, batch, m, k, n) {
+        return c;
+    }
     let mut c = vec![0f32; batch * m * n];
     if m * n == 0 || k == 0 {
         return c;
     }
     let kernel = Kernel::select(isa, T::DTYPE);
-    with_packer!(isa, kernel, &a, b.into(), |packer, a, b| {
+    with_packer!(isa, kernel, &a, b, |packer, a, b| {
         run_batches(packer, kernel, &a, &b, batch, m, k, n, &mut c)
     });
     c
