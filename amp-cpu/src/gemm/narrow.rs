@@ -2,14 +2,15 @@
 //! `[256, 4096] · [4096, 10]`) as dot products: the blocked path would pad
 //! every tile to 16 or 32 columns and pack all of A, which is read only `n`
 //! times. Here Bᵀ (`n × k`, small) is packed once in f32, and each A row is
-//! read once, straight from its storage (f32) or widened a block at a time
-//! (bf16, f16), against every column: `n` f32 accumulators of 16 lanes per row
+//! read once, straight from its storage (bf16 and f16 widened in registers),
+//! against every column: `n` f32 accumulators of 16 lanes per row
 //! (two rows at a time for `n ≤ 6`; more accumulators than that were spilled),
 //! one FMA per product, summed across lanes at the end of each depth block.
 
 use super::{BSide, Operand, PARALLEL_FLOPS};
 use crate::convert::F32Convert;
 use crate::isa::Isa;
+use amp_dtype::DType;
 use rayon::prelude::*;
 
 /// Widest product this path takes.
@@ -37,6 +38,7 @@ pub(crate) fn gemm_narrow<T: F32Convert>(
         || k == 0
         || m == 0
         || a.col_stride != 1
+        || !matches!(T::DTYPE, DType::F32 | DType::BF16 | DType::F16)
     {
         return None;
     }
@@ -45,25 +47,16 @@ pub(crate) fn gemm_narrow<T: F32Convert>(
     for (bi, cb) in c.chunks_mut(m * n).enumerate() {
         // Bᵀ[j][p] = B[p][j], widened to f32 (an f32 B rounded to A's dtype first).
         let mut bt = vec![0f32; n * k];
-        for (j, line) in bt.chunks_mut(k).enumerate() {
-            for (p, v) in line.iter_mut().enumerate() {
-                *v = match &b {
-                    BSide::Same(b) => b.data
-                        [b.offset + bi * b.batch_stride + p * b.row_stride + j * b.col_stride]
-                        .to_f32(),
-                    BSide::Rounded(b) => T::from_f32(
-                        b.data
-                            [b.offset + bi * b.batch_stride + p * b.row_stride + j * b.col_stride],
-                    )
-                    .to_f32(),
-                };
-            }
+        match &b {
+            BSide::Same(b) => transpose_into(b, bi, k, n, &mut bt, parallel, |v: &T| v.to_f32()),
+            BSide::Rounded(b) => transpose_into(b, bi, k, n, &mut bt, parallel, |v: &f32| {
+                T::from_f32(*v).to_f32()
+            }),
         }
         let a_base = a.offset + bi * a.batch_stride;
         let task = |(t, rows): (usize, &mut [f32])| {
             let i0 = t * ROWS_PER_TASK;
             rows_times_bt(
-                isa,
                 a,
                 a_base + i0 * a.row_stride,
                 rows.len() / n,
@@ -84,10 +77,56 @@ pub(crate) fn gemm_narrow<T: F32Convert>(
     Some(c)
 }
 
+/// `bt[j·k + p] = widen(B[p][j])` for batch `bi`: B read row by row, in
+/// parallel depth blocks (each task writes its block of every Bᵀ line).
+fn transpose_into<E: Sync>(
+    b: &Operand<'_, E>,
+    bi: usize,
+    k: usize,
+    n: usize,
+    bt: &mut [f32],
+    parallel: bool,
+    widen: impl Fn(&E) -> f32 + Sync,
+) {
+    const PB: usize = 512;
+    let base = b.offset + bi * b.batch_stride;
+    // blocks[q][j]: depth block q of line j.
+    let mut blocks: Vec<Vec<&mut [f32]>> = (0..k.div_ceil(PB)).map(|_| Vec::new()).collect();
+    for line in bt[..n * k].chunks_mut(k) {
+        for (q, piece) in line.chunks_mut(PB).enumerate() {
+            blocks[q].push(piece);
+        }
+    }
+    let block = |(q, lines): (usize, Vec<&mut [f32]>)| {
+        let p0 = q * PB;
+        let mut lines = lines;
+        let mut row_vals = [0f32; MAX_N];
+        for dp in 0..lines[0].len() {
+            let row = base + (p0 + dp) * b.row_stride;
+            if b.col_stride == 1 {
+                for (v, e) in row_vals.iter_mut().zip(&b.data[row..row + n]) {
+                    *v = widen(e);
+                }
+            } else {
+                for (j, v) in row_vals[..n].iter_mut().enumerate() {
+                    *v = widen(&b.data[row + j * b.col_stride]);
+                }
+            }
+            for (line, &v) in lines.iter_mut().zip(&row_vals) {
+                line[dp] = v;
+            }
+        }
+    };
+    if parallel {
+        blocks.into_par_iter().enumerate().for_each(block);
+    } else {
+        blocks.into_iter().enumerate().for_each(block);
+    }
+}
+
 /// `c[i][j] = Σ_p A[i][p] · bt[j][p]` for `rows` rows of A from `base`.
 #[allow(clippy::too_many_arguments)]
 fn rows_times_bt<T: F32Convert>(
-    isa: Isa,
     a: &Operand<'_, T>,
     base: usize,
     rows: usize,
@@ -96,52 +135,116 @@ fn rows_times_bt<T: F32Convert>(
     bt: &[f32],
     c: &mut [f32],
 ) {
-    // Widened rows for bf16/f16 A (f32 A is read in place).
-    let direct = T::as_f32(a.data);
-    let mut wide = vec![0f32; if direct.is_some() { 0 } else { 2 * KB }];
     for p0 in (0..k).step_by(KB) {
         let kb = KB.min(k - p0);
         for i in (0..rows).step_by(2) {
             let pair = (rows - i).min(2);
-            let starts = [
-                base + i * a.row_stride + p0,
-                base + (i + 1) * a.row_stride + p0,
-            ];
-            let lines: [&[f32]; 2] = match direct {
-                Some(d) => [
-                    &d[starts[0]..starts[0] + kb],
-                    if pair == 2 {
-                        &d[starts[1]..starts[1] + kb]
-                    } else {
-                        &[]
-                    },
-                ],
-                None => {
-                    let (w0, w1) = wide.split_at_mut(KB);
-                    T::load(isa, &a.data[starts[0]..starts[0] + kb], &mut w0[..kb]);
-                    if pair == 2 {
-                        T::load(isa, &a.data[starts[1]..starts[1] + kb], &mut w1[..kb]);
-                    }
-                    [&w0[..kb], if pair == 2 { &w1[..kb] } else { &[] }]
+            let line = |r: usize| {
+                let s = base + (i + r) * a.row_stride + p0;
+                if r < pair {
+                    &a.data[s..s + kb]
+                } else {
+                    &[]
                 }
             };
             let out = &mut c[i * n..(i + pair) * n];
             #[cfg(target_arch = "x86_64")]
-            x86::dots(lines, pair, &bt[p0..], k, kb, n, out);
+            x86::dots([line(0), line(1)], pair, &bt[p0..], k, kb, n, out);
             #[cfg(not(target_arch = "x86_64"))]
-            let _ = (lines, out, kb);
+            let _ = (line, out, kb);
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use crate::convert::F32Convert;
+    use amp_dtype::DType;
     use std::arch::x86_64::*;
+
+    /// 16 lanes of a line, widened to f32 in registers (`mask`ed lanes zero).
+    trait Lanes {
+        /// # Safety
+        /// AVX-512F/BW/VL available; the unmasked lanes at `p..p + 16` readable.
+        unsafe fn load(p: *const Self, mask: __mmask16) -> __m512;
+    }
+
+    impl Lanes for f32 {
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+        unsafe fn load(p: *const f32, mask: __mmask16) -> __m512 {
+            // SAFETY: as the trait states.
+            unsafe { _mm512_maskz_loadu_ps(mask, p) }
+        }
+    }
+
+    impl Lanes for amp_dtype::bf16 {
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+        unsafe fn load(p: *const amp_dtype::bf16, mask: __mmask16) -> __m512 {
+            // SAFETY: as the trait states. bf16 is the top half of an f32.
+            unsafe {
+                let h = _mm256_maskz_loadu_epi16(mask, p as *const i16);
+                _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+            }
+        }
+    }
+
+    impl Lanes for amp_dtype::f16 {
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+        unsafe fn load(p: *const amp_dtype::f16, mask: __mmask16) -> __m512 {
+            // SAFETY: as the trait states; `vcvtph2ps` is exact.
+            unsafe { _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, p as *const i16)) }
+        }
+    }
 
     /// `out[r·n + j] += Σ_{p < kb} lines[r][p] · bt[j·ldb + p]` for `rows` (1 or 2)
     /// lines and `n ≤ 16` columns, dispatched to a kernel with `n` fixed.
-    pub(super) fn dots(
-        lines: [&[f32]; 2],
+    pub(super) fn dots<T: F32Convert>(
+        lines: [&[T]; 2],
+        rows: usize,
+        bt: &[f32],
+        ldb: usize,
+        kb: usize,
+        n: usize,
+        out: &mut [f32],
+    ) {
+        // SAFETY (all arms): f32, bf16 and f16 are the types named, so the casts
+        // are identities; the extents are checked in `typed`.
+        match T::DTYPE {
+            DType::F32 => typed(unsafe { cast::<T, f32>(lines) }, rows, bt, ldb, kb, n, out),
+            DType::BF16 => typed(
+                unsafe { cast::<T, amp_dtype::bf16>(lines) },
+                rows,
+                bt,
+                ldb,
+                kb,
+                n,
+                out,
+            ),
+            DType::F16 => typed(
+                unsafe { cast::<T, amp_dtype::f16>(lines) },
+                rows,
+                bt,
+                ldb,
+                kb,
+                n,
+                out,
+            ),
+            other => unreachable!("narrow products are taken for f32, bf16 and f16, not {other}"),
+        }
+    }
+
+    /// # Safety
+    /// `T` and `U` are the same type.
+    unsafe fn cast<T, U>(lines: [&[T]; 2]) -> [&[U]; 2] {
+        // SAFETY: the caller guarantees T = U.
+        lines.map(|l| unsafe { std::slice::from_raw_parts(l.as_ptr() as *const U, l.len()) })
+    }
+
+    fn typed<T: Lanes>(
+        lines: [&[T]; 2],
         rows: usize,
         bt: &[f32],
         ldb: usize,
@@ -156,13 +259,13 @@ mod x86 {
             ($($n:literal)*) => {
                 match n {
                     $($n => {
-                        // SAFETY: AVX-512F is present (this path is taken at Isa::Avx512
-                        // and above); the extents were checked above.
+                        // SAFETY: AVX-512F/BW/VL are present (this path is taken at
+                        // Isa::Avx512 and above); the extents were checked above.
                         unsafe { if rows == 2 && $n <= 6 {
-                            kernel::<2, $n>(kb, [lines[0].as_ptr(), lines[1].as_ptr()], bt.as_ptr(), ldb, out.as_mut_ptr())
+                            kernel::<T, 2, $n>(kb, [lines[0].as_ptr(), lines[1].as_ptr()], bt.as_ptr(), ldb, out.as_mut_ptr())
                         } else {
                             for r in 0..rows {
-                                kernel::<1, $n>(kb, [lines[r].as_ptr()], bt.as_ptr(), ldb, out.as_mut_ptr().add(r * $n))
+                                kernel::<T, 1, $n>(kb, [lines[r].as_ptr()], bt.as_ptr(), ldb, out.as_mut_ptr().add(r * $n))
                             }
                         } }
                     })*
@@ -177,12 +280,12 @@ mod x86 {
     /// last partial 16-lane step uses masked loads.
     ///
     /// # Safety
-    /// AVX-512F available; each `a[r]` holds `kb` floats; `bt` holds `N` rows of
+    /// AVX-512F/BW/VL available; each `a[r]` holds `kb` values; `bt` holds `N` rows of
     /// `kb` floats at stride `ldb`; `c` holds `R·N` floats.
-    #[target_feature(enable = "avx512f")]
-    unsafe fn kernel<const R: usize, const N: usize>(
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    unsafe fn kernel<T: Lanes, const R: usize, const N: usize>(
         kb: usize,
-        a: [*const f32; R],
+        a: [*const T; R],
         bt: *const f32,
         ldb: usize,
         c: *mut f32,
@@ -198,8 +301,8 @@ mod x86 {
             macro_rules! step {
                 ($p:expr, $mask:expr) => {{
                     let (p, mask): (usize, __mmask16) = ($p, $mask);
-                    let x0 = _mm512_maskz_loadu_ps(mask, a[0].add(p));
-                    let x1 = _mm512_maskz_loadu_ps(mask, a1.add(p));
+                    let x0 = T::load(a[0].add(p), mask);
+                    let x1 = T::load(a1.add(p), mask);
                     // Constant indices, unrolled by hand (a loop over j is not
                     // always unrolled, and indexing by a variable spills).
                     macro_rules! column {
