@@ -155,10 +155,14 @@ impl CpuBackend {
             match out {
                 DType::BF16 => HostStorage::BF16(gemm::gemm_out::<S, amp_dtype::bf16>(self.isa, a, b, batch, m, k, n)),
                 DType::F16 => HostStorage::F16(gemm::gemm_out::<S, amp_dtype::f16>(self.isa, a, b, batch, m, k, n)),
-                DType::F32 => HostStorage::F32(
-                    gemm::gemm_direct_out::<S, f32>(self.isa, &a, b, batch, m, k, n, &|_, _| {})
-                        .unwrap_or_else(|| gemm::gemm::<S>(self.isa, a, b, batch, m, k, n)),
-                ),
+                DType::F32 => {
+                    let keep = &|_: usize, _: &mut [f32]| {};
+                    HostStorage::F32(
+                        gemm::gemm_direct_out::<S, f32>(self.isa, &a, b, batch, m, k, n, keep)
+                            .or_else(|| gemm::gemm_columns_out::<S, f32>(self.isa, &a, b, batch, m, k, n, keep))
+                            .unwrap_or_else(|| gemm::gemm::<S>(self.isa, a, b, batch, m, k, n)),
+                    )
+                }
                 _ => {
                     let c = HostStorage::F32(gemm::gemm::<S>(self.isa, a, b, batch, m, k, n));
                     if out == DType::F32 {
@@ -401,10 +405,14 @@ impl Backend for CpuBackend {
             let a = Operand { data: a, offset: lx.offset(), batch_stride: 0, row_stride: tx[0], col_stride: tx[1] };
             // Element (p, j) of weightᵀ is weight[j][p].
             let b = b_side::<S>(hw, lw.offset(), 0, tw[1], tw[0], rounded);
-            // A depth of one block: the epilogue runs on each block's tile, in cache.
+            // A depth of one block, or a short, wide product: the epilogue runs in cache, on each block's tile or column strip.
             direct = match out {
-                DType::BF16 => gemm::gemm_direct_out::<S, amp_dtype::bf16>(isa, &a, b, 1, m, k, n, &finish).map(HostStorage::BF16),
-                DType::F16 => gemm::gemm_direct_out::<S, amp_dtype::f16>(isa, &a, b, 1, m, k, n, &finish).map(HostStorage::F16),
+                DType::BF16 => gemm::gemm_direct_out::<S, amp_dtype::bf16>(isa, &a, b, 1, m, k, n, &finish)
+                    .or_else(|| gemm::gemm_columns_out::<S, amp_dtype::bf16>(isa, &a, b, 1, m, k, n, &finish))
+                    .map(HostStorage::BF16),
+                DType::F16 => gemm::gemm_direct_out::<S, amp_dtype::f16>(isa, &a, b, 1, m, k, n, &finish)
+                    .or_else(|| gemm::gemm_columns_out::<S, amp_dtype::f16>(isa, &a, b, 1, m, k, n, &finish))
+                    .map(HostStorage::F16),
                 _ => None,
             };
             if direct.is_some() {

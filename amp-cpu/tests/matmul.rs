@@ -167,12 +167,14 @@ on_every_cpu_path!(
         ];
         let _no_grad = amp_tensor::no_grad();
         for dtype in FLOATS {
-            // Edge tiles, k = 0 (bias only), a batched x, and one large enough to run in parallel.
+            // Edge tiles, k = 0 (bias only), a batched x, one large enough to run in
+            // parallel, and a short, wide, deep one (rounded from its column strips).
             for (i, (lead, k, n)) in [
                 (vec![13usize], 37usize, 45usize),
                 (vec![3], 0, 5),
                 (vec![2, 7], 64, 33),
                 (vec![300], 256, 260),
+                (vec![64], 300, 600),
             ]
             .into_iter()
             .enumerate()
@@ -186,25 +188,25 @@ on_every_cpu_path!(
                 let (xv, wv, bv) = (x.to_f64_vec()?, w.to_f64_vec()?, b.to_f64_vec()?);
                 let m = xv.len() / k.max(1);
                 let m = if k == 0 { lead.iter().product() } else { m };
+                // The exact product and bias in f64, the activation on the
+                // reference backend (f64), rounded once to dtype.
+                let z: Vec<f64> = (0..m * n)
+                    .map(|e| {
+                        let (r, j) = (e / n, e % n);
+                        (0..k).map(|p| xv[r * k + p] * wv[j * k + p]).sum::<f64>() + bv[j]
+                    })
+                    .collect();
+                let mut shape = lead.clone();
+                shape.push(n);
+                let z = Tensor::from_f64_slice(&z, &shape, DType::F64, &reference())?;
                 for act in acts {
                     let y = match act {
                         Some(a) => ops::linear_act(&x, &w, Some(&b), a)?,
                         None => ops::linear(&x, &w, Some(&b))?,
                     };
-                    // The exact product and bias in f64, the activation on the
-                    // reference backend (f64), rounded once to dtype.
-                    let z: Vec<f64> = (0..m * n)
-                        .map(|e| {
-                            let (r, j) = (e / n, e % n);
-                            (0..k).map(|p| xv[r * k + p] * wv[j * k + p]).sum::<f64>() + bv[j]
-                        })
-                        .collect();
-                    let mut shape = lead.clone();
-                    shape.push(n);
-                    let z = Tensor::from_f64_slice(&z, &shape, DType::F64, &reference())?;
                     let want = match act {
                         Some(a) => a.apply(&z)?,
-                        None => z,
+                        None => z.clone(),
                     }
                     .to_dtype(dtype)?;
                     check(

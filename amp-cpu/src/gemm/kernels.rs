@@ -8,6 +8,8 @@ use amp_dtype::DType;
 
 /// Largest `MR × NR` of any kernel (the scratch tile for edge tiles).
 pub(crate) const MAX_TILE: usize = 32 * 32;
+/// Largest `NR` of any kernel.
+pub(crate) const MAX_NR: usize = 32;
 
 /// A micro-kernel, chosen once per product by [`Kernel::select`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -169,8 +169,9 @@ pub(crate) fn gemm<'b, T: F32Convert>(
 /// `a · b` like [`gemm`], rounded once to `D` (bf16 or f16). A single product
 /// whose depth fits one block (a weight gradient `gᵀ·x` over a batch, a layer
 /// with few inputs) runs on the row-block schedule and is written to its
-/// output straight from each block's f32 tile, which stays in cache: no f32
-/// copy of the whole product is stored, zeroed or read back.
+/// output straight from each block's f32 tile, which stays in cache; a short,
+/// wide one is rounded from its column strips: no f32 copy of the whole
+/// product is stored, zeroed or read back.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm_out<'b, T: F32Convert, D: F32Convert + Send + Sync>(
     isa: Isa,
@@ -182,7 +183,11 @@ pub(crate) fn gemm_out<'b, T: F32Convert, D: F32Convert + Send + Sync>(
     n: usize,
 ) -> Vec<D> {
     let b = b.into();
-    if let Some(out) = gemm_direct_out(isa, &a, b, batch, m, k, n, &|_, _| {}) {
+    let keep = &|_: usize, _: &mut [f32]| {};
+    if let Some(out) = gemm_direct_out(isa, &a, b, batch, m, k, n, keep) {
+        return out;
+    }
+    if let Some(out) = gemm_columns_out(isa, &a, b, batch, m, k, n, keep) {
         return out;
     }
     let c = gemm(isa, a, b, batch, m, k, n);
@@ -352,11 +357,11 @@ fn run_batches<TA: Sync, TB: Sync, P: Packer<TA, TB>>(
             .enumerate()
             .for_each(|(bi, cb)| gemm_one(packer, kernel, a, b, bi, m, k, n, cb, false));
     } else {
-        let groups = n.div_ceil(COLUMN_GROUP * kernel.nr());
-        let columns = parallel && groups >= 2 * threads && m <= COLUMN_MAX_M;
+        let columns = parallel && takes_columns(kernel, m, n);
         for (bi, cb) in c.chunks_mut(m * n).enumerate() {
             if columns {
-                gemm_columns(packer, kernel, a, b, bi, m, k, n, cb);
+                let (strips, width) = column_strips(packer, kernel, a, b, bi, m, k, n);
+                gather_strips(&strips, width, m, n, cb);
             } else {
                 gemm_one(packer, kernel, a, b, bi, m, k, n, cb, parallel);
             }
@@ -376,7 +381,7 @@ const COLUMN_MAX_M: usize = 1024;
 /// depth. B, the big operand, then crosses the memory bus once and stays in
 /// the cache of the core that packed it.
 #[allow(clippy::too_many_arguments)]
-fn gemm_columns<TA: Sync, TB: Sync, P: Packer<TA, TB>>(
+fn column_strips<TA: Sync, TB: Sync, P: Packer<TA, TB>>(
     packer: &P,
     kernel: Kernel,
     a: &Operand<'_, TA>,
@@ -385,8 +390,7 @@ fn gemm_columns<TA: Sync, TB: Sync, P: Packer<TA, TB>>(
     m: usize,
     k: usize,
     n: usize,
-    c: &mut [f32],
-) {
+) -> (Vec<Panels<f32>>, usize) {
     let (mr, nr) = (kernel.mr(), kernel.nr());
     let mp = m.div_ceil(mr) * mr;
     let a_base = a.offset + bi * a.batch_stride;
@@ -466,9 +470,20 @@ fn gemm_columns<TA: Sync, TB: Sync, P: Packer<TA, TB>>(
             local
         })
         .collect();
-    // Gather the column strips into C, rows in parallel.
+    (locals, width)
+}
+
+/// Whether a single product of this shape runs on the column-parallel schedule
+/// (when it is large enough to run in parallel at all).
+fn takes_columns(kernel: Kernel, m: usize, n: usize) -> bool {
+    let threads = rayon::current_num_threads().max(1);
+    n.div_ceil(COLUMN_GROUP * kernel.nr()) >= 2 * threads && m <= COLUMN_MAX_M
+}
+
+/// Copies the column strips of [`column_strips`] into the f32 product `c`, rows in parallel.
+fn gather_strips(strips: &[Panels<f32>], width: usize, m: usize, n: usize, c: &mut [f32]) {
     let gather = |(i, row): (usize, &mut [f32])| {
-        for (g, local) in locals.iter().enumerate() {
+        for (g, local) in strips.iter().enumerate() {
             let j = g * width;
             let cols = width.min(n - j);
             row[j..j + cols].copy_from_slice(&local[i * width..i * width + cols]);
@@ -479,6 +494,54 @@ fn gemm_columns<TA: Sync, TB: Sync, P: Packer<TA, TB>>(
     } else {
         c[..m * n].chunks_mut(n).enumerate().for_each(gather);
     }
+}
+
+/// A single product on the column-parallel schedule rounded to `D` (bf16,
+/// f16, or f32 for bf16/f16 inputs) straight from the column strips, with
+/// `finish` applied before rounding: no f32 product zeroed, gathered and read
+/// back. `None` when the product does not take that schedule.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_columns_out<'b, T: F32Convert, D: F32Convert + Send + Sync>(
+    isa: Isa,
+    a: &Operand<'_, T>,
+    b: impl Into<BSide<'b, T>>,
+    batch: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+    finish: &Finish<'_>,
+) -> Option<Vec<D>> {
+    let kernel = Kernel::select(isa, T::DTYPE);
+    let narrow = D::DTYPE != amp_dtype::DType::F32 || T::DTYPE != amp_dtype::DType::F32;
+    let parallel = 2 * m * n * k >= parallel_flops(kernel);
+    if !(batch == 1 && narrow && k > 0 && m * n > 0 && parallel && takes_columns(kernel, m, n)) {
+        return None;
+    }
+    let (strips, width) = with_packer!(isa, kernel, a, b.into(), |packer, a, b| {
+        column_strips(packer, kernel, &a, &b, 0, m, k, n)
+    });
+    let mut out: Vec<D> = Vec::with_capacity(m * n);
+    let spare = &mut out.spare_capacity_mut()[..m * n];
+    let stream = m * n * std::mem::size_of::<D>() >= crate::elementwise::STREAM_MIN_BYTES;
+    spare.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
+        let mut vals = [0f32; COLUMN_GROUP * kernels::MAX_NR];
+        let mut rounded = [D::from_f32(0.0); COLUMN_GROUP * kernels::MAX_NR];
+        for (g, local) in strips.iter().enumerate() {
+            let j = g * width;
+            let cols = width.min(n - j);
+            let v = &mut vals[..cols];
+            v.copy_from_slice(&local[i * width..i * width + cols]);
+            finish(j, v);
+            D::store(isa, v, &mut rounded[..cols]);
+            crate::elementwise::write_uninit(isa, &mut row[j..j + cols], &rounded[..cols], stream);
+        }
+        if stream {
+            crate::elementwise::stream_fence(isa);
+        }
+    });
+    // SAFETY: every row wrote every column strip, which together cover all n columns.
+    unsafe { out.set_len(m * n) };
+    Some(out)
 }
 
 /// A packed-panel buffer that starts on a 64-byte boundary, so that every
