@@ -1209,9 +1209,26 @@ fn row_pairs<E>(
     {
         return false;
     }
+    // Rows this far ahead are prefetched: each row is a short run far from the
+    // last one, which the hardware prefetchers do not follow in time.
+    const AHEAD: usize = 8;
+    let line_elems = (64 / std::mem::size_of::<E>().max(1)).max(1);
     for pp in 0..depth / 2 {
         let (r0, r1) = (base + 2 * pp * p_stride, base + (2 * pp + 1) * p_stride);
         let (l0, l1) = (&data[r0..r0 + count], &data[r1..r1 + count]);
+        if 2 * pp + AHEAD + 1 < depth {
+            for r in [r0 + AHEAD * p_stride, r1 + AHEAD * p_stride] {
+                for e in (0..count).step_by(line_elems) {
+                    // SAFETY: a prefetch is only a hint; the address is inside `data`
+                    // (the row is one of this block's, read later).
+                    unsafe {
+                        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                            data[r + e..].as_ptr() as *const i8,
+                        )
+                    };
+                }
+            }
+        }
         for q in 0..count / 32 {
             let at = q * 32 * stored + pp * 64;
             let rows = (&l0[32 * q..32 * q + 32], &l1[32 * q..32 * q + 32]);
