@@ -14,8 +14,10 @@
 //! f32 panels. Short, wide products (M ≤ [`COLUMN_MAX_M`]) run on the
 //! column-parallel schedule of [`gemm_columns`]. [`gemm_out`] rounds to bf16 or
 //! f16; a product with one depth block (a weight gradient) is written to its
-//! output from per-block tiles ([`gemm_direct`]). B may be f32 with a bf16/f16
-//! A ([`BSide::Rounded`]): it is rounded to A's dtype as it is packed
+//! output from per-block tiles ([`gemm_direct`]), a short, wide one from its
+//! column strips ([`gemm_columns_out`]). Products with at most 16 columns run
+//! as dot products ([`narrow`]). B may be f32 with a bf16/f16 A
+//! ([`BSide::Rounded`]): it is rounded to A's dtype as it is packed
 //! ([`RoundB`]), so an f32 weight used under autocast is never copied.
 
 mod kernels;
