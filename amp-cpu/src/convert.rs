@@ -15,7 +15,7 @@ use amp_tensor::HostElement;
 /// Element types the fast kernels read as f32 and write from f32.
 ///
 /// f32, bf16 and f16 have SIMD paths; every other element type converts one
-/// value at a time through [`Element`] (so results equal the scalar rules).
+/// value at a time through [`amp_dtype::Element`] (so results equal the scalar rules).
 pub(crate) trait F32Convert: HostElement {
     /// `dst[i] = src[i] as f32` (exact for every float format here).
     fn load(isa: Isa, src: &[Self], dst: &mut [f32]) {

@@ -1,5 +1,5 @@
 //! f32 definitions of every elementwise op, written branch-free so that the
-//! compiler vectorises them at each [`Isa`] level (see [`multiversion`]).
+//! compiler vectorises them at each [`Isa`](crate::isa::Isa) level (see [`multiversion`]).
 //!
 //! Transcendentals are Cephes-style polynomials (`exp`, `tanh`) and the
 //! Numerical Recipes `erfc` (fractional error below 1.2e-7); every one is

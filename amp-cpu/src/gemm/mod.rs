@@ -12,7 +12,7 @@
 //! (row-major A panels, pair-interleaved B panels, depth padded to 32) or the
 //! AVX512-BF16 `vdpbf16ps` kernel (pair-interleaved panels), everything else
 //! f32 panels. Short, wide products (M ≤ [`COLUMN_MAX_M`]) run on the
-//! column-parallel schedule of [`gemm_columns`]. [`gemm_out`] rounds to bf16 or
+//! column-parallel schedule of [`column_strips`]. [`gemm_out`] rounds to bf16 or
 //! f16; a product with one depth block (a weight gradient) is written to its
 //! output from per-block tiles ([`gemm_direct`]), a short, wide one from its
 //! column strips ([`gemm_columns_out`]). Products with at most 16 columns run
