@@ -6,6 +6,8 @@
 //! against every column: `n` f32 accumulators of 16 lanes per row
 //! (two rows at a time for `n ≤ 6`; more accumulators than that were spilled),
 //! one FMA per product, summed across lanes at the end of each depth block.
+//! With AVX512-BF16, bf16 products keep Bᵀ in bf16 and use `vdpbf16ps`: two
+//! products per lane and instruction, half the loads per product.
 
 use super::{BSide, Operand, PARALLEL_FLOPS};
 use crate::convert::F32Convert;
@@ -44,6 +46,44 @@ pub(crate) fn gemm_narrow<T: F32Convert>(
     }
     let mut c = vec![0f32; batch * m * n];
     let parallel = 2 * batch * m * n * k >= PARALLEL_FLOPS;
+    #[cfg(target_arch = "x86_64")]
+    if isa >= Isa::Avx512Bf16 {
+        if let Some(a16) = T::as_bf16(a.data) {
+            // bf16 A: `vdpbf16ps` on bf16 pairs, two products per lane and instruction.
+            let a16 = a.with_data(a16);
+            for (bi, cb) in c.chunks_mut(m * n).enumerate() {
+                let mut bt = vec![0u16; n * k];
+                match &b {
+                    BSide::Same(b) => {
+                        let b16 = b.with_data(T::as_bf16(b.data).expect("same dtype as A"));
+                        transpose_into(&b16, bi, k, n, &mut bt, parallel, |v| v.to_bits())
+                    }
+                    BSide::Rounded(b) => transpose_into(b, bi, k, n, &mut bt, parallel, |v| {
+                        crate::convert::f32_to_bf16_bits(*v)
+                    }),
+                }
+                let a_base = a16.offset + bi * a16.batch_stride;
+                let task = |(t, rows): (usize, &mut [f32])| {
+                    let base = a_base + t * ROWS_PER_TASK * a16.row_stride;
+                    for p0 in (0..k).step_by(KB) {
+                        let kb = KB.min(k - p0);
+                        for (i, out) in rows.chunks_mut(n).enumerate() {
+                            let s = base + i * a16.row_stride + p0;
+                            x86::dots_bf16(&a16.data[s..s + kb], &bt[p0..], k, kb, n, out);
+                        }
+                    }
+                };
+                if parallel {
+                    cb.par_chunks_mut(ROWS_PER_TASK * n)
+                        .enumerate()
+                        .for_each(task);
+                } else {
+                    cb.chunks_mut(ROWS_PER_TASK * n).enumerate().for_each(task);
+                }
+            }
+            return Some(c);
+        }
+    }
     for (bi, cb) in c.chunks_mut(m * n).enumerate() {
         // Bᵀ[j][p] = B[p][j], widened to f32 (an f32 B rounded to A's dtype first).
         let mut bt = vec![0f32; n * k];
@@ -79,28 +119,28 @@ pub(crate) fn gemm_narrow<T: F32Convert>(
 
 /// `bt[j·k + p] = widen(B[p][j])` for batch `bi`: B read row by row, in
 /// parallel depth blocks (each task writes its block of every Bᵀ line).
-fn transpose_into<E: Sync>(
+fn transpose_into<E: Sync, O: Copy + Default + Send>(
     b: &Operand<'_, E>,
     bi: usize,
     k: usize,
     n: usize,
-    bt: &mut [f32],
+    bt: &mut [O],
     parallel: bool,
-    widen: impl Fn(&E) -> f32 + Sync,
+    widen: impl Fn(&E) -> O + Sync,
 ) {
     const PB: usize = 512;
     let base = b.offset + bi * b.batch_stride;
     // blocks[q][j]: depth block q of line j.
-    let mut blocks: Vec<Vec<&mut [f32]>> = (0..k.div_ceil(PB)).map(|_| Vec::new()).collect();
+    let mut blocks: Vec<Vec<&mut [O]>> = (0..k.div_ceil(PB)).map(|_| Vec::new()).collect();
     for line in bt[..n * k].chunks_mut(k) {
         for (q, piece) in line.chunks_mut(PB).enumerate() {
             blocks[q].push(piece);
         }
     }
-    let block = |(q, lines): (usize, Vec<&mut [f32]>)| {
+    let block = |(q, lines): (usize, Vec<&mut [O]>)| {
         let p0 = q * PB;
         let mut lines = lines;
-        let mut row_vals = [0f32; MAX_N];
+        let mut row_vals = [O::default(); MAX_N];
         for dp in 0..lines[0].len() {
             let row = base + (p0 + dp) * b.row_stride;
             if b.col_stride == 1 {
@@ -274,6 +314,100 @@ mod x86 {
             };
         }
         arms!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
+    }
+
+    /// `out[j] += Σ_{p < kb} line[p] · bt[j·ldb + p]` for bf16 values (bits in
+    /// `bt`) and `n ≤ 16` columns, dispatched to a kernel with `n` fixed.
+    pub(super) fn dots_bf16(
+        line: &[amp_dtype::bf16],
+        bt: &[u16],
+        ldb: usize,
+        kb: usize,
+        n: usize,
+        out: &mut [f32],
+    ) {
+        assert!(line.len() >= kb && out.len() >= n);
+        assert!((1..=super::MAX_N).contains(&n) && bt.len() >= (n - 1) * ldb + kb);
+        let a = line.as_ptr() as *const u16;
+        macro_rules! arms {
+            ($($n:literal)*) => {
+                match n {
+                    // SAFETY: AVX512-BF16 is present (this path is taken at
+                    // Isa::Avx512Bf16 and above); the extents were checked above.
+                    $($n => unsafe { kernel_bf16::<$n>(kb, a, bt.as_ptr(), ldb, out.as_mut_ptr()) },)*
+                    _ => unreachable!("n checked above"),
+                }
+            };
+        }
+        arms!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
+    }
+
+    /// One bf16 line against `N` rows of Bᵀ (bf16 bits) over a depth of `kb`:
+    /// `vdpbf16ps` adds the products of 16 pairs per instruction (exact
+    /// products, f32 accumulation rounded to nearest even). The last partial
+    /// 32-value step uses masked loads (zeros pair with zeros).
+    ///
+    /// # Safety
+    /// AVX-512F/BW and AVX512-BF16 available; `a` holds `kb` values, `bt` `N`
+    /// rows of `kb` at stride `ldb`, `c` `N` floats.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    unsafe fn kernel_bf16<const N: usize>(
+        kb: usize,
+        a: *const u16,
+        bt: *const u16,
+        ldb: usize,
+        c: *mut f32,
+    ) {
+        let mut acc = [_mm512_setzero_ps(); N];
+        // SAFETY: every load stays within the extents stated in the contract (the
+        // tail's masked loads touch only its valid values); the transmutes
+        // reinterpret 32 bf16 values as the `__m512bh` they are.
+        unsafe {
+            macro_rules! step {
+                ($p:expr, $mask:expr) => {{
+                    let (p, mask): (usize, __mmask32) = ($p, $mask);
+                    let x: __m512bh =
+                        std::mem::transmute(_mm512_maskz_loadu_epi16(mask, a.add(p) as *const i16));
+                    macro_rules! column {
+                        ($j:literal) => {
+                            if $j < N {
+                                let b: __m512bh = std::mem::transmute(_mm512_maskz_loadu_epi16(
+                                    mask,
+                                    bt.add($j * ldb + p) as *const i16,
+                                ));
+                                acc[$j] = _mm512_dpbf16_ps(acc[$j], x, b);
+                            }
+                        };
+                    }
+                    column!(0);
+                    column!(1);
+                    column!(2);
+                    column!(3);
+                    column!(4);
+                    column!(5);
+                    column!(6);
+                    column!(7);
+                    column!(8);
+                    column!(9);
+                    column!(10);
+                    column!(11);
+                    column!(12);
+                    column!(13);
+                    column!(14);
+                    column!(15);
+                }};
+            }
+            for q in 0..kb / 32 {
+                step!(32 * q, !0);
+            }
+            let rem = kb % 32;
+            if rem > 0 {
+                step!(32 * (kb / 32), (1u32 << rem) - 1);
+            }
+            for (j, v) in acc.iter().enumerate() {
+                *c.add(j) += _mm512_reduce_add_ps(*v);
+            }
+        }
     }
 
     /// `R` (1 or 2) lines against `N` rows of Bᵀ over a depth of `kb`; the
