@@ -16,16 +16,7 @@ pub(crate) fn is_eligible(t: &Tensor, kind: DeviceKind) -> bool {
 
 impl Interceptor for AutocastInterceptor {
     fn intercept(&self, op: &'static str, inputs: &[Tensor]) -> Result<Option<Vec<Tensor>>> {
-        // The op belongs to the region of its inputs' device kind; CUDA first,
-        // as PyTorch's AutocastCUDA key outranks AutocastCPU.
-        for kind in [DeviceKind::Cuda, DeviceKind::Cpu] {
-            if inputs.iter().any(|t| t.device().kind() == kind) {
-                if let Some(state) = active_state(kind) {
-                    return Ok(apply(op, inputs, kind, &state, &[])?.map(|(v, _)| v));
-                }
-            }
-        }
-        Ok(None)
+        Ok(self.intercept_rounding(op, inputs, &[])?.map(|(v, _)| v))
     }
 
     fn intercept_rounding(
@@ -34,6 +25,8 @@ impl Interceptor for AutocastInterceptor {
         inputs: &[Tensor],
         roundable: &[bool],
     ) -> Result<Option<(Vec<Tensor>, Option<DType>)>> {
+        // The op belongs to the region of its inputs' device kind; CUDA first,
+        // as PyTorch's AutocastCUDA key outranks AutocastCPU.
         for kind in [DeviceKind::Cuda, DeviceKind::Cpu] {
             if inputs.iter().any(|t| t.device().kind() == kind) {
                 if let Some(state) = active_state(kind) {

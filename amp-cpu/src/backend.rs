@@ -158,18 +158,13 @@ impl CpuBackend {
                 DType::F32 => {
                     let keep = &|_: usize, _: &mut [f32]| {};
                     HostStorage::F32(
-                        gemm::gemm_direct_out::<S, f32>(self.isa, &a, b, batch, m, k, n, keep)
-                            .or_else(|| gemm::gemm_columns_out::<S, f32>(self.isa, &a, b, batch, m, k, n, keep))
+                        gemm::gemm_out_in_cache::<S, f32>(self.isa, &a, b, batch, m, k, n, keep)
                             .unwrap_or_else(|| gemm::gemm::<S>(self.isa, a, b, batch, m, k, n)),
                     )
                 }
                 _ => {
                     let c = HostStorage::F32(gemm::gemm::<S>(self.isa, a, b, batch, m, k, n));
-                    if out == DType::F32 {
-                        c
-                    } else {
-                        elementwise::cast_range(self.isa, &c, 0, c.len(), out)
-                    }
+                    elementwise::cast_range(self.isa, &c, 0, c.len(), out)
                 }
             }
         });
@@ -407,11 +402,9 @@ impl Backend for CpuBackend {
             let b = b_side::<S>(hw, lw.offset(), 0, tw[1], tw[0], rounded);
             // A depth of one block, or a short, wide product: the epilogue runs in cache, on each block's tile or column strip.
             direct = match out {
-                DType::BF16 => gemm::gemm_direct_out::<S, amp_dtype::bf16>(isa, &a, b, 1, m, k, n, &finish)
-                    .or_else(|| gemm::gemm_columns_out::<S, amp_dtype::bf16>(isa, &a, b, 1, m, k, n, &finish))
+                DType::BF16 => gemm::gemm_out_in_cache::<S, amp_dtype::bf16>(isa, &a, b, 1, m, k, n, &finish)
                     .map(HostStorage::BF16),
-                DType::F16 => gemm::gemm_direct_out::<S, amp_dtype::f16>(isa, &a, b, 1, m, k, n, &finish)
-                    .or_else(|| gemm::gemm_columns_out::<S, amp_dtype::f16>(isa, &a, b, 1, m, k, n, &finish))
+                DType::F16 => gemm::gemm_out_in_cache::<S, amp_dtype::f16>(isa, &a, b, 1, m, k, n, &finish)
                     .map(HostStorage::F16),
                 _ => None,
             };

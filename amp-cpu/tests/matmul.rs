@@ -3,25 +3,12 @@
 //! accuracy), batched and broadcast operands, transposed and narrowed views,
 //! and `linear` with a transposed weight.
 
+#[macro_use]
 mod common;
 
-use amp_cpu::Isa;
 use amp_tensor::testing::Tolerance;
 use amp_tensor::{ops, DType, Device, Result, Tensor};
 use common::{check, reference, tol, FLOATS};
-
-macro_rules! on_every_cpu_path {
-    ($name:ident, $body:expr) => {
-        amp_tensor::test_device!($name, $body, [
-            cpu => amp_cpu::device(),
-            scalar => common::at(Isa::Scalar),
-            avx2 => common::at(Isa::Avx2),
-            avx512 => common::at(Isa::Avx512),
-            avx512bf16 => common::at(Isa::Avx512Bf16),
-            amx => common::at(Isa::Amx),
-        ]);
-    };
-}
 
 /// A dot product of length k of unit normals: f32 accumulation error grows like √k.
 fn dot_tol(dtype: DType, k: usize) -> Tolerance {

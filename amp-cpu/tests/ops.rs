@@ -4,27 +4,13 @@
 //! them), on contiguous, transposed, narrowed and broadcast views of odd,
 //! empty and single-element shapes.
 
+#[macro_use]
 mod common;
 
-use amp_cpu::Isa;
 use amp_tensor::ops::{self, GeluApprox};
 use amp_tensor::testing::Tolerance;
 use amp_tensor::{DType, Device, Result, Tensor};
 use common::{check, reference, tol, views, FLOATS, SHAPES};
-
-/// One test per device: the process default and every forced level (skipped where absent).
-macro_rules! on_every_cpu_path {
-    ($name:ident, $body:expr) => {
-        amp_tensor::test_device!($name, $body, [
-            cpu => amp_cpu::device(),
-            scalar => common::at(Isa::Scalar),
-            avx2 => common::at(Isa::Avx2),
-            avx512 => common::at(Isa::Avx512),
-            avx512bf16 => common::at(Isa::Avx512Bf16),
-            amx => common::at(Isa::Amx),
-        ]);
-    };
-}
 
 type Op = fn(&Tensor) -> Result<Tensor>;
 

@@ -4,24 +4,11 @@
 //! product — edge tiles, one and several depth blocks, row-major, transposed
 //! and strided B, batches, every output dtype, the fused epilogue.
 
+#[macro_use]
 mod common;
 
-use amp_cpu::Isa;
 use amp_tensor::{DType, Device, Error, Layout, Result, Storage, Tensor, UnaryOp};
 use common::values;
-
-macro_rules! on_every_cpu_path {
-    ($name:ident, $body:expr) => {
-        amp_tensor::test_device!($name, $body, [
-            cpu => amp_cpu::device(),
-            scalar => common::at(Isa::Scalar),
-            avx2 => common::at(Isa::Avx2),
-            avx512 => common::at(Isa::Avx512),
-            avx512bf16 => common::at(Isa::Avx512Bf16),
-            amx => common::at(Isa::Amx),
-        ]);
-    };
-}
 
 const NARROW: [DType; 2] = [DType::BF16, DType::F16];
 

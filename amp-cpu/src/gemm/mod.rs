@@ -15,7 +15,7 @@
 //! column-parallel schedule of [`column_strips`]. [`gemm_out`] rounds to bf16 or
 //! f16; a product with one depth block (a weight gradient) is written to its
 //! output from per-block tiles ([`gemm_direct`]), a short, wide one from its
-//! column strips ([`gemm_columns_out`]). Products with at most 16 columns run
+//! column strips ([`gemm_out_in_cache`]). Products with at most 16 columns run
 //! as dot products ([`narrow`]). B may be f32 with a bf16/f16 A
 //! ([`BSide::Rounded`]): it is rounded to A's dtype as it is packed
 //! ([`RoundB`]), so an f32 weight used under autocast is never copied.
@@ -185,11 +185,7 @@ pub(crate) fn gemm_out<'b, T: F32Convert, D: F32Convert + Send + Sync>(
     n: usize,
 ) -> Vec<D> {
     let b = b.into();
-    let keep = &|_: usize, _: &mut [f32]| {};
-    if let Some(out) = gemm_direct_out(isa, &a, b, batch, m, k, n, keep) {
-        return out;
-    }
-    if let Some(out) = gemm_columns_out(isa, &a, b, batch, m, k, n, keep) {
+    if let Some(out) = gemm_out_in_cache(isa, &a, b, batch, m, k, n, &|_, _| {}) {
         return out;
     }
     let c = gemm(isa, a, b, batch, m, k, n);
@@ -200,10 +196,15 @@ pub(crate) fn gemm_out<'b, T: F32Convert, D: F32Convert + Send + Sync>(
 /// before it is rounded: `finish(first_column, values)`.
 pub(crate) type Finish<'f> = dyn Fn(usize, &mut [f32]) + Sync + 'f;
 
-/// [`gemm_direct`] when the product qualifies (one batch, a bf16/f16 output
-/// or bf16/f16 inputs, a depth of one block), with `finish` applied before rounding; else `None`.
+/// A single product rounded to `D` while its f32 values are still in cache,
+/// with `finish` applied first: one depth block on the row-block schedule
+/// ([`gemm_direct`]), or a short, wide one from its column strips
+/// ([`column_strips`]). `None` when neither applies (a batch, an f32 product of
+/// f32 inputs, a deep product on the row-block schedule): the caller then
+/// takes [`gemm`]. An f32 output of bf16/f16 inputs (an f32 weight's gradient
+/// under autocast) qualifies too: [`gemm`] would zero C, then read and rewrite it.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm_direct_out<'b, T: F32Convert, D: F32Convert + Send + Sync>(
+pub(crate) fn gemm_out_in_cache<'b, T: F32Convert, D: F32Convert + Send + Sync>(
     isa: Isa,
     a: &Operand<'_, T>,
     b: impl Into<BSide<'b, T>>,
@@ -214,15 +215,23 @@ pub(crate) fn gemm_direct_out<'b, T: F32Convert, D: F32Convert + Send + Sync>(
     finish: &Finish<'_>,
 ) -> Option<Vec<D>> {
     let kernel = Kernel::select(isa, T::DTYPE);
-    // An f32 output qualifies for bf16/f16 inputs (an f32 weight's gradient
-    // under autocast): the general path would zero C, then read and rewrite it.
     let narrow = D::DTYPE != amp_dtype::DType::F32 || T::DTYPE != amp_dtype::DType::F32;
-    if !(batch == 1 && narrow && k > 0 && k <= KC && m * n > 0) {
+    if !(batch == 1 && narrow && k > 0 && m * n > 0) {
         return None;
     }
-    Some(with_packer!(isa, kernel, a, b.into(), |packer, a, b| {
-        gemm_direct(isa, packer, kernel, &a, &b, m, k, n, finish)
-    }))
+    let parallel = 2 * m * n * k >= parallel_flops(kernel);
+    if k <= KC {
+        Some(with_packer!(isa, kernel, a, b.into(), |packer, a, b| {
+            gemm_direct(isa, packer, kernel, &a, &b, m, k, n, finish)
+        }))
+    } else if parallel && takes_columns(kernel, m, n) {
+        Some(with_packer!(isa, kernel, a, b.into(), |packer, a, b| {
+            let (strips, width) = column_strips(packer, kernel, &a, &b, 0, m, k, n);
+            round_strips(isa, &strips, width, m, n, finish)
+        }))
+    } else {
+        None
+    }
 }
 
 impl<'a, T> Operand<'a, T> {
@@ -498,30 +507,16 @@ fn gather_strips(strips: &[Panels<f32>], width: usize, m: usize, n: usize, c: &m
     }
 }
 
-/// A single product on the column-parallel schedule rounded to `D` (bf16,
-/// f16, or f32 for bf16/f16 inputs) straight from the column strips, with
-/// `finish` applied before rounding: no f32 product zeroed, gathered and read
-/// back. `None` when the product does not take that schedule.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm_columns_out<'b, T: F32Convert, D: F32Convert + Send + Sync>(
+/// The column strips of [`column_strips`] rounded to a new `D` product, each
+/// row segment `finish`ed first: no f32 product zeroed, gathered and read back.
+fn round_strips<D: F32Convert + Send + Sync>(
     isa: Isa,
-    a: &Operand<'_, T>,
-    b: impl Into<BSide<'b, T>>,
-    batch: usize,
+    strips: &[Panels<f32>],
+    width: usize,
     m: usize,
-    k: usize,
     n: usize,
     finish: &Finish<'_>,
-) -> Option<Vec<D>> {
-    let kernel = Kernel::select(isa, T::DTYPE);
-    let narrow = D::DTYPE != amp_dtype::DType::F32 || T::DTYPE != amp_dtype::DType::F32;
-    let parallel = 2 * m * n * k >= parallel_flops(kernel);
-    if !(batch == 1 && narrow && k > 0 && m * n > 0 && parallel && takes_columns(kernel, m, n)) {
-        return None;
-    }
-    let (strips, width) = with_packer!(isa, kernel, a, b.into(), |packer, a, b| {
-        column_strips(packer, kernel, &a, &b, 0, m, k, n)
-    });
+) -> Vec<D> {
     let mut out: Vec<D> = Vec::with_capacity(m * n);
     let spare = &mut out.spare_capacity_mut()[..m * n];
     let stream = m * n * std::mem::size_of::<D>() >= crate::elementwise::STREAM_MIN_BYTES;
@@ -543,7 +538,7 @@ pub(crate) fn gemm_columns_out<'b, T: F32Convert, D: F32Convert + Send + Sync>(
     });
     // SAFETY: every row wrote every column strip, which together cover all n columns.
     unsafe { out.set_len(m * n) };
-    Some(out)
+    out
 }
 
 /// A packed-panel buffer that starts on a 64-byte boundary, so that every

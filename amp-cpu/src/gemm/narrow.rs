@@ -199,6 +199,29 @@ fn rows_times_bt<T: F32Convert>(
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use crate::convert::F32Convert;
+
+    /// `$m!(0); … $m!(15);` — column steps with constant indices (a loop over
+    /// the columns is not always unrolled, and a variable index spills).
+    macro_rules! unroll16 {
+        ($m:ident) => {
+            $m!(0);
+            $m!(1);
+            $m!(2);
+            $m!(3);
+            $m!(4);
+            $m!(5);
+            $m!(6);
+            $m!(7);
+            $m!(8);
+            $m!(9);
+            $m!(10);
+            $m!(11);
+            $m!(12);
+            $m!(13);
+            $m!(14);
+            $m!(15);
+        };
+    }
     use amp_dtype::DType;
     use std::arch::x86_64::*;
 
@@ -379,22 +402,7 @@ mod x86 {
                             }
                         };
                     }
-                    column!(0);
-                    column!(1);
-                    column!(2);
-                    column!(3);
-                    column!(4);
-                    column!(5);
-                    column!(6);
-                    column!(7);
-                    column!(8);
-                    column!(9);
-                    column!(10);
-                    column!(11);
-                    column!(12);
-                    column!(13);
-                    column!(14);
-                    column!(15);
+                    unroll16!(column);
                 }};
             }
             for q in 0..kb / 32 {
@@ -437,8 +445,6 @@ mod x86 {
                     let (p, mask): (usize, __mmask16) = ($p, $mask);
                     let x0 = T::load(a[0].add(p), mask);
                     let x1 = T::load(a1.add(p), mask);
-                    // Constant indices, unrolled by hand (a loop over j is not
-                    // always unrolled, and indexing by a variable spills).
                     macro_rules! column {
                         ($j:literal) => {
                             if $j < N {
@@ -450,22 +456,7 @@ mod x86 {
                             }
                         };
                     }
-                    column!(0);
-                    column!(1);
-                    column!(2);
-                    column!(3);
-                    column!(4);
-                    column!(5);
-                    column!(6);
-                    column!(7);
-                    column!(8);
-                    column!(9);
-                    column!(10);
-                    column!(11);
-                    column!(12);
-                    column!(13);
-                    column!(14);
-                    column!(15);
+                    unroll16!(column);
                 }};
             }
             for q in 0..kb / 16 {

@@ -6,6 +6,22 @@ use amp_cpu::Isa;
 use amp_tensor::testing::{assert_close, Tolerance};
 use amp_tensor::{DType, Device, Error, Result, Tensor};
 
+/// Defines test `$name`: `$body` on the CPU device at every instruction-set
+/// level (reported as skipped for levels this CPU lacks).
+#[allow(unused_macros)]
+macro_rules! on_every_cpu_path {
+    ($name:ident, $body:expr) => {
+        amp_tensor::test_device!($name, $body, [
+            cpu => amp_cpu::device(),
+            scalar => common::at(amp_cpu::Isa::Scalar),
+            avx2 => common::at(amp_cpu::Isa::Avx2),
+            avx512 => common::at(amp_cpu::Isa::Avx512),
+            avx512bf16 => common::at(amp_cpu::Isa::Avx512Bf16),
+            amx => common::at(amp_cpu::Isa::Amx),
+        ]);
+    };
+}
+
 /// The float dtypes with fast kernels.
 pub const FLOATS: [DType; 3] = [DType::F32, DType::BF16, DType::F16];
 
