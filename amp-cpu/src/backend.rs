@@ -394,37 +394,19 @@ impl Backend for CpuBackend {
         let finish = |col0: usize, vals: &mut [f32]| {
             elementwise::finish_row(isa, bias.as_deref(), activation, col0, vals)
         };
-        let direct;
         let c = with_fast!(hx, a, S => {
             let (tx, tw) = (lx.strides(), lw.strides());
             let a = Operand { data: a, offset: lx.offset(), batch_stride: 0, row_stride: tx[0], col_stride: tx[1] };
             // Element (p, j) of weightᵀ is weight[j][p].
             let b = b_side::<S>(hw, lw.offset(), 0, tw[1], tw[0], rounded);
-            // A depth of one block, or a short, wide product: the epilogue runs in cache, on each block's tile or column strip.
-            direct = match out {
-                DType::BF16 => gemm::gemm_out_in_cache::<S, amp_dtype::bf16>(isa, &a, b, 1, m, k, n, &finish)
-                    .map(HostStorage::BF16),
-                DType::F16 => gemm::gemm_out_in_cache::<S, amp_dtype::f16>(isa, &a, b, 1, m, k, n, &finish)
-                    .map(HostStorage::F16),
-                _ => None,
-            };
-            if direct.is_some() {
-                Vec::new()
-            } else {
-                gemm::gemm::<S>(isa, a, b, 1, m, k, n)
+            // The epilogue runs on each finished row segment of the f32 product, which is rounded once.
+            match out {
+                DType::BF16 => HostStorage::BF16(gemm::gemm_finished::<S, amp_dtype::bf16>(isa, a, b, 1, m, k, n, &finish)),
+                DType::F16 => HostStorage::F16(gemm::gemm_finished::<S, amp_dtype::f16>(isa, a, b, 1, m, k, n, &finish)),
+                _ => HostStorage::F32(gemm::gemm_finished::<S, f32>(isa, a, b, 1, m, k, n, &finish)),
             }
         });
-        if let Some(h) = direct {
-            return Ok(Storage::Host(h));
-        }
-        Ok(Storage::Host(elementwise::linear_epilogue(
-            self.isa,
-            c,
-            n,
-            bias.as_deref(),
-            activation,
-            out,
-        )))
+        Ok(Storage::Host(c))
     }
 
     fn softmax(&self, src: View<'_>, log: bool, out: DType) -> Result<Storage> {

@@ -205,63 +205,6 @@ pub(crate) fn finish_row(
     }
 }
 
-/// The epilogue of a linear layer over its f32 product `c` (`[m, n]` row-major):
-/// `act(c + bias)` in f32, rounded once into a new buffer of `out` — one pass.
-pub(crate) fn linear_epilogue(
-    isa: Isa,
-    mut c: Vec<f32>,
-    n: usize,
-    bias: Option<&[f32]>,
-    act: Option<UnaryOp>,
-    out: amp_dtype::DType,
-) -> HostStorage {
-    // act(c + bias) for the elements start..start + vals.len() of c, in place,
-    // one row segment at a time.
-    let finish = |start: usize, vals: &mut [f32]| {
-        let mut done = 0;
-        while done < vals.len() {
-            let col0 = (start + done) % n;
-            let len = (n - col0).min(vals.len() - done);
-            finish_row(isa, bias, act, col0, &mut vals[done..done + len]);
-            done += len;
-        }
-    };
-    if out == amp_dtype::DType::F32 {
-        if c.len() >= PARALLEL_MIN {
-            c.par_chunks_mut(PARALLEL_CHUNK)
-                .enumerate()
-                .for_each(|(i, v)| finish(i * PARALLEL_CHUNK, v));
-        } else {
-            finish(0, &mut c);
-        }
-        return HostStorage::F32(c);
-    }
-    fn rounded<D: F32Convert + Send + Sync>(
-        isa: Isa,
-        c: &[f32],
-        finish: &(impl Fn(usize, &mut [f32]) + Sync),
-    ) -> Vec<D> {
-        build::<D>(isa, c.len(), |start, o| {
-            let mut buf = [0f32; CHUNK];
-            let b = &mut buf[..o.len()];
-            b.copy_from_slice(&c[start..start + o.len()]);
-            finish(start, b);
-            D::store(isa, b, o);
-        })
-    }
-    match out {
-        amp_dtype::DType::BF16 => HostStorage::BF16(rounded(isa, &c, &finish)),
-        amp_dtype::DType::F16 => HostStorage::F16(rounded(isa, &c, &finish)),
-        other => {
-            // Other output dtypes: finish in f32, then the generic cast.
-            let mut c = c;
-            finish(0, &mut c);
-            let len = c.len();
-            cast_range(isa, &HostStorage::F32(c), 0, len, other)
-        }
-    }
-}
-
 /// Outputs of at least this many bytes are written with non-temporal stores.
 pub(crate) const STREAM_MIN_BYTES: usize = 8 << 20;
 

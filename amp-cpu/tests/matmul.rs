@@ -155,13 +155,15 @@ on_every_cpu_path!(
         let _no_grad = amp_tensor::no_grad();
         for dtype in FLOATS {
             // Edge tiles, k = 0 (bias only), a batched x, one large enough to run in
-            // parallel, and a short, wide, deep one (rounded from its column strips).
+            // parallel, a short, wide, deep one (rounded from its column strips), and
+            // a tall, deep one (row blocks into a padded product, finished row by row).
             for (i, (lead, k, n)) in [
                 (vec![13usize], 37usize, 45usize),
                 (vec![3], 0, 5),
                 (vec![2, 7], 64, 33),
                 (vec![300], 256, 260),
                 (vec![64], 300, 600),
+                (vec![530], 300, 70),
             ]
             .into_iter()
             .enumerate()

@@ -6,8 +6,6 @@
 use crate::isa::Isa;
 use amp_dtype::DType;
 
-/// Largest `MR × NR` of any kernel (the scratch tile for edge tiles).
-pub(crate) const MAX_TILE: usize = 32 * 32;
 /// Largest `NR` of any kernel.
 pub(crate) const MAX_NR: usize = 32;
 

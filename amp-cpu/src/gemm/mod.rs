@@ -6,17 +6,20 @@
 //! blocks (A packed into `MR`-high panels; these blocks run in parallel above
 //! [`PARALLEL_FLOPS`], [`PARALLEL_FLOPS_AMX`] for AMX) → micro-kernel on an `MR × NR` tile. bf16/f16 inputs
 //! are widened exactly while packing, so every kernel accumulates f32 products
-//! in f32. Edge tiles run on a zero-padded panel into a scratch tile.
+//! in f32. The f32 product is padded to whole tiles and starts on a cache
+//! line ([`gemm_finished`]): every kernel call runs on full panels, an AMX tile
+//! row is one cache line, and one pass finishes each row (a linear layer's
+//! bias and activation) and writes it out, rounded once to bf16/f16 if asked.
 //!
 //! Kernel choice is [`Kernel::select`]: bf16 inputs take the AMX tile kernel
 //! (row-major A panels, pair-interleaved B panels, depth padded to 32) or the
 //! AVX512-BF16 `vdpbf16ps` kernel (pair-interleaved panels), everything else
 //! f32 panels. Short, wide products (M ≤ [`COLUMN_MAX_M`]) run on the
-//! column-parallel schedule of [`column_strips`]. [`gemm_out`] rounds to bf16 or
-//! f16; a product with one depth block (a weight gradient) is written to its
-//! output from per-block tiles ([`gemm_direct`]), a short, wide one from its
-//! column strips ([`gemm_out_in_cache`]). Products with at most 16 columns run
-//! as dot products ([`narrow`]). B may be f32 with a bf16/f16 A
+//! column-parallel schedule of [`column_strips`]. A product with one depth
+//! block (a weight gradient) is written to its output from per-block tiles
+//! ([`gemm_direct`]), a short, wide one from its column strips
+//! ([`gemm_out_in_cache`]). Products with at most 16 columns run as dot
+//! products ([`narrow`]). B may be f32 with a bf16/f16 A
 //! ([`BSide::Rounded`]): it is rounded to A's dtype as it is packed
 //! ([`RoundB`]), so an f32 weight used under autocast is never copied.
 
@@ -153,27 +156,10 @@ pub(crate) fn gemm<'b, T: F32Convert>(
     k: usize,
     n: usize,
 ) -> Vec<f32> {
-    let b = b.into();
-    if let Some(c) = narrow::gemm_narrow(isa, &a, b, batch, m, k, n) {
-        return c;
-    }
-    let mut c = vec![0f32; batch * m * n];
-    if m * n == 0 || k == 0 {
-        return c;
-    }
-    let kernel = Kernel::select(isa, T::DTYPE);
-    with_packer!(isa, kernel, &a, b, |packer, a, b| {
-        run_batches(packer, kernel, &a, &b, batch, m, k, n, &mut c)
-    });
-    c
+    gemm_finished(isa, a, b, batch, m, k, n, &|_, _| {})
 }
 
-/// `a · b` like [`gemm`], rounded once to `D` (bf16 or f16). A single product
-/// whose depth fits one block (a weight gradient `gᵀ·x` over a batch, a layer
-/// with few inputs) runs on the row-block schedule and is written to its
-/// output straight from each block's f32 tile, which stays in cache; a short,
-/// wide one is rounded from its column strips: no f32 copy of the whole
-/// product is stored, zeroed or read back.
+/// `a · b` like [`gemm`], rounded once to `D` (bf16 or f16).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm_out<'b, T: F32Convert, D: F32Convert + Send + Sync>(
     isa: Isa,
@@ -184,12 +170,103 @@ pub(crate) fn gemm_out<'b, T: F32Convert, D: F32Convert + Send + Sync>(
     k: usize,
     n: usize,
 ) -> Vec<D> {
+    gemm_finished(isa, a, b, batch, m, k, n, &|_, _| {})
+}
+
+/// `a · b` with `finish` applied in f32 to every output row segment, then
+/// written as `D` (rounded once for bf16/f16). A product that fits
+/// [`gemm_out_in_cache`] is finished there; every other one accumulates in
+/// an f32 product padded to whole tiles, on cache lines (the AMX tile loads
+/// and stores of C then touch one line per row, and no tile is an edge
+/// case), which one pass finishes and writes out.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_finished<'b, T: F32Convert, D: F32Convert + Send + Sync>(
+    isa: Isa,
+    a: Operand<'_, T>,
+    b: impl Into<BSide<'b, T>>,
+    batch: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+    finish: &Finish<'_>,
+) -> Vec<D> {
     let b = b.into();
-    if let Some(out) = gemm_out_in_cache(isa, &a, b, batch, m, k, n, &|_, _| {}) {
+    if let Some(out) = gemm_out_in_cache(isa, &a, b, batch, m, k, n, finish) {
         return out;
     }
-    let c = gemm(isa, a, b, batch, m, k, n);
-    crate::elementwise::cast_vec::<f32, D>(isa, &c)
+    if let Some(mut c) = narrow::gemm_narrow(isa, &a, b, batch, m, k, n) {
+        return write_rows(isa, &mut c, batch, m, m, n, n, finish);
+    }
+    if m * n == 0 || k == 0 {
+        let mut c = vec![0f32; batch * m * n];
+        return write_rows(isa, &mut c, batch, m, m, n, n, finish);
+    }
+    let kernel = Kernel::select(isa, T::DTYPE);
+    let (mp, ldc) = (
+        m.div_ceil(kernel.mr()) * kernel.mr(),
+        n.div_ceil(kernel.nr()) * kernel.nr(),
+    );
+    let mut c = Panels::<f32>::new(batch * mp * ldc);
+    with_packer!(isa, kernel, &a, b, |packer, a, b| {
+        run_batches(packer, kernel, &a, &b, batch, m, k, n, &mut c, ldc)
+    });
+    write_rows(isa, &mut c, batch, m, mp, n, ldc, finish)
+}
+
+/// The `[batch, m, n]` output of a product `c` whose batches hold `mp` rows
+/// of stride `ldc` (the first `m` rows, `n` columns of each are the product):
+/// each row `finish`ed, then written as `D`, rows in parallel when large.
+#[allow(clippy::too_many_arguments)]
+fn write_rows<D: F32Convert + Send + Sync>(
+    isa: Isa,
+    c: &mut [f32],
+    batch: usize,
+    m: usize,
+    mp: usize,
+    n: usize,
+    ldc: usize,
+    finish: &Finish<'_>,
+) -> Vec<D> {
+    let mut out: Vec<D> = Vec::with_capacity(batch * m * n);
+    let spare = &mut out.spare_capacity_mut()[..batch * m * n];
+    let stream = batch * m * n * std::mem::size_of::<D>() >= crate::elementwise::STREAM_MIN_BYTES;
+    let f32_out = D::DTYPE == amp_dtype::DType::F32;
+    // A group of rows: each finished, then written; non-temporal stores are
+    // fenced by the thread that made them.
+    let group = |(src, dst): (&mut [f32], &mut [MaybeUninit<D>])| {
+        let mut rounded = vec![D::from_f32(0.0); if f32_out { 0 } else { n }];
+        for (src, dst) in src.chunks_mut(ldc).zip(dst.chunks_mut(n)) {
+            let src = &mut src[..n];
+            finish(0, src);
+            let vals: &[D] = if f32_out {
+                // SAFETY: D is f32 (the only element type whose DTYPE is F32).
+                unsafe { std::slice::from_raw_parts(src.as_ptr() as *const D, n) }
+            } else {
+                D::store(isa, src, &mut rounded);
+                &rounded
+            };
+            crate::elementwise::write_uninit(isa, dst, vals, stream);
+        }
+        if stream {
+            crate::elementwise::stream_fence(isa);
+        }
+    };
+    if m * n > 0 {
+        const ROWS: usize = 16;
+        for (cb, ob) in c.chunks_mut(mp * ldc).zip(spare.chunks_mut(m * n)) {
+            let (src, dst) = (&mut cb[..m * ldc], ob);
+            if m * n >= crate::elementwise::PARALLEL_MIN {
+                src.par_chunks_mut(ROWS * ldc)
+                    .zip(dst.par_chunks_mut(ROWS * n))
+                    .for_each(group);
+            } else {
+                group((src, dst));
+            }
+        }
+    }
+    // SAFETY: every row of every batch was written above, or there is nothing to write.
+    unsafe { out.set_len(batch * m * n) };
+    out
 }
 
 /// The finishing step applied in f32 to each finished output row segment
@@ -349,6 +426,8 @@ fn gemm_direct<TA: Sync, TB: Sync, P: Packer<TA, TB>, D: F32Convert + Send + Syn
     out
 }
 
+/// Runs every batch into `c`: `[batch][mp][ldc]`, rows and columns padded
+/// to whole tiles (the padding holds products of zero padding).
 #[allow(clippy::too_many_arguments)]
 fn run_batches<TA: Sync, TB: Sync, P: Packer<TA, TB>>(
     packer: &P,
@@ -360,21 +439,23 @@ fn run_batches<TA: Sync, TB: Sync, P: Packer<TA, TB>>(
     k: usize,
     n: usize,
     c: &mut [f32],
+    ldc: usize,
 ) {
     let parallel = 2 * batch * m * n * k >= parallel_flops(kernel);
     let threads = rayon::current_num_threads().max(1);
+    let size = c.len() / batch;
     if parallel && batch >= threads {
-        c.par_chunks_mut(m * n)
+        c.par_chunks_mut(size)
             .enumerate()
-            .for_each(|(bi, cb)| gemm_one(packer, kernel, a, b, bi, m, k, n, cb, false));
+            .for_each(|(bi, cb)| gemm_one(packer, kernel, a, b, bi, m, k, n, cb, ldc, false));
     } else {
         let columns = parallel && takes_columns(kernel, m, n);
-        for (bi, cb) in c.chunks_mut(m * n).enumerate() {
+        for (bi, cb) in c.chunks_mut(size).enumerate() {
             if columns {
                 let (strips, width) = column_strips(packer, kernel, a, b, bi, m, k, n);
-                gather_strips(&strips, width, m, n, cb);
+                gather_strips(&strips, width, m, n, cb, ldc);
             } else {
-                gemm_one(packer, kernel, a, b, bi, m, k, n, cb, parallel);
+                gemm_one(packer, kernel, a, b, bi, m, k, n, cb, ldc, parallel);
             }
         }
     }
@@ -491,8 +572,16 @@ fn takes_columns(kernel: Kernel, m: usize, n: usize) -> bool {
     n.div_ceil(COLUMN_GROUP * kernel.nr()) >= 2 * threads && m <= COLUMN_MAX_M
 }
 
-/// Copies the column strips of [`column_strips`] into the f32 product `c`, rows in parallel.
-fn gather_strips(strips: &[Panels<f32>], width: usize, m: usize, n: usize, c: &mut [f32]) {
+/// Copies the column strips of [`column_strips`] into the f32 product `c`
+/// (row stride `ldc`), rows in parallel.
+fn gather_strips(
+    strips: &[Panels<f32>],
+    width: usize,
+    m: usize,
+    n: usize,
+    c: &mut [f32],
+    ldc: usize,
+) {
     let gather = |(i, row): (usize, &mut [f32])| {
         for (g, local) in strips.iter().enumerate() {
             let j = g * width;
@@ -501,9 +590,12 @@ fn gather_strips(strips: &[Panels<f32>], width: usize, m: usize, n: usize, c: &m
         }
     };
     if m * n >= crate::elementwise::PARALLEL_MIN {
-        c[..m * n].par_chunks_mut(n).enumerate().for_each(gather);
+        c[..m * ldc]
+            .par_chunks_mut(ldc)
+            .enumerate()
+            .for_each(gather);
     } else {
-        c[..m * n].chunks_mut(n).enumerate().for_each(gather);
+        c[..m * ldc].chunks_mut(ldc).enumerate().for_each(gather);
     }
 }
 
@@ -1439,34 +1531,9 @@ fn pack_b_block<TA: Sync, TB: Sync, P: Packer<TA, TB>>(
     }
 }
 
-/// An edge tile (`rows × cols` of C at `c`, row stride `ldc`, smaller than the
-/// kernel's tile): the kernel runs on a zeroed scratch tile whose valid part
-/// is then added to C.
-#[allow(clippy::too_many_arguments)]
-fn run_edge<TA, TB, P: Packer<TA, TB>>(
-    packer: &P,
-    kernel: Kernel,
-    kc: usize,
-    a: &[P::Elem],
-    b: &[P::Elem],
-    scratch: &mut [f32],
-    c: &mut [f32],
-    ldc: usize,
-    rows: usize,
-    cols: usize,
-) {
-    let (mr, nr) = (kernel.mr(), kernel.nr());
-    let tile = &mut scratch[..mr * nr];
-    tile.fill(0.0);
-    packer.run(kernel, kc, a, b, tile, nr);
-    for r in 0..rows {
-        let dst = &mut c[r * ldc..r * ldc + cols];
-        for (d, s) in dst.iter_mut().zip(&tile[r * nr..r * nr + cols]) {
-            *d += s;
-        }
-    }
-}
-
+/// One batch on the row-block schedule (the BLIS loop order) into `c`: `mp`
+/// rows of stride `ldc`, both padded to whole tiles, so every kernel call
+/// runs on full panels; the first depth block sets C, later ones add to it.
 #[allow(clippy::too_many_arguments)]
 fn gemm_one<TA: Sync, TB: Sync, P: Packer<TA, TB>>(
     packer: &P,
@@ -1478,6 +1545,7 @@ fn gemm_one<TA: Sync, TB: Sync, P: Packer<TA, TB>>(
     k: usize,
     n: usize,
     c: &mut [f32],
+    ldc: usize,
     parallel: bool,
 ) {
     let (mr, nr) = (kernel.mr(), kernel.nr());
@@ -1487,82 +1555,43 @@ fn gemm_one<TA: Sync, TB: Sync, P: Packer<TA, TB>>(
     let b_base = b.offset + bi * b.batch_stride;
     for j0 in (0..n).step_by(NC) {
         let nc = NC.min(n - j0);
+        let panels = nc.div_ceil(nr);
         for p0 in (0..k).step_by(KC) {
             let kc = KC.min(k - p0);
             let kd = packer.depth(kc);
-            let b_len = nc.div_ceil(nr) * nr * kd;
             // B's lines run along j (columns), its depth along p (rows).
-            let b_packed = &mut b_packed[..b_len];
+            let b_packed = &mut b_packed[..panels * nr * kd];
             let base = b_base + j0 * b.col_stride + p0 * b.row_stride;
             pack_b_block(packer, kernel, b, base, nc, kc, parallel, b_packed);
             let b_packed = &*b_packed;
             let block = |(ib, c_rows): (usize, &mut [f32])| {
                 let i0 = ib * mc_block;
-                let mc = c_rows.len() / n;
-                let mut a_packed = Panels::new(mc.div_ceil(mr) * mr * kd);
+                // Whole tiles of rows; the A panels are zero-padded past row m.
+                let tiles = c_rows.len() / (mr * ldc);
+                let mut a_packed = Panels::new(tiles * mr * kd);
                 packer.pack_a(
                     a.data,
                     a_base + i0 * a.row_stride + p0 * a.col_stride,
                     a.row_stride,
                     a.col_stride,
-                    mc,
+                    mc_block.min(m - i0),
                     kc,
                     mr,
                     &mut a_packed,
                 );
-                let mut scratch = [0f32; kernels::MAX_TILE];
-                if kernel.is_amx() {
-                    // Row order: each full A panel against every full B panel in one
-                    // tile-configured call; edge tiles through the scratch tile.
-                    let full_cols = nc / nr;
-                    for ip in 0..mc.div_ceil(mr) {
-                        let ap = &a_packed[ip * mr * kd..(ip + 1) * mr * kd];
-                        let rows = mr.min(mc - ip * mr);
-                        let at = ip * mr * n + j0;
-                        let first_edge = if rows == mr && full_cols > 0 {
-                            packer.run_row(
-                                kernel,
-                                kc,
-                                ap,
-                                &b_packed[..full_cols * nr * kd],
-                                full_cols,
-                                &mut c_rows[at..],
-                                n,
-                                false,
-                            );
-                            full_cols
-                        } else {
-                            0
-                        };
-                        for jp in first_edge..nc.div_ceil(nr) {
-                            let bp = &b_packed[jp * nr * kd..(jp + 1) * nr * kd];
-                            let cols = nr.min(nc - jp * nr);
-                            let c = &mut c_rows[at + jp * nr..];
-                            run_edge(packer, kernel, kc, ap, bp, &mut scratch, c, n, rows, cols);
-                        }
-                    }
-                    return;
-                }
-                for jp in 0..nc.div_ceil(nr) {
-                    let bp = &b_packed[jp * nr * kd..(jp + 1) * nr * kd];
-                    let cols = nr.min(nc - jp * nr);
-                    for ip in 0..mc.div_ceil(mr) {
-                        let ap = &a_packed[ip * mr * kd..(ip + 1) * mr * kd];
-                        let rows = mr.min(mc - ip * mr);
-                        let at = ip * mr * n + j0 + jp * nr;
-                        if rows == mr && cols == nr {
-                            packer.run(kernel, kc, ap, bp, &mut c_rows[at..], n);
-                        } else {
-                            let c = &mut c_rows[at..];
-                            run_edge(packer, kernel, kc, ap, bp, &mut scratch, c, n, rows, cols);
-                        }
-                    }
+                for ip in 0..tiles {
+                    let ap = &a_packed[ip * mr * kd..(ip + 1) * mr * kd];
+                    let c = &mut c_rows[ip * mr * ldc + j0..];
+                    packer.run_row(kernel, kc, ap, b_packed, panels, c, ldc, p0 == 0);
                 }
             };
+            let rows = &mut c[..m.div_ceil(mr) * mr * ldc];
             if parallel {
-                c.par_chunks_mut(mc_block * n).enumerate().for_each(block);
+                rows.par_chunks_mut(mc_block * ldc)
+                    .enumerate()
+                    .for_each(block);
             } else {
-                c.chunks_mut(mc_block * n).enumerate().for_each(block);
+                rows.chunks_mut(mc_block * ldc).enumerate().for_each(block);
             }
         }
     }
