@@ -4,7 +4,10 @@
 //! Python with PyTorch is given (`--torch PYTHON` or `AMP_BENCH_TORCH`) —
 //! PyTorch's on the same workloads (the script `torch_bench.py` beside this
 //! file), with the ratio. Times are medians of several repetitions after a
-//! warm-up.
+//! warm-up. With PyTorch, both sides run in alternating rounds (`--rounds N`,
+//! 3 by default) and each figure is the median over the rounds: this
+//! machine's speed drifts by up to 2× over seconds, and alternating rounds
+//! give both sides the same slow and fast phases.
 
 use amp_autocast::autocast;
 use amp_tensor::ops;
@@ -315,9 +318,17 @@ fn run_torch(python: &str) -> Result<BTreeMap<String, f64>, String> {
 /// Runs the benchmarks and prints the table.
 pub fn run(args: &[String]) -> ExitCode {
     let mut python = std::env::var("AMP_BENCH_TORCH").ok();
+    let mut rounds = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
+            "--rounds" => match it.next().and_then(|r| r.parse::<usize>().ok()) {
+                Some(r) if r > 0 => rounds = Some(r),
+                _ => {
+                    eprintln!("error: --rounds needs a positive number");
+                    return ExitCode::from(2);
+                }
+            },
             "--torch" => match it.next() {
                 Some(p) => python = Some(p.clone()),
                 None => {
@@ -326,7 +337,7 @@ pub fn run(args: &[String]) -> ExitCode {
                 }
             },
             other => {
-                eprintln!("error: unknown argument to bench: {other:?}\nusage: cargo xtask bench [--torch PYTHON]");
+                eprintln!("error: unknown argument to bench: {other:?}\nusage: cargo xtask bench [--torch PYTHON] [--rounds N]");
                 return ExitCode::from(2);
             }
         }
@@ -338,26 +349,50 @@ pub fn run(args: &[String]) -> ExitCode {
         amp_cpu::isa().name(),
         rayon_threads()
     );
-    let figs = match measure(&device) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
+    let rounds = rounds.unwrap_or(if python.is_some() { 3 } else { 1 });
+    // Per figure (and per PyTorch key), the values of every round.
+    let mut ours: Vec<Vec<f64>> = Vec::new();
+    let mut theirs: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut figs = Vec::new();
+    for round in 0..rounds {
+        if rounds > 1 {
+            eprintln!("round {} of {rounds}", round + 1);
         }
-    };
-    let torch = match &python {
-        Some(p) => {
+        figs = match measure(&device) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        ours.resize(figs.len(), Vec::new());
+        for (v, f) in ours.iter_mut().zip(&figs) {
+            v.push(f.ours);
+        }
+        if let Some(p) = &python {
             eprintln!("  PyTorch workloads with {p}");
             match run_torch(p) {
-                Ok(t) => Some(t),
+                Ok(t) => {
+                    for (k, v) in t {
+                        theirs.entry(k).or_default().push(v);
+                    }
+                }
                 Err(e) => {
                     eprintln!("error: {e}");
                     return ExitCode::FAILURE;
                 }
             }
         }
-        None => None,
-    };
+    }
+    for (f, v) in figs.iter_mut().zip(&mut ours) {
+        f.ours = median(v);
+    }
+    let torch: Option<BTreeMap<String, f64>> = python.is_some().then(|| {
+        theirs
+            .iter_mut()
+            .map(|(k, v)| (k.clone(), median(v)))
+            .collect()
+    });
     println!(
         "{:<40} {:>12} {:>12} {:>8}  {:<8} target",
         "figure", "amp", "pytorch", "ratio", "unit"
@@ -384,12 +419,21 @@ pub fn run(args: &[String]) -> ExitCode {
             f.target
         );
     }
+    if rounds > 1 {
+        println!("each figure: the median of {rounds} rounds (ours and PyTorch's alternating)");
+    }
     if torch.is_none() {
         println!("PyTorch comparison skipped: pass --torch PYTHON (or set AMP_BENCH_TORCH) to run the same workloads in PyTorch.");
     } else {
         println!("ratio = how many times better amp is (time: torch/amp; throughput: amp/torch). Digits: ours trains on the real data, PyTorch's script on random data of the same shape.");
     }
     ExitCode::SUCCESS
+}
+
+/// The median of `v` (the upper middle of an even count).
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 fn rayon_threads() -> usize {
