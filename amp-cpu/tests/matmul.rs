@@ -15,7 +15,7 @@ fn dot_tol(dtype: DType, k: usize) -> Tolerance {
     tol(dtype).scale_abs((k as f64).sqrt().max(1.0) * 4.0)
 }
 
-/// (m, k, n): tiles are 4×16, 6×16 and 12×32, blocks KC = 256, MC ≤ 192.
+/// (m, k, n): tiles are 4×16, 6×16 and 12×32, blocks KC = 256 (512 for AMX), MC ≤ 192.
 const SHAPES: &[(usize, usize, usize)] = &[
     (1, 1, 1),
     (0, 3, 4),
@@ -27,6 +27,7 @@ const SHAPES: &[(usize, usize, usize)] = &[
     (64, 300, 65),
     (7, 4096, 9),
     (200, 40, 97),
+    (45, 1100, 70),
 ];
 
 on_every_cpu_path!(
@@ -163,7 +164,7 @@ on_every_cpu_path!(
                 (vec![2, 7], 64, 33),
                 (vec![300], 256, 260),
                 (vec![64], 300, 600),
-                (vec![530], 300, 70),
+                (vec![530], 600, 70),
             ]
             .into_iter()
             .enumerate()

@@ -193,8 +193,8 @@ on_every_cpu_path!(
     |device: &Device| -> Result<()> {
         let backend = device.backend();
         let reference = common::reference();
-        // One depth block (written from per-block tiles, also in parallel) and two.
-        for (i, &(m, k, n)) in [(7, 33, 45), (300, 256, 290), (64, 300, 70)]
+        // One depth block (written from per-block tiles, also in parallel) and two (AMX too).
+        for (i, &(m, k, n)) in [(7, 33, 45), (300, 256, 290), (64, 600, 70)]
             .iter()
             .enumerate()
         {

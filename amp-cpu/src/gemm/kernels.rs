@@ -156,8 +156,8 @@ impl Kernel {
 }
 
 impl Kernel {
-    /// `c[r·ldc + j] += Σ_p A[r][p] · B[p][j]` on the AMX panels: A is `[32][kd]`
-    /// (row-major bf16 bits), B `[kd/2][32][2]` (pair-interleaved), `kd` a
+    /// `c[r·ldc + j] += Σ_p A[r][p] · B[p][j]` on the AMX panels: A is
+    /// `[kd/32][32][32]` (bf16 bits, tile by tile), B `[kd/2][32][2]` (pair-interleaved), `kd` a
     /// multiple of 32. Products are exact and accumulate in f32 (`tdpbf16ps`:
     /// round to nearest even, subnormal inputs and outputs flushed to zero).
     ///
@@ -348,7 +348,8 @@ mod x86 {
     ///
     /// # Safety
     /// AMX-TILE and AMX-BF16 available with the tile state permitted; `a` holds `32·kd`
-    /// bf16 values (row-major, row stride `kd`), `b` `panels·32·kd` (consecutive
+    /// bf16 values as consecutive 16 × 32 tiles (`[kd/32][32 rows][32]`: rows 0–15,
+    /// then rows 16–31 of each 32-deep step; one tile row is one cache line), `b` `panels·32·kd` (consecutive
     /// pair-interleaved panels), `kd` a positive multiple of 32, `panels ≥ 1`; `c`
     /// holds 32 rows of stride `ldc` floats with at least `panels·32` columns each.
     /// With `zero`, the accumulators start at zero and C is only written.
@@ -362,11 +363,10 @@ mod x86 {
         zero: bool,
     ) {
         let cfg = TileConfig::eight_full_tiles();
-        let stride_a = kd * 2;
         let stride_c = ldc * 4;
         // SAFETY: the caller guarantees the AMX features and the extents. Per panel,
-        // A rows are read at a + r·kd + k (r < 32, k < kd; the A pointers step back
-        // by one row after each panel), B pair rows at b + (k/2)·64 (+32 for columns
+        // A tiles are read at a + (k/32)·1024 (+512 for rows 16..31), 32 values per
+        // row (the A pointer steps back to the panel's start after each B panel), B pair rows at b + (k/2)·64 (+32 for columns
         // 16..31; b runs on through the consecutive panels), and C rows r < 32 at
         // c + r·ldc, 32 floats per panel, read (unless `zero`) and written. The tiles are configured
         // at the start and released before the block ends, so no tile state outlives
@@ -395,11 +395,10 @@ mod x86 {
                 "tdpbf16ps tmm0, tmm4, tmm6",
                 "tileloadd tmm7, [{b} + {sb}*1 + 64]",
                 "tdpbf16ps tmm1, tmm4, tmm7",
-                "tileloadd tmm5, [{a2} + {sa}*1]",
+                "tileloadd tmm5, [{a} + {sa}*1 + 1024]",
                 "tdpbf16ps tmm2, tmm5, tmm6",
                 "tdpbf16ps tmm3, tmm5, tmm7",
-                "add {a}, 64",
-                "add {a2}, 64",
+                "add {a}, 2048",
                 "add {b}, 2048",
                 "sub {n}, 1",
                 "jnz 2b",
@@ -407,8 +406,7 @@ mod x86 {
                 "tilestored [{c} + {sc}*1 + 64], tmm1",
                 "tilestored [{c2} + {sc}*1], tmm2",
                 "tilestored [{c2} + {sc}*1 + 64], tmm3",
-                "sub {a}, {sa}",
-                "sub {a2}, {sa}",
+                "sub {a}, {rewind}",
                 "add {c}, 128",
                 "add {c2}, 128",
                 "sub {panels}, 1",
@@ -416,12 +414,12 @@ mod x86 {
                 "tilerelease",
                 cfg = in(reg) &cfg as *const TileConfig,
                 a = inout(reg) a => _,
-                a2 = inout(reg) a.add(16 * kd) => _,
                 b = inout(reg) b => _,
                 n = out(reg) _,
                 kblocks = in(reg) kd / 32,
                 panels = inout(reg) panels => _,
-                sa = in(reg) stride_a,
+                sa = in(reg) 64usize,
+                rewind = in(reg) kd * 64,
                 sb = in(reg) 128usize,
                 c = inout(reg) c => _,
                 c2 = inout(reg) c.add(16 * ldc) => _,
