@@ -28,6 +28,8 @@ const SHAPES: &[(usize, usize, usize)] = &[
     (7, 4096, 9),
     (200, 40, 97),
     (45, 1100, 70),
+    // Rows 1 KiB apart: the product's row stride gets one cache line more.
+    (40, 300, 256),
 ];
 
 on_every_cpu_path!(
