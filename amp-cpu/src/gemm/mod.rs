@@ -1089,9 +1089,30 @@ impl Packer<bf16> for AmxPacker {
                     }
                 }
             } else {
-                // Strided along the depth (a transposed A): read along the lines.
-                for p in 0..depth {
-                    let s = base + q * width * x_stride + p * p_stride;
+                // Strided along the depth (a transposed A): 32 × 32 blocks
+                // transposed in registers where whole, else read along the lines.
+                let s0 = base + q * width * x_stride;
+                let mut p0 = 0;
+                #[cfg(target_arch = "x86_64")]
+                if x_stride == 1 && lines == 32 && std::arch::is_x86_feature_detected!("avx512bw") {
+                    while p0 + 32 <= depth {
+                        let s = s0 + p0 * p_stride;
+                        assert!(s + 31 * p_stride + 32 <= data.len());
+                        let dst = &mut panel[at(0, p0)..at(0, p0) + 1024];
+                        // SAFETY: AVX-512F/BW detected above; 32 rows of 32 values
+                        // at stride p_stride from s lie inside `data` (checked); 1024 written.
+                        unsafe {
+                            x86::transpose_32x32(
+                                data.as_ptr().add(s) as *const u16,
+                                p_stride,
+                                dst.as_mut_ptr(),
+                            )
+                        };
+                        p0 += 32;
+                    }
+                }
+                for p in p0..depth {
+                    let s = s0 + p * p_stride;
                     for r in 0..lines {
                         panel[at(r, p)] = data[s + r * x_stride].to_bits();
                     }
@@ -1404,6 +1425,69 @@ mod x86 {
             _mm512_storeu_si512(out as *mut _, _mm512_permutex2var_epi16(a, il, b));
             _mm512_storeu_si512(out.add(32) as *mut _, _mm512_permutex2var_epi16(a, ih, b));
         }
+    }
+
+    /// `dst[r·32 + p] = src[p·stride + r]` for `r, p < 32`: a 32 × 32 block of
+    /// 16-bit values transposed (an A panel's 32-deep step from a transposed
+    /// A, a weight gradient's `gᵀ`). Rows `p` are first interleaved in pairs
+    /// (32-bit values `(src[2q][r], src[2q+1][r])`), then the two 16 × 16
+    /// matrices of pairs are transposed (32-bit, 64-bit, then 128-bit lane
+    /// shuffles).
+    ///
+    /// # Safety
+    /// AVX-512F/BW available; `src` holds 32 rows of 32 values at `stride`, `dst` 1024 values.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub unsafe fn transpose_32x32(src: *const u16, stride: usize, dst: *mut u16) {
+        // SAFETY: extents as stated in the contract.
+        unsafe {
+            let mut lo = [_mm512_setzero_si512(); 16];
+            let mut hi = [_mm512_setzero_si512(); 16];
+            for q in 0..16 {
+                let a = _mm512_loadu_si512(src.add(2 * q * stride) as *const _);
+                let b = _mm512_loadu_si512(src.add((2 * q + 1) * stride) as *const _);
+                // Pair s = 4L + e of lane L: r = 8L + e (lo), 8L + 4 + e (hi).
+                lo[q] = _mm512_unpacklo_epi16(a, b);
+                hi[q] = _mm512_unpackhi_epi16(a, b);
+            }
+            for (half, v) in [lo, hi].iter().enumerate() {
+                let w = transpose_16x16_epi32(v);
+                for (s, row) in w.iter().enumerate() {
+                    let r = 8 * (s / 4) + 4 * half + s % 4;
+                    _mm512_storeu_si512(dst.add(32 * r) as *mut _, *row);
+                }
+            }
+        }
+    }
+
+    /// `w[j]` holds element `j` of every `v[i]` (a 16 × 16 transpose of 32-bit values).
+    #[target_feature(enable = "avx512f")]
+    fn transpose_16x16_epi32(v: &[__m512i; 16]) -> [__m512i; 16] {
+        let mut a = [_mm512_setzero_si512(); 16];
+        for i in 0..8 {
+            a[2 * i] = _mm512_unpacklo_epi32(v[2 * i], v[2 * i + 1]);
+            a[2 * i + 1] = _mm512_unpackhi_epi32(v[2 * i], v[2 * i + 1]);
+        }
+        // b[4i + c], lane L: element 4L + c of v[4i..4i + 4].
+        let mut b = [_mm512_setzero_si512(); 16];
+        for i in 0..4 {
+            b[4 * i] = _mm512_unpacklo_epi64(a[4 * i], a[4 * i + 2]);
+            b[4 * i + 1] = _mm512_unpackhi_epi64(a[4 * i], a[4 * i + 2]);
+            b[4 * i + 2] = _mm512_unpacklo_epi64(a[4 * i + 1], a[4 * i + 3]);
+            b[4 * i + 3] = _mm512_unpackhi_epi64(a[4 * i + 1], a[4 * i + 3]);
+        }
+        // w[4L + c] gathers lane L of b[c], b[4 + c], b[8 + c], b[12 + c].
+        let mut w = [_mm512_setzero_si512(); 16];
+        for c in 0..4 {
+            let t0 = _mm512_shuffle_i32x4::<0x44>(b[c], b[4 + c]);
+            let t1 = _mm512_shuffle_i32x4::<0xEE>(b[c], b[4 + c]);
+            let t2 = _mm512_shuffle_i32x4::<0x44>(b[8 + c], b[12 + c]);
+            let t3 = _mm512_shuffle_i32x4::<0xEE>(b[8 + c], b[12 + c]);
+            w[c] = _mm512_shuffle_i32x4::<0x88>(t0, t2);
+            w[4 + c] = _mm512_shuffle_i32x4::<0xDD>(t0, t2);
+            w[8 + c] = _mm512_shuffle_i32x4::<0x88>(t1, t3);
+            w[12 + c] = _mm512_shuffle_i32x4::<0xDD>(t1, t3);
+        }
+        w
     }
 
     /// f32 lanes rounded to bf16 bits (nearest even; NaN keeps its high payload,
