@@ -271,8 +271,9 @@ fn large_square_products_run_in_parallel_and_match_reference() -> Result<()> {
 on_every_cpu_path!(
     narrow_products_match_reference,
     |device: &Device| -> Result<()> {
-        // n ≤ 16 takes the dot-product path at AVX-512 and above: depths around its
-        // 16-lane steps and 512-deep blocks, odd row counts (row pairs), a parallel size.
+        // n ≤ 16 takes the dot-product path at AVX-512 and above (bf16 with a depth of
+        // whole 32-steps: AMX tiles): depths around its 16-lane steps and 512-deep
+        // blocks, odd row counts (row pairs), a parallel size.
         for dtype in FLOATS {
             for (i, &(m, k, n)) in [
                 (1, 1, 1),
@@ -283,6 +284,9 @@ on_every_cpu_path!(
                 (256, 1024, 10),
                 (2, 16, 16),
                 (4, 33, 17),
+                // Depths of whole 32-steps take AMX tiles for bf16: 64-row groups and a rest.
+                (70, 64, 16),
+                (130, 32, 5),
             ]
             .iter()
             .enumerate()

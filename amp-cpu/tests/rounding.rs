@@ -84,8 +84,9 @@ on_every_cpu_path!(
             (33, 300, 65),
             (40, 600, 700),
             (300, 130, 290),
-            // Narrow: the dot-product path reads B (f32) rounded too.
+            // Narrow: the dot-product path reads B (f32) rounded too (and AMX tiles).
             (37, 600, 10),
+            (70, 640, 10),
         ]
         .iter()
         .enumerate()

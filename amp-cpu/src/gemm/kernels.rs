@@ -241,6 +241,36 @@ impl Kernel {
     }
 }
 
+/// `c[r][j] = Σ_p A[r][p] · B[p][j]` for 64 rows of A and 16 columns, on AMX
+/// tiles: A is read in place (`lda` elements between rows, `kd` a multiple of
+/// 32 contiguous values per row), B is `[kd/32]` tiles of 16 pairs × 16
+/// columns × 2 (1024 values each), `c` 64 rows × 16 floats. The narrow
+/// products' path: one B tile serves four row tiles.
+///
+/// Panics (internal invariants) if AMX is not the ISA in use or a slice is too short.
+pub(crate) fn amx_rows_64(
+    isa: crate::isa::Isa,
+    kd: usize,
+    a: &[u16],
+    lda: usize,
+    b: &[u16],
+    c: &mut [f32; 64 * 16],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        assert!(isa >= crate::isa::Isa::Amx && kd.is_multiple_of(32) && kd > 0 && lda >= kd);
+        assert!(a.len() >= 63 * lda + kd && b.len() >= 32 * kd);
+        // SAFETY: AMX was detected and permitted (the ISA in use is at least Amx,
+        // which is only detected then); the extents were checked above.
+        unsafe { x86::amx_64x16(kd, a.as_ptr(), lda * 2, b.as_ptr(), c.as_mut_ptr()) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (isa, kd, a, lda, b, c);
+        unreachable!("the AMX kernel exists on x86-64 only");
+    }
+}
+
 /// A 32 × 32 f32 tile on a cache-line boundary (what `tilestored` writes).
 #[cfg(target_arch = "x86_64")]
 #[repr(C, align(64))]
@@ -425,6 +455,70 @@ mod x86 {
                 c2 = inout(reg) c.add(16 * ldc) => _,
                 sc = in(reg) stride_c,
                 zero = in(reg) zero as usize,
+                options(nostack),
+            );
+        }
+    }
+
+    /// 64 rows × 16 columns: four accumulator tiles share each B tile, A tiles
+    /// are loaded straight from the rows of A (tile 4 is reused for the fourth
+    /// row tile once the first product has read it).
+    ///
+    /// # Safety
+    /// AMX-TILE and AMX-BF16 available with the tile state permitted; `a` holds 64
+    /// rows `lda_bytes` apart of `kd` bf16 values (`kd` a positive multiple of 32),
+    /// `b` `kd/32` consecutive 1 KiB tiles, `c` 64 × 16 floats.
+    pub unsafe fn amx_64x16(
+        kd: usize,
+        a: *const u16,
+        lda_bytes: usize,
+        b: *const u16,
+        c: *mut f32,
+    ) {
+        let cfg = TileConfig::eight_full_tiles();
+        // SAFETY: the caller guarantees the AMX features and the extents: A tile q
+        // reads rows 16q..16q+15 at a + row·lda_bytes + 2·k (k < kd), B tiles
+        // b + (k/32)·1024 bytes; C is written as four 16 × 16 tiles of 64-byte rows.
+        // The tiles are configured at the start and released before the block ends.
+        unsafe {
+            std::arch::asm!(
+                "ldtilecfg [{cfg}]",
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                "2:",
+                "tileloadd tmm7, [{b} + {s64}*1]",
+                "tileloadd tmm4, [{a0} + {lda}*1]",
+                "tdpbf16ps tmm0, tmm4, tmm7",
+                "tileloadd tmm5, [{a1} + {lda}*1]",
+                "tdpbf16ps tmm1, tmm5, tmm7",
+                "tileloadd tmm6, [{a2} + {lda}*1]",
+                "tdpbf16ps tmm2, tmm6, tmm7",
+                "tileloadd tmm4, [{a3} + {lda}*1]",
+                "tdpbf16ps tmm3, tmm4, tmm7",
+                "add {a0}, 64",
+                "add {a1}, 64",
+                "add {a2}, 64",
+                "add {a3}, 64",
+                "add {b}, 1024",
+                "sub {n}, 1",
+                "jnz 2b",
+                "tilestored [{c} + {s64}*1], tmm0",
+                "tilestored [{c} + {s64}*1 + 1024], tmm1",
+                "tilestored [{c} + {s64}*1 + 2048], tmm2",
+                "tilestored [{c} + {s64}*1 + 3072], tmm3",
+                "tilerelease",
+                cfg = in(reg) &cfg as *const TileConfig,
+                a0 = inout(reg) a => _,
+                a1 = inout(reg) (a as *const u8).add(16 * lda_bytes) => _,
+                a2 = inout(reg) (a as *const u8).add(32 * lda_bytes) => _,
+                a3 = inout(reg) (a as *const u8).add(48 * lda_bytes) => _,
+                b = inout(reg) b => _,
+                n = inout(reg) kd / 32 => _,
+                lda = in(reg) lda_bytes,
+                s64 = in(reg) 64usize,
+                c = in(reg) c,
                 options(nostack),
             );
         }
