@@ -284,9 +284,10 @@ on_every_cpu_path!(
                 (256, 1024, 10),
                 (2, 16, 16),
                 (4, 33, 17),
-                // Depths of whole 32-steps take AMX tiles for bf16: 64-row groups and a rest.
-                (70, 64, 16),
-                (130, 32, 5),
+                // Depths of whole 32-steps past one 512-deep block take AMX tiles for
+                // bf16: 64-row groups and a rest.
+                (70, 576, 16),
+                (130, 544, 5),
             ]
             .iter()
             .enumerate()

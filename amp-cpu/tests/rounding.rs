@@ -227,3 +227,40 @@ on_every_cpu_path!(
         Ok(())
     }
 );
+
+on_every_cpu_path!(
+    overlapping_rows_of_a_match_the_reference,
+    |device: &Device| -> Result<()> {
+        // One row of A read 70 times (row stride 0, as a broadcast view): paths that
+        // read A's rows in place must not assume they are disjoint.
+        let backend = device.backend();
+        let reference = common::reference();
+        // (Depths past 512 reach the narrow AMX path, which reads rows in place.)
+        for (i, &(k, n)) in [(64usize, 10usize), (640, 10), (300, 40)]
+            .iter()
+            .enumerate()
+        {
+            for dtype in [DType::BF16, DType::F16, DType::F32] {
+                let a = tensor(device, &[1, k], dtype, 80 + i as u64)?;
+                let b = tensor(device, &[k, n], dtype, 90 + i as u64)?;
+                let la = Layout::new(vec![1, 70, k], vec![0, 0, 1], 0);
+                let (sa, sb) = (a.storage(), b.storage());
+                let got = backend.matmul((&sa, &la), (&sb, &as3(&b)), DType::F32)?;
+                let got = Tensor::from_host(got.host("test")?.clone(), &[70, n], &reference)?;
+                let (ra, rb) = (a.to_device(&reference)?, b.to_device(&reference)?);
+                let (sa, sb) = (ra.storage(), rb.storage());
+                let want = reference
+                    .backend()
+                    .matmul((&sa, &la), (&sb, &as3(&rb)), DType::F32)?;
+                let want = Tensor::from_host(want.host("test")?.clone(), &[70, n], &reference)?;
+                common::check(
+                    &format!("{dtype} 70x{k}x{n}, A rows overlapping"),
+                    &got,
+                    &want,
+                    common::tol(DType::F32).scale_abs((k as f64).sqrt() * 4.0),
+                )?;
+            }
+        }
+        Ok(())
+    }
+);

@@ -71,7 +71,8 @@ pub(crate) fn gemm_narrow<T: F32Convert>(
                     let count = rows.len() / n;
                     let start = a_base + g * 64 * a16.row_stride;
                     let mut out = [0f32; 64 * 16];
-                    if count == 64 {
+                    // Rows read in place unless they overlap (a broadcast A, stride < k).
+                    if count == 64 && a16.row_stride >= k {
                         let a_rows = &a16.data[start..start + 63 * a16.row_stride + k];
                         // SAFETY: bf16 is a 16-bit transparent wrapper, read as its bits.
                         let a_bits = unsafe {
@@ -86,7 +87,7 @@ pub(crate) fn gemm_narrow<T: F32Convert>(
                             &mut out,
                         );
                     } else {
-                        // The last rows, zero-padded to 64.
+                        // The last rows (or overlapping ones), copied and zero-padded to 64.
                         let mut pad = vec![0u16; 64 * k];
                         for (r, line) in pad.chunks_mut(k).take(count).enumerate() {
                             let s = start + r * a16.row_stride;
