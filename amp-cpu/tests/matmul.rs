@@ -86,6 +86,12 @@ on_every_cpu_path!(
                 &ra.matmul(&rb)?,
                 dot_tol(dtype, 40),
             )?;
+            // An empty batch: an empty product of the right shape.
+            let a = Tensor::randn(&[0, 5, 40], dtype, device, 8)?;
+            let b = Tensor::randn(&[0, 40, 33], dtype, device, 9)?;
+            let c = a.matmul(&b)?;
+            assert_eq!(c.dims(), &[0, 5, 33]);
+            assert_eq!(c.to_f64_vec()?.len(), 0);
             // Vector operands.
             let v = Tensor::randn(&[40], dtype, device, 5)?;
             let rv = v.to_device(&reference())?;

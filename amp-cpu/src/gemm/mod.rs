@@ -225,7 +225,7 @@ pub(crate) fn gemm_finished<'b, T: F32Convert, D: F32Convert + Send + Sync>(
     if let Some(mut c) = narrow::gemm_narrow(isa, &a, b, batch, m, k, n) {
         return write_rows(isa, &mut c, batch, m, m, n, n, finish);
     }
-    if m * n == 0 || k == 0 {
+    if batch * m * n == 0 || k == 0 {
         let mut c = vec![0f32; batch * m * n];
         return write_rows(isa, &mut c, batch, m, m, n, n, finish);
     }
