@@ -153,15 +153,9 @@ impl CpuBackend {
             let a = Operand { data: a, offset: la.offset(), batch_stride: ta[0], row_stride: ta[1], col_stride: ta[2] };
             let b = b_side::<S>(hb, lb.offset(), tb[0], tb[1], tb[2], rounded);
             match out {
-                DType::BF16 => HostStorage::BF16(gemm::gemm_out::<S, amp_dtype::bf16>(self.isa, a, b, batch, m, k, n)),
-                DType::F16 => HostStorage::F16(gemm::gemm_out::<S, amp_dtype::f16>(self.isa, a, b, batch, m, k, n)),
-                DType::F32 => {
-                    let keep = &|_: usize, _: &mut [f32]| {};
-                    HostStorage::F32(
-                        gemm::gemm_out_in_cache::<S, f32>(self.isa, &a, b, batch, m, k, n, keep)
-                            .unwrap_or_else(|| gemm::gemm::<S>(self.isa, a, b, batch, m, k, n)),
-                    )
-                }
+                DType::BF16 => HostStorage::BF16(gemm::gemm_finished::<S, amp_dtype::bf16>(self.isa, a, b, batch, m, k, n, &|_, _| {})),
+                DType::F16 => HostStorage::F16(gemm::gemm_finished::<S, amp_dtype::f16>(self.isa, a, b, batch, m, k, n, &|_, _| {})),
+                DType::F32 => HostStorage::F32(gemm::gemm::<S>(self.isa, a, b, batch, m, k, n)),
                 _ => {
                     let c = HostStorage::F32(gemm::gemm::<S>(self.isa, a, b, batch, m, k, n));
                     elementwise::cast_range(self.isa, &c, 0, c.len(), out)

@@ -187,20 +187,6 @@ pub(crate) fn gemm<'b, T: F32Convert>(
     gemm_finished(isa, a, b, batch, m, k, n, &|_, _| {})
 }
 
-/// `a · b` like [`gemm`], rounded once to `D` (bf16 or f16).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm_out<'b, T: F32Convert, D: F32Convert + Send + Sync>(
-    isa: Isa,
-    a: Operand<'_, T>,
-    b: impl Into<BSide<'b, T>>,
-    batch: usize,
-    m: usize,
-    k: usize,
-    n: usize,
-) -> Vec<D> {
-    gemm_finished(isa, a, b, batch, m, k, n, &|_, _| {})
-}
-
 /// `a · b` with `finish` applied in f32 to every output row segment, then
 /// written as `D` (rounded once for bf16/f16). A product that fits
 /// [`gemm_out_in_cache`] is finished there; every other one accumulates in
@@ -241,6 +227,30 @@ pub(crate) fn gemm_finished<'b, T: F32Convert, D: F32Convert + Send + Sync>(
     write_rows(isa, &mut c, batch, m, mp, n, ldc, finish)
 }
 
+/// `finish(col0, vals)`, then `vals` written to `dst` as `D`: copied when `D`
+/// is f32, else rounded once through `rounded` (at least `vals.len()` long).
+#[allow(clippy::too_many_arguments)]
+fn finish_into<D: F32Convert>(
+    isa: Isa,
+    finish: &Finish<'_>,
+    col0: usize,
+    vals: &mut [f32],
+    rounded: &mut [D],
+    dst: &mut [MaybeUninit<D>],
+    stream: bool,
+) {
+    finish(col0, vals);
+    let len = vals.len();
+    let src: &[D] = if D::DTYPE == amp_dtype::DType::F32 {
+        // SAFETY: D is f32 (the only element type whose DTYPE is F32).
+        unsafe { std::slice::from_raw_parts(vals.as_ptr() as *const D, len) }
+    } else {
+        D::store(isa, vals, &mut rounded[..len]);
+        &rounded[..len]
+    };
+    crate::elementwise::write_uninit(isa, dst, src, stream);
+}
+
 /// The row stride of a product with `n` columns: whole panels of `nr`, plus
 /// one cache line when the rows would be a multiple of 1 KiB apart — then
 /// every row of a tile would map to the same few L1 sets (a 2048-wide
@@ -278,16 +288,7 @@ fn write_rows<D: F32Convert + Send + Sync>(
     let group = |(src, dst): (&mut [f32], &mut [MaybeUninit<D>])| {
         let mut rounded = vec![D::from_f32(0.0); if f32_out { 0 } else { n }];
         for (src, dst) in src.chunks_mut(ldc).zip(dst.chunks_mut(n)) {
-            let src = &mut src[..n];
-            finish(0, src);
-            let vals: &[D] = if f32_out {
-                // SAFETY: D is f32 (the only element type whose DTYPE is F32).
-                unsafe { std::slice::from_raw_parts(src.as_ptr() as *const D, n) }
-            } else {
-                D::store(isa, src, &mut rounded);
-                &rounded
-            };
-            crate::elementwise::write_uninit(isa, dst, vals, stream);
+            finish_into(isa, finish, 0, &mut src[..n], &mut rounded, dst, stream);
         }
         if stream {
             crate::elementwise::stream_fence(isa);
@@ -437,16 +438,8 @@ fn gemm_direct<TA: Sync, TB: Sync, P: Packer<TA, TB>, D: F32Convert + Send + Syn
             let mut rounded = vec![D::from_f32(0.0); if f32_out { 0 } else { nc }];
             for r in 0..mc {
                 let row = &mut tile[r * ldt..r * ldt + nc];
-                finish(j0, row);
-                let src: &[D] = if f32_out {
-                    // SAFETY: D is f32 (the only element type whose DTYPE is F32).
-                    unsafe { std::slice::from_raw_parts(row.as_ptr() as *const D, nc) }
-                } else {
-                    D::store(isa, row, &mut rounded);
-                    &rounded
-                };
                 let dst = &mut rows_out[r * n + j0..r * n + j0 + nc];
-                crate::elementwise::write_uninit(isa, dst, src, stream);
+                finish_into(isa, finish, j0, row, &mut rounded, dst, stream);
             }
             if stream {
                 crate::elementwise::stream_fence(isa);
@@ -667,9 +660,15 @@ fn round_strips<D: F32Convert + Send + Sync>(
             let cols = width.min(n - j);
             let v = &mut vals[..cols];
             v.copy_from_slice(&local[i * width..i * width + cols]);
-            finish(j, v);
-            D::store(isa, v, &mut rounded[..cols]);
-            crate::elementwise::write_uninit(isa, &mut row[j..j + cols], &rounded[..cols], stream);
+            finish_into(
+                isa,
+                finish,
+                j,
+                v,
+                &mut rounded,
+                &mut row[j..j + cols],
+                stream,
+            );
         }
         if stream {
             crate::elementwise::stream_fence(isa);
