@@ -259,8 +259,6 @@ pub(crate) fn amx_rows_64(
     }
 }
 
-/// A 32 × 32 f32 tile on a cache-line boundary (what `tilestored` writes).
-#[cfg(target_arch = "x86_64")]
 fn portable(kc: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize, overwrite: bool) {
     const MR: usize = 4;
     const NR: usize = 16;
