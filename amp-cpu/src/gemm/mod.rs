@@ -1570,6 +1570,109 @@ mod x86 {
         }
     }
 
+    /// One 32-deep step of a narrow product's B tile (16 pairs × 16 columns,
+    /// `dst[32q + 2j + e]` = value `2q + e` of column `j`) from `lines ≤ 16`
+    /// columns of 32 contiguous bf16 values at `stride`; columns past `lines` are 0.
+    ///
+    /// # Safety
+    /// AVX-512F available; each column at `src + j·stride` (`j < lines`) holds 32
+    /// values; `dst` holds 512.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn column_pair_tile_bits(
+        src: *const u16,
+        stride: usize,
+        lines: usize,
+        dst: *mut u16,
+    ) {
+        // SAFETY: extents as stated in the contract.
+        unsafe {
+            let mut v = [_mm512_setzero_si512(); 16];
+            for (j, v) in v.iter_mut().enumerate().take(lines) {
+                // 32 bf16 values: 16 pairs, pair q in 32-bit lane q.
+                *v = _mm512_loadu_si512(src.add(j * stride) as *const _);
+            }
+            store_pair_tile(&v, dst);
+        }
+    }
+
+    /// [`column_pair_tile_bits`] from f32 columns, rounded to bf16 (nearest even).
+    ///
+    /// # Safety
+    /// AVX-512F/BW available; each column at `src + j·stride` (`j < lines`) holds
+    /// 32 values; `dst` holds 512.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub unsafe fn column_pair_tile_rounded(
+        src: *const f32,
+        stride: usize,
+        lines: usize,
+        dst: *mut u16,
+    ) {
+        // SAFETY: extents as stated in the contract.
+        unsafe {
+            let mut even = [0i16; 32];
+            for (j, e) in even.iter_mut().enumerate() {
+                *e = 2 * j as i16;
+            }
+            let idx = _mm512_loadu_si512(even.as_ptr() as *const _);
+            let mut v = [_mm512_setzero_si512(); 16];
+            for (j, v) in v.iter_mut().enumerate().take(lines) {
+                let line = src.add(j * stride);
+                let a = round_bf16(_mm512_loadu_si512(line as *const _));
+                let b = round_bf16(_mm512_loadu_si512(line.add(16) as *const _));
+                *v = _mm512_permutex2var_epi16(a, idx, b);
+            }
+            store_pair_tile(&v, dst);
+        }
+    }
+
+    /// `dst[32q + 2j + e]` = 32-bit lane `q` of `v[j]`.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn store_pair_tile(v: &[__m512i; 16], dst: *mut u16) {
+        // SAFETY: `dst` holds 512 values (the callers' contracts).
+        unsafe {
+            for (q, w) in transpose_16x16_epi32(v).iter().enumerate() {
+                _mm512_storeu_si512(dst.add(32 * q) as *mut _, *w);
+            }
+        }
+    }
+
+    /// One pair row of a narrow product's B tile from two rows of bf16 bits:
+    /// `dst[2j + e] = row_e[j]` for `j < n`, 0 for `n ≤ j < 16`.
+    ///
+    /// # Safety
+    /// AVX-512F/BW/VL available; `n ≤ 16`; `r0`, `r1` hold `n` values, `dst` 32.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub unsafe fn row_pair_bits(r0: *const u16, r1: *const u16, n: usize, dst: *mut u16) {
+        let m = ((1u32 << n) - 1) as __mmask16;
+        // SAFETY: extents as stated in the contract; masked-off lanes are not read.
+        unsafe {
+            let a = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, r0 as *const i16));
+            let b = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, r1 as *const i16));
+            _mm512_storeu_si512(
+                dst as *mut _,
+                _mm512_or_si512(a, _mm512_slli_epi32::<16>(b)),
+            );
+        }
+    }
+
+    /// [`row_pair_bits`] from two f32 rows, rounded to bf16 (nearest even).
+    ///
+    /// # Safety
+    /// AVX-512F available; `n ≤ 16`; `r0`, `r1` hold `n` values, `dst` 32.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn row_pair_rounded(r0: *const f32, r1: *const f32, n: usize, dst: *mut u16) {
+        let m = ((1u32 << n) - 1) as __mmask16;
+        // SAFETY: extents as stated in the contract; masked-off lanes are not read.
+        unsafe {
+            let a = round_bf16(_mm512_maskz_loadu_epi32(m, r0 as *const i32));
+            let b = round_bf16(_mm512_maskz_loadu_epi32(m, r1 as *const i32));
+            _mm512_storeu_si512(
+                dst as *mut _,
+                _mm512_or_si512(a, _mm512_slli_epi32::<16>(b)),
+            );
+        }
+    }
+
     /// `w[j]` holds element `j` of every `v[i]` (a 16 × 16 transpose of 32-bit values).
     #[target_feature(enable = "avx512f")]
     fn transpose_16x16_epi32(v: &[__m512i; 16]) -> [__m512i; 16] {

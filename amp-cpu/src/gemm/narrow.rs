@@ -12,7 +12,12 @@
 //! instead: B is packed once as 16-column tiles and each group of 64 rows of
 //! A is loaded straight from its storage as four row tiles against every B
 //! tile ([`super::kernels::amx_rows_64`]; measured, alternating binaries:
-//! `[256, 4096] · [4096, 10]` best 99 → 188 GFLOP/s).
+//! `[256, 4096] · [4096, 10]` best 99 → 188 GFLOP/s). B's tiles are packed
+//! in registers ([`pair_tiles_simd`]: 32-step register transposes of its
+//! columns, or rows interleaved in pairs) — element by element, packing was
+//! half the product's time (alternating binaries, slow phase of this box:
+//! bf16 `[256, 4096] · [4096, 10]` best 103 → 142 GFLOP/s, with an f32
+//! weight read transposed and rounded 84 → 160).
 
 use super::{BSide, Operand, PARALLEL_FLOPS};
 use crate::convert::F32Convert;
@@ -185,7 +190,7 @@ pub(crate) fn gemm_narrow<T: F32Convert>(
 /// [`super::kernels::amx_rows_64`], `bits` giving each value's bf16 bits: per
 /// 32-deep step, 16 pairs × 16 columns × 2, columns past `n` zero. B is read
 /// along whichever direction is contiguous.
-fn pair_tiles<E>(
+fn pair_tiles<E: F32Convert>(
     b: &Operand<'_, E>,
     bi: usize,
     k: usize,
@@ -194,6 +199,10 @@ fn pair_tiles<E>(
 ) -> super::Panels<u16> {
     let mut tiles = super::Panels::<u16>::new(k * 32);
     let base = b.offset + bi * b.batch_stride;
+    #[cfg(target_arch = "x86_64")]
+    if k.is_multiple_of(32) && pair_tiles_simd(b, base, k, n, &mut tiles) {
+        return tiles;
+    }
     // Value (p, j) goes to step p / 32, pair (p % 32) / 2, column j, half p % 2.
     let at = |p: usize, j: usize| (p / 32) * 512 + (p % 32) / 2 * 32 + j * 2 + p % 2;
     if b.row_stride == 1 && b.col_stride != 1 {
@@ -213,6 +222,78 @@ fn pair_tiles<E>(
         }
     }
     tiles
+}
+
+/// [`pair_tiles`] with AVX-512 (the AMX path's CPUs have it) for bf16 or f32
+/// (rounded) values: columns contiguous along the depth are transposed 32
+/// steps at a time in registers, contiguous rows interleaved in pairs. `false`
+/// (nothing written) when the layout or element type does not qualify.
+#[cfg(target_arch = "x86_64")]
+fn pair_tiles_simd<E: F32Convert>(
+    b: &Operand<'_, E>,
+    base: usize,
+    k: usize,
+    n: usize,
+    tiles: &mut [u16],
+) -> bool {
+    use super::x86;
+    if !(std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512vl"))
+        || n > MAX_N
+        || tiles.len() < k * 16
+    {
+        return false;
+    }
+    let (bits, f32s) = (E::as_bf16(b.data), E::as_f32(b.data));
+    if bits.is_none() && f32s.is_none() {
+        return false;
+    }
+    if b.row_stride == 1 && b.col_stride != 1 {
+        // Column j holds k contiguous values from base + j·col_stride.
+        if base + (n - 1) * b.col_stride + k > b.data.len() {
+            return false;
+        }
+        for (s, dst) in tiles[..k * 16].chunks_mut(512).enumerate() {
+            let first = base + 32 * s;
+            // SAFETY: AVX-512F/BW detected above; n ≤ 16 columns of 32 values from
+            // `first` at col_stride end inside the data (checked); 512 written.
+            unsafe {
+                if let Some(d) = bits {
+                    let src = d[first..].as_ptr() as *const u16;
+                    x86::column_pair_tile_bits(src, b.col_stride, n, dst.as_mut_ptr());
+                } else if let Some(d) = f32s {
+                    let src = d[first..].as_ptr();
+                    x86::column_pair_tile_rounded(src, b.col_stride, n, dst.as_mut_ptr());
+                }
+            }
+        }
+        return true;
+    }
+    if b.col_stride == 1 {
+        // Row p holds n contiguous values from base + p·row_stride.
+        if base + (k - 1) * b.row_stride + n > b.data.len() {
+            return false;
+        }
+        for p in (0..k).step_by(2) {
+            let (r0, r1) = (base + p * b.row_stride, base + (p + 1) * b.row_stride);
+            let dst = &mut tiles[(p / 32) * 512 + (p % 32) / 2 * 32..][..32];
+            // SAFETY: AVX-512F/BW/VL detected above; rows p and p + 1 < k hold n ≤ 16
+            // values inside the data (checked); 32 written.
+            unsafe {
+                if let Some(d) = bits {
+                    let (a, c) = (
+                        d[r0..].as_ptr() as *const u16,
+                        d[r1..].as_ptr() as *const u16,
+                    );
+                    x86::row_pair_bits(a, c, n, dst.as_mut_ptr());
+                } else if let Some(d) = f32s {
+                    x86::row_pair_rounded(d[r0..].as_ptr(), d[r1..].as_ptr(), n, dst.as_mut_ptr());
+                }
+            }
+        }
+        return true;
+    }
+    false
 }
 
 /// `bt[j·k + p] = widen(B[p][j])` for batch `bi`: B read row by row, in
