@@ -1112,9 +1112,22 @@ impl Packer<bf16> for AmxPacker {
             if p_stride == 1 {
                 for r in 0..lines {
                     let s = base + (q * width + r) * x_stride;
-                    for (t, run) in data[s..s + depth].chunks(32).enumerate() {
-                        let dst = &mut panel[at(r, 32 * t)..at(r, 32 * t) + run.len()];
+                    let runs = data[s..s + depth].chunks_exact(32);
+                    let (rest, whole) = (runs.remainder(), depth / 32);
+                    for (t, run) in runs.enumerate() {
+                        // Fixed-size copies: one vector move each, not a `memcpy` call
+                        // per 64 bytes (measured: 14% of a 2048³ product's time).
+                        let run: &[bf16; 32] = run.try_into().expect("32 values");
+                        let dst: &mut [u16; 32] = (&mut panel[at(r, 32 * t)..][..32])
+                            .try_into()
+                            .expect("32 values");
                         for (d, v) in dst.iter_mut().zip(run) {
+                            *d = v.to_bits();
+                        }
+                    }
+                    if !rest.is_empty() {
+                        let dst = &mut panel[at(r, 32 * whole)..][..rest.len()];
+                        for (d, v) in dst.iter_mut().zip(rest) {
                             *d = v.to_bits();
                         }
                     }
