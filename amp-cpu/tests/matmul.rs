@@ -291,7 +291,8 @@ on_every_cpu_path!(
                 (2, 16, 16),
                 (4, 33, 17),
                 // Depths of whole 32-steps past one 512-deep block take AMX tiles for
-                // bf16: 64-row groups and a rest.
+                // bf16: 16-row groups and a rest, an even (576) and an odd (544) count
+                // of 32-steps.
                 (70, 576, 16),
                 (130, 544, 5),
             ]

@@ -9,10 +9,11 @@
 //! With AVX512-BF16, bf16 products keep Bᵀ in bf16 and use `vdpbf16ps`: two
 //! products per lane and instruction, half the loads per product.
 //! With AMX and a depth of whole 32-steps, bf16 products run on tiles
-//! instead: B is packed once as 16-column tiles and each group of 64 rows of
-//! A is loaded straight from its storage as four row tiles against every B
-//! tile ([`super::kernels::amx_rows_64`]; measured, alternating binaries:
-//! `[256, 4096] · [4096, 10]` best 99 → 188 GFLOP/s). B's tiles are packed
+//! instead: B is packed once as 16-column tiles and each group of 16 rows of
+//! A is loaded straight from its storage as a row tile against every B
+//! tile ([`super::kernels::amx_rows_16`]; measured, alternating binaries:
+//! `[256, 4096] · [4096, 10]` best 99 → 188 GFLOP/s with 64-row groups, and
+//! 16-row groups +20% over those). B's tiles are packed
 //! in registers ([`pair_tiles_simd`]: 32-step register transposes of its
 //! columns, or rows interleaved in pairs) — element by element, packing was
 //! half the product's time (alternating binaries, slow phase of this box:
@@ -31,6 +32,8 @@ pub(crate) const MAX_N: usize = 16;
 const KB: usize = 512;
 /// Rows of A per parallel task.
 const ROWS_PER_TASK: usize = 16;
+/// Rows of A per AMX kernel call (one row tile).
+const AMX_ROWS: usize = 16;
 
 /// `[batch, m, n]` f32 product when it qualifies (AVX-512, `n ≤ MAX_N`, rows
 /// of A contiguous); `None` otherwise.
@@ -74,16 +77,16 @@ pub(crate) fn gemm_narrow<T: F32Convert>(
                 let a_base = a16.offset + bi * a16.batch_stride;
                 let task = |(g, rows): (usize, &mut [f32])| {
                     let count = rows.len() / n;
-                    let start = a_base + g * 64 * a16.row_stride;
-                    let mut out = [0f32; 64 * 16];
+                    let start = a_base + g * AMX_ROWS * a16.row_stride;
+                    let mut out = [0f32; AMX_ROWS * 16];
                     // Rows read in place unless they overlap (a broadcast A, stride < k).
-                    if count == 64 && a16.row_stride >= k {
-                        let a_rows = &a16.data[start..start + 63 * a16.row_stride + k];
+                    if count == AMX_ROWS && a16.row_stride >= k {
+                        let a_rows = &a16.data[start..start + (AMX_ROWS - 1) * a16.row_stride + k];
                         // SAFETY: bf16 is a 16-bit transparent wrapper, read as its bits.
                         let a_bits = unsafe {
                             std::slice::from_raw_parts(a_rows.as_ptr() as *const u16, a_rows.len())
                         };
-                        super::kernels::amx_rows_64(
+                        super::kernels::amx_rows_16(
                             isa,
                             k,
                             a_bits,
@@ -92,24 +95,24 @@ pub(crate) fn gemm_narrow<T: F32Convert>(
                             &mut out,
                         );
                     } else {
-                        // The last rows (or overlapping ones), copied and zero-padded to 64.
-                        let mut pad = vec![0u16; 64 * k];
+                        // The last rows (or overlapping ones), copied and zero-padded.
+                        let mut pad = vec![0u16; AMX_ROWS * k];
                         for (r, line) in pad.chunks_mut(k).take(count).enumerate() {
                             let s = start + r * a16.row_stride;
                             for (d, v) in line.iter_mut().zip(&a16.data[s..s + k]) {
                                 *d = v.to_bits();
                             }
                         }
-                        super::kernels::amx_rows_64(isa, k, &pad, k, &tiles, &mut out);
+                        super::kernels::amx_rows_16(isa, k, &pad, k, &tiles, &mut out);
                     }
                     for (r, dst) in rows.chunks_mut(n).enumerate() {
                         dst.copy_from_slice(&out[r * 16..r * 16 + n]);
                     }
                 };
                 if parallel {
-                    cb.par_chunks_mut(64 * n).enumerate().for_each(task);
+                    cb.par_chunks_mut(AMX_ROWS * n).enumerate().for_each(task);
                 } else {
-                    cb.chunks_mut(64 * n).enumerate().for_each(task);
+                    cb.chunks_mut(AMX_ROWS * n).enumerate().for_each(task);
                 }
             }
             return Some(c);
@@ -187,7 +190,7 @@ pub(crate) fn gemm_narrow<T: F32Convert>(
 }
 
 /// B (batch `bi`, `k × n`, `k` a multiple of 32) as the AMX B tiles of
-/// [`super::kernels::amx_rows_64`], `bits` giving each value's bf16 bits: per
+/// [`super::kernels::amx_rows_16`], `bits` giving each value's bf16 bits: per
 /// 32-deep step, 16 pairs × 16 columns × 2, columns past `n` zero. B is read
 /// along whichever direction is contiguous.
 fn pair_tiles<E: F32Convert>(
