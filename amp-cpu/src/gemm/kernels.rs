@@ -298,6 +298,26 @@ fn portable(kc: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize, overwrit
 mod x86 {
     use std::arch::x86_64::*;
 
+    /// Writes a 12 × 32 accumulator tile `acc` to C (row stride `ldc`): added to
+    /// C, or with `overwrite` stored over it unread. A macro, not a function:
+    /// a call (it was not inlined) spilled the 24 accumulators to the stack.
+    /// Used inside `unsafe` blocks whose contract covers 12 rows of 32 floats at `c`.
+    macro_rules! store_tile_12x32 {
+        ($acc:expr, $c:expr, $ldc:expr, $overwrite:expr) => {
+            for (r, row) in $acc.iter().enumerate() {
+                for (h, &v) in row.iter().enumerate() {
+                    let cp = $c.add(r * $ldc + 16 * h);
+                    let v = if $overwrite {
+                        v
+                    } else {
+                        _mm512_add_ps(_mm512_loadu_ps(cp), v)
+                    };
+                    _mm512_storeu_ps(cp, v);
+                }
+            }
+        };
+    }
+
     /// # Safety
     /// AVX512-BF16 available; `a` holds `24·kp`, `b` `64·kp` bf16 values (pair-interleaved),
     /// `c` a 12 × 32 tile with row stride `ldc`.
@@ -329,19 +349,7 @@ mod x86 {
                     row[1] = _mm512_dpbf16_ps(row[1], av, b1);
                 }
             }
-            for (r, row) in acc.iter().enumerate() {
-                let cp = c.add(r * ldc);
-                if overwrite {
-                    _mm512_storeu_ps(cp, row[0]);
-                    _mm512_storeu_ps(cp.add(16), row[1]);
-                } else {
-                    _mm512_storeu_ps(cp, _mm512_add_ps(_mm512_loadu_ps(cp), row[0]));
-                    _mm512_storeu_ps(
-                        cp.add(16),
-                        _mm512_add_ps(_mm512_loadu_ps(cp.add(16)), row[1]),
-                    );
-                }
-            }
+            store_tile_12x32!(acc, c, ldc, overwrite);
         }
     }
 
@@ -601,19 +609,7 @@ mod x86 {
                 }
                 p += 4;
             }
-            for (r, row) in acc.iter().enumerate() {
-                let cp = c.add(r * ldc);
-                if overwrite {
-                    _mm512_storeu_ps(cp, row[0]);
-                    _mm512_storeu_ps(cp.add(16), row[1]);
-                } else {
-                    _mm512_storeu_ps(cp, _mm512_add_ps(_mm512_loadu_ps(cp), row[0]));
-                    _mm512_storeu_ps(
-                        cp.add(16),
-                        _mm512_add_ps(_mm512_loadu_ps(cp.add(16)), row[1]),
-                    );
-                }
-            }
+            store_tile_12x32!(acc, c, ldc, overwrite);
         }
     }
 }

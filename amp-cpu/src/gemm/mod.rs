@@ -1373,7 +1373,7 @@ fn pack_pairs_rounding(
                 unsafe { x86::round_interleave_rows(l0.as_ptr(), l1.as_ptr(), dst.as_mut_ptr()) };
                 p0 += 2;
             }
-        } else if simd && p_stride == 1 && x_stride <= i32::MAX as usize / 4 {
+        } else if simd && p_stride == 1 {
             while p0 + 32 <= depth {
                 // 32 lines × 32 steps: the last line's 32 values end inside `data`.
                 let s = first + p0;
@@ -1622,17 +1622,9 @@ mod x86 {
     ) {
         // SAFETY: extents as stated in the contract.
         unsafe {
-            let mut even = [0i16; 32];
-            for (j, e) in even.iter_mut().enumerate() {
-                *e = 2 * j as i16;
-            }
-            let idx = _mm512_loadu_si512(even.as_ptr() as *const _);
             let mut v = [_mm512_setzero_si512(); 16];
             for (j, v) in v.iter_mut().enumerate().take(lines) {
-                let line = src.add(j * stride);
-                let a = round_bf16(_mm512_loadu_si512(line as *const _));
-                let b = round_bf16(_mm512_loadu_si512(line.add(16) as *const _));
-                *v = _mm512_permutex2var_epi16(a, idx, b);
+                *v = round_line_pairs(src.add(j * stride));
             }
             store_pair_tile(&v, dst);
         }
@@ -1661,10 +1653,7 @@ mod x86 {
         unsafe {
             let a = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, r0 as *const i16));
             let b = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, r1 as *const i16));
-            _mm512_storeu_si512(
-                dst as *mut _,
-                _mm512_or_si512(a, _mm512_slli_epi32::<16>(b)),
-            );
+            store_row_pair(a, b, dst);
         }
     }
 
@@ -1679,10 +1668,44 @@ mod x86 {
         unsafe {
             let a = round_bf16(_mm512_maskz_loadu_epi32(m, r0 as *const i32));
             let b = round_bf16(_mm512_maskz_loadu_epi32(m, r1 as *const i32));
+            store_row_pair(a, b, dst);
+        }
+    }
+
+    /// `dst[2j] = lo[j]`, `dst[2j + 1] = hi[j]` for 16 `j`: the low 16 bits of
+    /// each 32-bit lane of `lo` and `hi` (upper halves zero) as pairs.
+    ///
+    /// # Safety
+    /// `dst` holds 32 values.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn store_row_pair(lo: __m512i, hi: __m512i, dst: *mut u16) {
+        // SAFETY: extent as stated in the contract.
+        unsafe {
             _mm512_storeu_si512(
                 dst as *mut _,
-                _mm512_or_si512(a, _mm512_slli_epi32::<16>(b)),
-            );
+                _mm512_or_si512(lo, _mm512_slli_epi32::<16>(hi)),
+            )
+        }
+    }
+
+    /// The 32 f32 values at `line` rounded to bf16, in order, as 16 pairs (pair
+    /// `q` in 32-bit lane `q`).
+    ///
+    /// # Safety
+    /// AVX-512F/BW available; `line` holds 32 values.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn round_line_pairs(line: *const f32) -> __m512i {
+        // The low half of every 32-bit lane of a, then of b: the 32 values in order.
+        let mut even = [0i16; 32];
+        for (j, e) in even.iter_mut().enumerate() {
+            *e = 2 * j as i16;
+        }
+        // SAFETY: extent as stated in the contract.
+        unsafe {
+            let idx = _mm512_loadu_si512(even.as_ptr() as *const _);
+            let a = round_bf16(_mm512_loadu_si512(line as *const _));
+            let b = round_bf16(_mm512_loadu_si512(line.add(16) as *const _));
+            _mm512_permutex2var_epi16(a, idx, b)
         }
     }
 
@@ -1762,12 +1785,6 @@ mod x86 {
     pub unsafe fn round_transpose_pairs(src: *const f32, stride: usize, dst: *mut u16) {
         // SAFETY: extents as stated in the contract.
         unsafe {
-            // The low half of every 32-bit lane of a, then of b: the 32 values in order.
-            let mut even = [0i16; 32];
-            for (j, e) in even.iter_mut().enumerate() {
-                *e = 2 * j as i16;
-            }
-            let idx = _mm512_loadu_si512(even.as_ptr() as *const _);
             let mut pairs = [[_mm512_setzero_si512(); 16]; 2];
             for r in 0..32 {
                 let line = src.add(r * stride);
@@ -1776,9 +1793,7 @@ mod x86 {
                 // alternating: 256×4096×4096 with a transposed f32 B +12%).
                 _mm_prefetch::<_MM_HINT_T0>(line.wrapping_add(64) as *const i8);
                 _mm_prefetch::<_MM_HINT_T0>(line.wrapping_add(80) as *const i8);
-                let a = round_bf16(_mm512_loadu_si512(line as *const _));
-                let b = round_bf16(_mm512_loadu_si512(line.add(16) as *const _));
-                pairs[r / 16][r % 16] = _mm512_permutex2var_epi16(a, idx, b);
+                pairs[r / 16][r % 16] = round_line_pairs(line);
             }
             for (half, v) in pairs.iter().enumerate() {
                 for (j, w) in transpose_16x16_epi32(v).iter().enumerate() {
@@ -1808,6 +1823,83 @@ mod x86 {
     }
 }
 
+/// [`pack`] for f32 lines with AVX-512: lines contiguous along the depth by
+/// 16 × 16 register transposes, lines contiguous across it by masked copies.
+/// `false` (nothing written) when the ISA or the layout does not qualify.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+fn pack_f32_simd(
+    isa: Isa,
+    src: &[f32],
+    base: usize,
+    x_stride: usize,
+    p_stride: usize,
+    count: usize,
+    depth: usize,
+    width: usize,
+    out: &mut [f32],
+) -> bool {
+    if !(isa >= Isa::Avx512 && width <= kernels::MAX_NR) {
+        return false;
+    }
+    let panels = count.div_ceil(width);
+    if p_stride == 1 {
+        // Lines contiguous along p (a row-major A, a transposed B):
+        // 16 lines × 16 steps at a time, transposed in registers.
+        for q in 0..panels {
+            let panel = &mut out[q * width * depth..(q + 1) * width * depth];
+            let first = base + q * width * x_stride;
+            let lines = width.min(count - q * width);
+            // The last line read ends inside `src`.
+            assert!(lines == 0 || first + (lines - 1) * x_stride + depth <= src.len());
+            for r0 in (0..width).step_by(16) {
+                let lanes = 16.min(width - r0);
+                let valid = lines.saturating_sub(r0).min(lanes);
+                // SAFETY: AVX-512F present (isa ≥ Avx512); lines r0..r0 + valid
+                // start at `first + r·x_stride` and hold `depth` values (checked
+                // above); the panel holds `depth` rows of `width`, and lanes
+                // r0..r0 + lanes lie within a row.
+                unsafe {
+                    x86::transpose_lines_f32(
+                        src.as_ptr().add(first + r0 * x_stride),
+                        x_stride,
+                        valid,
+                        depth,
+                        panel.as_mut_ptr().add(r0),
+                        width,
+                        lanes,
+                    )
+                }
+            }
+        }
+        return true;
+    }
+    if x_stride == 1 {
+        // Lines contiguous along x (a row-major B): each step one masked copy.
+        for q in 0..panels {
+            let panel = &mut out[q * width * depth..(q + 1) * width * depth];
+            let first = base + q * width;
+            let lines = width.min(count - q * width);
+            assert!(depth == 0 || first + (depth - 1) * p_stride + lines <= src.len());
+            // SAFETY: AVX-512F present (isa ≥ Avx512); step p reads `lines` values
+            // at `first + p·p_stride`, inside `src` (checked above); the panel
+            // holds `depth` rows of `width ≤ 32`.
+            unsafe {
+                x86::copy_lines_f32(
+                    src.as_ptr().add(first),
+                    p_stride,
+                    lines,
+                    depth,
+                    panel.as_mut_ptr(),
+                    width,
+                )
+            }
+        }
+        return true;
+    }
+    false
+}
+
 /// Packs `count` lines (along x) of `depth` elements (along p) into panels of
 /// `width` lines, `[panel][p][width]`, zero-padding the last panel.
 #[allow(clippy::too_many_arguments)]
@@ -1824,62 +1916,9 @@ fn pack<T: F32Convert>(
 ) {
     let panels = count.div_ceil(width);
     #[cfg(target_arch = "x86_64")]
-    if isa >= Isa::Avx512 && width <= kernels::MAX_NR {
-        if let Some(src) = T::as_f32(data) {
-            if p_stride == 1 {
-                // Lines contiguous along p (a row-major A, a transposed B):
-                // 16 lines × 16 steps at a time, transposed in registers.
-                for q in 0..panels {
-                    let panel = &mut out[q * width * depth..(q + 1) * width * depth];
-                    let first = base + q * width * x_stride;
-                    let lines = width.min(count - q * width);
-                    // The last line read ends inside `src`.
-                    assert!(lines == 0 || first + (lines - 1) * x_stride + depth <= src.len());
-                    for r0 in (0..width).step_by(16) {
-                        let lanes = 16.min(width - r0);
-                        let valid = lines.saturating_sub(r0).min(lanes);
-                        // SAFETY: AVX-512F present (isa ≥ Avx512); lines r0..r0 + valid
-                        // start at `first + r·x_stride` and hold `depth` values (checked
-                        // above); the panel holds `depth` rows of `width`, and lanes
-                        // r0..r0 + lanes lie within a row.
-                        unsafe {
-                            x86::transpose_lines_f32(
-                                src.as_ptr().add(first + r0 * x_stride),
-                                x_stride,
-                                valid,
-                                depth,
-                                panel.as_mut_ptr().add(r0),
-                                width,
-                                lanes,
-                            )
-                        }
-                    }
-                }
-                return;
-            }
-            if x_stride == 1 {
-                // Lines contiguous along x (a row-major B): each step one masked copy.
-                for q in 0..panels {
-                    let panel = &mut out[q * width * depth..(q + 1) * width * depth];
-                    let first = base + q * width;
-                    let lines = width.min(count - q * width);
-                    assert!(depth == 0 || first + (depth - 1) * p_stride + lines <= src.len());
-                    // SAFETY: AVX-512F present (isa ≥ Avx512); step p reads `lines` values
-                    // at `first + p·p_stride`, inside `src` (checked above); the panel
-                    // holds `depth` rows of `width ≤ 32`.
-                    unsafe {
-                        x86::copy_lines_f32(
-                            src.as_ptr().add(first),
-                            p_stride,
-                            lines,
-                            depth,
-                            panel.as_mut_ptr(),
-                            width,
-                        )
-                    }
-                }
-                return;
-            }
+    if let Some(src) = T::as_f32(data) {
+        if pack_f32_simd(isa, src, base, x_stride, p_stride, count, depth, width, out) {
+            return;
         }
     }
     let mut line = vec![0f32; if p_stride == 1 { depth } else { 0 }];
