@@ -25,10 +25,12 @@
 
 mod kernels;
 mod narrow;
+mod panels;
 
 use crate::convert::F32Convert;
 use crate::isa::Isa;
 use amp_dtype::bf16;
+use panels::{Panels, Scratch};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -324,7 +326,7 @@ pub(crate) type Finish<'f> = dyn Fn(usize, &mut [f32]) + Sync + 'f;
 /// ([`column_strips`]). `None` when neither applies (a batch, an f32 product of
 /// f32 inputs, a deep product on the row-block schedule): the caller then
 /// takes [`gemm`]. An f32 output of bf16/f16 inputs (an f32 weight's gradient
-/// under autocast) qualifies too: [`gemm`] would zero C, then read and rewrite it.
+/// under autocast) qualifies too: [`gemm`] would write an f32 C, then read it back.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm_out_in_cache<'b, T: F32Convert, D: F32Convert + Send + Sync>(
     isa: Isa,
@@ -691,48 +693,12 @@ fn round_strips<D: F32Convert + Send + Sync>(
     out
 }
 
-/// A packed-panel buffer that starts on a 64-byte boundary, so that every
-/// panel line the kernels load (a tile row, a vector) sits in whole cache lines.
-struct Panels<E> {
-    buf: Vec<E>,
-    start: usize,
-    len: usize,
-}
-
-impl<E: Copy + Default> Panels<E> {
-    fn new(len: usize) -> Panels<E> {
-        let size = std::mem::size_of::<E>().max(1);
-        let slack = 64 / size;
-        let buf = vec![E::default(); len + slack];
-        let misalign = buf.as_ptr() as usize % 64;
-        let start = if misalign == 0 {
-            0
-        } else {
-            (64 - misalign) / size
-        };
-        Panels { buf, start, len }
-    }
-}
-
-impl<E> std::ops::Deref for Panels<E> {
-    type Target = [E];
-    fn deref(&self) -> &[E] {
-        &self.buf[self.start..self.start + self.len]
-    }
-}
-
-impl<E> std::ops::DerefMut for Panels<E> {
-    fn deref_mut(&mut self) -> &mut [E] {
-        &mut self.buf[self.start..self.start + self.len]
-    }
-}
-
 /// How panels are packed and multiplied: f32 panels for the f32 kernels, bf16
 /// pair-interleaved panels for `vdpbf16ps` and AMX. `TA` and `TB` are the
 /// element types A and B are read from (the same but for [`RoundB`]).
 trait Packer<TA, TB = TA>: Sync {
     /// Element of the packed panels.
-    type Elem: Copy + Default + Send + Sync;
+    type Elem: Scratch;
     /// Stored depth of one panel line for a depth block of `kc`.
     fn depth(&self, kc: usize) -> usize;
     /// Packs `count` lines (columns of B) of `depth` into panels of `width`

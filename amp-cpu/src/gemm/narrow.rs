@@ -206,6 +206,7 @@ fn pair_tiles<E: F32Convert>(
     if k.is_multiple_of(32) && pair_tiles_simd(b, base, k, n, &mut tiles) {
         return tiles;
     }
+    tiles.fill(0);
     // Value (p, j) goes to step p / 32, pair (p % 32) / 2, column j, half p % 2.
     let at = |p: usize, j: usize| (p / 32) * 512 + (p % 32) / 2 * 32 + j * 2 + p % 2;
     if b.row_stride == 1 && b.col_stride != 1 {
