@@ -3,8 +3,11 @@
 //! payload's high bits kept, subnormals exact).
 //!
 //! bf16 uses integer arithmetic (the same formula as `half`), which the
-//! compiler vectorises for every level; the hardware `vcvtneps2bf16` is not
-//! used because it flushes subnormal inputs to zero. f16 uses F16C
+//! compiler vectorises for every level; f32 → bf16 at the AVX-512 level is
+//! written out with intrinsics (16 lanes a step, narrowed by `vpmovdw`:
+//! measured, one process alternating the two over 16 Mi values, 8–13% more
+//! GB/s than the compiler's loop). The hardware `vcvtneps2bf16` is not used
+//! because it flushes subnormal inputs to zero. f16 uses F16C
 //! (`vcvtps2ph` with round-to-nearest-even, `vcvtph2ps`), which is exact and
 //! keeps subnormals; the AVX-512 level uses the 16-lane forms.
 
@@ -122,9 +125,21 @@ multiversion! {
     }
 }
 
+/// f32 → bf16 over a slice, nearest even (`dst.len()` elements).
+pub(crate) fn f32_to_bf16(isa: Isa, src: &[f32], dst: &mut [bf16]) {
+    let n = dst.len();
+    let src = &src[..n];
+    #[cfg(target_arch = "x86_64")]
+    if isa >= Isa::Avx512 {
+        // SAFETY: AVX-512F/BW are present at this level; both slices hold `n` elements.
+        return unsafe { x86::f32_to_bf16_avx512(src, dst) };
+    }
+    f32_to_bf16_auto(isa, src, dst)
+}
+
 multiversion! {
-    /// f32 → bf16 over a slice, nearest even (`dst.len()` elements).
-    pub(crate) fn f32_to_bf16(isa: Isa, src: &[f32], dst: &mut [bf16]) {
+    /// f32 → bf16 over a slice by the scalar rule, vectorised by the compiler.
+    fn f32_to_bf16_auto(isa: Isa, src: &[f32], dst: &mut [bf16]) {
         for (d, s) in dst.iter_mut().zip(src) {
             *d = bf16::from_bits(f32_to_bf16_bits(*s));
         }
@@ -175,7 +190,7 @@ pub(crate) fn f32_to_f16(isa: Isa, src: &[f32], dst: &mut [f16]) {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use amp_dtype::f16;
+    use amp_dtype::{bf16, f16};
     use std::arch::x86_64::*;
 
     /// # Safety
@@ -233,6 +248,43 @@ mod x86 {
         }
         // SAFETY: same features; the tail slices have equal lengths.
         unsafe { f16_to_f32_f16c(&src[i..n], &mut dst[i..n]) }
+    }
+
+    /// [`super::f32_to_bf16_bits`] on 16 lanes at a time.
+    ///
+    /// # Safety
+    /// AVX-512F and AVX-512BW must be available; `src.len() == dst.len()`.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub unsafe fn f32_to_bf16_avx512(src: &[f32], dst: &mut [bf16]) {
+        let n = dst.len();
+        let (one, half, abs, inf) = (
+            _mm512_set1_epi32(1),
+            _mm512_set1_epi32(0x7FFF),
+            _mm512_set1_epi32(0x7FFF_FFFF),
+            _mm512_set1_epi32(0x7F80_0000),
+        );
+        let quiet = _mm512_set1_epi32(0x0040);
+        let mut i = 0;
+        while i + 16 <= n {
+            // SAFETY: i + 16 <= n elements are in bounds of both slices.
+            unsafe {
+                let x = _mm512_loadu_si512(src.as_ptr().add(i) as *const __m512i);
+                let high = _mm512_srli_epi32::<16>(x);
+                let odd = _mm512_and_si512(high, one);
+                let rounded =
+                    _mm512_srli_epi32::<16>(_mm512_add_epi32(x, _mm512_add_epi32(half, odd)));
+                let nan = _mm512_cmpgt_epi32_mask(_mm512_and_si512(x, abs), inf);
+                let bits = _mm512_mask_blend_epi32(nan, rounded, _mm512_or_si512(high, quiet));
+                _mm256_storeu_si256(
+                    dst.as_mut_ptr().add(i) as *mut __m256i,
+                    _mm512_cvtepi32_epi16(bits),
+                );
+            }
+            i += 16;
+        }
+        for j in i..n {
+            dst[j] = bf16::from_bits(super::f32_to_bf16_bits(src[j]));
+        }
     }
 
     /// # Safety

@@ -79,6 +79,33 @@ fn mlp_step(device: &Device, low: Option<DType>) -> Res<f64> {
     Ok(s * 1e3)
 }
 
+/// GB/s of the casts f32 → bf16, f32 → f16, bf16 → f32, the fused unscale
+/// and the copy they are compared with, each the median of 3 rounds. Each
+/// round measures the copy, then the others in a rotated order, so no op
+/// follows the copy in more than one round: on this project's machine the
+/// op measured right after it often ran slower (up to 2×), which a fixed
+/// order would charge to one figure every time.
+fn bandwidths(device: &Device) -> Res<[f64; 5]> {
+    const ROUNDS: usize = 3;
+    let op = |i: usize| match i {
+        0 => cast(device, DType::F32, DType::BF16),
+        1 => cast(device, DType::F32, DType::F16),
+        2 => cast(device, DType::BF16, DType::F32),
+        3 => unscale(device),
+        _ => copy_bandwidth(),
+    };
+    let mut runs: [Vec<f64>; 5] = Default::default();
+    for r in 0..ROUNDS {
+        for i in std::iter::once(4).chain((0..4).map(|j| (r + j) % 4)) {
+            runs[i].push(op(i)?);
+        }
+    }
+    Ok(runs.map(|mut v| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    }))
+}
+
 /// GB/s of a cast (bytes read + written).
 fn cast(device: &Device, from: DType, to: DType) -> Res<f64> {
     let n = 1usize << 24;
@@ -214,13 +241,12 @@ fn measure(device: &Device) -> Res<Vec<Figure>> {
         "≥ 3×",
     ));
     eprintln!("  casts, unscale, copy");
-    let copy = copy_bandwidth()?;
-    for (from, to, key) in [
-        (DType::F32, DType::BF16, "cast_f32_bf16_gbs"),
-        (DType::F32, DType::F16, "cast_f32_f16_gbs"),
-        (DType::BF16, DType::F32, "cast_bf16_f32_gbs"),
+    let [c_bf16, c_f16, c_wide, u, copy] = bandwidths(device)?;
+    for (gbs, key) in [
+        (c_bf16, "cast_f32_bf16_gbs"),
+        (c_f16, "cast_f32_f16_gbs"),
+        (c_wide, "cast_bf16_f32_gbs"),
     ] {
-        let gbs = cast(device, from, to)?;
         figs.push(fig(key.into(), "GB/s", gbs, Some(key.into()), false, ""));
         figs.push(fig(
             format!("{key} / copy bandwidth"),
@@ -231,7 +257,6 @@ fn measure(device: &Device) -> Res<Vec<Figure>> {
             "≥ 0.8×",
         ));
     }
-    let u = unscale(device)?;
     figs.push(fig(
         "unscale_gbs".into(),
         "GB/s",
