@@ -5,7 +5,7 @@
 //! bf16 uses integer arithmetic (the same formula as `half`), which the
 //! compiler vectorises for every level; f32 → bf16 at the AVX-512 level is
 //! written out with intrinsics (16 lanes a step, narrowed by `vpmovdw`:
-//! measured, one process alternating the two over 16 Mi values, 8–13% more
+//! measured, one process alternating the two over 16 Mi values, 6–13% more
 //! GB/s than the compiler's loop). The hardware `vcvtneps2bf16` is not used
 //! because it flushes subnormal inputs to zero. f16 uses F16C
 //! (`vcvtps2ph` with round-to-nearest-even, `vcvtph2ps`), which is exact and
