@@ -75,18 +75,6 @@ fn nesting_and_disabled_regions_restore_state() {
 }
 
 #[test]
-fn guards_dropped_out_of_order_leave_a_consistent_state() {
-    let kind = DeviceKind::Cpu;
-    let outer = autocast(kind, DType::BF16).unwrap();
-    let inner = autocast(kind, DType::F16).unwrap();
-    drop(outer);
-    assert_eq!(current_dtype(kind), DType::F16);
-    drop(inner);
-    assert!(!is_enabled(kind));
-    assert_eq!(nesting_depth(), 0);
-}
-
-#[test]
 fn state_is_restored_on_panic_unwind() {
     let kind = DeviceKind::Cpu;
     let _outer = autocast(kind, DType::BF16).unwrap();
@@ -290,4 +278,36 @@ fn float32_islands() {
         Ok::<_, amp_tensor::Error>(())
     })
     .unwrap();
+}
+
+#[test]
+fn guards_dropped_out_of_order_leave_a_region_that_does_what_it_reports() {
+    let (a, b) = (matrix(DType::F32, 1), matrix(DType::F32, 2));
+    let kind = DeviceKind::Cpu;
+    let outer = autocast(kind, DType::BF16).unwrap();
+    let inner = autocast(kind, DType::F16).unwrap();
+    drop(outer); // out of order: the f16 region is the only one left
+    assert_eq!(nesting_depth(), 1);
+    assert!(is_enabled(kind));
+    assert_eq!(current_dtype(kind), DType::F16);
+    // The op runs as reported: in f16 (it ran in f32 when the interceptor was lost).
+    assert_eq!(ops::matmul(&a, &b).unwrap().dtype(), DType::F16);
+    assert_eq!(ops::linear(&a, &b, None).unwrap().dtype(), DType::F16);
+    drop(inner);
+    assert!(!is_enabled(kind));
+    assert_eq!(nesting_depth(), 0);
+    assert_eq!(ops::matmul(&a, &b).unwrap().dtype(), DType::F32);
+
+    // The other order, with an f32 island in between, dropped from the middle.
+    let low = autocast(kind, DType::BF16).unwrap();
+    let island = Autocast::new(kind).enabled(false).enter().unwrap();
+    let top = autocast(kind, DType::F16).unwrap();
+    drop(island);
+    assert_eq!(current_dtype(kind), DType::F16);
+    assert_eq!(ops::matmul(&a, &b).unwrap().dtype(), DType::F16);
+    drop(top);
+    assert_eq!(current_dtype(kind), DType::BF16);
+    assert_eq!(ops::matmul(&a, &b).unwrap().dtype(), DType::BF16);
+    drop(low);
+    assert_eq!(ops::matmul(&a, &b).unwrap().dtype(), DType::F32);
 }

@@ -205,7 +205,9 @@ impl Backend for CpuBackend {
     }
 
     fn full(&self, numel: usize, value: f64, dtype: DType) -> Result<Storage> {
-        Ok(Storage::Host(HostStorage::filled(dtype, numel, value)))
+        Ok(Storage::Host(HostStorage::try_filled(
+            "full", dtype, numel, value,
+        )?))
     }
 
     fn cast(&self, src: View<'_>, out: DType) -> Result<Storage> {

@@ -221,9 +221,9 @@ pub(crate) fn softmax<S: F32Convert, D: F32Convert>(
     let (buf, off, n_rows, len) = rows_view(h, l, &[rank - 1]);
     let src = &S::slice(&buf).expect("dtype checked by the caller")[off..];
     rows(isa, src, len, n_rows, dst, len, |x, o| {
-        // As the reference: the max ignores NaN, and a non-finite max shifts by 0.
+        // As the reference (PyTorch's semantics): shift by the row's maximum as
+        // it is, so a row with NaN or +inf, or all -inf, is NaN throughout.
         let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        let max = if max.is_finite() { max } else { 0.0 };
         if log {
             let mut e = x.to_vec();
             let lse = (exp_shift_sum(isa, &mut e, max).ln()) as f32;

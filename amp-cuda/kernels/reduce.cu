@@ -120,8 +120,9 @@ struct MaxIgnoreNanOp {
     }
 };
 
-// Softmax (log = 0) or log-softmax (log = 1) of each row, as the reference:
-// a non-finite row max is replaced by 0 before exponentiating.
+// Softmax (log = 0) or log-softmax (log = 1) of each row, as the reference and
+// PyTorch: the row is shifted by its maximum as it is, so a row holding NaN or
+// +inf, or all -inf (fully masked), is NaN throughout.
 template <typename T>
 __device__ void softmax_rows(const T* __restrict__ x, T* __restrict__ y, i64 rows, i64 n, int log) {
     typedef typename Acc<T>::type A;
@@ -135,7 +136,6 @@ __device__ void softmax_rows(const T* __restrict__ x, T* __restrict__ y, i64 row
             mx = (v > mx) ? v : mx;  // like f64::max: NaN is ignored
         }
         mx = block_reduce(mx, MaxIgnoreNanOp(), -(A)amp_inf(), smem);
-        if (!(mx - mx == (A)0)) mx = (A)0;  // not finite
         A sum = (A)0;
         for (i64 j = threadIdx.x; j < n; j += blockDim.x) sum += m_exp(load_acc(r[j]) - mx);
         sum = block_reduce(sum, SumOp(), (A)0, smem);

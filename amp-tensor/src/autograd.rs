@@ -23,34 +23,34 @@ impl std::fmt::Debug for Node {
 }
 
 thread_local! {
-    static GRAD_ENABLED: Cell<bool> = const { Cell::new(true) };
+    /// Live [`no_grad`] guards on this thread.
+    static NO_GRAD_GUARDS: Cell<usize> = const { Cell::new(0) };
 }
 
 /// True unless a [`no_grad`] guard is alive on this thread.
 pub fn is_grad_enabled() -> bool {
-    GRAD_ENABLED.with(|g| g.get())
+    NO_GRAD_GUARDS.with(|g| g.get() == 0)
 }
 
-/// Restores the previous grad mode when dropped.
+/// Gradient recording resumes once every guard is dropped, in any order.
 #[must_use = "gradient recording resumes when the guard is dropped"]
 pub struct NoGradGuard {
-    previous: bool,
     _not_send: std::marker::PhantomData<*const ()>,
 }
 
 /// Disables gradient recording on this thread until the guard is dropped
-/// (`torch.no_grad()`).
+/// (`torch.no_grad()`). Guards nest and may be dropped in any order:
+/// recording stays off while any of them is alive.
 pub fn no_grad() -> NoGradGuard {
-    let previous = GRAD_ENABLED.with(|g| g.replace(false));
+    NO_GRAD_GUARDS.with(|g| g.set(g.get() + 1));
     NoGradGuard {
-        previous,
         _not_send: std::marker::PhantomData,
     }
 }
 
 impl Drop for NoGradGuard {
     fn drop(&mut self) {
-        GRAD_ENABLED.with(|g| g.set(self.previous));
+        NO_GRAD_GUARDS.with(|g| g.set(g.get().saturating_sub(1)));
     }
 }
 

@@ -37,38 +37,47 @@ pub trait Interceptor {
 }
 
 thread_local! {
-    static STACK: RefCell<Vec<Rc<dyn Interceptor>>> = const { RefCell::new(Vec::new()) };
+    /// The installed interceptors, oldest first, each with the id of its guard.
+    static STACK: RefCell<Vec<(u64, Rc<dyn Interceptor>)>> = const { RefCell::new(Vec::new()) };
+    static NEXT_GUARD: Cell<u64> = const { Cell::new(0) };
     static DEPTH: Cell<usize> = const { Cell::new(0) };
 }
 
-/// Pops its interceptor when dropped (also during a panic unwind).
+/// Removes its interceptor when dropped (also during a panic unwind).
+///
+/// Guards may be dropped in any order: each removes exactly its own
+/// interceptor, and the most recently installed one that is still alive is
+/// the one ops consult. Nothing else on the stack changes.
 #[must_use = "the interceptor is removed when the guard is dropped"]
 pub struct InterceptorGuard {
-    depth: usize,
+    id: u64,
     // Not Send: the interceptor lives on this thread's stack.
     _not_send: std::marker::PhantomData<Rc<()>>,
 }
 
 /// Installs `interceptor` on this thread until the guard is dropped.
 pub fn push_interceptor(interceptor: Rc<dyn Interceptor>) -> InterceptorGuard {
-    let depth = STACK.with(|s| {
-        let mut s = s.borrow_mut();
-        s.push(interceptor);
-        s.len()
+    let id = NEXT_GUARD.with(|n| {
+        let id = n.get();
+        n.set(id + 1);
+        id
     });
+    STACK.with(|s| s.borrow_mut().push((id, interceptor)));
     InterceptorGuard {
-        depth,
+        id,
         _not_send: std::marker::PhantomData,
     }
 }
 
 impl Drop for InterceptorGuard {
     fn drop(&mut self) {
-        STACK.with(|s| {
+        // Take the entry out first, so the interceptor drops outside the borrow.
+        let removed = STACK.try_with(|s| {
             let mut s = s.borrow_mut();
-            // Guards are dropped in reverse order of creation; be robust anyway.
-            s.truncate(self.depth.saturating_sub(1));
+            let at = s.iter().rposition(|(id, _)| *id == self.id);
+            at.map(|i| s.remove(i))
         });
+        drop(removed);
     }
 }
 
@@ -132,7 +141,7 @@ fn run<R>(
         return f(&owned, None);
     }
     let _n = Nested::enter();
-    let top = STACK.with(|s| s.borrow().last().cloned());
+    let top = STACK.with(|s| s.borrow().last().map(|(_, i)| i.clone()));
     let intercepted = match (top, roundable) {
         (Some(i), Some(r)) => i.intercept_rounding(op, &owned, r)?,
         (Some(i), None) => i.intercept(op, &owned)?.map(|v| (v, None)),

@@ -79,6 +79,28 @@ pub enum Error {
         /// What is wrong.
         msg: String,
     },
+    /// A shape whose element count (or byte size) does not fit in `usize`.
+    #[error("{op}: shape {shape:?} has too many elements (the element count overflows usize)")]
+    ShapeOverflow {
+        /// The op.
+        op: &'static str,
+        /// The shape asked for.
+        shape: Vec<usize>,
+    },
+    /// A buffer larger than this machine can hold was asked for.
+    #[error("{op}: out of memory: cannot allocate {numel} elements of {dtype} ({bytes} bytes){}", if .limit.is_empty() { String::new() } else { format!("; {}", .limit) })]
+    OutOfMemory {
+        /// The op.
+        op: &'static str,
+        /// Elements asked for.
+        numel: usize,
+        /// Their dtype.
+        dtype: DType,
+        /// Their size in bytes.
+        bytes: u128,
+        /// The limit that was hit, in words (empty when the allocator refused).
+        limit: String,
+    },
     /// A backend failed (driver error, out of memory, …).
     #[error("{op}: backend error on {device}: {msg}")]
     Backend {

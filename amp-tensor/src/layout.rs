@@ -15,10 +15,12 @@ pub struct Layout {
 /// Row-major strides of a contiguous tensor of `shape`.
 pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
     let mut strides = vec![0; shape.len()];
-    let mut acc = 1;
+    let mut acc = 1usize;
     for (s, &d) in strides.iter_mut().zip(shape).rev() {
         *s = acc;
-        acc *= d.max(1);
+        // Saturating: past a zero-sized dimension the strides are never used,
+        // and a shape whose element count fits never saturates.
+        acc = acc.saturating_mul(d.max(1));
     }
     strides
 }
@@ -187,6 +189,7 @@ impl Layout {
 
     /// Broadcasts to `shape` (numpy rules) as a view with zero strides.
     pub fn broadcast_to(&self, op: &'static str, shape: &[usize]) -> Result<Layout> {
+        crate::memory::checked_numel(op, shape)?;
         if shape.len() < self.rank() {
             return Err(Error::ShapeMismatch {
                 op,

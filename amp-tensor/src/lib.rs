@@ -30,6 +30,7 @@ mod device;
 pub mod dispatch;
 mod error;
 pub mod layout;
+pub mod memory;
 pub mod ops;
 pub mod random;
 pub mod reference;

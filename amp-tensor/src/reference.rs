@@ -213,7 +213,9 @@ impl Backend for ReferenceBackend {
     }
 
     fn full(&self, numel: usize, value: f64, dtype: DType) -> Result<Storage> {
-        Ok(Storage::Host(HostStorage::filled(dtype, numel, value)))
+        Ok(Storage::Host(HostStorage::try_filled(
+            "full", dtype, numel, value,
+        )?))
     }
 
     fn cast(&self, src: View<'_>, out_dtype: DType) -> Result<Storage> {
@@ -353,8 +355,9 @@ impl Backend for ReferenceBackend {
         let n = *src.1.shape().last().unwrap_or(&1);
         let mut v = Vec::with_capacity(x.len());
         for row in x.chunks(n.max(1)) {
+            // PyTorch's semantics: shift by the row's maximum as it is. A row
+            // holding NaN or +inf, or all -inf (fully masked), gives NaN throughout.
             let max = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let max = if max.is_finite() { max } else { 0.0 };
             let sum: f64 = row.iter().map(|&r| (r - max).exp()).sum();
             for &r in row {
                 v.push(if log {

@@ -132,7 +132,31 @@ impl HostStorage {
         }
     }
 
-    /// A new buffer of `dtype` with `n` copies of `value`.
+    /// A new buffer of `dtype` with `n` copies of `value`, or
+    /// [`Error::OutOfMemory`] naming `op` when it cannot be allocated.
+    pub fn try_filled(op: &'static str, dtype: DType, n: usize, value: f64) -> Result<HostStorage> {
+        fn fill<T: HostElement>(op: &'static str, n: usize, value: f64) -> Result<HostStorage> {
+            Ok(T::into_host(crate::memory::try_filled(
+                op,
+                n,
+                T::from_f64(value),
+            )?))
+        }
+        match dtype {
+            DType::F64 => fill::<f64>(op, n, value),
+            DType::F32 => fill::<f32>(op, n, value),
+            DType::F16 => fill::<f16>(op, n, value),
+            DType::BF16 => fill::<bf16>(op, n, value),
+            DType::F8E4M3 => fill::<F8E4M3>(op, n, value),
+            DType::F8E5M2 => fill::<F8E5M2>(op, n, value),
+            DType::I64 => fill::<i64>(op, n, value),
+            DType::U8 => fill::<u8>(op, n, value),
+            DType::Bool => fill::<bool>(op, n, value),
+        }
+    }
+
+    /// A new buffer of `dtype` with `n` copies of `value` (aborts if it cannot
+    /// be allocated; see [`HostStorage::try_filled`]).
     pub fn filled(dtype: DType, n: usize, value: f64) -> HostStorage {
         fn fill<T: HostElement>(n: usize, value: f64) -> HostStorage {
             T::into_host(vec![T::from_f64(value); n])

@@ -4,7 +4,7 @@
 use crate::autograd::{self, BackwardFn, Node};
 use crate::backend::View;
 use crate::storage::HostElement;
-use crate::{random, Device, Error, HostStorage, Layout, Result, Storage};
+use crate::{memory, random, Device, Error, HostStorage, Layout, Result, Storage};
 use amp_dtype::DType;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -136,7 +136,7 @@ impl Tensor {
         shape: &[usize],
         device: &Device,
     ) -> Result<Tensor> {
-        let numel: usize = shape.iter().product();
+        let numel = memory::checked_numel("from_vec", shape)?;
         if data.len() != numel {
             return Err(Error::invalid(
                 "from_vec",
@@ -152,7 +152,7 @@ impl Tensor {
 
     /// A tensor from a host buffer (its length must match `shape`).
     pub fn from_host(data: HostStorage, shape: &[usize], device: &Device) -> Result<Tensor> {
-        let numel: usize = shape.iter().product();
+        let numel = memory::checked_numel("from_host", shape)?;
         if data.len() != numel {
             return Err(Error::invalid(
                 "from_host",
@@ -170,7 +170,7 @@ impl Tensor {
         dtype: DType,
         device: &Device,
     ) -> Result<Tensor> {
-        let numel: usize = shape.iter().product();
+        let numel = memory::checked_numel("from_f64_slice", shape)?;
         if values.len() != numel {
             return Err(Error::invalid(
                 "from_f64_slice",
@@ -182,9 +182,9 @@ impl Tensor {
 
     /// A tensor of `shape` filled with `value` (rounded to `dtype`).
     pub fn full(shape: &[usize], value: f64, dtype: DType, device: &Device) -> Result<Tensor> {
-        let storage = device
-            .backend()
-            .full(shape.iter().product(), value, dtype)?;
+        let numel = memory::checked_numel("full", shape)?;
+        memory::check_alloc("full", numel, dtype)?;
+        let storage = device.backend().full(numel, value, dtype)?;
         Ok(Tensor::from_storage(storage, shape, device))
     }
 
@@ -205,7 +205,7 @@ impl Tensor {
 
     /// Standard normal samples, reproducible: the same seed gives the same bits on every device.
     pub fn randn(shape: &[usize], dtype: DType, device: &Device, seed: u64) -> Result<Tensor> {
-        let n = shape.iter().product();
+        let n = sample_count("randn", shape, dtype)?;
         Tensor::from_f64_slice(&random::normals(seed, n), shape, dtype, device)
     }
 
@@ -227,7 +227,7 @@ impl Tensor {
                 format!("need finite low < high, got [{low}, {high})"),
             ));
         }
-        let n: usize = shape.iter().product();
+        let n = sample_count("rand_uniform", shape, dtype)?;
         let v: Vec<f64> = (0..n as u64)
             .map(|i| low + (high - low) * random::uniform(seed, i))
             .collect();
@@ -248,10 +248,10 @@ impl Tensor {
                 format!("need low < high, got [{low}, {high})"),
             ));
         }
-        let n: usize = shape.iter().product();
-        let span = (high - low) as u64;
+        let n = sample_count("randint", shape, DType::I64)?;
+        let span = high.abs_diff(low);
         let v: Vec<i64> = (0..n as u64)
-            .map(|i| low + (random::draw_u64(seed, i) % span) as i64)
+            .map(|i| low.wrapping_add((random::draw_u64(seed, i) % span) as i64)) // exact: the sum lies in [low, high)
             .collect();
         Tensor::from_vec(v, shape, device)
     }
@@ -270,7 +270,10 @@ impl Tensor {
                 format!("invalid range start={start} end={end} step={step}"),
             ));
         }
-        let n = ((end - start) / step).ceil().max(0.0) as usize;
+        let count = ((end - start) / step).ceil().max(0.0);
+        // `as usize` saturates: a count beyond usize is refused by the size check.
+        let n = count as usize;
+        memory::check_alloc("arange", n, DType::F64)?;
         let v: Vec<f64> = (0..n).map(|i| start + i as f64 * step).collect();
         Tensor::from_f64_slice(&v, &[n], dtype, device)
     }
@@ -548,6 +551,15 @@ impl Tensor {
         *self.storage_mut() = new;
         Ok(())
     }
+}
+
+/// The element count of `shape` for a random fill: checked, and small enough
+/// for the f64 samples and the `dtype` result to be allocated.
+fn sample_count(op: &'static str, shape: &[usize], dtype: DType) -> Result<usize> {
+    let n = memory::checked_numel(op, shape)?;
+    memory::check_alloc(op, n, DType::F64)?;
+    memory::check_alloc(op, n, dtype)?;
+    Ok(n)
 }
 
 fn make_node(op: &'static str, inputs: &[&Tensor], backward: BackwardFn) -> Option<Arc<Node>> {

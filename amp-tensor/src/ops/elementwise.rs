@@ -1,7 +1,7 @@
 //! Elementwise ops: unary math and activations, binary arithmetic with
 //! broadcasting and type promotion, comparisons, `where`, casts.
 
-use super::{require_float, same_device, unbroadcast};
+use super::{output_fits, require_float, same_device, unbroadcast};
 use crate::backend::{BinaryOp, UnaryOp};
 use crate::dispatch::dispatch;
 use crate::layout::broadcast_shapes;
@@ -33,6 +33,7 @@ fn unary(
         } else if x.dtype() == DType::Bool {
             return Err(Error::unsupported(name, x.dtype()));
         }
+        output_fits(name, x.dims(), x.dtype())?;
         let storage = x.with_view(|v| x.device().backend().unary(op, v, x.dtype()))?;
         let y = Tensor::from_storage(storage, x.dims(), x.device());
         if !(crate::is_grad_enabled() && x.requires_grad()) {
@@ -268,6 +269,7 @@ impl Tensor {
         }
         dispatch("to", &[self], |inputs| {
             let x = &inputs[0];
+            output_fits("to", x.dims(), dtype)?;
             let storage = x.with_view(|v| x.device().backend().cast(v, dtype))?;
             let source = x.dtype();
             let differentiable = dtype.is_float() && source.is_float();
@@ -291,6 +293,7 @@ impl Tensor {
         if self.is_contiguous() {
             return Ok(self.clone());
         }
+        output_fits("contiguous", self.dims(), self.dtype())?;
         let storage = self.with_view(|v| self.device().backend().cast(v, self.dtype()))?;
         Ok(Tensor::from_op(
             storage,
@@ -334,6 +337,7 @@ pub(crate) fn prepare_binary(
     same_device(op, &[a, b])?;
     let dtype = DType::promote(a.dtype(), b.dtype())?;
     let shape = broadcast_shapes(op, a.dims(), b.dims())?;
+    output_fits(op, &shape, dtype)?;
     Ok((a.to_dtype(dtype)?, b.to_dtype(dtype)?, shape))
 }
 

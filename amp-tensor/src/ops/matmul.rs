@@ -1,6 +1,6 @@
 //! Matrix products: `matmul` (batched, broadcast batch dims) and `linear`.
 
-use super::{require_float, same_device, unbroadcast, GeluApprox};
+use super::{output_fits, require_float, same_device, unbroadcast, GeluApprox};
 use crate::backend::ReduceOp;
 use crate::dispatch::{dispatch, dispatch_rounding};
 use crate::layout::broadcast_shapes;
@@ -100,6 +100,9 @@ fn matmul_impl(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         lhs: a.shape(),
         rhs: b.shape(),
     })?;
+    let mut out_shape = batch.clone();
+    out_shape.extend([m, n]);
+    output_fits("matmul", &out_shape, a.dtype())?;
     let ab = as_batched(&a2.detach(), &batch)?;
     let bb = as_batched(&b2.detach(), &batch)?;
     let storage = {
@@ -108,8 +111,6 @@ fn matmul_impl(a: &Tensor, b: &Tensor) -> Result<Tensor> {
             .backend()
             .matmul((&sa, ab.layout()), (&sb, bb.layout()), a.dtype())?
     };
-    let mut out_shape = batch.clone();
-    out_shape.extend([m, n]);
     let (a_saved, b_saved) = (a2.detach(), b2.detach());
     let (a2_shape, b2_shape) = (a2.shape(), b2.shape());
     let full = Tensor::from_op(

@@ -35,6 +35,13 @@ pub(crate) fn same_device(op: &'static str, tensors: &[&Tensor]) -> Result<()> {
     Ok(())
 }
 
+/// Errors unless an output of `shape` and `dtype` can be allocated (checked
+/// element count, at most the machine's memory).
+pub(crate) fn output_fits(op: &'static str, shape: &[usize], dtype: DType) -> Result<()> {
+    let numel = crate::memory::checked_numel(op, shape)?;
+    crate::memory::check_alloc(op, numel, dtype)
+}
+
 /// Errors unless `t` has a floating dtype.
 pub(crate) fn require_float(op: &'static str, t: &Tensor) -> Result<()> {
     if !t.dtype().is_float() {

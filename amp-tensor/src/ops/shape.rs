@@ -62,7 +62,7 @@ impl Tensor {
     /// The same elements with another shape: a view when the layout allows it,
     /// else a contiguous copy.
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
-        let numel: usize = shape.iter().product();
+        let numel = crate::memory::checked_numel("reshape", shape)?;
         if numel != self.numel() {
             return Err(Error::ShapeMismatch {
                 op: "reshape",
@@ -101,10 +101,11 @@ impl Tensor {
     pub fn narrow(&self, dim: isize, start: usize, len: usize) -> Result<Tensor> {
         let d = self.dim_index("narrow", dim)?;
         let size = self.dims()[d];
-        if start + len > size {
+        let end = start.checked_add(len).filter(|&e| e <= size);
+        if end.is_none() {
             return Err(Error::IndexOutOfRange {
                 op: "narrow",
-                index: (start + len) as i64,
+                index: i64::try_from(start.saturating_add(len)).unwrap_or(i64::MAX),
                 size,
                 shape: self.shape(),
             });
@@ -215,7 +216,14 @@ pub fn cat(tensors: &[&Tensor], dim: isize) -> Result<Tensor> {
             .map(|t| t.to_dtype(dtype))
             .collect::<Result<_>>()?;
         let mut shape = first.shape();
-        shape[d] = cast.iter().map(|t| t.dims()[d]).sum();
+        shape[d] = cast
+            .iter()
+            .try_fold(0usize, |acc, t| acc.checked_add(t.dims()[d]))
+            .ok_or_else(|| Error::ShapeOverflow {
+                op: "cat",
+                shape: first.shape(),
+            })?;
+        super::output_fits("cat", &shape, dtype)?;
         let guards: Vec<_> = cast.iter().map(|t| t.storage()).collect();
         let views: Vec<_> = guards
             .iter()
