@@ -45,8 +45,9 @@
 //!   [`Isa::Amx`], `vdpbf16ps` at [`Isa::Avx512Bf16`] (both flush subnormal
 //!   bf16 inputs and results to zero); f16 inputs, and bf16 below those
 //!   levels, are widened to f32 while packing (exact) and use FMA.
-//! - `non_finite_check_and_unscale` counts infs and NaNs and multiplies by
-//!   `inv_scale` in f32 in one pass, bit-exact with `x * inv_scale`.
+//! - `non_finite_check_and_unscale` multiplies by `inv_scale` in f32 (bit-exact
+//!   with `x * inv_scale`) and counts the infs and NaNs among the stored
+//!   results, in one pass.
 //! - `linear` runs the product and its epilogue (bias added and the optional
 //!   activation applied in f32, then one rounding to the output dtype) in one
 //!   pass over the output.

@@ -1,6 +1,8 @@
-//! The fused `non_finite_check_and_unscale`: one pass per buffer that counts
-//! infs and NaNs and multiplies every element by `inv_scale` in f32 (f64 for
-//! f64 buffers), exactly as `x * inv_scale` rounded once to the buffer's dtype.
+//! The fused `non_finite_check_and_unscale`: one pass per buffer that
+//! multiplies every element by `inv_scale` in f32 (f64 for f64 buffers),
+//! exactly as `x * inv_scale` rounded once to the buffer's dtype, and counts
+//! the infs and NaNs among the results — so a value that overflows when
+//! unscaled counts too, and no non-finite value is ever written unseen.
 
 use crate::convert::F32Convert;
 use crate::elementwise::{CHUNK, PARALLEL_MIN};
@@ -9,14 +11,27 @@ use amp_tensor::{Layout, NonFiniteCount};
 use rayon::prelude::*;
 
 multiversion! {
-    /// Counts (inf, NaN) in `x`, then scales it in place by `inv_scale`.
-    pub(crate) fn count_and_scale(isa: Isa, x: &mut [f32], inv_scale: f32) -> (usize, usize) {
+    /// Scales `x` in place by `inv_scale`, then counts (inf, NaN) in the results.
+    pub(crate) fn scale_and_count(isa: Isa, x: &mut [f32], inv_scale: f32) -> (usize, usize) {
         let (mut inf, mut nan) = (0usize, 0usize);
         for v in x.iter_mut() {
+            *v *= inv_scale;
             let bits = v.to_bits() & 0x7FFF_FFFF;
             inf += (bits == 0x7F80_0000) as usize;
             nan += (bits > 0x7F80_0000) as usize;
-            *v *= inv_scale;
+        }
+        (inf, nan)
+    }
+}
+
+multiversion! {
+    /// Counts (inf, NaN) in `x`.
+    fn count_non_finite(isa: Isa, x: &[f32]) -> (usize, usize) {
+        let (mut inf, mut nan) = (0usize, 0usize);
+        for v in x {
+            let bits = v.to_bits() & 0x7FFF_FFFF;
+            inf += (bits == 0x7F80_0000) as usize;
+            nan += (bits > 0x7F80_0000) as usize;
         }
         (inf, nan)
     }
@@ -25,15 +40,18 @@ multiversion! {
 fn contiguous<T: F32Convert>(isa: Isa, x: &mut [T], inv_scale: f32) -> (usize, usize) {
     let run = |x: &mut [T]| -> (usize, usize) {
         if let Some(x32) = T::as_f32_mut(x) {
-            return count_and_scale(isa, x32, inv_scale);
+            return scale_and_count(isa, x32, inv_scale);
         }
         let mut buf = [0f32; CHUNK];
         let (mut inf, mut nan) = (0, 0);
         for c in x.chunks_mut(CHUNK) {
             let b = &mut buf[..c.len()];
             T::load(isa, c, b);
-            let (i, n) = count_and_scale(isa, b, inv_scale);
+            scale_and_count(isa, b, inv_scale);
             T::store(isa, b, c);
+            // Count what was stored: a product finite in f32 may round to inf.
+            T::load(isa, c, b);
+            let (i, n) = count_non_finite(isa, b);
             inf += i;
             nan += n;
         }
@@ -71,7 +89,7 @@ pub(crate) fn unscale<T: F32Convert>(
     NonFiniteCount { inf, nan }
 }
 
-/// The f64 case: counts, then scales in f64.
+/// The f64 case: scales in f64, then counts.
 pub(crate) fn unscale_f64(data: &mut [f64], layout: &Layout, inv_scale: f32) -> NonFiniteCount {
     let mut count = NonFiniteCount::default();
     let idx: Vec<usize> = match layout.contiguous_range() {
@@ -80,9 +98,9 @@ pub(crate) fn unscale_f64(data: &mut [f64], layout: &Layout, inv_scale: f32) -> 
     };
     let mut vals: Vec<f64> = idx.iter().map(|&i| data[i]).collect();
     for v in vals.iter_mut() {
+        *v *= inv_scale as f64;
         count.nan += v.is_nan() as usize;
         count.inf += v.is_infinite() as usize;
-        *v *= inv_scale as f64;
     }
     for (&i, v) in idx.iter().zip(vals) {
         data[i] = v;

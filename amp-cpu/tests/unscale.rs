@@ -1,7 +1,8 @@
 //! The fused `non_finite_check_and_unscale`: infs and NaNs injected at random
 //! positions of contiguous and strided buffers are always found and counted,
-//! and every viewed element becomes exactly `x * inv_scale` computed in f32
-//! (f64 for f64 buffers) and rounded once — on every CPU path.
+//! every viewed element becomes exactly `x * inv_scale` computed in f32
+//! (f64 for f64 buffers) and rounded once, and the counts are of those results
+//! (a value that overflows when scaled counts as inf) — on every CPU path.
 
 use amp_cpu::{CpuBackend, Isa};
 use amp_dtype::{bf16, f16};
@@ -47,8 +48,9 @@ fn run_case<T: HostElement>(
     let data: Vec<T> = planted(n, seed).iter().map(|&x| T::from_f64(x)).collect();
     let viewed: Vec<usize> = layout.indices().collect();
     let mut want = NonFiniteCount::default();
+    // The results are counted: a finite value that overflows when scaled counts as inf.
     for &i in &viewed {
-        let x = data[i].to_f64();
+        let x = expected_scaled(data[i], inv_scale).to_f64();
         want.inf += x.is_infinite() as usize;
         want.nan += x.is_nan() as usize;
     }
@@ -88,7 +90,11 @@ fn run_case<T: HostElement>(
 }
 
 fn all_cases<T: HostElement>(backend: &CpuBackend) {
-    for (s, &inv_scale) in [1.0 / 65536.0, 0.3f32, 1e-30, 2.0].iter().enumerate() {
+    // 65536: f16 values of ~1e3 overflow when scaled (the counts see it).
+    for (s, &inv_scale) in [1.0 / 65536.0, 0.3f32, 1e-30, 2.0, 65536.0]
+        .iter()
+        .enumerate()
+    {
         for (c, &n) in [0usize, 1, 15, 16, 17, 1000, 70_001].iter().enumerate() {
             let seed = (s * 10 + c) as u64;
             run_case::<T>(backend, n, Layout::contiguous(&[n]), seed, inv_scale);
@@ -122,6 +128,30 @@ fn every_planted_inf_and_nan_is_counted_and_values_scale_exactly() {
         all_cases::<bf16>(&backend);
         all_cases::<f16>(&backend);
         all_cases::<f64>(&backend);
+    }
+}
+
+#[test]
+fn a_value_that_overflows_when_unscaled_is_counted_never_written_unseen() {
+    // A scale at the f32 floor (2^-126): 1/scale = 2^126, and a finite
+    // gradient of 4 becomes inf. PyTorch counts before multiplying and reports nothing.
+    let inv_scale = 2f32.powi(126);
+    for isa in Isa::available() {
+        let backend = CpuBackend::with_isa(isa).unwrap();
+        let mut g = Storage::Host(HostStorage::F32(vec![4.0, 1e-40, 0.0]));
+        let mut h = Storage::Host(HostStorage::F16(vec![f16::from_f32(1.0); 3]));
+        let (l3, l3b) = (Layout::contiguous(&[3]), Layout::contiguous(&[3]));
+        let counts = backend
+            .non_finite_check_and_unscale(&mut [(&mut g, &l3), (&mut h, &l3b)], inv_scale)
+            .unwrap();
+        assert_eq!(
+            counts,
+            vec![
+                NonFiniteCount { inf: 1, nan: 0 },
+                NonFiniteCount { inf: 3, nan: 0 }
+            ],
+            "{isa}"
+        );
     }
 }
 

@@ -17,9 +17,10 @@ struct UnscaleChunk {
 };
 
 // Multiplies every element by inv_scale in place (in f32 for f32 and narrower,
-// f64 for f64) after counting its infs and NaNs: counts[2 b] += infs,
-// counts[2 b + 1] += NaNs of buffer b. Sets *found_inf = 1 (when not null) if
-// any element was not finite.
+// rounded once to the buffer's dtype; f64 for f64) and counts the infs and NaNs
+// among the stored results: counts[2 b] += infs, counts[2 b + 1] += NaNs of
+// buffer b. Sets *found_inf = 1 (when not null) if any result is not finite, so
+// a value that overflows when unscaled is never written unseen.
 extern "C" __global__ void non_finite_check_and_unscale(const UnscaleBuffer* __restrict__ buffers,
                                                         const UnscaleChunk* __restrict__ chunks, i64 num_chunks,
                                                         u64* __restrict__ counts, float* __restrict__ found_inf,
@@ -33,34 +34,36 @@ extern "C" __global__ void non_finite_check_and_unscale(const UnscaleBuffer* __r
         if (buf.dtype == 0) {
             float* p = (float*)buf.ptr;
             for (i64 i = chunk.start + threadIdx.x; i < end; i += blockDim.x) {
-                const float v = p[i];
-                nans += (v != v);
-                infs += isinf(v) ? 1 : 0;
-                p[i] = v * inv_scale;
+                const float r = p[i] * inv_scale;
+                p[i] = r;
+                nans += (r != r);
+                infs += isinf(r) ? 1 : 0;
             }
         } else if (buf.dtype == 1) {
             f16* p = (f16*)buf.ptr;
             for (i64 i = chunk.start + threadIdx.x; i < end; i += blockDim.x) {
-                const float v = __half2float(p[i]);
-                nans += (v != v);
-                infs += isinf(v) ? 1 : 0;
-                p[i] = __float2half_rn(v * inv_scale);
+                const f16 h = __float2half_rn(__half2float(p[i]) * inv_scale);
+                p[i] = h;
+                const float r = __half2float(h);
+                nans += (r != r);
+                infs += isinf(r) ? 1 : 0;
             }
         } else if (buf.dtype == 2) {
             bf16* p = (bf16*)buf.ptr;
             for (i64 i = chunk.start + threadIdx.x; i < end; i += blockDim.x) {
-                const float v = __bfloat162float(p[i]);
-                nans += (v != v);
-                infs += isinf(v) ? 1 : 0;
-                p[i] = __float2bfloat16_rn(v * inv_scale);
+                const bf16 h = __float2bfloat16_rn(__bfloat162float(p[i]) * inv_scale);
+                p[i] = h;
+                const float r = __bfloat162float(h);
+                nans += (r != r);
+                infs += isinf(r) ? 1 : 0;
             }
         } else {
             double* p = (double*)buf.ptr;
             for (i64 i = chunk.start + threadIdx.x; i < end; i += blockDim.x) {
-                const double v = p[i];
-                nans += (v != v);
-                infs += isinf(v) ? 1 : 0;
-                p[i] = v * (double)inv_scale;
+                const double r = p[i] * (double)inv_scale;
+                p[i] = r;
+                nans += (r != r);
+                infs += isinf(r) ? 1 : 0;
             }
         }
         infs = block_reduce(infs, SumOp(), (u64)0, smem);

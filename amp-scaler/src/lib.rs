@@ -106,6 +106,12 @@
 //!   [`Error::Diverged`] instead of letting a diverged run spin.
 //! - [`FoundInfReduce`]: the hook that combines found-inf across
 //!   data-parallel replicas (max-reduce); [`SingleProcess`] by default.
+//! - The scale never backs off below [`SCALE_FLOOR`] (2⁻¹²⁶, the smallest
+//!   normal f32), and the fused unscale counts the infs and NaNs of the
+//!   *unscaled* values: PyTorch's scale can underflow to 0 in an overflow
+//!   storm, after which `1/scale` is inf and a finite step writes inf/NaN into
+//!   every weight while reporting success. Here a step is never taken on
+//!   gradients that are not finite after unscaling.
 //! - Optimizers are identified by their parameters' tensor identities, not by
 //!   address (see [`Optimizer`]).
 //! - Misuse that PyTorch reports with an exception or assertion is an `Err`
@@ -129,5 +135,5 @@ pub use error::{Error, Result};
 pub use optimizer::Optimizer;
 pub use outcome::StepOutcome;
 pub use replica::{FoundInfReduce, SingleProcess};
-pub use scaler::{GradScaler, GradScalerBuilder};
+pub use scaler::{GradScaler, GradScalerBuilder, SCALE_FLOOR};
 pub use state::ScalerState;

@@ -71,13 +71,22 @@ impl Default for Settings {
     }
 }
 
-/// A positive finite f64 that stays positive and finite as f32.
+/// The smallest scale there is: the smallest normal f32, 2⁻¹²⁶. Backoff stops
+/// here whatever the settings, so `1/scale` (2¹²⁶ at most) stays finite. PyTorch
+/// has no floor: its scale halves through the subnormals to 0 in a long
+/// overflow storm, `1/scale` becomes inf, and the next finite step writes inf
+/// and NaN into every weight while reporting success.
+pub const SCALE_FLOOR: f32 = f32::MIN_POSITIVE;
+
+/// A finite f64 that is, as f32, at least [`SCALE_FLOOR`] and finite.
 fn check_scale(op: &'static str, what: &str, value: f64) -> Result<f32> {
     let as_f32 = value as f32;
-    if !(value.is_finite() && value > 0.0 && as_f32.is_finite() && as_f32 > 0.0) {
+    if !(value.is_finite() && as_f32.is_finite() && as_f32 >= SCALE_FLOOR) {
         return Err(Error::setting(
             op,
-            format!("{what} must be a positive finite f32 value, got {value}"),
+            format!(
+                "{what} must be a finite f32 value of at least {SCALE_FLOOR:e} (the smallest normal f32), got {value}"
+            ),
         ));
     }
     Ok(as_f32)
@@ -236,7 +245,8 @@ impl GradScalerBuilder {
         self
     }
 
-    /// Automatic backoff never takes the scale below `value`.
+    /// Automatic backoff never takes the scale below `value` (default: no
+    /// bound of its own, but never below [`SCALE_FLOOR`]).
     pub fn min_scale(mut self, value: f64) -> Self {
         self.settings.min_scale = Some(value);
         self
@@ -638,9 +648,7 @@ impl GradScaler {
         if found_inf {
             if self.hysteresis_left <= 1 {
                 let mut backed_off = (self.scale as f64 * self.backoff_factor) as f32;
-                if let Some(min) = self.min_scale {
-                    backed_off = backed_off.max(min);
-                }
+                backed_off = backed_off.max(self.min_scale.unwrap_or(SCALE_FLOOR));
                 self.scale = backed_off;
             } else {
                 self.hysteresis_left -= 1;
@@ -724,11 +732,17 @@ impl GradScaler {
     }
 
     /// Restores a state saved by [`state`](Self::state) (or PyTorch's
-    /// `state_dict()` fields). A disabled scaler ignores it, as PyTorch's does;
-    /// an enabled one rejects a disabled scaler's state and invalid values.
+    /// `state_dict()` fields). A disabled scaler takes only the step and skip
+    /// counters from it (PyTorch's ignores it); an enabled one rejects a
+    /// disabled scaler's state and invalid values. Every state that
+    /// [`state`](Self::state) returns loads back.
     /// Whether the scale was lazily initialised is not changed.
     pub fn load_state(&mut self, state: &ScalerState) -> Result<()> {
         if !self.enabled {
+            // Nothing to scale, but the counters are ours and a resumed run continues them.
+            self.steps = state.steps;
+            self.skips = state.skips;
+            self.consecutive_skips = state.consecutive_skips;
             return Ok(());
         }
         if !state.enabled {

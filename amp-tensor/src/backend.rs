@@ -277,8 +277,11 @@ pub trait Backend: Send + Sync + fmt::Debug {
     ) -> Result<Storage>;
 
     /// Multiplies every element of every view by `inv_scale` (in f32 for f32 and
-    /// narrower buffers), in place, and counts the infs and NaNs each view held
-    /// before scaling — one fused pass over many gradient buffers.
+    /// narrower buffers, rounded once to the buffer's dtype), in place, and
+    /// counts the infs and NaNs among the results — one fused pass over many
+    /// gradient buffers. Counting the results, not the inputs, means a finite
+    /// value that overflows when unscaled is reported too: no non-finite value
+    /// is ever written without being counted.
     fn non_finite_check_and_unscale(
         &self,
         buffers: &mut [(&mut Storage, &Layout)],

@@ -529,11 +529,6 @@ impl Backend for ReferenceBackend {
             let indices: Vec<usize> = layout.indices().collect();
             let mut values: Vec<f64> = indices.iter().map(|&i| h.get_f64(i)).collect();
             for v in values.iter_mut() {
-                if v.is_nan() {
-                    count.nan += 1;
-                } else if v.is_infinite() {
-                    count.inf += 1;
-                }
                 // PyTorch multiplies in the gradient's precision (f32 for f32 and narrower).
                 *v = if dtype == DType::F64 {
                     *v * inv_scale as f64
@@ -542,6 +537,15 @@ impl Backend for ReferenceBackend {
                 };
             }
             let scaled = HostStorage::from_f64(dtype, &values);
+            // Count the results as stored: a value that overflows when unscaled counts too.
+            for i in 0..scaled.len() {
+                let v = scaled.get_f64(i);
+                if v.is_nan() {
+                    count.nan += 1;
+                } else if v.is_infinite() {
+                    count.inf += 1;
+                }
+            }
             set_indices(h, &indices, &scaled);
             counts.push(count);
         }
