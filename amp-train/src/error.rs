@@ -30,6 +30,19 @@ pub enum Error {
         /// What is wrong and what is allowed.
         msg: String,
     },
+    /// Training stopped because it diverged (see `TrainConfig::max_consecutive_skips`).
+    #[error(
+        "training diverged and was stopped at epoch {epoch}, step {step}: {cause}. Lower the learning rate, or \
+         raise the limit (max_consecutive_skips; --max-consecutive-skips N, 0 never stops)"
+    )]
+    Diverged {
+        /// The epoch (from 1).
+        epoch: usize,
+        /// The step (from 1, all sessions).
+        step: u64,
+        /// What the limit saw.
+        cause: String,
+    },
     /// A checkpoint is missing, truncated, corrupt or does not match the model.
     #[error("checkpoint {}: {msg}", .path.display())]
     Checkpoint {

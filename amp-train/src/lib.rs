@@ -53,12 +53,14 @@
 
 mod device;
 mod error;
+mod json;
 mod precision;
 
 pub mod checkpoint;
 pub mod data;
 pub mod nn;
 pub mod optim;
+pub mod output;
 pub mod train;
 
 pub use device::{best_device, cuda_device, DeviceSpec};

@@ -48,9 +48,16 @@ struct TrainArgs {
     /// AdamW learning rate.
     #[arg(long, default_value_t = 1e-3, value_parser = parse_lr, allow_negative_numbers = true)]
     lr: f64,
-    /// Seed for initialisation and shuffling.
-    #[arg(long, default_value_t = 0)]
+    /// Seed for initialisation and shuffling (a whole number >= 0).
+    #[arg(long, default_value_t = 0, value_parser = parse_seed, allow_negative_numbers = true)]
     seed: u64,
+    /// Stop with an error after N consecutive steps skipped for inf/NaN gradients (f16) or with a
+    /// non-finite loss (bf16, f32); 0 never stops.
+    #[arg(long, default_value_t = 50, value_name = "N", value_parser = parse_count, allow_negative_numbers = true)]
+    max_consecutive_skips: u64,
+    /// The lowest loss scale the f16 GradScaler backs off to.
+    #[arg(long, default_value_t = 1.0, value_name = "SCALE", value_parser = parse_min_scale, allow_negative_numbers = true)]
+    min_loss_scale: f64,
     /// Write a checkpoint directory here after every epoch (replaced atomically).
     #[arg(long, value_name = "PATH")]
     checkpoint: Option<PathBuf>,
@@ -79,6 +86,28 @@ fn parse_positive(s: &str) -> Result<usize, String> {
     }
 }
 
+fn parse_seed(s: &str) -> Result<u64, String> {
+    s.trim()
+        .parse::<u64>()
+        .map_err(|_| format!("{s:?} is not valid: expected a whole number >= 0 (and < 2^64)"))
+}
+
+fn parse_count(s: &str) -> Result<u64, String> {
+    s.trim()
+        .parse::<u64>()
+        .map_err(|_| format!("{s:?} is not valid: expected a whole number >= 0 (0 never stops)"))
+}
+
+fn parse_min_scale(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= f64::from(amp_scaler::SCALE_FLOOR) => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not valid: expected a finite number >= {:e} (the smallest normal f32), e.g. 1",
+            amp_scaler::SCALE_FLOOR
+        )),
+    }
+}
+
 fn parse_lr(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
@@ -89,6 +118,13 @@ fn parse_lr(s: &str) -> Result<f64, String> {
 }
 
 fn run_train(args: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
+    // Outputs are checked before training, so a bad path fails at once.
+    if let Some(path) = &args.metrics {
+        amp_train::output::check_writable("--metrics", path)?;
+    }
+    if let Some(path) = &args.plot {
+        amp_train::output::check_writable("--plot", path)?;
+    }
     let device = args.device.device()?;
     let config = TrainConfig {
         precision: args.precision,
@@ -99,6 +135,9 @@ fn run_train(args: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
         checkpoint: args.checkpoint,
         resume: args.resume,
         progress: !args.quiet,
+        max_consecutive_skips: (args.max_consecutive_skips > 0)
+            .then_some(args.max_consecutive_skips),
+        min_loss_scale: args.min_loss_scale,
         ..TrainConfig::default()
     };
     let choice = config.precision.resolve(&device);
@@ -115,17 +154,20 @@ fn run_train(args: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
     );
     let outcome = train(&config, &device)?;
     print!("{}", outcome.report.summary());
-    if let Some(path) = &args.metrics {
-        let json = serde_json::to_string_pretty(&outcome.report)?;
-        std::fs::write(path, json + "\n")
-            .map_err(|e| format!("writing metrics {}: {e}", path.display()))?;
-        println!("metrics written to {}", path.display());
+    // Each output is written on its own: one failing does not stop the other.
+    let (written, failed) = amp_train::output::write_outputs(
+        &outcome.report,
+        args.metrics.as_deref(),
+        args.plot.as_deref(),
+    );
+    for line in written {
+        println!("{line}");
     }
-    if let Some(path) = &args.plot {
-        amp_train::plot::write_loss_svg(path, &outcome.report)?;
-        println!("loss curve written to {}", path.display());
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(failed.join("; ").into())
     }
-    Ok(())
 }
 
 fn main() -> ExitCode {

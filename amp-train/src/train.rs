@@ -48,6 +48,17 @@ pub struct TrainConfig {
     pub resume: Option<PathBuf>,
     /// Show a progress bar per epoch (on a terminal) or a line per epoch (otherwise), on stderr.
     pub progress: bool,
+    /// Stop with [`Error::Diverged`] after this many consecutive steps that
+    /// were skipped for inf/NaN gradients (f16, with the `GradScaler`) or had a
+    /// non-finite loss (bf16, f32); `None` never stops. Default 50: a healthy
+    /// f16 run skips a handful of steps in a row at most (the scale halves on
+    /// each), so 50 in a row means the run has diverged.
+    pub max_consecutive_skips: Option<u64>,
+    /// The lowest loss scale the f16 `GradScaler` backs off to (default 1, as
+    /// DeepSpeed's and Megatron's `min_loss_scale`): below 1 the scale no
+    /// longer protects small gradients, and an overflow storm then ends in the
+    /// stop above instead of a scale that halves towards 0.
+    pub min_loss_scale: f64,
 }
 
 impl Default for TrainConfig {
@@ -62,6 +73,8 @@ impl Default for TrainConfig {
             checkpoint: None,
             resume: None,
             progress: false,
+            max_consecutive_skips: Some(50),
+            min_loss_scale: 1.0,
         }
     }
 }
@@ -80,6 +93,24 @@ impl TrainConfig {
             return Err(Error::config(
                 "lr",
                 format!("must be a finite number > 0, got {}", self.lr),
+            ));
+        }
+        if self.max_consecutive_skips == Some(0) {
+            return Err(Error::config(
+                "max_consecutive_skips",
+                "must be at least 1 (None never stops), got 0",
+            ));
+        }
+        if !(self.min_loss_scale.is_finite()
+            && self.min_loss_scale >= f64::from(amp_scaler::SCALE_FLOOR))
+        {
+            return Err(Error::config(
+                "min_loss_scale",
+                format!(
+                    "must be a finite number >= {:e} (the smallest normal f32), got {}",
+                    amp_scaler::SCALE_FLOOR,
+                    self.min_loss_scale
+                ),
             ));
         }
         if self.layers.len() < 2
@@ -139,12 +170,15 @@ pub struct EpochRecord {
     /// Epoch number, from 0.
     pub epoch: usize,
     /// Mean training loss over the epoch's batches.
+    #[serde(with = "crate::json::float")]
     pub mean_loss: f64,
     /// Accuracy on the test split after the epoch.
+    #[serde(with = "crate::json::float")]
     pub test_accuracy: f64,
     /// Steps skipped by the scaler in this epoch.
     pub skipped_steps: u64,
     /// Wall time of the epoch in seconds (training and evaluation).
+    #[serde(with = "crate::json::float")]
     pub seconds: f64,
 }
 
@@ -168,10 +202,13 @@ pub struct TrainReport {
     /// Seed.
     pub seed: u64,
     /// Final accuracy on the test split.
+    #[serde(with = "crate::json::float")]
     pub test_accuracy: f64,
     /// Wall time of this session's training and evaluation, in seconds.
+    #[serde(with = "crate::json::float")]
     pub wall_time_s: f64,
     /// Training samples per second in this session.
+    #[serde(with = "crate::json::float")]
     pub samples_per_s: f64,
     /// Optimizer steps attempted (all sessions).
     pub steps: u64,
@@ -183,7 +220,9 @@ pub struct TrainReport {
     pub ops: OpCounts,
     /// Per-epoch records (all sessions).
     pub history: Vec<EpochRecord>,
-    /// Every step's training loss (all sessions).
+    /// Every step's training loss (all sessions); NaN and infinite losses
+    /// are written to JSON as `"NaN"`, `"inf"`, `"-inf"`.
+    #[serde(with = "crate::json::float_vec")]
     pub step_losses: Vec<f64>,
 }
 
@@ -210,6 +249,7 @@ struct ResumeState {
     steps: u64,
     skipped_steps: u64,
     history: Vec<EpochRecord>,
+    #[serde(with = "crate::json::float_vec")]
     step_losses: Vec<f64>,
 }
 
@@ -447,6 +487,10 @@ fn progress_bar(config: &TrainConfig, epoch: usize, batches: usize) -> ProgressB
 /// AdamW on `device`, and evaluates it on the test split.
 pub fn train(config: &TrainConfig, device: &Device) -> Result<TrainOutcome> {
     config.validate()?;
+    if let Some(path) = &config.checkpoint {
+        // Refuse a path that is not ours before training, not after the first epoch.
+        checkpoint::check_target(path)?;
+    }
     let choice = config.precision.resolve(device);
     let (train_set, test_set) = digits(device)?;
     let model = mlp(&config.layers, device, config.seed)?;
@@ -457,7 +501,14 @@ pub fn train(config: &TrainConfig, device: &Device) -> Result<TrainOutcome> {
             ..Default::default()
         },
     );
-    let mut scaler = GradScaler::builder().enabled(choice.grad_scaler).build()?;
+    let mut builder = GradScaler::builder()
+        .enabled(choice.grad_scaler)
+        .min_scale(config.min_loss_scale)
+        .init_scale(65536f64.max(config.min_loss_scale));
+    if let Some(limit) = config.max_consecutive_skips {
+        builder = builder.max_consecutive_skips(limit);
+    }
+    let mut scaler = builder.build()?;
     let loader = DataLoader::new(train_set.clone(), config.batch_size).shuffle(config.seed);
 
     let mut report = TrainReport {
@@ -491,6 +542,7 @@ pub fn train(config: &TrainConfig, device: &Device) -> Result<TrainOutcome> {
     }
 
     amp_autocast::reset_stats();
+    let mut bad_losses = 0u64;
     let start = Instant::now();
     let mut samples = 0usize;
     model.train();
@@ -511,8 +563,49 @@ pub fn train(config: &TrainConfig, device: &Device) -> Result<TrainOutcome> {
             if scaler.step(&mut opt)?.is_skipped() {
                 skipped += 1;
             }
-            scaler.update()?;
+            let step = report.steps + n_batches as u64 + 1;
+            scaler.update().map_err(|e| match e {
+                amp_scaler::Error::Diverged {
+                    consecutive_skips,
+                    scale,
+                    inf_params,
+                    nan_params,
+                    ..
+                } => {
+                    let names = |p: &[(String, usize)]| {
+                        p.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+                    };
+                    Error::Diverged {
+                        epoch: epoch + 1,
+                        step,
+                        cause: format!(
+                            "{consecutive_skips} consecutive steps were skipped for inf/NaN gradients (loss scale now {scale}); \
+                             in the last one inf in [{}], NaN in [{}]",
+                            names(&inf_params),
+                            names(&nan_params)
+                        ),
+                    }
+                }
+                other => other.into(),
+            })?;
             let loss = loss.scalar_f64()?;
+            // Without loss scaling nothing skips: a non-finite loss is the sign.
+            if !scaler.is_enabled() {
+                bad_losses = if loss.is_finite() { 0 } else { bad_losses + 1 };
+                if config
+                    .max_consecutive_skips
+                    .is_some_and(|limit| bad_losses >= limit)
+                {
+                    return Err(Error::Diverged {
+                        epoch: epoch + 1,
+                        step,
+                        cause: format!(
+                            "the loss was not finite ({loss}) in {bad_losses} consecutive steps (no loss scaling in {})",
+                            choice.dtype
+                        ),
+                    });
+                }
+            }
             report.step_losses.push(loss);
             loss_sum += loss;
             n_batches += 1;

@@ -45,6 +45,15 @@ fn bad_values_exit_2_naming_the_flag_and_valid_values() {
         (&["--lr", "nan"], &["--lr", "> 0"]),
         (&["--epochs", "many"], &["--epochs"]),
         (&["--no-such-flag"], &["--no-such-flag"]),
+        (&["--seed", "-1"], &["--seed", ">= 0"]),
+        (
+            &["--max-consecutive-skips", "-2"],
+            &["--max-consecutive-skips", ">= 0"],
+        ),
+        (
+            &["--min-loss-scale", "0"],
+            &["--min-loss-scale", "smallest normal"],
+        ),
     ];
     for (args, needles) in cases {
         let out = amp_train(args);
@@ -88,7 +97,7 @@ fn a_corrupt_checkpoint_is_a_clear_error() {
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("checkpoint") && stderr.contains("state.json is not valid JSON"),
+        stderr.contains("checkpoint") && stderr.contains("state.json is damaged (not valid JSON"),
         "{stderr}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
