@@ -24,6 +24,24 @@
 //! # Ok::<(), amp_tensor::Error>(())
 //! ```
 
+//! # Non-finite values
+//!
+//! Every backend gives PyTorch's answers where inf and NaN meet an op:
+//! elementwise ops follow IEEE 754; `max`/`min` (elementwise and reductions)
+//! propagate NaN; `softmax` and `log_softmax` shift each row by its maximum as
+//! it is, so a row holding NaN or `+inf`, or a row that is all `-inf` (fully
+//! masked), is NaN throughout, while `-inf` entries beside finite ones are
+//! zeros; `cross_entropy` of a row with a `+inf` or NaN logit is NaN; a mean
+//! over nothing is NaN. The fused unscale counts the infs and NaNs of the
+//! values it writes ([`Backend::non_finite_check_and_unscale`]).
+//!
+//! # Sizes
+//!
+//! Element counts are computed with checked arithmetic: a shape whose count
+//! overflows is [`Error::ShapeOverflow`], a buffer larger than the machine
+//! (memory plus swap) or than one allocation may be is [`Error::OutOfMemory`]
+//! — never a wrapped count, a panic or an abort ([`memory`]).
+
 mod autograd;
 pub mod backend;
 mod device;
