@@ -6,34 +6,8 @@
 use crate::convert::F32Convert;
 use crate::elementwise::{CHUNK, PARALLEL_MIN};
 use crate::isa::{multiversion, Isa};
-use amp_tensor::AdamWStep;
+use amp_tensor::backend::{AdamWCoefficients as Coeffs, AdamWStep};
 use rayon::prelude::*;
-
-/// The per-step scalars, rounded to f32 once (as PyTorch passes them to f32 ops).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Coeffs {
-    decay: f32,
-    one_minus_beta1: f32,
-    beta2: f32,
-    one_minus_beta2: f32,
-    bias_correction2_sqrt: f32,
-    eps: f32,
-    step_size: f32,
-}
-
-impl Coeffs {
-    pub(crate) fn new(h: &AdamWStep) -> Coeffs {
-        Coeffs {
-            decay: (1.0 - h.lr * h.weight_decay) as f32,
-            one_minus_beta1: (1.0 - h.beta1) as f32,
-            beta2: h.beta2 as f32,
-            one_minus_beta2: (1.0 - h.beta2) as f32,
-            bias_correction2_sqrt: h.bias_correction2_sqrt() as f32,
-            eps: h.eps as f32,
-            step_size: h.step_size() as f32,
-        }
-    }
-}
 
 multiversion! {
     /// The update over f32 slices of one length.
@@ -101,7 +75,7 @@ pub(crate) fn adamw<P: F32Convert, G: F32Convert>(
     v: &mut [f32],
     hyper: &AdamWStep,
 ) {
-    let c = Coeffs::new(hyper);
+    let c = hyper.coefficients();
     const TASK: usize = 1 << 15;
     if p.len() < PARALLEL_MIN {
         return run(isa, p, g, m, v, c);

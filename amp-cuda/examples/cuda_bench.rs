@@ -141,16 +141,28 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         8.0 * elems as f64 / unscale / 1e9,
         "GB/s",
     );
-    let flag = Tensor::zeros(&[1], DType::F32, &d)?;
-    let refs: Vec<&Tensor> = grads.iter().collect();
-    let on_device = time(&d, 2, 20, || {
-        amp_cuda::unscale_grads_on_device(&refs, 1.0, &flag)
-    })?;
+    // The fused AdamW update over the same elements (param, grad, 2 moments: 4 reads, 3 writes).
+    let (p, g, m, v) = (
+        Tensor::randn(&[elems], DType::F32, &d, 5)?,
+        Tensor::randn(&[elems], DType::F32, &d, 6)?,
+        Tensor::zeros(&[elems], DType::F32, &d)?,
+        Tensor::zeros(&[elems], DType::F32, &d)?,
+    );
+    let hyper = amp_tensor::AdamWStep {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.01,
+        step: 1,
+    };
+    let adamw = time(&d, 2, 20, || ops::adamw_step(&p, &g, &m, &v, &hyper))?;
     report(
-        "unscale to device flag (no readback)",
-        8.0 * elems as f64 / on_device / 1e9,
+        "fused AdamW f32 (read+write)",
+        28.0 * elems as f64 / adamw / 1e9,
         "GB/s",
     );
+    drop((p, g, m, v));
     drop((x, grads));
 
     // One training step of the MLP.

@@ -1,6 +1,5 @@
 // Mixed-precision helpers: the fused multi-tensor non-finite check and
-// unscale, and a fused AdamW step that skips itself on a device-side
-// found-inf flag (no host round trip).
+// unscale, and the fused AdamW update.
 
 // One buffer of the fused unscale: dtype 0 = f32, 1 = f16, 2 = bf16, 3 = f64.
 struct UnscaleBuffer {
@@ -19,12 +18,10 @@ struct UnscaleChunk {
 // Multiplies every element by inv_scale in place (in f32 for f32 and narrower,
 // rounded once to the buffer's dtype; f64 for f64) and counts the infs and NaNs
 // among the stored results: counts[2 b] += infs, counts[2 b + 1] += NaNs of
-// buffer b. Sets *found_inf = 1 (when not null) if any result is not finite, so
-// a value that overflows when unscaled is never written unseen.
+// buffer b, so a value that overflows when unscaled is never written unseen.
 extern "C" __global__ void non_finite_check_and_unscale(const UnscaleBuffer* __restrict__ buffers,
                                                         const UnscaleChunk* __restrict__ chunks, i64 num_chunks,
-                                                        u64* __restrict__ counts, float* __restrict__ found_inf,
-                                                        float inv_scale) {
+                                                        u64* __restrict__ counts, float inv_scale) {
     __shared__ u64 smem[32];
     for (i64 c = blockIdx.x; c < num_chunks; c += gridDim.x) {
         const UnscaleChunk chunk = chunks[c];
@@ -71,55 +68,46 @@ extern "C" __global__ void non_finite_check_and_unscale(const UnscaleBuffer* __r
         if (threadIdx.x == 0 && (infs | nans) != 0) {
             atomicAdd(counts + 2 * chunk.buffer, infs);
             atomicAdd(counts + 2 * chunk.buffer + 1, nans);
-            if (found_inf) *found_inf = 1.0f;
         }
     }
 }
 
-// AdamW (decoupled weight decay, PyTorch's torch.optim.AdamW update) on f32
-// master weights and f32 moments; `step` is a one-element f32 device counter
-// of steps already taken. If `found_inf` (may be null) holds a non-zero value
-// the kernel returns at once: parameters, moments and step are left as they were.
-template <typename G>
-__device__ void adamw_impl(float* __restrict__ param, const G* __restrict__ grad, float* __restrict__ exp_avg,
-                           float* __restrict__ exp_avg_sq, i64 n, const float* __restrict__ step,
-                           const float* __restrict__ found_inf, float lr, float beta1, float beta2, float eps,
-                           float weight_decay, float grad_scale, int maximize) {
-    if (found_inf && *found_inf != 0.0f) return;
-    const float t = *step + 1.0f;
-    const float bias_correction1 = 1.0f - powf(beta1, t);
-    const float bias_correction2 = 1.0f - powf(beta2, t);
-    const float step_size = lr / bias_correction1;
-    const float bias_correction2_sqrt = sqrtf(bias_correction2);
-    const float decay = 1.0f - lr * weight_decay;
+// One AdamW update in place (torch.optim.AdamW, amsgrad off) of a parameter of
+// any of f32/f16/bf16 with a gradient of any of them and f32 moments, in f32,
+// every operation rounded on its own (no fused multiply-adds) so that the
+// result is bit-identical with the CPU backend's. The coefficients are the
+// step's, rounded to f32 on the host (amp_tensor's AdamWCoefficients).
+template <typename P, typename G>
+__device__ void adamw_impl(P* __restrict__ param, const G* __restrict__ grad, float* __restrict__ exp_avg,
+                           float* __restrict__ exp_avg_sq, i64 n, float decay, float one_minus_beta1, float beta2,
+                           float one_minus_beta2, float bias_correction2_sqrt, float eps, float step_size) {
     GRID_STRIDE_LOOP(i, n) {
-        float g = to_f32(grad[i]) * grad_scale;
-        if (maximize) g = -g;
-        const float p = param[i] * decay;
-        const float m = exp_avg[i] + (g - exp_avg[i]) * (1.0f - beta1);
-        const float v = exp_avg_sq[i] * beta2 + (1.0f - beta2) * g * g;
-        const float denom = sqrtf(v) / bias_correction2_sqrt + eps;
+        const float g = to_f32(grad[i]);
+        const float m = __fadd_rn(exp_avg[i], __fmul_rn(__fsub_rn(g, exp_avg[i]), one_minus_beta1));
+        const float v = __fadd_rn(__fmul_rn(exp_avg_sq[i], beta2), __fmul_rn(__fmul_rn(g, g), one_minus_beta2));
+        const float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(v), bias_correction2_sqrt), eps);
+        const float p = __fsub_rn(__fmul_rn(to_f32(param[i]), decay), __fmul_rn(step_size, __fdiv_rn(m, denom)));
         exp_avg[i] = m;
         exp_avg_sq[i] = v;
-        param[i] = p - step_size * (m / denom);
+        param[i] = from_f32<P>(p);
     }
 }
 
-#define AMP_ADAMW(NAME, G)                                                                                  \
-    extern "C" __global__ void adamw_step_##NAME(float* param, const G* grad, float* exp_avg,               \
-                                                 float* exp_avg_sq, i64 n, const float* step,               \
-                                                 const float* found_inf, float lr, float beta1, float beta2, \
-                                                 float eps, float weight_decay, float grad_scale,             \
-                                                 int maximize) {                                              \
-        adamw_impl<G>(param, grad, exp_avg, exp_avg_sq, n, step, found_inf, lr, beta1, beta2, eps,          \
-                      weight_decay, grad_scale, maximize);                                                   \
+#define AMP_ADAMW(NAME, P, G)                                                                               \
+    extern "C" __global__ void adamw_##NAME(P* param, const G* grad, float* exp_avg, float* exp_avg_sq,       \
+                                            i64 n, float decay, float one_minus_beta1, float beta2,           \
+                                            float one_minus_beta2, float bias_correction2_sqrt, float eps,    \
+                                            float step_size) {                                                \
+        adamw_impl<P, G>(param, grad, exp_avg, exp_avg_sq, n, decay, one_minus_beta1, beta2, one_minus_beta2, \
+                         bias_correction2_sqrt, eps, step_size);                                              \
     }
 
-AMP_ADAMW(f32, float)
-AMP_ADAMW(f16, f16)
-AMP_ADAMW(bf16, bf16)
-
-// Advances the step counter unless found_inf (may be null) is set. Launch with one thread.
-extern "C" __global__ void adamw_advance_step(float* step, const float* found_inf) {
-    if (threadIdx.x == 0 && blockIdx.x == 0 && !(found_inf && *found_inf != 0.0f)) *step += 1.0f;
-}
+AMP_ADAMW(f32_f32, float, float)
+AMP_ADAMW(f32_f16, float, f16)
+AMP_ADAMW(f32_bf16, float, bf16)
+AMP_ADAMW(f16_f32, f16, float)
+AMP_ADAMW(f16_f16, f16, f16)
+AMP_ADAMW(f16_bf16, f16, bf16)
+AMP_ADAMW(bf16_f32, bf16, float)
+AMP_ADAMW(bf16_f16, bf16, f16)
+AMP_ADAMW(bf16_bf16, bf16, bf16)

@@ -262,6 +262,15 @@ struct MinOp {  // NaN propagates
     }
 };
 
+// Maximum that ignores NaN, as f64::max.
+struct MaxIgnoreNanOp {
+    template <typename V> __device__ __forceinline__ V operator()(V a, V b) const {
+        if (amp_isnan(a)) return b;
+        if (amp_isnan(b)) return a;
+        return a > b ? a : b;
+    }
+};
+
 // Reduces `v` over the block; every thread gets the result. `smem` holds 32 values.
 template <typename V, typename F>
 __device__ __forceinline__ V block_reduce(V v, F f, V identity, V* smem) {

@@ -111,14 +111,6 @@ __device__ void argreduce_rows(const T* __restrict__ x, i64* __restrict__ out, i
     }
 }
 
-// Maximum that ignores NaN, as f64::max.
-struct MaxIgnoreNanOp {
-    template <typename V> __device__ __forceinline__ V operator()(V a, V b) const {
-        if (amp_isnan(a)) return b;
-        if (amp_isnan(b)) return a;
-        return a > b ? a : b;
-    }
-};
 
 // Softmax (log = 0) or log-softmax (log = 1) of each row, as the reference and
 // PyTorch: the row is shifted by its maximum as it is, so a row holding NaN or

@@ -1,14 +1,12 @@
-//! Mixed-precision kernels beyond the `Backend` trait: the fused multi-tensor
-//! non-finite check and unscale (also in a form that only sets a device-side
-//! found-inf flag), and a fused AdamW step that skips itself on that flag
-//! without a host round trip.
+//! The fused mixed-precision kernels behind two `Backend` methods: the
+//! multi-tensor non-finite check and unscale, and the AdamW update.
 
 use crate::backend::CudaBackend;
 use crate::device::{grid_for, launch};
 use crate::kernels::AMP;
 use amp_dtype::DType;
-use amp_tensor::backend::NonFiniteCount;
-use amp_tensor::{Error, Layout, Result, Storage, Tensor};
+use amp_tensor::backend::{AdamWStep, NonFiniteCount, View};
+use amp_tensor::{Error, Layout, Result, Storage};
 use cudarc::driver::LaunchConfig;
 
 /// Elements per block of the fused unscale.
@@ -31,14 +29,10 @@ fn dtype_code(op: &'static str, dtype: DType) -> Result<i64> {
 }
 
 /// The fused unscale over CUDA buffers (see `Backend::non_finite_check_and_unscale`).
-/// `found_inf`, when given, is the address of an f32 that is set to 1 if any
-/// element was not finite. Counts are read back only when `read_counts`.
 pub(crate) fn unscale_storages(
     backend: &CudaBackend,
     buffers: &mut [(&mut Storage, &Layout)],
     inv_scale: f32,
-    found_inf: Option<u64>,
-    read_counts: bool,
 ) -> Result<Vec<NonFiniteCount>> {
     let op = "non_finite_check_and_unscale";
     let gpu = &backend.gpu;
@@ -75,10 +69,7 @@ pub(crate) fn unscale_storages(
         }
     }
     if chunks.is_empty() {
-        return Ok(vec![
-            NonFiniteCount::default();
-            if read_counts { table.len() } else { 0 }
-        ]);
+        return Ok(vec![NonFiniteCount::default(); table.len()]);
     }
     let table_bytes: Vec<u8> = table
         .iter()
@@ -100,19 +91,18 @@ pub(crate) fn unscale_storages(
     let chunks_dev = gpu.upload(op, DType::U8, chunk_bytes.len(), &chunk_bytes)?;
     let counts = gpu.zeros(op, DType::I64, 2 * table.len())?;
     let f = gpu.function(&AMP, "non_finite_check_and_unscale")?;
-    let (tp, cp, np, kp, fp) = (
+    let (tp, cp, np, kp) = (
         table_dev.ptr(),
         chunks_dev.ptr(),
         chunks.len() as i64,
         counts.ptr(),
-        found_inf.unwrap_or(0),
     );
     let cfg = LaunchConfig {
         grid_dim: (chunks.len().min(65535) as u32, 1, 1),
         block_dim: (256, 1, 1),
         shared_mem_bytes: 0,
     };
-    launch!(gpu, op, f, cfg, &tp, &cp, &np, &kp, &fp, &inv_scale)?;
+    launch!(gpu, op, f, cfg, &tp, &cp, &np, &kp, &inv_scale)?;
     for (copy, dst, layout, dtype) in &write_back {
         let src_strides = amp_tensor::layout::contiguous_strides(layout.shape());
         backend.copy_strided(
@@ -124,9 +114,6 @@ pub(crate) fn unscale_storages(
             *dst,
             layout.strides(),
         )?;
-    }
-    if !read_counts {
-        return Ok(Vec::new());
     }
     let bytes = gpu.download(op, &counts, 0, counts.len)?;
     let values: Vec<u64> = bytes
@@ -146,231 +133,78 @@ pub(crate) fn unscale_storages(
         .collect())
 }
 
-/// The CUDA backend a tensor lives on, or an error naming `op`.
-fn backend_of(op: &'static str, t: &Tensor) -> Result<CudaBackend> {
-    if t.device().backend_name() != "cuda" {
-        return Err(Error::DeviceMismatch {
-            op,
-            lhs: "cuda".into(),
-            rhs: t.device().to_string(),
-        });
-    }
-    crate::cached_backend(t.device().ordinal()).ok_or_else(|| {
-        Error::invalid(
-            op,
-            format!("{} was not opened by amp_cuda::device", t.device()),
-        )
-    })
-}
-
-fn check_distinct(op: &'static str, tensors: &[&Tensor]) -> Result<()> {
-    for (i, a) in tensors.iter().enumerate() {
-        for b in &tensors[i + 1..] {
-            if a.shares_storage_with(b) {
-                return Err(Error::invalid(
-                    op,
-                    "every tensor must have its own storage (two share one)",
-                ));
-            }
-            if !a.device().same_device(b.device()) {
-                return Err(Error::DeviceMismatch {
-                    op,
-                    lhs: a.device().to_string(),
-                    rhs: b.device().to_string(),
-                });
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Unscales gradients in place (`g *= inv_scale`, in f32 for f32 and narrower)
-/// in one fused pass and sets the one-element f32 `found_inf` to 1 if any
-/// element was inf or NaN (it is never cleared here). Nothing is read back to
-/// the host, so a following [`adamw_step`] can skip on the flag without a sync.
-pub fn unscale_grads_on_device(
-    grads: &[&Tensor],
-    inv_scale: f32,
-    found_inf: &Tensor,
-) -> Result<()> {
-    let op = "unscale_grads_on_device";
-    let backend = backend_of(op, found_inf)?;
-    let mut all: Vec<&Tensor> = grads.to_vec();
-    all.push(found_inf);
-    check_distinct(op, &all)?;
-    if found_inf.dtype() != DType::F32 || found_inf.numel() != 1 {
+/// One fused AdamW update in place on the GPU (`Backend::adamw_step`): a
+/// parameter of f32, f16 or bf16 and a gradient of any of them (a strided
+/// gradient is made contiguous first), f32 moments; `None` for dtypes the
+/// kernel does not cover (f64), which take the composed path.
+pub(crate) fn adamw(
+    backend: &CudaBackend,
+    param: &mut Storage,
+    grad: View<'_>,
+    exp_avg: &mut Storage,
+    exp_avg_sq: &mut Storage,
+    hyper: &AdamWStep,
+) -> Result<Option<()>> {
+    let op = "adamw_step";
+    let short = |d: DType| match d {
+        DType::F32 => Some("f32"),
+        DType::F16 => Some("f16"),
+        DType::BF16 => Some("bf16"),
+        _ => None,
+    };
+    let (gs, gl) = backend.view(op, grad)?;
+    let (Some(p_sfx), Some(g_sfx)) = (short(param.dtype()), short(gs.dtype)) else {
+        return Ok(None);
+    };
+    let n = param.len();
+    if gl.numel() != n || exp_avg.len() != n || exp_avg_sq.len() != n {
         return Err(Error::invalid(
             op,
-            format!("found_inf must be one f32 element, got {:?}", found_inf),
+            format!(
+                "param has {n} elements, grad {}, exp_avg {}, exp_avg_sq {}",
+                gl.numel(),
+                exp_avg.len(),
+                exp_avg_sq.len()
+            ),
         ));
     }
-    let flag = {
-        let s = found_inf.storage();
-        backend.storage(op, &s)?.ptr_at(found_inf.layout().offset())
-    };
-    let mut guards: Vec<_> = grads.iter().map(|g| g.storage_mut()).collect();
-    let mut buffers: Vec<(&mut Storage, &Layout)> = guards
-        .iter_mut()
-        .zip(grads)
-        .map(|(s, g)| (&mut **s, g.layout()))
-        .collect();
-    unscale_storages(&backend, &mut buffers, inv_scale, Some(flag), false).map(|_| ())
-}
-
-/// Hyper-parameters of [`adamw_step`] (PyTorch's `torch.optim.AdamW` defaults via `Default`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct AdamWHyper {
-    /// Learning rate.
-    pub lr: f32,
-    /// Decay of the first moment.
-    pub beta1: f32,
-    /// Decay of the second moment.
-    pub beta2: f32,
-    /// Added to the denominator.
-    pub eps: f32,
-    /// Decoupled weight decay.
-    pub weight_decay: f32,
-    /// Multiplies each gradient before use (an inverse loss scale to fuse the unscale; 1 otherwise).
-    pub grad_scale: f32,
-    /// Maximise the objective instead of minimising it.
-    pub maximize: bool,
-}
-
-impl Default for AdamWHyper {
-    fn default() -> Self {
-        AdamWHyper {
-            lr: 1e-3,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 1e-2,
-            grad_scale: 1.0,
-            maximize: false,
-        }
-    }
-}
-
-/// One fused AdamW step on the GPU, in place, as `torch.optim.AdamW` computes it:
-/// `p ← p·(1 − lr·wd)`, `m ← β₁m + (1 − β₁)g`, `v ← β₂v + (1 − β₂)g²`,
-/// `p ← p − lr/(1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + ε)` with `t = step + 1`, then
-/// `step ← t`. `param`, `exp_avg`, `exp_avg_sq` are f32 (master weights and
-/// moments), `grad` f32, f16 or bf16, `step` a one-element f32 counter, all
-/// contiguous with one element count. When `found_inf` (one f32) holds a
-/// non-zero value on the device the whole step — including `step` — is
-/// skipped by the kernels themselves, without a host round trip.
-pub fn adamw_step(
-    param: &Tensor,
-    grad: &Tensor,
-    exp_avg: &Tensor,
-    exp_avg_sq: &Tensor,
-    step: &Tensor,
-    found_inf: Option<&Tensor>,
-    hyper: &AdamWHyper,
-) -> Result<()> {
-    let op = "adamw_step";
-    let backend = backend_of(op, param)?;
-    let mut all = vec![param, grad, exp_avg, exp_avg_sq, step];
-    all.extend(found_inf);
-    check_distinct(op, &all)?;
-    for (what, t) in [
-        ("param", param),
-        ("exp_avg", exp_avg),
-        ("exp_avg_sq", exp_avg_sq),
-        ("step", step),
-    ] {
-        if t.dtype() != DType::F32 {
+    let g = backend.operand(op, gs, gl)?;
+    let pp = backend.storage_mut(op, param)?.ptr();
+    let mp = backend.storage_mut(op, exp_avg)?.ptr();
+    let vp = backend.storage_mut(op, exp_avg_sq)?.ptr();
+    for (what, s) in [("exp_avg", &*exp_avg), ("exp_avg_sq", &*exp_avg_sq)] {
+        if s.dtype() != DType::F32 {
             return Err(Error::UnsupportedDType {
                 op,
-                dtype: t.dtype(),
+                dtype: s.dtype(),
                 reason: format!("{what} must be f32"),
             });
         }
     }
-    let gsfx = match grad.dtype() {
-        DType::F32 => "f32",
-        DType::F16 => "f16",
-        DType::BF16 => "bf16",
-        other => {
-            return Err(Error::UnsupportedDType {
-                op,
-                dtype: other,
-                reason: "grad must be f32, f16 or bf16".into(),
-            })
-        }
-    };
-    let n = param.numel();
-    for t in [grad, exp_avg, exp_avg_sq] {
-        if t.numel() != n {
-            return Err(Error::ShapeMismatch {
-                op,
-                lhs: param.shape(),
-                rhs: t.shape(),
-            });
-        }
+    if n == 0 {
+        return Ok(Some(()));
     }
-    if step.numel() != 1 || found_inf.is_some_and(|f| f.numel() != 1 || f.dtype() != DType::F32) {
-        return Err(Error::invalid(
-            op,
-            "step and found_inf must be one-element f32 tensors",
-        ));
-    }
-    for t in &all {
-        if !t.is_contiguous() {
-            return Err(Error::invalid(op, format!("{t:?} must be contiguous")));
-        }
-    }
-    let ptr = |t: &Tensor| -> Result<u64> {
-        let s = t.storage();
-        Ok(backend.storage(op, &s)?.ptr_at(t.layout().offset()))
-    };
-    let (pp, gp, mp, vp, sp) = (
-        ptr(param)?,
-        ptr(grad)?,
-        ptr(exp_avg)?,
-        ptr(exp_avg_sq)?,
-        ptr(step)?,
-    );
-    let fp = match found_inf {
-        Some(f) => ptr(f)?,
-        None => 0,
-    };
-    // Hold the write locks of the updated tensors while the kernels are queued.
-    let _locks = (
-        param.storage_mut(),
-        exp_avg.storage_mut(),
-        exp_avg_sq.storage_mut(),
-        step.storage_mut(),
-    );
+    let c = hyper.coefficients();
     let gpu = &backend.gpu;
-    let f = gpu.function(&AMP, &format!("adamw_step_{gsfx}"))?;
+    let f = gpu.function(&AMP, &format!("adamw_{p_sfx}_{g_sfx}"))?;
     let n64 = n as i64;
-    let maximize = i32::from(hyper.maximize);
-    let h = hyper;
     launch!(
         gpu,
         op,
         f,
         grid_for(n),
         &pp,
-        &gp,
+        &g.ptr,
         &mp,
         &vp,
         &n64,
-        &sp,
-        &fp,
-        &h.lr,
-        &h.beta1,
-        &h.beta2,
-        &h.eps,
-        &h.weight_decay,
-        &h.grad_scale,
-        &maximize
+        &c.decay,
+        &c.one_minus_beta1,
+        &c.beta2,
+        &c.one_minus_beta2,
+        &c.bias_correction2_sqrt,
+        &c.eps,
+        &c.step_size
     )?;
-    let advance = gpu.function(&AMP, "adamw_advance_step")?;
-    let one = LaunchConfig {
-        grid_dim: (1, 1, 1),
-        block_dim: (1, 1, 1),
-        shared_mem_bytes: 0,
-    };
-    launch!(gpu, op, advance, one, &sp, &fp)
+    Ok(Some(()))
 }

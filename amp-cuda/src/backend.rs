@@ -3,9 +3,13 @@
 use crate::device::{grid_for, grid_for_rows, launch, Gpu};
 use crate::kernels::{COPY, ELEMENTWISE, REDUCE, SCATTER};
 use crate::meta::StridedMeta;
+use crate::split;
 use crate::storage::CudaStorage;
 use amp_dtype::DType;
-use amp_tensor::backend::{Backend, BinaryOp, DeviceKind, NonFiniteCount, ReduceOp, UnaryOp, View};
+use amp_tensor::backend::{
+    composed_adamw_step, AdamWStep, Backend, BinaryOp, DeviceKind, NonFiniteCount, ReduceOp,
+    UnaryOp, View,
+};
 use amp_tensor::layout::contiguous_strides;
 use amp_tensor::{Error, HostStorage, Layout, Result, Storage};
 use std::sync::Arc;
@@ -182,6 +186,34 @@ impl CudaBackend {
     /// Waits for every queued kernel of this device; reports asynchronous errors.
     pub fn synchronize(&self) -> Result<()> {
         self.gpu.synchronize("synchronize")
+    }
+
+    /// The driver and library versions this device was opened with.
+    pub fn versions(&self) -> &crate::versions::Versions {
+        &self.gpu.versions
+    }
+
+    /// Loads every kernel module now (instead of at first use) and returns,
+    /// for each, the image it came from or why none loaded.
+    pub fn load_all_kernels(&self) -> Vec<(&'static str, std::result::Result<String, String>)> {
+        crate::kernels::ALL
+            .iter()
+            .map(|source| {
+                let result = self.gpu.module(source).map_err(|e| e.to_string());
+                let image = self
+                    .gpu
+                    .loaded_images()
+                    .into_iter()
+                    .find(|(m, _)| *m == source.name)
+                    .map(|(_, image)| image.to_string());
+                (source.name, result.map(|_| image.unwrap_or_default()))
+            })
+            .collect()
+    }
+
+    /// Which image each kernel module loaded so far came from (NVRTC, a precompiled CUBIN or PTX).
+    pub fn kernel_images(&self) -> Vec<(&'static str, crate::images::ImageSource)> {
+        self.gpu.loaded_images()
     }
 
     pub(crate) fn storage<'a>(&self, op: &'static str, s: &'a Storage) -> Result<&'a CudaStorage> {
@@ -698,15 +730,22 @@ impl Backend for CudaBackend {
                 y
             }
             _ => {
+                let code: i32 = match op {
+                    ReduceOp::Sum => 0,
+                    ReduceOp::Mean => 1,
+                    ReduceOp::Max => 2,
+                    _ => 3,
+                };
+                let parts = split::parts(rows, n);
+                if parts > 1 && dtype.is_float() {
+                    // Few long rows: each cut into chunks with blocks of their own.
+                    let input = split::Rows { x, rows, n, parts };
+                    let y = split::reduce(self, name, input, dtype, code)?;
+                    return Ok(Self::wrap(self.cast_owned(name, y, out)?));
+                }
                 let y = self.gpu.alloc(name, dtype, rows)?;
                 if rows > 0 {
                     let f = self.gpu.function(&REDUCE, &format!("reduce_{sfx}"))?;
-                    let code: i32 = match op {
-                        ReduceOp::Sum => 0,
-                        ReduceOp::Mean => 1,
-                        ReduceOp::Max => 2,
-                        _ => 3,
-                    };
                     let yp = y.ptr();
                     launch!(
                         self.gpu,
@@ -739,7 +778,16 @@ impl Backend for CudaBackend {
         let rows = numel.checked_div(n).unwrap_or(0);
         let input = self.operand(name, s, l)?;
         let y = self.gpu.alloc(name, s.dtype, numel)?;
-        if rows > 0 {
+        let parts = split::parts(rows, n);
+        if parts > 1 {
+            let rows = split::Rows {
+                x: input.ptr,
+                rows,
+                n,
+                parts,
+            };
+            split::softmax(self, name, rows, &y, log)?;
+        } else if rows > 0 {
             let f = self.gpu.function(&REDUCE, &format!("softmax_{sfx}"))?;
             let (yp, rows64, n64, log32) = (y.ptr(), rows as i64, n as i64, i32::from(log));
             launch!(
@@ -789,10 +837,24 @@ impl Backend for CudaBackend {
         let y = self.gpu.alloc(name, s.dtype, numel)?;
         let mean = self.gpu.alloc(name, DType::F32, rows)?;
         let rstd = self.gpu.alloc(name, DType::F32, rows)?;
-        if rows > 0 {
+        let wp = w.as_ref().map_or(0u64, |w| w.ptr());
+        let bp = b.as_ref().map_or(0u64, |b| b.ptr());
+        let parts = split::parts(rows, n);
+        if parts > 1 {
+            let out_buffers = split::LayerNormOut {
+                y: &y,
+                mean: &mean,
+                rstd: &rstd,
+            };
+            let rows = split::Rows {
+                x: input.ptr,
+                rows,
+                n,
+                parts,
+            };
+            split::layer_norm(self, name, rows, (wp, bp), out_buffers, eps)?;
+        } else if rows > 0 {
             let f = self.gpu.function(&REDUCE, &format!("layer_norm_{sfx}"))?;
-            let wp = w.as_ref().map_or(0u64, |w| w.ptr());
-            let bp = b.as_ref().map_or(0u64, |b| b.ptr());
             let (yp, mp, rp, rows64, n64) =
                 (y.ptr(), mean.ptr(), rstd.ptr(), rows as i64, n as i64);
             launch!(
@@ -1049,6 +1111,21 @@ impl Backend for CudaBackend {
         buffers: &mut [(&mut Storage, &Layout)],
         inv_scale: f32,
     ) -> Result<Vec<NonFiniteCount>> {
-        crate::amp::unscale_storages(self, buffers, inv_scale, None, true)
+        crate::amp::unscale_storages(self, buffers, inv_scale)
+    }
+
+    fn adamw_step(
+        &self,
+        param: &mut Storage,
+        grad: View<'_>,
+        exp_avg: &mut Storage,
+        exp_avg_sq: &mut Storage,
+        hyper: &AdamWStep,
+    ) -> Result<()> {
+        match crate::amp::adamw(self, param, grad, exp_avg, exp_avg_sq, hyper)? {
+            Some(()) => Ok(()),
+            // f64 parameters or gradients: the composed kernels.
+            None => composed_adamw_step(self, param, grad, exp_avg, exp_avg_sq, hyper),
+        }
     }
 }

@@ -11,6 +11,7 @@
 use crate::error::{CudaError, CudaResult};
 use crate::kernels::KernelSource;
 use crate::libs;
+use crate::versions::CudaVersion;
 use cudarc::nvrtc::{result, sys};
 use std::ffi::CString;
 use std::path::PathBuf;
@@ -22,7 +23,7 @@ pub struct Compiled {
     pub module: &'static str,
     /// Target architecture as `major * 10 + minor` (90 for sm_90).
     pub arch: u32,
-    /// The CUBIN image.
+    /// The image: a CUBIN, or PTX text for [`Target::Ptx`].
     pub cubin: Vec<u8>,
     /// NVRTC's log (warnings); empty for a clean compile.
     pub log: String,
@@ -76,17 +77,81 @@ pub fn supported_archs() -> CudaResult<Vec<u32>> {
 /// the exact one when NVRTC supports it, else the newest supported one of the
 /// same major version and no newer minor (a CUBIN runs on later minors).
 pub fn arch_for_device(cc: (i32, i32)) -> CudaResult<u32> {
-    let want = (cc.0.max(0) * 10 + cc.1.max(0)) as u32;
     let archs = supported_archs()?;
-    if archs.contains(&want) {
-        return Ok(want);
-    }
-    archs.iter().copied().filter(|&a| a / 10 == want / 10 && a <= want).max().ok_or_else(|| {
+    crate::images::nvrtc_arch(cc, &archs).ok_or_else(|| {
         CudaError::Compile(format!(
             "this NVRTC cannot compile for compute capability {}.{} (supported: {archs:?}); use a newer CUDA",
             cc.0, cc.1
         ))
     })
+}
+
+/// The CUDA version of the headers in `dir`, from `cuda.h`'s `CUDA_VERSION`
+/// or `cuda_runtime_api.h`'s `CUDART_VERSION` (`None` if neither says).
+pub fn header_version(dir: &std::path::Path) -> Option<CudaVersion> {
+    for (file, name) in [
+        ("cuda.h", "CUDA_VERSION"),
+        ("cuda_runtime_api.h", "CUDART_VERSION"),
+    ] {
+        let Ok(text) = std::fs::read_to_string(dir.join(file)) else {
+            continue;
+        };
+        let code = text.lines().find_map(|l| {
+            let mut words = l.split_whitespace();
+            (words.next() == Some("#define") && words.next() == Some(name))
+                .then(|| words.next()?.parse::<i32>().ok())
+                .flatten()
+        });
+        if let Some(v) = code.and_then(CudaVersion::from_driver_code) {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// The header folders to compile with under NVRTC `nvrtc`: those of NVRTC's
+/// own major version (headers of another CUDA fail to compile or miscompile),
+/// then folders whose version cannot be read. An `Err` names what was found
+/// when nothing fits: NVRTC has no built-in `cuda_fp16.h`.
+pub fn matching_include_dirs(nvrtc: CudaVersion) -> CudaResult<Vec<PathBuf>> {
+    let all = include_dirs();
+    let versions: Vec<(PathBuf, Option<CudaVersion>)> = all
+        .into_iter()
+        .map(|d| {
+            let v = header_version(&d);
+            (d, v)
+        })
+        .collect();
+    let mut chosen: Vec<PathBuf> = versions
+        .iter()
+        .filter(|(_, v)| v.is_some_and(|v| v.major == nvrtc.major))
+        .map(|(d, _)| d.clone())
+        .collect();
+    chosen.extend(
+        versions
+            .iter()
+            .filter(|(_, v)| v.is_none())
+            .map(|(d, _)| d.clone()),
+    );
+    if chosen.is_empty() {
+        let found: Vec<String> = versions
+            .iter()
+            .map(|(d, v)| {
+                format!(
+                    "{} (CUDA {})",
+                    d.display(),
+                    v.map_or("?".into(), |v| v.to_string())
+                )
+            })
+            .collect();
+        return Err(CudaError::Compile(format!(
+            "no CUDA headers for NVRTC {nvrtc} (cuda_fp16.h, cuda_bf16.h; NVRTC has no built-in copy): {}. Set \
+             AMP_CUDA_INCLUDE to the include folder of CUDA {}.x (the toolkit's, or the nvidia-cuda-runtime wheel's)",
+            if found.is_empty() { "none found".to_string() } else { format!("found only {}", found.join(", ")) },
+            nvrtc.major
+        )));
+    }
+    Ok(chosen)
 }
 
 /// Folders that hold `cuda_fp16.h`, in search order (see the module docs).
@@ -138,15 +203,34 @@ fn c_log(raw: Vec<std::ffi::c_char>) -> String {
     String::from_utf8_lossy(&bytes).trim().to_string()
 }
 
+/// What NVRTC produces: a CUBIN for one GPU architecture (`sm_XY`), or PTX
+/// for a virtual one (`compute_XY`), which the driver compiles for any newer GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Machine code for `sm_{arch}`.
+    Cubin(u32),
+    /// PTX for `compute_{arch}`.
+    Ptx(u32),
+}
+
 /// Compiles one kernel module to a CUBIN for `sm_{arch}`. Fails on any
 /// compile error; warnings are returned in [`Compiled::log`].
 pub fn compile(source: &KernelSource, arch: u32) -> CudaResult<Compiled> {
+    compile_to(source, Target::Cubin(arch))
+}
+
+/// Compiles one kernel module for `target`, with the CUDA headers of NVRTC's
+/// own version ([`matching_include_dirs`]).
+pub fn compile_to(source: &KernelSource, target: Target) -> CudaResult<Compiled> {
     require_nvrtc()?;
-    let includes = include_dirs();
-    let mut options = vec![
-        format!("--gpu-architecture=sm_{arch}"),
-        "--std=c++17".to_string(),
-    ];
+    let (major, minor) = nvrtc_version()?;
+    let nvrtc = CudaVersion::new(major.max(0) as u32, minor.max(0) as u32);
+    let includes = matching_include_dirs(nvrtc)?;
+    let (arch, flag) = match target {
+        Target::Cubin(a) => (a, format!("--gpu-architecture=sm_{a}")),
+        Target::Ptx(a) => (a, format!("--gpu-architecture=compute_{a}")),
+    };
+    let mut options = vec![flag, "--std=c++17".to_string()];
     options.extend(
         includes
             .iter()
@@ -167,44 +251,64 @@ pub fn compile(source: &KernelSource, arch: u32) -> CudaResult<Compiled> {
         .map(c_log)
         .unwrap_or_default();
     if let Err(e) = compiled {
-        let hint = if includes.is_empty() && log.contains("cuda_fp16.h") {
-            "\ncuda_fp16.h was not found: set AMP_CUDA_INCLUDE or CUDA_PATH, or install the \
-             nvidia-cuda-runtime wheel (searched AMP_CUDA_INCLUDE, $CUDA_PATH/include, $CUDA_HOME/include, \
-             /usr/local/cuda/include and the folder next to the loaded libnvrtc)"
-        } else {
-            ""
-        };
         return Err(CudaError::Compile(format!(
-            "{} for sm_{arch} failed ({e:?}) with options {options:?}:\n{log}{hint}",
+            "{} for {target:?} with NVRTC {nvrtc} failed ({e:?}) with options {options:?}:\n{log}",
             source.file
         )));
     }
-    let mut size = 0usize;
-    // SAFETY: the program compiled; `size` is valid for writes.
-    unsafe { sys::nvrtcGetCUBINSize(program.0, &mut size) }
-        .result()
-        .map_err(|e| {
-            CudaError::Compile(format!("{}: nvrtcGetCUBINSize failed: {e:?}", source.file))
-        })?;
-    let mut cubin = vec![0u8; size];
-    if size > 0 {
-        // SAFETY: `cubin` has the `size` bytes NVRTC reported.
-        unsafe { sys::nvrtcGetCUBIN(program.0, cubin.as_mut_ptr().cast()) }
-            .result()
-            .map_err(|e| {
-                CudaError::Compile(format!("{}: nvrtcGetCUBIN failed: {e:?}", source.file))
-            })?;
-    }
-    if cubin.is_empty() {
+    let image = match target {
+        Target::Cubin(_) => {
+            let mut size = 0usize;
+            // SAFETY: the program compiled; `size` is valid for writes.
+            unsafe { sys::nvrtcGetCUBINSize(program.0, &mut size) }
+                .result()
+                .map_err(|e| {
+                    CudaError::Compile(format!("{}: nvrtcGetCUBINSize failed: {e:?}", source.file))
+                })?;
+            let mut cubin = vec![0u8; size];
+            if size > 0 {
+                // SAFETY: `cubin` has the `size` bytes NVRTC reported.
+                unsafe { sys::nvrtcGetCUBIN(program.0, cubin.as_mut_ptr().cast()) }
+                    .result()
+                    .map_err(|e| {
+                        CudaError::Compile(format!("{}: nvrtcGetCUBIN failed: {e:?}", source.file))
+                    })?;
+            }
+            cubin
+        }
+        Target::Ptx(_) => {
+            let mut size = 0usize;
+            // SAFETY: the program compiled; `size` is valid for writes.
+            unsafe { sys::nvrtcGetPTXSize(program.0, &mut size) }
+                .result()
+                .map_err(|e| {
+                    CudaError::Compile(format!("{}: nvrtcGetPTXSize failed: {e:?}", source.file))
+                })?;
+            let mut ptx = vec![0u8; size];
+            if size > 0 {
+                // SAFETY: `ptx` has the `size` bytes NVRTC reported (NUL included).
+                unsafe { sys::nvrtcGetPTX(program.0, ptx.as_mut_ptr().cast()) }
+                    .result()
+                    .map_err(|e| {
+                        CudaError::Compile(format!("{}: nvrtcGetPTX failed: {e:?}", source.file))
+                    })?;
+            }
+            while ptx.last() == Some(&0) {
+                ptx.pop();
+            }
+            ptx
+        }
+    };
+    if image.is_empty() {
         return Err(CudaError::Compile(format!(
-            "{}: NVRTC produced an empty CUBIN for sm_{arch}",
+            "{}: NVRTC produced an empty image for {target:?}",
             source.file
         )));
     }
     Ok(Compiled {
         module: source.name,
         arch,
-        cubin,
+        cubin: image,
         log,
     })
 }

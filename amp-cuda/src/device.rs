@@ -3,9 +3,11 @@
 
 use crate::compile;
 use crate::error::{CudaError, CudaResult};
+use crate::images::{self, ImageSource};
 use crate::kernels::KernelSource;
 use crate::libs;
 use crate::storage::CudaStorage;
+use crate::versions::{self, Versions};
 use amp_dtype::DType;
 use amp_tensor::{Error, Result};
 use cudarc::cublas::CudaBlas;
@@ -28,7 +30,11 @@ pub(crate) struct Gpu {
     pub blas: Mutex<CudaBlas>,
     pub compute_capability: (i32, i32),
     pub name: String,
+    /// The driver and libraries this process loaded.
+    pub versions: Versions,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
+    /// Which image each loaded module came from.
+    images: Mutex<Vec<(&'static str, ImageSource)>>,
     functions: Mutex<HashMap<String, CudaFunction>>,
 }
 
@@ -73,10 +79,6 @@ pub(crate) fn driver_device_count() -> CudaResult<usize> {
     })
 }
 
-fn cubin_dir() -> Option<std::path::PathBuf> {
-    std::env::var_os("AMP_CUDA_CUBIN_DIR").map(std::path::PathBuf::from)
-}
-
 impl Gpu {
     /// Opens GPU `ordinal`. Every failure is an `Err` (cudarc panics are caught).
     pub(crate) fn open(ordinal: usize) -> CudaResult<Gpu> {
@@ -90,15 +92,22 @@ impl Gpu {
         status.cublas.clone().map_err(|e| CudaError::NoCudaDevice {
             reason: format!("cuBLAS is not loadable: {e}"),
         })?;
-        if status.nvrtc.is_err() && cubin_dir().is_none() {
+        if status.nvrtc.is_err() && images::kernel_dir().is_none() {
             return Err(CudaError::NoCudaDevice {
                 reason: format!(
-                    "NVRTC is not loadable ({}), so kernels cannot be compiled",
+                    "NVRTC is not loadable ({}), so kernels cannot be compiled, and no precompiled kernels were \
+                     given (AMP_CUDA_KERNEL_DIR)",
                     status.nvrtc.clone().err().unwrap_or_default()
                 ),
             });
         }
-        let opened = std::panic::catch_unwind(|| Gpu::open_unguarded(ordinal));
+        // Every version, and whether they fit together, before anything is created.
+        let versions = versions::read();
+        versions::check(&versions).map_err(|problem| CudaError::Incompatible {
+            problem,
+            versions: versions.to_string(),
+        })?;
+        let opened = std::panic::catch_unwind(|| Gpu::open_unguarded(ordinal, versions));
         opened.unwrap_or_else(|_| {
             Err(CudaError::NoCudaDevice {
                 reason: format!("cudarc panicked while opening cuda:{ordinal}"),
@@ -106,7 +115,7 @@ impl Gpu {
         })
     }
 
-    fn open_unguarded(ordinal: usize) -> CudaResult<Gpu> {
+    fn open_unguarded(ordinal: usize, versions: Versions) -> CudaResult<Gpu> {
         let driver = |what: &str, e: dresult::DriverError| {
             CudaError::Driver(format!("{what}: {}", describe(e)))
         };
@@ -139,7 +148,9 @@ impl Gpu {
             blas: Mutex::new(blas),
             compute_capability,
             name,
+            versions,
             modules: Mutex::new(HashMap::new()),
+            images: Mutex::new(Vec::new()),
             functions: Mutex::new(HashMap::new()),
         })
     }
@@ -158,45 +169,87 @@ impl Gpu {
         self.err(op, describe(e))
     }
 
-    /// The loaded module of `source`, compiled for this GPU on first use.
+    /// The loaded module of `source`, from the first image that loads (see
+    /// [`crate::images`]): NVRTC here, else a precompiled CUBIN, else PTX.
     pub(crate) fn module(&self, source: &KernelSource) -> Result<Arc<CudaModule>> {
         let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(m) = modules.get(source.name) {
             return Ok(m.clone());
         }
-        let image = self
-            .module_image(source)
-            .map_err(|e| self.err("compile", e))?;
-        let module = self
-            .ctx
-            .load_module(cudarc::nvrtc::Ptx::from_binary(image))
-            .map_err(|e| {
-                self.err(
-                    "load_module",
-                    format!("{} for {}: {}", source.file, self.name, describe(e)),
-                )
-            })?;
+        let (module, image) = self
+            .load_first(source)
+            .map_err(|e| self.err("load_module", e))?;
         modules.insert(source.name, module.clone());
+        self.images
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((source.name, image));
         Ok(module)
     }
 
-    /// The CUBIN of `source` for this GPU: compiled by NVRTC, or (only when
-    /// NVRTC is not loadable) read from `AMP_CUDA_CUBIN_DIR/<module>.sm_XY.cubin`.
-    fn module_image(&self, source: &KernelSource) -> CudaResult<Vec<u8>> {
-        let (major, minor) = self.compute_capability;
-        if libs::library_status().nvrtc.is_err() {
-            if let Some(dir) = cubin_dir() {
-                let path = dir.join(format!("{}.sm_{major}{minor}.cubin", source.name));
-                return std::fs::read(&path).map_err(|e| {
-                    CudaError::Compile(format!(
-                        "NVRTC is not loadable and {} is unreadable: {e}",
-                        path.display()
-                    ))
-                });
+    /// The candidates for `source` on this GPU, best first, with notes on the routes ruled out.
+    pub(crate) fn image_plan(&self, source: &KernelSource) -> (Vec<ImageSource>, Vec<String>) {
+        let nvrtc: images::NvrtcOffer = versions::nvrtc_usable(&self.versions).and_then(|v| {
+            compile::supported_archs()
+                .map(|archs| (v, archs))
+                .map_err(|e| e.to_string())
+        });
+        let files = images::kernel_dir()
+            .map(|d| images::list(&d))
+            .unwrap_or_default();
+        images::plan(
+            source.name,
+            self.compute_capability,
+            self.versions.driver,
+            &nvrtc,
+            &files,
+        )
+    }
+
+    /// Tries each candidate image until one loads; an error lists every attempt.
+    fn load_first(&self, source: &KernelSource) -> CudaResult<(Arc<CudaModule>, ImageSource)> {
+        let (candidates, mut attempts) = self.image_plan(source);
+        for candidate in candidates {
+            let image = match &candidate {
+                ImageSource::Nvrtc { arch, .. } => compile::compile(source, *arch)
+                    .map(|c| cudarc::nvrtc::Ptx::from_binary(c.cubin)),
+                ImageSource::Cubin(p) => std::fs::read(&p.path)
+                    .map(cudarc::nvrtc::Ptx::from_binary)
+                    .map_err(|e| CudaError::Compile(format!("reading: {e}"))),
+                ImageSource::Ptx(p) => std::fs::read_to_string(&p.path)
+                    .map(cudarc::nvrtc::Ptx::from_src)
+                    .map_err(|e| CudaError::Compile(format!("reading: {e}"))),
+            };
+            let loaded = image.and_then(|image| {
+                self.ctx.load_module(image).map_err(|e| {
+                    CudaError::Driver(format!("the driver refused it: {}", describe(e)))
+                })
+            });
+            match loaded {
+                Ok(module) => return Ok((module, candidate)),
+                Err(e) => attempts.push(format!("{candidate}: {e}")),
             }
         }
-        let arch = compile::arch_for_device(self.compute_capability)?;
-        Ok(compile::compile(source, arch)?.cubin)
+        Err(CudaError::Compile(format!(
+            "no image of {} loads on {} (sm_{}{}): {}",
+            source.file,
+            self.name,
+            self.compute_capability.0,
+            self.compute_capability.1,
+            if attempts.is_empty() {
+                "no candidates".to_string()
+            } else {
+                attempts.join("; ")
+            }
+        )))
+    }
+
+    /// Which image each module loaded so far came from.
+    pub(crate) fn loaded_images(&self) -> Vec<(&'static str, ImageSource)> {
+        self.images
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Kernel `name` of module `source`.

@@ -10,6 +10,14 @@ pub enum CudaError {
         /// Why (names the library or the driver's answer).
         reason: String,
     },
+    /// The driver and the CUDA libraries that were loaded do not work together.
+    #[error("incompatible CUDA driver and libraries: {problem}\n{versions}")]
+    Incompatible {
+        /// What does not fit and what to do.
+        problem: String,
+        /// Every version and library file, one per line.
+        versions: String,
+    },
     /// NVRTC is missing or failed to compile a kernel source (the log is included).
     #[error("NVRTC: {0}")]
     Compile(String),

@@ -35,6 +35,12 @@ pub const REDUCE: KernelSource = KernelSource {
     file: "reduce.cu",
     source: include_str!("../kernels/reduce.cu"),
 };
+/// Row reductions, softmax and layer norm split across blocks, for long rows.
+pub const SPLIT: KernelSource = KernelSource {
+    name: "split",
+    file: "split.cu",
+    source: include_str!("../kernels/split.cu"),
+};
 /// scatter_add.
 pub const SCATTER: KernelSource = KernelSource {
     name: "scatter",
@@ -49,7 +55,7 @@ pub const AMP: KernelSource = KernelSource {
 };
 
 /// Every kernel module.
-pub const ALL: [KernelSource; 5] = [ELEMENTWISE, COPY, REDUCE, SCATTER, AMP];
+pub const ALL: [KernelSource; 6] = [ELEMENTWISE, COPY, REDUCE, SPLIT, SCATTER, AMP];
 
 impl KernelSource {
     /// The full translation unit NVRTC compiles: the prelude, then this file

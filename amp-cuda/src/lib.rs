@@ -24,11 +24,12 @@
 //!   `AMP_CUDA_LIB_DIR`, `AMP_NVRTC_LIB`, `AMP_CUBLAS_LIB`, `CUDA_PATH`.
 //! - Kernels: the `.cu` files in `kernels/` ([`kernels`]) are compiled by
 //!   NVRTC for the GPU's compute capability on first use, to CUBIN, and
-//!   cached per device ([`compile`]). Headers (`cuda_fp16.h`, `cuda_bf16.h`)
-//!   come from `AMP_CUDA_INCLUDE`, `CUDA_PATH`, `/usr/local/cuda` or the
-//!   `nvidia-cuda-runtime` wheel. If NVRTC is absent but
-//!   `AMP_CUDA_CUBIN_DIR` holds `<module>.sm_XY.cubin` files (as the
-//!   `cargo xtask gpu` bundle does), those are loaded instead.
+//!   cached per device ([`compile`]), with headers (`cuda_fp16.h`,
+//!   `cuda_bf16.h`) of NVRTC's own version from `AMP_CUDA_INCLUDE`,
+//!   `CUDA_PATH`, `/usr/local/cuda` or the `nvidia-cuda-runtime` wheel. When
+//!   NVRTC is absent, newer than the driver, or fails, the precompiled CUBINs
+//!   and PTX of `AMP_CUDA_KERNEL_DIR` (the `cargo xtask gpu` bundle's) load
+//!   instead; which image each module came from is recorded ([`images`]).
 //! - Arithmetic: f16/bf16 compute and accumulate in f32; f32 reductions,
 //!   softmax and layer norm accumulate in f64; casts round to nearest even
 //!   once; matmul uses cuBLAS with `CUBLAS_COMPUTE_32F` (no TF32).
@@ -45,22 +46,31 @@
 //!   `Error::UnsupportedDType` naming the op.
 //! - One stream per device: every op is queued in order; reading a tensor
 //!   back to the host synchronises.
-//! - Beyond the `Backend` trait: [`unscale_grads_on_device`] and
-//!   [`adamw_step`] fuse the unscale and the AdamW update with a device-side
-//!   found-inf flag, so a skipped step needs no host round trip.
+//! - The fused unscale (`non_finite_check_and_unscale`) and the fused AdamW
+//!   update (`adamw_step`, bit-identical with the CPU backend's) are the
+//!   backend's implementations of those `Backend` methods: `GradScaler` and
+//!   the optimizers reach them through `amp_tensor::ops`, as on every device.
+//! - Rows too long for one block (few rows, many elements: a whole-tensor sum,
+//!   a softmax over a long sequence) are reduced in chunks by many blocks and
+//!   combined (`kernels/split.cu`), so they fill the GPU.
+//! - Versions: at device open the driver's, NVRTC's and cuBLAS's versions are
+//!   read and checked ([`versions`]); kernels come from NVRTC, else the
+//!   precompiled CUBINs or PTX of a GPU bundle ([`images`]).
 
 mod amp;
 mod backend;
 pub mod compile;
 mod device;
 mod error;
+pub mod images;
 pub mod kernels;
 pub mod libs;
 mod matmul;
 mod meta;
+mod split;
 mod storage;
+pub mod versions;
 
-pub use amp::{adamw_step, unscale_grads_on_device, AdamWHyper};
 pub use backend::CudaBackend;
 pub use error::{CudaError, CudaResult};
 pub use storage::CudaStorage;
@@ -94,7 +104,7 @@ pub fn is_available() -> bool {
     let status = libs::library_status();
     device_count() > 0
         && status.cublas.is_ok()
-        && (status.nvrtc.is_ok() || std::env::var_os("AMP_CUDA_CUBIN_DIR").is_some())
+        && (status.nvrtc.is_ok() || images::kernel_dir().is_some())
 }
 
 /// The device handle of GPU `ordinal` (opened once per process and shared).

@@ -165,17 +165,24 @@ fn dlopen_global(_path: &Path) -> bool {
     false
 }
 
-/// The folder a loaded library came from (read from `/proc/self/maps`), e.g.
-/// to find the headers next to the NVRTC that was loaded.
-pub fn loaded_library_dir(stem: &str) -> Option<PathBuf> {
+/// The file of a loaded library (read from `/proc/self/maps`): the first
+/// mapping named `<stem>.so*`.
+pub fn loaded_library_path(stem: &str) -> Option<PathBuf> {
     let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    let prefix = format!("{stem}.so");
     maps.lines()
         .filter_map(|l| l.split_whitespace().nth(5))
-        .find_map(|p| {
-            let path = Path::new(p);
-            let name = path.file_name()?.to_str()?;
-            (name.starts_with(&format!("{stem}.so")))
-                .then(|| path.parent().map(Path::to_path_buf))
-                .flatten()
+        .map(Path::new)
+        .find(|path| {
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix))
         })
+        .map(Path::to_path_buf)
+}
+
+/// The folder a loaded library came from, e.g. to find the headers next to
+/// the NVRTC that was loaded.
+pub fn loaded_library_dir(stem: &str) -> Option<PathBuf> {
+    loaded_library_path(stem).and_then(|p| p.parent().map(Path::to_path_buf))
 }

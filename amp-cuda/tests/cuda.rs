@@ -4,7 +4,7 @@
 //! passes; with one (or with `AMP_REQUIRE_CUDA=1`, as the GPU bundle sets) a
 //! missing or unusable device is a failure, so the tests never pass vacuously.
 
-use amp_cuda::{adamw_step, unscale_grads_on_device, AdamWHyper, CudaError};
+use amp_cuda::CudaError;
 use amp_dtype::{F8E4M3, F8E5M2};
 use amp_tensor::backend::{BinaryOp, ReduceOp, UnaryOp};
 use amp_tensor::ops::{self, GeluApprox};
@@ -777,75 +777,43 @@ amp_tensor::test_device!(
         for (g, w) in got_t.iter().zip(&want_t) {
             assert_close(g, w, Tolerance::EXACT)?;
         }
-        // The device-flag form sets found_inf only when needed and reads nothing back.
-        let clean = Tensor::randn(&[1000], DType::F32, d, 3)?;
-        let flag = Tensor::zeros(&[1], DType::F32, d)?;
-        unscale_grads_on_device(&[&clean], 0.5, &flag)?;
-        assert_eq!(flag.to_vec::<f32>()?, vec![0.0]);
-        assert_close(&clean, &Tensor::randn(&[1000], DType::F32, &reference(), 3)?.mul_scalar(0.5)?, Tolerance::EXACT)?;
-        let dirty = Tensor::from_vec(vec![1.0f32, f32::NAN], &[2], d)?;
-        unscale_grads_on_device(&[&clean, &dirty], 0.5, &flag)?;
-        assert_eq!(flag.to_vec::<f32>()?, vec![1.0]);
+        // A finite value that overflows when unscaled counts as inf (f16: 1000 * 1024 > 65504).
+        let big = Tensor::from_vec(vec![1000.0f32, 1.0], &[2], d)?.to_dtype(DType::F16)?;
+        let counts = {
+            let mut g = big.storage_mut();
+            d.backend().non_finite_check_and_unscale(&mut [(&mut *g, big.layout())], 1024.0)?
+        };
+        assert_eq!((counts[0].inf, counts[0].nan), (1, 0));
         Ok(())
     },
     [cuda => cuda_device()]
 );
 
-/// PyTorch's AdamW update for one element, in f64.
-#[allow(clippy::too_many_arguments)]
-fn adamw_f64(p: f64, g: f64, m: f64, v: f64, t: f64, h: &AdamWHyper) -> (f64, f64, f64) {
-    let (lr, b1, b2, eps, wd) = (
-        h.lr as f64,
-        h.beta1 as f64,
-        h.beta2 as f64,
-        h.eps as f64,
-        h.weight_decay as f64,
-    );
-    let g = g * h.grad_scale as f64;
-    let p = p * (1.0 - lr * wd);
-    let m = m + (g - m) * (1.0 - b1);
-    let v = v * b2 + (1.0 - b2) * g * g;
-    let denom = v.sqrt() / (1.0 - b2.powf(t)).sqrt() + eps;
-    (p - lr / (1.0 - b1.powf(t)) * m / denom, m, v)
-}
-
 amp_tensor::test_device!(
-    fused_adamw_matches_f64_and_skips_on_found_inf,
+    fused_adamw_is_bit_identical_with_the_cpu_backend,
     |d: &Device| -> Result<()> {
         let n = 5000;
-        let h = AdamWHyper { lr: 1e-2, weight_decay: 0.1, grad_scale: 0.5, ..Default::default() };
-        for gdtype in [DType::F32, DType::BF16, DType::F16] {
-            let p0 = amp_tensor::random::normals(1, n);
-            let g0: Vec<f64> = Tensor::randn(&[n], DType::F32, &reference(), 2)?.to_dtype(gdtype)?.to_f64_vec()?;
-            let param = Tensor::from_f64_slice(&p0, &[n], DType::F32, d)?;
-            let grad = Tensor::from_f64_slice(&g0, &[n], gdtype, d)?;
-            let m = Tensor::zeros(&[n], DType::F32, d)?;
-            let v = Tensor::zeros(&[n], DType::F32, d)?;
-            let step = Tensor::zeros(&[1], DType::F32, d)?;
-            let flag = Tensor::zeros(&[1], DType::F32, d)?;
-            let (mut pe, mut me, mut ve): (Vec<f64>, Vec<f64>, Vec<f64>) =
-                (p0.iter().map(|&x| x as f32 as f64).collect(), vec![0.0; n], vec![0.0; n]);
-            for t in 1..=3 {
-                adamw_step(&param, &grad, &m, &v, &step, Some(&flag), &h)?;
-                for i in 0..n {
-                    (pe[i], me[i], ve[i]) = adamw_f64(pe[i], g0[i], me[i], ve[i], t as f64, &h);
+        let cpu = amp_cpu::device();
+        for (pdtype, gdtype) in [(DType::F32, DType::F32), (DType::F32, DType::BF16), (DType::F32, DType::F16), (DType::BF16, DType::F32)] {
+            let make = |dev: &Device| -> Result<[Tensor; 4]> {
+                Ok([
+                    Tensor::randn(&[n], pdtype, dev, 1)?,
+                    Tensor::randn(&[n], gdtype, dev, 2)?,
+                    Tensor::zeros(&[n], DType::F32, dev)?,
+                    Tensor::zeros(&[n], DType::F32, dev)?,
+                ])
+            };
+            let (on_gpu, on_cpu) = (make(d)?, make(&cpu)?);
+            for step in 1..=3 {
+                let h = amp_tensor::AdamWStep { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.1, step };
+                for [p, g, m, v] in [&on_gpu, &on_cpu] {
+                    ops::adamw_step(p, g, m, v, &h)?;
                 }
             }
-            assert_eq!(step.to_vec::<f32>()?, vec![3.0]);
-            check_values(&param.to_f64_vec()?, &pe, Tolerance { rel: 1e-5, abs: 1e-6 })?;
-            check_values(&m.to_f64_vec()?, &me, Tolerance { rel: 1e-5, abs: 1e-7 })?;
-            check_values(&v.to_f64_vec()?, &ve, Tolerance { rel: 1e-5, abs: 1e-9 })?;
-            // With found_inf set on the device, nothing moves.
-            let before = (param.to_f64_vec()?, m.to_f64_vec()?, v.to_f64_vec()?);
-            flag.assign(&Tensor::ones(&[1], DType::F32, d)?)?;
-            adamw_step(&param, &grad, &m, &v, &step, Some(&flag), &h)?;
-            assert_eq!((param.to_f64_vec()?, m.to_f64_vec()?, v.to_f64_vec()?), before);
-            assert_eq!(step.to_vec::<f32>()?, vec![3.0]);
+            for (a, b) in on_gpu.iter().zip(&on_cpu) {
+                assert_close(a, b, Tolerance::EXACT)?;
+            }
         }
-        // Misuse is an error: a parameter that is not f32.
-        let p16 = Tensor::zeros(&[4], DType::F16, d)?;
-        let z = || Tensor::zeros(&[4], DType::F32, d);
-        assert!(adamw_step(&p16, &z()?, &z()?, &z()?, &Tensor::zeros(&[1], DType::F32, d)?, None, &h).is_err());
         Ok(())
     },
     [cuda => cuda_device()]

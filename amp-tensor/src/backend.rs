@@ -186,7 +186,40 @@ pub struct AdamWStep {
     pub step: u64,
 }
 
+/// The per-step scalars of one AdamW update rounded once to f32, as PyTorch
+/// hands them to its f32 kernels. Every backend's fused AdamW computes
+/// (in f32, each operation rounded, no fused multiply-adds):
+///
+/// ```text
+/// m ← m + (g − m)·one_minus_beta1;  v ← v·beta2 + g·g·one_minus_beta2
+/// p ← p·decay − step_size · m / (√v / bias_correction2_sqrt + eps)
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[allow(missing_docs)]
+pub struct AdamWCoefficients {
+    pub decay: f32,
+    pub one_minus_beta1: f32,
+    pub beta2: f32,
+    pub one_minus_beta2: f32,
+    pub bias_correction2_sqrt: f32,
+    pub eps: f32,
+    pub step_size: f32,
+}
+
 impl AdamWStep {
+    /// The step's scalars in f32 (see [`AdamWCoefficients`]).
+    pub fn coefficients(&self) -> AdamWCoefficients {
+        AdamWCoefficients {
+            decay: (1.0 - self.lr * self.weight_decay) as f32,
+            one_minus_beta1: (1.0 - self.beta1) as f32,
+            beta2: self.beta2 as f32,
+            one_minus_beta2: (1.0 - self.beta2) as f32,
+            bias_correction2_sqrt: self.bias_correction2_sqrt() as f32,
+            eps: self.eps as f32,
+            step_size: self.step_size() as f32,
+        }
+    }
+
     /// `lr / (1 − β₁ᵗ)`: the step size after the first bias correction.
     pub fn step_size(&self) -> f64 {
         self.lr / (1.0 - self.beta1.powi(self.step.min(i32::MAX as u64) as i32))
@@ -401,35 +434,49 @@ pub trait Backend: Send + Sync + fmt::Debug {
         exp_avg_sq: &mut Storage,
         hyper: &AdamWStep,
     ) -> Result<()> {
-        let n = param.len();
-        let flat = Layout::contiguous(&[n]);
-        let f = DType::F32;
-        let affine = |x: &Storage, mul: f64, add: f64| {
-            self.unary(UnaryOp::Affine { mul, add }, (x, &flat), f)
-        };
-        let binary = |op, a: &Storage, b: &Storage| self.binary(op, (a, &flat), (b, &flat), f);
-        let g = self.cast(grad, f)?;
-        let p = self.cast((param, &flat), f)?;
-        let p = affine(&p, 1.0 - hyper.lr * hyper.weight_decay, 0.0)?;
-        let diff = binary(BinaryOp::Sub, &g, exp_avg)?;
-        let m = binary(
-            BinaryOp::Add,
-            exp_avg,
-            &affine(&diff, 1.0 - hyper.beta1, 0.0)?,
-        )?;
-        let g2 = binary(BinaryOp::Mul, &g, &g)?;
-        let v = binary(
-            BinaryOp::Add,
-            &affine(exp_avg_sq, hyper.beta2, 0.0)?,
-            &affine(&g2, 1.0 - hyper.beta2, 0.0)?,
-        )?;
-        let denom = self.unary(UnaryOp::Sqrt, (&v, &flat), f)?;
-        let denom = affine(&denom, 1.0 / hyper.bias_correction2_sqrt(), hyper.eps)?;
-        let update = binary(BinaryOp::Div, &m, &denom)?;
-        let p = binary(BinaryOp::Sub, &p, &affine(&update, hyper.step_size(), 0.0)?)?;
-        *param = self.cast((&p, &flat), param.dtype())?;
-        *exp_avg = m;
-        *exp_avg_sq = v;
-        Ok(())
+        composed_adamw_step(self, param, grad, exp_avg, exp_avg_sq, hyper)
     }
+}
+
+/// [`Backend::adamw_step`] composed of `backend`'s own kernels, one pass per
+/// arithmetic step: the trait's default, and the fallback of fused
+/// implementations for dtypes they do not cover.
+pub fn composed_adamw_step<B: Backend + ?Sized>(
+    backend: &B,
+    param: &mut Storage,
+    grad: View<'_>,
+    exp_avg: &mut Storage,
+    exp_avg_sq: &mut Storage,
+    hyper: &AdamWStep,
+) -> Result<()> {
+    let n = param.len();
+    let flat = Layout::contiguous(&[n]);
+    let f = DType::F32;
+    let affine = |x: &Storage, mul: f64, add: f64| {
+        backend.unary(UnaryOp::Affine { mul, add }, (x, &flat), f)
+    };
+    let binary = |op, a: &Storage, b: &Storage| backend.binary(op, (a, &flat), (b, &flat), f);
+    let g = backend.cast(grad, f)?;
+    let p = backend.cast((param, &flat), f)?;
+    let p = affine(&p, 1.0 - hyper.lr * hyper.weight_decay, 0.0)?;
+    let diff = binary(BinaryOp::Sub, &g, exp_avg)?;
+    let m = binary(
+        BinaryOp::Add,
+        exp_avg,
+        &affine(&diff, 1.0 - hyper.beta1, 0.0)?,
+    )?;
+    let g2 = binary(BinaryOp::Mul, &g, &g)?;
+    let v = binary(
+        BinaryOp::Add,
+        &affine(exp_avg_sq, hyper.beta2, 0.0)?,
+        &affine(&g2, 1.0 - hyper.beta2, 0.0)?,
+    )?;
+    let denom = backend.unary(UnaryOp::Sqrt, (&v, &flat), f)?;
+    let denom = affine(&denom, 1.0 / hyper.bias_correction2_sqrt(), hyper.eps)?;
+    let update = binary(BinaryOp::Div, &m, &denom)?;
+    let p = binary(BinaryOp::Sub, &p, &affine(&update, hyper.step_size(), 0.0)?)?;
+    *param = backend.cast((&p, &flat), param.dtype())?;
+    *exp_avg = m;
+    *exp_avg_sq = v;
+    Ok(())
 }

@@ -323,9 +323,13 @@ fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let a = CString::new(a.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
     let b = CString::new(b.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
-    // SAFETY: both pointers are valid NUL-terminated strings that outlive the call.
+    // The system call, not glibc's wrapper (glibc 2.28+): binaries built for an
+    // older glibc still exchange atomically (the call is in Linux since 3.15).
+    // SAFETY: both pointers are valid NUL-terminated strings that outlive the call;
+    // renameat2 takes (olddirfd, oldpath, newdirfd, newpath, flags).
     let rc = unsafe {
-        libc::renameat2(
+        libc::syscall(
+            libc::SYS_renameat2,
             libc::AT_FDCWD,
             a.as_ptr(),
             libc::AT_FDCWD,
@@ -788,7 +792,10 @@ mod tests {
         let body = serde_json::to_vec_pretty(&doc).unwrap();
         fs::write(dir.join(STATE_FILE), seal(&body)).unwrap();
         let err = load(&dir, &device).unwrap_err().to_string();
-        assert!(err.contains("format version 3") && !err.contains("Some("), "{err}");
+        assert!(
+            err.contains("format version 3") && !err.contains("Some("),
+            "{err}"
+        );
         // A version-1 checkpoint (no checksum over its state) is named as such.
         let v1 = serde_json::json!({"format": FORMAT, "version": 1, "state": {}});
         fs::write(dir.join(STATE_FILE), serde_json::to_vec(&v1).unwrap()).unwrap();
