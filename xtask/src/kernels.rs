@@ -159,21 +159,3 @@ pub fn run() -> ExitCode {
         ExitCode::FAILURE
     }
 }
-
-/// Writes every module's CUBIN for `archs` into `dir` as `<module>.sm_XY.cubin`
-/// (the fallback `AMP_CUDA_CUBIN_DIR` of the GPU bundle).
-pub fn write_cubins(dir: &std::path::Path, archs: &[u32]) -> Result<usize, String> {
-    use_python_wheels();
-    amp_cuda::compile::require_nvrtc().map_err(|e| e.to_string())?;
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let mut n = 0;
-    for source in amp_cuda::kernels::ALL.iter() {
-        for &arch in archs {
-            let c = amp_cuda::compile::compile(source, arch).map_err(|e| e.to_string())?;
-            let path = dir.join(format!("{}.sm_{arch}.cubin", source.name));
-            std::fs::write(&path, &c.cubin).map_err(|e| format!("{}: {e}", path.display()))?;
-            n += 1;
-        }
-    }
-    Ok(n)
-}

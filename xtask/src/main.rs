@@ -19,7 +19,7 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  accuracy [--quick|--full] [--json PATH]
+  accuracy [--quick|--full] [--cuda-only] [--json PATH]
       conversion checks for f16, bf16, f8e4m3 and f8e5m2 against independent
       references: exhaustive decode, round trips, nearest-even / saturating /
       toward-zero encoding. --quick (default) sweeps 1 in 257 f32 bit
@@ -27,7 +27,13 @@ commands:
       from_f32 and 1 in 17 through the others (a few minutes). --json PATH
       also writes the rows as JSON. Then every op x dtype x backend (CPU
       ISA paths, CUDA when present) against the f64 reference backend, and
-      the dtype each op runs in under each autocast policy preset.
+      the dtype each op runs in under each autocast policy preset, and
+      digits training parity. --cuda-only keeps what a GPU adds (CUDA op
+      rows, autocast rows, training on cuda:0).
+  kernels
+      compiles every CUDA kernel with NVRTC for sm_80 and sm_90.
+  gpu [--out DIR]
+      builds the bundle for a machine with an NVIDIA GPU and no Rust.
   bench [--torch PYTHON]
       the CPU performance table (GEMM, training step, casts, unscale, digits
       run); with --torch (or AMP_BENCH_TORCH) PyTorch runs the same
@@ -44,18 +50,23 @@ fn usage_error(message: &str) -> ExitCode {
 struct AccuracyArgs {
     mode: accuracy::Mode,
     json: Option<PathBuf>,
+    /// Only what a GPU adds: op rows on CUDA (and the reference floor),
+    /// autocast rows, training parity on cuda:0; no CPU-only conversion sweeps.
+    cuda_only: bool,
 }
 
 fn parse_accuracy(args: &[String]) -> Result<AccuracyArgs, String> {
     let mut parsed = AccuracyArgs {
         mode: accuracy::Mode::Quick,
         json: None,
+        cuda_only: false,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--quick" => parsed.mode = accuracy::Mode::Quick,
             "--full" => parsed.mode = accuracy::Mode::Full,
+            "--cuda-only" => parsed.cuda_only = true,
             "--json" => match it.next() {
                 Some(path) => parsed.json = Some(PathBuf::from(path)),
                 None => return Err("--json needs a PATH".to_string()),
@@ -72,15 +83,30 @@ fn parse_accuracy(args: &[String]) -> Result<AccuracyArgs, String> {
 fn run_accuracy(args: AccuracyArgs) -> ExitCode {
     let start = Instant::now();
     eprintln!("accuracy ({}):", args.mode.name());
-    let rows = accuracy::run(args.mode);
+    let training_device = if args.cuda_only {
+        match amp_cuda::device(0) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("error: --cuda-only needs a CUDA device: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        amp_cpu::device()
+    };
+    let rows = if args.cuda_only {
+        Vec::new()
+    } else {
+        accuracy::run(args.mode)
+    };
     print!("{}", report::render(&rows));
-    let op_rows = accuracy::run_ops(args.mode);
+    let op_rows = accuracy::run_ops(args.mode, args.cuda_only);
     println!();
     print!("{}", report_ops::render(&op_rows));
     let autocast_rows = accuracy::autocast_rows::rows();
     println!();
     print!("{}", accuracy::autocast_rows::render(&autocast_rows));
-    let training_rows = accuracy::training::rows();
+    let training_rows = accuracy::training::rows(&training_device);
     println!();
     print!("{}", accuracy::training::render(&training_rows));
     let all_pass = rows.iter().all(|r| r.pass)
@@ -124,6 +150,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::run(&args[1..]),
         Some("kernels") => kernels::run(),
         Some("gpu") => gpu::run(&args[1..]),
+        Some("gpu-kernels") => gpu::precompile_here(&args[1..]),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             ExitCode::SUCCESS

@@ -73,9 +73,14 @@ pub fn backends() -> Vec<ops::Backend> {
     list
 }
 
-/// Runs the op-accuracy rows on every available backend.
-pub fn run_ops(mode: Mode) -> Vec<ops::OpRow> {
-    ops::rows(&backends(), mode == Mode::Full)
+/// Runs the op-accuracy rows on every available backend (with `cuda_only`,
+/// on the reference backend and the CUDA devices alone).
+pub fn run_ops(mode: Mode, cuda_only: bool) -> Vec<ops::OpRow> {
+    let mut list = backends();
+    if cuda_only {
+        list.retain(|b| b.label == "reference" || b.device.kind() == amp_tensor::DeviceKind::Cuda);
+    }
+    ops::rows(&list, mode == Mode::Full)
 }
 
 /// How many worker threads the sweeps use.

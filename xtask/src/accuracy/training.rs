@@ -14,6 +14,8 @@ pub const MAX_GAP: f64 = 0.01;
 /// One precision's run.
 #[derive(Debug, Clone)]
 pub struct TrainingRow {
+    /// The device it trained on.
+    pub device: String,
     /// The precision trained in.
     pub precision: Precision,
     /// Final test accuracy.
@@ -30,9 +32,9 @@ pub struct TrainingRow {
     pub note: Option<String>,
 }
 
-/// Trains once per precision on the CPU backend (30 epochs, seed 0, batch 64, AdamW lr 1e-3).
-pub fn rows() -> Vec<TrainingRow> {
-    let device = amp_cpu::device();
+/// Trains once per precision on `device` (30 epochs, seed 0, batch 64, AdamW lr 1e-3).
+pub fn rows(device: &amp_tensor::Device) -> Vec<TrainingRow> {
+    let device = device.clone();
     let mut rows: Vec<TrainingRow> = Vec::new();
     for precision in [Precision::F32, Precision::BF16, Precision::F16] {
         let config = TrainConfig {
@@ -43,6 +45,7 @@ pub fn rows() -> Vec<TrainingRow> {
             Ok(outcome) => {
                 let r = outcome.report;
                 TrainingRow {
+                    device: device.to_string(),
                     precision,
                     test_accuracy: r.test_accuracy,
                     final_loss: r.history.last().map_or(f64::NAN, |e| e.mean_loss),
@@ -53,6 +56,7 @@ pub fn rows() -> Vec<TrainingRow> {
                 }
             }
             Err(e) => TrainingRow {
+                device: device.to_string(),
                 precision,
                 test_accuracy: f64::NAN,
                 final_loss: f64::NAN,
@@ -93,8 +97,9 @@ pub fn rows() -> Vec<TrainingRow> {
 
 /// The rows as a table.
 pub fn render(rows: &[TrainingRow]) -> String {
-    let mut out = String::from(
-        "== training parity: digits 64-256-256-10 GELU MLP, 30 epochs, seed 0, cpu ==\n",
+    let device = rows.first().map_or("-", |r| r.device.as_str());
+    let mut out = format!(
+        "== training parity: digits 64-256-256-10 GELU MLP, 30 epochs, seed 0, {device} ==\n"
     );
     let _ = writeln!(
         out,
@@ -127,7 +132,7 @@ pub fn to_json(rows: &[TrainingRow]) -> Vec<serde_json::Value> {
     rows.iter()
         .map(|r| {
             serde_json::json!({
-                "precision": format!("{:?}", r.precision).to_lowercase(), "test_accuracy": r.test_accuracy,
+                "device": r.device, "precision": format!("{:?}", r.precision).to_lowercase(), "test_accuracy": r.test_accuracy,
                 "final_loss": r.final_loss, "skipped_steps": r.skipped_steps, "seconds": r.seconds,
                 "pass": r.pass, "note": r.note,
             })

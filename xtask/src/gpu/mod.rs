@@ -1,0 +1,884 @@
+//! `cargo xtask gpu [--out DIR]`: builds, on a machine without a GPU, a
+//! folder (default `gpu-bundle/`, git-ignored) that runs amp's CUDA tests, the
+//! accuracy rows on CUDA and the CUDA bench on a machine with an NVIDIA GPU,
+//! CUDA and no Rust toolchain, with one `run.sh` whose preflight says what
+//! that machine has and lacks before anything else runs.
+//!
+//! What goes in, and why:
+//! - **Binaries for an old C library.** They are built with `cargo zigbuild`
+//!   for glibc [`GLIBC`] (dynamically linked, so that libcuda can be
+//!   loaded), and every binary's needed glibc symbol versions are checked with
+//!   `objdump`: a bundle that would not start on an Ubuntu 20.04 or
+//!   RHEL 8-class system is refused.
+//! - **Kernels for every driver.** NVRTC 12.8 (a pip wheel) compiles every
+//!   module to CUBINs for sm_75/80/90/100/120 and to PTX for `compute_80`,
+//!   into `kernels/cuda12/`: they load on every driver from R525 on, so a
+//!   machine whose NVRTC is missing, fails, or is newer than its driver still
+//!   runs, and a GPU newer than all of them JIT-compiles the PTX (see
+//!   `amp_cuda::images`).
+//! - **Headers of CUDA 12 and 13** (`include/cuda12/`, `include/cuda13/`,
+//!   only the files `cuda_fp16.h`, `cuda_bf16.h` and `cuda.h` pull in):
+//!   NVRTC has no built-in `cuda_fp16.h`, and headers of another CUDA version
+//!   than the NVRTC that loads fail; `run.sh` picks the matching folder. Each
+//!   set is proven by compiling every module with its own NVRTC against it.
+//!
+//! A bundle without headers or without precompiled kernels is an error, as is
+//! one over the size budget. The tools (zig, cargo-zigbuild, the NVRTC and
+//! header wheels) are installed under `target/gpu-tools/` on first use.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+
+/// The script the bundle runs on the GPU machine (`@GLIBC@` is filled in).
+const RUN_SH: &str = include_str!("run.sh");
+/// The oldest glibc the bundle's binaries need.
+pub const GLIBC: &str = "2.17";
+/// The target triple cargo-zigbuild builds for.
+const TARGET: &str = "x86_64-unknown-linux-gnu";
+/// The size budget of the bundle.
+const BUDGET_MB: f64 = 80.0;
+/// The CUDA versions the bundle carries headers for, with the wheels that
+/// bring their NVRTC and headers.
+const TOOLKITS: [(u32, &str, &str); 2] = [
+    (
+        12,
+        "nvidia-cuda-nvrtc-cu12==12.8.*",
+        "nvidia-cuda-runtime-cu12==12.8.*",
+    ),
+    (
+        13,
+        "nvidia-cuda-nvrtc==13.0.*",
+        "nvidia-cuda-runtime==13.0.*",
+    ),
+];
+/// The CUDA version whose NVRTC precompiles the kernels: images of CUDA 12
+/// load on every driver from R525 on, CUDA 13's included (an older toolkit's
+/// CUBINs and PTX run on newer drivers), and 12.8 knows every architecture
+/// below. Every toolkit in [`TOOLKITS`] still compiles every module here, as
+/// a check of the headers shipped for it.
+const PRECOMPILE_WITH: u32 = 12;
+/// The architectures precompiled as CUBINs: a CUBIN runs on its major
+/// architecture at the same or a later minor (sm_80 covers 8.6 and 8.9).
+const CUBIN_ARCHS: [u32; 5] = [75, 80, 90, 100, 120];
+/// The headers NVRTC needs, with what they include (collected by [`header_closure`]).
+const HEADER_ROOTS: [&str; 3] = ["cuda_fp16.h", "cuda_bf16.h", "cuda.h"];
+/// The virtual architecture of the PTX fallback (the driver compiles it for any newer GPU).
+const PTX_ARCH: u32 = 80;
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string()))
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The tools the bundle is built with.
+struct Tools {
+    /// The Python of the tools' virtual environment.
+    python: PathBuf,
+    /// The folder of the `zig` binary.
+    zig_dir: PathBuf,
+    /// `cargo-zigbuild`.
+    zigbuild: PathBuf,
+}
+
+fn run_checked(cmd: &mut Command, what: &str) -> Result<(), String> {
+    eprintln!("$ {what}");
+    let status = cmd
+        .status()
+        .map_err(|e| format!("{what}: cannot start: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{what} failed ({status})"))
+    }
+}
+
+/// Installs (once) zig, cargo-zigbuild and the NVRTC/header wheels under `target/gpu-tools/`.
+fn tools() -> Result<Tools, String> {
+    let root = workspace_root().join("target").join("gpu-tools");
+    let venv = root.join("venv");
+    let python = venv.join("bin").join("python3");
+    if !python.exists() {
+        run_checked(
+            Command::new("python3").arg("-m").arg("venv").arg(&venv),
+            "python3 -m venv target/gpu-tools/venv",
+        )?;
+    }
+    let mut wanted = vec!["ziglang".to_string()];
+    for (_, nvrtc, runtime) in TOOLKITS {
+        wanted.push(nvrtc.to_string());
+        wanted.push(runtime.to_string());
+    }
+    let site = site_packages(&python)?;
+    let have = site.join("ziglang").is_dir()
+        && TOOLKITS
+            .iter()
+            .all(|(major, _, _)| toolkit_dirs(&site, *major).is_some());
+    if !have {
+        run_checked(
+            Command::new(&python)
+                .args(["-m", "pip", "install", "--quiet"])
+                .args(&wanted),
+            &format!("pip install {}", wanted.join(" ")),
+        )?;
+    }
+    let zig_dir = site.join("ziglang");
+    if !zig_dir.join("zig").exists() {
+        return Err(format!("no zig binary in {}", zig_dir.display()));
+    }
+    let zigbuild = match which("cargo-zigbuild") {
+        Some(p) => p,
+        None => {
+            let bin = root.join("cargo").join("bin").join("cargo-zigbuild");
+            if !bin.exists() {
+                run_checked(
+                    cargo()
+                        .args(["install", "--locked", "cargo-zigbuild", "--root"])
+                        .arg(root.join("cargo")),
+                    "cargo install --locked cargo-zigbuild",
+                )?;
+            }
+            bin
+        }
+    };
+    Ok(Tools {
+        python,
+        zig_dir,
+        zigbuild,
+    })
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+fn site_packages(python: &Path) -> Result<PathBuf, String> {
+    let out = Command::new(python)
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+        ])
+        .output()
+        .map_err(|e| format!("{}: {e}", python.display()))?;
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+/// The (lib, include) folders of CUDA `major`'s NVRTC and runtime wheels.
+fn toolkit_dirs(site: &Path, major: u32) -> Option<(PathBuf, PathBuf)> {
+    let nvidia = site.join("nvidia");
+    let (lib, include) = if major >= 13 {
+        let d = nvidia.join(format!("cu{major}"));
+        (d.join("lib"), d.join("include"))
+    } else {
+        (
+            nvidia.join("cuda_nvrtc").join("lib"),
+            nvidia.join("cuda_runtime").join("include"),
+        )
+    };
+    let nvrtc = std::fs::read_dir(&lib).ok()?.flatten().find(|e| {
+        let n = e.file_name().to_string_lossy().into_owned();
+        n.starts_with(&format!("libnvrtc.so.{major}")) && !n.contains("alt")
+    })?;
+    include
+        .join("cuda_fp16.h")
+        .is_file()
+        .then(|| (nvrtc.path(), include))
+}
+
+/// Builds with cargo-zigbuild for glibc [`GLIBC`] and returns the executables.
+fn zigbuild(tools: &Tools, args: &[&str], tests_only: bool) -> Result<Vec<PathBuf>, String> {
+    let target = format!("{TARGET}.{GLIBC}");
+    eprintln!("$ cargo zigbuild {} --target {target}", args.join(" "));
+    let path = std::env::join_paths(
+        std::iter::once(tools.zig_dir.clone()).chain(
+            std::env::var_os("PATH")
+                .iter()
+                .flat_map(std::env::split_paths),
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let out = Command::new(&tools.zigbuild)
+        .arg("zigbuild")
+        .args(args)
+        .args([
+            "--target",
+            &target,
+            "--message-format=json-render-diagnostics",
+        ])
+        .env("PATH", path)
+        .env(
+            "CARGO_TARGET_DIR",
+            workspace_root().join("target").join("gpu-build"),
+        )
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run cargo-zigbuild: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("cargo zigbuild {} failed", args.join(" ")));
+    }
+    let mut exes = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if msg["reason"] == "compiler-artifact" && (!tests_only || msg["profile"]["test"] == true) {
+            if let Some(exe) = msg["executable"].as_str() {
+                exes.push(PathBuf::from(exe));
+            }
+        }
+    }
+    Ok(exes)
+}
+
+/// The newest `GLIBC_x.y` symbol version `objdump -T` lists for `exe`.
+fn needed_glibc(exe: &Path) -> Result<String, String> {
+    let out = Command::new("objdump")
+        .arg("-T")
+        .arg(exe)
+        .output()
+        .map_err(|e| {
+            format!(
+                "objdump (binutils) is needed to check {}: {e}",
+                exe.display()
+            )
+        })?;
+    newest_glibc_version(&String::from_utf8_lossy(&out.stdout))
+        .ok_or_else(|| format!("{} names no GLIBC symbol version", exe.display()))
+}
+
+/// The newest `GLIBC_x.y[.z]` in `objdump -T` output.
+pub fn newest_glibc_version(dump: &str) -> Option<String> {
+    let parse = |v: &str| -> Vec<u32> { v.split('.').filter_map(|p| p.parse().ok()).collect() };
+    dump.split(|c: char| c.is_whitespace() || c == '(' || c == ')')
+        .filter_map(|w| w.strip_prefix("GLIBC_"))
+        .filter(|v| v.chars().next().is_some_and(|c| c.is_ascii_digit()))
+        .max_by_key(|v| parse(v))
+        .map(str::to_string)
+}
+
+fn version_le(a: &str, b: &str) -> bool {
+    let parse = |v: &str| -> Vec<u32> { v.split('.').filter_map(|p| p.parse().ok()).collect() };
+    parse(a) <= parse(b)
+}
+
+fn copy_exe(src: &Path, dst: &Path) -> Result<(), String> {
+    std::fs::copy(src, dst)
+        .map_err(|e| format!("copy {} -> {}: {e}", src.display(), dst.display()))?;
+    // Debug info is most of the size.
+    let stripped = Command::new("strip").arg("--strip-debug").arg(dst).status();
+    if !matches!(stripped, Ok(s) if s.success()) {
+        eprintln!("note: could not strip {}", dst.display());
+    }
+    let glibc = needed_glibc(dst)?;
+    if !version_le(&glibc, GLIBC) {
+        return Err(format!(
+            "{} needs glibc {glibc}, newer than the {GLIBC} the bundle promises",
+            dst.display()
+        ));
+    }
+    Ok(())
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .map(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                dir_size(&p)
+            } else {
+                e.metadata().map(|m| m.len()).unwrap_or(0)
+            }
+        })
+        .sum()
+}
+
+/// The headers `roots` include, transitively, as paths relative to `include`
+/// (every `#include` line is followed, whatever its conditions: a superset).
+fn header_closure(include: &Path, roots: &[&str]) -> Vec<PathBuf> {
+    let mut seen: Vec<PathBuf> = Vec::new();
+    let mut todo: Vec<PathBuf> = roots.iter().map(PathBuf::from).collect();
+    while let Some(file) = todo.pop() {
+        if seen.contains(&file) {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(include.join(&file)) else {
+            continue;
+        };
+        seen.push(file.clone());
+        let here = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        for line in text.lines() {
+            let Some(rest) = line.trim_start().strip_prefix('#') else {
+                continue;
+            };
+            let Some(rest) = rest.trim_start().strip_prefix("include") else {
+                continue;
+            };
+            let name: String = rest
+                .trim()
+                .trim_start_matches(['<', '"'])
+                .chars()
+                .take_while(|&c| c != '>' && c != '"')
+                .collect();
+            for candidate in [here.join(&name), PathBuf::from(&name)] {
+                if include.join(&candidate).is_file() {
+                    todo.push(candidate);
+                    break;
+                }
+            }
+        }
+    }
+    seen.sort();
+    seen
+}
+
+/// Copies the headers NVRTC needs (see [`HEADER_ROOTS`]) from `include` to `dst`.
+fn copy_headers(include: &Path, dst: &Path) -> Result<usize, String> {
+    let files = header_closure(include, &HEADER_ROOTS);
+    for f in &files {
+        let to = dst.join(f);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+        std::fs::copy(include.join(f), &to).map_err(|e| format!("{}: {e}", to.display()))?;
+    }
+    Ok(files.len())
+}
+
+/// Compiles every kernel module with CUDA `major`'s NVRTC against the
+/// headers in `include` (in a child process: one process loads one
+/// libnvrtc), writing the images into `out` when given.
+fn precompile(major: u32, nvrtc: &Path, include: &Path, out: Option<&Path>) -> Result<(), String> {
+    let me = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(me);
+    cmd.arg("gpu-kernels")
+        .env("AMP_NVRTC_LIB", nvrtc)
+        .env("AMP_CUDA_INCLUDE", include)
+        .env_remove("AMP_CUDA_LIB_DIR");
+    let what = match out {
+        Some(dir) => {
+            cmd.arg(dir);
+            format!(
+                "precompile the kernels with NVRTC {major} into {}",
+                dir.display()
+            )
+        }
+        None => format!(
+            "compile every kernel with NVRTC {major} against the bundle's {}",
+            include.display()
+        ),
+    };
+    run_checked(&mut cmd, &what)
+}
+
+/// `xtask gpu-kernels [DIR]` (run by [`precompile`]): CUBINs for every known
+/// architecture of [`CUBIN_ARCHS`] and PTX for `compute_80`, with the NVRTC
+/// that `AMP_NVRTC_LIB` names, written to `DIR` (only compiled without it).
+pub fn precompile_here(args: &[String]) -> ExitCode {
+    let out = args.first().map(PathBuf::from);
+    match write_images(out.as_deref()) {
+        Ok(n) => {
+            match &out {
+                Some(dir) => eprintln!("wrote {n} images to {}", dir.display()),
+                None => eprintln!("compiled {n} images"),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn write_images(out: Option<&Path>) -> Result<usize, String> {
+    use amp_cuda::compile::{self, Target};
+    compile::require_nvrtc().map_err(|e| e.to_string())?;
+    let known = compile::supported_archs().map_err(|e| e.to_string())?;
+    if let Some(out) = out {
+        std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    }
+    let mut n = 0;
+    for source in amp_cuda::kernels::ALL.iter() {
+        let mut targets: Vec<Target> = CUBIN_ARCHS
+            .iter()
+            .filter(|a| known.contains(a))
+            .map(|&a| Target::Cubin(a))
+            .collect();
+        targets.push(Target::Ptx(PTX_ARCH));
+        for target in targets {
+            let c = compile::compile_to(source, target).map_err(|e| e.to_string())?;
+            let name = match target {
+                Target::Cubin(a) => format!("{}.sm_{a}.cubin", source.name),
+                Target::Ptx(a) => format!("{}.compute_{a}.ptx", source.name),
+            };
+            if let Some(out) = out {
+                let path = out.join(name);
+                std::fs::write(&path, &c.cubin).map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Errors unless `out` holds what the GPU machine needs: headers and kernels
+/// of every toolkit for every module, the doctor, the tests and `run.sh`.
+fn verify(out: &Path) -> Result<(), String> {
+    let mut missing = Vec::new();
+    for (major, _, _) in TOOLKITS {
+        if !out
+            .join("include")
+            .join(format!("cuda{major}"))
+            .join("cuda_fp16.h")
+            .is_file()
+        {
+            missing.push(format!("include/cuda{major}/cuda_fp16.h"));
+        }
+    }
+    let images = amp_cuda::images::list(&out.join("kernels"));
+    let major = PRECOMPILE_WITH;
+    for source in amp_cuda::kernels::ALL.iter() {
+        let of = |ptx: bool| {
+            images
+                .iter()
+                .any(|p| p.toolkit == major && p.module == source.name && p.ptx == ptx)
+        };
+        if !of(false) {
+            missing.push(format!("kernels/cuda{major}/{}.sm_*.cubin", source.name));
+        }
+        if !of(true) {
+            missing.push(format!("kernels/cuda{major}/{}.compute_*.ptx", source.name));
+        }
+    }
+    for exe in ["cuda_doctor", "cuda_bench", "xtask", "run.sh"] {
+        if !out.join(exe).is_file() {
+            missing.push(exe.to_string());
+        }
+    }
+    if std::fs::read_dir(out.join("tests")).map_or(0, |d| d.count()) == 0 {
+        missing.push("tests/*".into());
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the bundle is incomplete; missing: {}",
+            missing.join(", ")
+        ))
+    }
+}
+
+fn build(out: &Path) -> Result<(), String> {
+    let tools = tools()?;
+    if out.exists() {
+        std::fs::remove_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    }
+    let tests = out.join("tests");
+    std::fs::create_dir_all(&tests).map_err(|e| format!("{}: {e}", tests.display()))?;
+
+    // The CUDA test binaries (amp-cuda's unit tests and tests/*.rs).
+    let exes = zigbuild(&tools, &["--release", "--tests", "-p", "amp-cuda"], true)?;
+    if exes.is_empty() {
+        return Err("cargo built no amp-cuda test executables".into());
+    }
+    for exe in &exes {
+        let stem = exe.file_name().and_then(|n| n.to_str()).unwrap_or("test");
+        // `cuda-0123abcd` -> `amp-cuda-cuda`; the lib's unit tests `amp_cuda-…` -> `amp-cuda-unit`.
+        let base = stem.rsplit_once('-').map_or(stem, |(b, _)| b);
+        let name = if base == "amp_cuda" {
+            "amp-cuda-unit".to_string()
+        } else {
+            format!("amp-cuda-{base}")
+        };
+        copy_exe(exe, &tests.join(name))?;
+    }
+    for example in ["cuda_bench", "cuda_doctor"] {
+        let built = zigbuild(
+            &tools,
+            &["--release", "-p", "amp-cuda", "--example", example],
+            false,
+        )?;
+        let exe = built
+            .iter()
+            .find(|p| p.file_name().is_some_and(|n| n == example))
+            .ok_or(format!("the {example} example built no executable"))?;
+        copy_exe(exe, &out.join(example))?;
+    }
+    let built = zigbuild(
+        &tools,
+        &["--release", "-p", "xtask", "--bin", "xtask"],
+        false,
+    )?;
+    let exe = built
+        .iter()
+        .find(|p| p.file_name().is_some_and(|n| n == "xtask"))
+        .ok_or("xtask built no executable")?;
+    copy_exe(exe, &out.join("xtask"))?;
+
+    // Kernels and headers of every toolkit.
+    let site = site_packages(&tools.python)?;
+    for (major, _, _) in TOOLKITS {
+        let (nvrtc, include) = toolkit_dirs(&site, major).ok_or(format!(
+            "the CUDA {major} NVRTC or header wheel is not installed"
+        ))?;
+        let shipped = out.join("include").join(format!("cuda{major}"));
+        let n = copy_headers(&include, &shipped)?;
+        eprintln!("{n} headers of CUDA {major} -> {}", shipped.display());
+        // Compiled against the shipped headers: proof that they are enough.
+        let images =
+            (major == PRECOMPILE_WITH).then(|| out.join("kernels").join(format!("cuda{major}")));
+        precompile(major, &nvrtc, &shipped, images.as_deref())?;
+    }
+    let run = out.join("run.sh");
+    std::fs::write(&run, run_sh()).map_err(|e| format!("{}: {e}", run.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| e.to_string())?;
+    }
+    verify(out)?;
+    let mb = dir_size(out) as f64 / 1e6;
+    eprintln!("bundle: {} ({mb:.1} MB)", out.display());
+    if mb > BUDGET_MB {
+        return Err(format!(
+            "the bundle is {mb:.1} MB, over the {BUDGET_MB} MB budget"
+        ));
+    }
+    Ok(())
+}
+
+/// Builds the bundle; `--out DIR` picks the folder.
+pub fn run(args: &[String]) -> ExitCode {
+    let mut out = PathBuf::from("gpu-bundle");
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--out" => match it.next() {
+                Some(p) => out = PathBuf::from(p),
+                None => {
+                    eprintln!("error: --out needs a folder");
+                    return ExitCode::from(2);
+                }
+            },
+            other => {
+                eprintln!("error: unknown argument to gpu: {other:?} (usage: cargo xtask gpu [--out DIR])");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    match build(&out) {
+        Ok(()) => {
+            println!(
+                "built {}: copy it to a machine with an NVIDIA GPU and run {}/run.sh (--preflight first, if in doubt)",
+                out.display(),
+                out.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The bundle's `run.sh` with its placeholders filled.
+fn run_sh() -> String {
+    RUN_SH.replace("@GLIBC@", GLIBC)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    /// A bundle folder with `run.sh` and the given extra files (`path`, contents, executable).
+    fn bundle(name: &str, files: &[(&str, &str, bool)]) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("amp-gpu-bundle-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let mut all = vec![("run.sh", run_sh(), true)];
+        all.extend(files.iter().map(|(p, c, x)| (*p, c.to_string(), *x)));
+        for (path, contents, exec) in all {
+            let p = dir.join(path);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(&p, contents).unwrap();
+            #[cfg(unix)]
+            if exec {
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+            }
+        }
+        dir
+    }
+
+    /// Runs `run.sh --preflight` in `dir` with a clean environment: `PATH` of
+    /// `fake_bin` (if any) and the system's, no CUDA variables, `HOME` inside `dir`.
+    fn preflight(dir: &Path, fake_bin: Option<&Path>, extra_libs: &str) -> (i32, String) {
+        let mut path = String::new();
+        if let Some(b) = fake_bin {
+            path.push_str(&format!("{}:", b.display()));
+        }
+        path.push_str("/usr/bin:/bin:/usr/sbin:/sbin");
+        let out = Command::new("bash")
+            .arg(dir.join("run.sh"))
+            .arg("--preflight")
+            .env_clear()
+            .env("PATH", path)
+            .env("HOME", dir.join("home"))
+            .env("AMP_RESULTS", dir.join("results"))
+            .env("AMP_EXTRA_LIB_DIRS", extra_libs)
+            .output()
+            .expect("bash runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code().unwrap_or(-1), text)
+    }
+
+    fn system_has_nvidia() -> bool {
+        which("nvidia-smi").is_some()
+            || Command::new("ldconfig")
+                .arg("-p")
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("libcuda.so.1"))
+    }
+
+    #[test]
+    fn the_preflight_without_a_gpu_says_exactly_what_is_missing() {
+        if system_has_nvidia() {
+            println!("skipped: this machine has an NVIDIA driver");
+            return;
+        }
+        let dir = bundle("bare", &[]);
+        let (code, text) = preflight(&dir, None, "");
+        assert_eq!(code, 2, "{text}");
+        for needle in [
+            "glibc            ",
+            "MISSING: GPU: nvidia-smi not found",
+            "MISSING: libcuda.so.1 (the driver's library) not found",
+            "MISSING: libnvrtc.so.* not found",
+            "MISSING: libcublas.so.* not found",
+            "MISSING: the bundle has no kernels/ folder",
+            "MISSING: the bundle has no cuda_doctor",
+            "PREFLIGHT FAILED: 6 thing(s) missing",
+        ] {
+            assert!(text.contains(needle), "{needle:?} not in:\n{text}");
+        }
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Fake driver tools and libraries: `nvidia-smi` reporting CUDA `cuda`, and
+    /// library files named as the wheels name them.
+    fn fake_machine(dir: &Path, cuda: &str, libs: &[(&str, &str)]) -> (PathBuf, String) {
+        let bin = dir.join("fakebin");
+        fs::create_dir_all(&bin).unwrap();
+        let smi = bin.join("nvidia-smi");
+        fs::write(
+            &smi,
+            format!(
+                "#!/bin/sh\ncase \"$1\" in --query-gpu*) echo 'NVIDIA H100 80GB HBM3, 9.0, 550.54.15';; \
+                 *) echo '| NVIDIA-SMI 550.54.15  Driver Version: 550.54.15  CUDA Version: {cuda} |';; esac\n"
+            ),
+        )
+        .unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&smi, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let mut dirs = Vec::new();
+        for (sub, file) in libs {
+            let d = dir.join("libs").join(sub);
+            fs::create_dir_all(&d).unwrap();
+            fs::write(d.join(file), "").unwrap();
+            if !dirs.contains(&d) {
+                dirs.push(d);
+            }
+        }
+        let extra = dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(":");
+        (bin, extra)
+    }
+
+    const READY_DOCTOR: (&str, &str, bool) =
+        ("cuda_doctor", "#!/bin/sh\necho 'DOCTOR: ready'\n", true);
+
+    #[test]
+    fn the_preflight_picks_the_libraries_and_headers_the_driver_supports() {
+        let dir = bundle(
+            "picks",
+            &[
+                ("include/cuda12/cuda_fp16.h", "", false),
+                ("include/cuda13/cuda_fp16.h", "", false),
+                ("kernels/cuda12/reduce.sm_90.cubin", "", false),
+                READY_DOCTOR,
+            ],
+        );
+        // An R550 driver (CUDA 12.4) with both CUDA 13 and CUDA 12 wheels installed.
+        let (bin, extra) = fake_machine(
+            &dir,
+            "12.4",
+            &[
+                ("cu13", "libnvrtc.so.13"),
+                ("cu13", "libcublas.so.13"),
+                ("cu12", "libnvrtc.so.12"),
+                ("cu12", "libcublas.so.12.4.5.8"),
+                ("driver", "libcuda.so.1"),
+            ],
+        );
+        let (code, text) = preflight(&dir, Some(&bin), &extra);
+        assert_eq!(code, 0, "{text}");
+        let cu12 = dir.join("libs").join("cu12");
+        for needle in [
+            "GPU              NVIDIA H100 80GB HBM3, 9.0, 550.54.15".to_string(),
+            "driver           supports CUDA 12.4".to_string(),
+            format!(
+                "libnvrtc         {}/libnvrtc.so.12 (CUDA 12)",
+                cu12.display()
+            ),
+            format!(
+                "libcublas        {}/libcublas.so.12.4.5.8 (CUDA 12)",
+                cu12.display()
+            ),
+            format!("headers          {}/include/cuda12", dir.display()),
+            "DOCTOR: ready".to_string(),
+            "PREFLIGHT OK".to_string(),
+        ] {
+            assert!(text.contains(&needle), "{needle:?} not in:\n{text}");
+        }
+        assert!(
+            !text.contains("cu13/lib"),
+            "CUDA 13 libraries were picked:\n{text}"
+        );
+
+        // Only CUDA 13 libraries under that driver, and no compat driver: refused, saying why.
+        fs::remove_dir_all(dir.join("libs").join("cu12")).unwrap();
+        let extra13: String = extra
+            .split(':')
+            .filter(|d| !d.ends_with("cu12"))
+            .collect::<Vec<_>>()
+            .join(":");
+        let (code, text) = preflight(&dir, Some(&bin), &extra13);
+        assert_eq!(code, 2, "{text}");
+        assert!(
+            text.contains(
+                "MISSING: libcublas: only versions newer than the driver (CUDA 12.4) found"
+            ) && text.contains("pip install nvidia-cublas-cu12"),
+            "{text}"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_doctor_that_finds_a_problem_stops_the_run() {
+        let dir = bundle(
+            "doctor",
+            &[
+                ("include/cuda13/cuda_fp16.h", "", false),
+                ("kernels/cuda13/reduce.sm_90.cubin", "", false),
+                ("cuda_doctor", "#!/bin/sh\necho 'DOCTOR: not ready: cuBLAS 13.1 needs a driver for CUDA 13'\nexit 1\n", true),
+            ],
+        );
+        let (bin, extra) = fake_machine(
+            &dir,
+            "13.0",
+            &[
+                ("cu13", "libnvrtc.so.13"),
+                ("cu13", "libcublas.so.13"),
+                ("driver", "libcuda.so.1"),
+            ],
+        );
+        let (code, text) = preflight(&dir, Some(&bin), &extra);
+        assert_eq!(code, 2, "{text}");
+        assert!(
+            text.contains("DOCTOR: not ready")
+                && text.contains("PREFLIGHT FAILED: cuda_doctor exited 1"),
+            "{text}"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_bundle_without_headers_or_kernels_is_refused() {
+        let dir = bundle(
+            "incomplete",
+            &[
+                ("include/cuda12/cuda_fp16.h", "", false),
+                ("kernels/cuda12/reduce.sm_90.cubin", "", false),
+                ("kernels/cuda12/reduce.compute_80.ptx", "", false),
+                READY_DOCTOR,
+            ],
+        );
+        let err = verify(&dir).unwrap_err();
+        for needle in [
+            "include/cuda13/cuda_fp16.h",
+            "kernels/cuda12/copy.sm_*.cubin",
+            "kernels/cuda12/amp.compute_*.ptx",
+            "cuda_bench",
+            "tests/*",
+        ] {
+            assert!(err.contains(needle), "{needle:?} not in {err}");
+        }
+        assert!(
+            !err.contains("reduce.sm_") && !err.contains("cuda_doctor"),
+            "{err}"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_header_closure_follows_includes() {
+        let dir = std::env::temp_dir().join(format!("amp-gpu-headers-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("crt")).unwrap();
+        fs::write(
+            dir.join("cuda_fp16.h"),
+            "#include \"cuda_fp16.hpp\"\n#  include <crt/host_defines.h>\n#include <stdio.h>\n",
+        )
+        .unwrap();
+        fs::write(dir.join("cuda_fp16.hpp"), "#include \"vector_types.h\"\n").unwrap();
+        fs::write(dir.join("vector_types.h"), "").unwrap();
+        fs::write(dir.join("crt").join("host_defines.h"), "").unwrap();
+        fs::write(dir.join("unused.h"), "").unwrap();
+        let got = header_closure(&dir, &["cuda_fp16.h"]);
+        let names: Vec<String> = got.iter().map(|p| p.display().to_string()).collect();
+        assert_eq!(
+            names,
+            [
+                "crt/host_defines.h",
+                "cuda_fp16.h",
+                "cuda_fp16.hpp",
+                "vector_types.h"
+            ]
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_newest_glibc_version_is_read_from_objdump_output() {
+        let dump = "0000 DF *UND* 0000 (GLIBC_2.2.5) memcpy\n0000 DF *UND* 0000 (GLIBC_2.17) clock_gettime\n\
+                    0000 DF *UND* 0000 (GLIBC_2.3) x\n0000 DF *UND* 0000 GLIBC_PRIVATE y";
+        assert_eq!(newest_glibc_version(dump).as_deref(), Some("2.17"));
+        assert!(version_le("2.17", GLIBC) && version_le("2.2.5", "2.17"));
+        assert!(!version_le("2.34", GLIBC));
+        assert_eq!(newest_glibc_version("no versions"), None);
+    }
+}
