@@ -35,7 +35,9 @@ pub(crate) fn cast(t: &Tensor, target: DType, cacheable: bool) -> Result<Tensor>
             return Ok(hit);
         }
     }
-    let cast = t.to_dtype(target)?;
+    // Deferred: a backend that reads the source as cast (the CPU products)
+    // never computes it; every other op computes it once, on first read.
+    let cast = t.to_dtype_deferred(target)?;
     stats::record(|s| s.casts += 1);
     if cacheable {
         CACHE.with(|c| c.borrow_mut().insert(key, cast.clone()));

@@ -16,21 +16,12 @@ pub(crate) fn is_eligible(t: &Tensor, kind: DeviceKind) -> bool {
 
 impl Interceptor for AutocastInterceptor {
     fn intercept(&self, op: &'static str, inputs: &[Tensor]) -> Result<Option<Vec<Tensor>>> {
-        Ok(self.intercept_rounding(op, inputs, &[])?.map(|(v, _)| v))
-    }
-
-    fn intercept_rounding(
-        &self,
-        op: &'static str,
-        inputs: &[Tensor],
-        roundable: &[bool],
-    ) -> Result<Option<(Vec<Tensor>, Option<DType>)>> {
         // The op belongs to the region of its inputs' device kind; CUDA first,
         // as PyTorch's AutocastCUDA key outranks AutocastCPU.
         for kind in [DeviceKind::Cuda, DeviceKind::Cpu] {
             if inputs.iter().any(|t| t.device().kind() == kind) {
                 if let Some(state) = active_state(kind) {
-                    return apply(op, inputs, kind, &state, roundable);
+                    return apply(op, inputs, kind, &state);
                 }
             }
         }
@@ -38,16 +29,14 @@ impl Interceptor for AutocastInterceptor {
     }
 }
 
-/// The region's casts for `op`; inputs marked in `roundable` that are f32 on a
-/// backend that rounds while packing are left f32 for the op to read in the
-/// region's dtype (returned alongside when any is).
+/// The region's casts for `op`: deferred casts (`Tensor::to_dtype_deferred`)
+/// of the eligible inputs, through the cast cache.
 fn apply(
     op: &'static str,
     inputs: &[Tensor],
     kind: DeviceKind,
     state: &RegionState,
-    roundable: &[bool],
-) -> Result<Option<(Vec<Tensor>, Option<DType>)>> {
+) -> Result<Option<Vec<Tensor>>> {
     let rule = state.policy.rule(op);
     let target = match rule {
         CastRule::Passthrough => None,
@@ -67,23 +56,12 @@ fn apply(
             widest
         }
     };
-    let mut round_to = None;
     let replaced = match target {
         Some(target) => {
             let cache_ok = state.cache && target == state.dtype && is_grad_enabled();
             let mut out = Vec::with_capacity(inputs.len());
-            for (i, t) in inputs.iter().enumerate() {
-                let read_rounded = rule == CastRule::LowerPrecision
-                    && roundable.get(i) == Some(&true)
-                    && t.dtype() == DType::F32
-                    && is_eligible(t, kind)
-                    && t.device().backend().rounds_while_packing();
-                if read_rounded {
-                    // No copy: the op rounds this input to `target` as it reads it.
-                    round_to = Some(target);
-                    stats::record(|s| s.read_rounded += 1);
-                    out.push(t.clone());
-                } else if is_eligible(t, kind) && t.dtype() != target {
+            for t in inputs {
+                if is_eligible(t, kind) && t.dtype() != target {
                     // PyTorch caches lower-precision casts of f32 leaf weights only. Never
                     // while grad mode is off: such a cast has no autograd history, and a
                     // later forward that needs gradients must not reuse it (PyTorch #158232).
@@ -102,10 +80,7 @@ fn apply(
     let floating: Vec<DType> = effective
         .iter()
         .filter(|t| t.dtype().is_float())
-        .map(|t| match round_to {
-            Some(d) if t.dtype() == DType::F32 => d,
-            _ => t.dtype(),
-        })
+        .map(|t| t.dtype())
         .collect();
     stats::record(|s| {
         s.ops_by_rule[rule.index()] += 1;
@@ -117,7 +92,7 @@ fn apply(
             s.ops_low_precision += 1;
         }
     });
-    Ok(replaced.map(|v| (v, round_to)))
+    Ok(replaced)
 }
 
 /// A lower-precision op cannot mix f64 (never cast) with inputs cast to the

@@ -85,20 +85,29 @@
 //! [`cache_len`] shows the cache's size; [`stats`] counts casts, cache hits,
 //! and ops per rule and per precision.
 //!
-//! # Weights read rounded (beyond PyTorch)
+//! # Deferred casts: weights are not held twice (beyond PyTorch)
 //!
-//! On a backend that rounds while packing
-//! ([`amp_tensor::Backend::rounds_while_packing`]: the CPU backend of
-//! amp-cpu), a lower-precision `linear` leaves its f32 weight and bias as they
-//! are and the GEMM rounds them to the region's dtype as it packs them
-//! ([`amp_tensor::Interceptor::intercept_rounding`]): no low-precision copy
-//! of the weight is made or cached, so the weights are not held twice. The
-//! output and the input's gradient are bitwise those of the cast path. The
-//! weight and bias gradients come back in f32 straight from the f32
-//! accumulation, where PyTorch rounds them to the region's dtype before its
-//! cast back to f32: rounded to bf16/f16 they equal PyTorch's; unrounded they
-//! are closer to the exact gradient. [`AutocastStats::read_rounded`] counts
-//! such inputs. Other backends (CUDA, the reference) cast through the cache.
+//! Every cast autocast makes is a *deferred* cast
+//! ([`amp_tensor::Tensor::to_dtype_deferred`]): a tensor of the region's dtype
+//! whose elements are computed when first read. What the user sees is
+//! PyTorch's: the op's output dtype, the values (the cast rounds to nearest
+//! even exactly as an eager cast), and autograd (an ordinary cast, op `"to"`).
+//! What changes is memory and passes: a backend whose kernel reads the source
+//! as cast ([`amp_tensor::Backend::fuses_cast`] — the CPU backend's products
+//! read an f32 weight and bias as bf16/f16 while packing them) is handed the
+//! f32 source, so the low-precision copy of a weight is never made, and the
+//! cast cache holds nothing but the deferred handle: per weight, no 2 bytes
+//! per element for bf16/f16 (a 4096×4096 layer: 32 MiB not allocated). On
+//! other backends (CUDA, the reference) the copy is computed once, on first
+//! read, and cached as before.
+//!
+//! Gradients: a cast's backward widens its gradient back to f32 at once, so
+//! ops compute the gradient of a narrowing cast's output directly in the
+//! source's dtype ([`amp_tensor::Tensor::grad_dtype`]): `linear` and `matmul`
+//! give f32 weights and biases their gradient straight from the f32
+//! accumulation. PyTorch rounds that gradient to bf16/f16 before casting it
+//! back: rounded to bf16/f16 ours equal PyTorch's; unrounded they are closer
+//! to the exact gradient, and one rounding pass is saved.
 //!
 //! # The policy
 //!

@@ -14,9 +14,6 @@ pub struct AutocastStats {
     pub cache_hits: u64,
     /// Casts stored in the cast cache.
     pub cache_inserts: u64,
-    /// f32 inputs (`linear` weights and biases) left uncast because the
-    /// backend rounds them to the region's dtype while packing: no copy made.
-    pub read_rounded: u64,
     /// Ops handled, indexed like [`CastRule::ALL`] (see [`AutocastStats::ops`]).
     pub ops_by_rule: [u64; 4],
     /// Ops whose widest floating input, after casting, was f16, bf16 or fp8.
@@ -44,7 +41,7 @@ impl fmt::Display for AutocastStats {
         write!(
             f,
             "autocast: {} ops ({} in low precision, {} in f32, {} other; rules: {} lower, {} f32, {} promote, {} passthrough), \
-             {} casts, {} cache hits, {} read rounded",
+             {} casts, {} cache hits",
             self.total_ops(),
             self.ops_low_precision,
             self.ops_f32,
@@ -54,8 +51,7 @@ impl fmt::Display for AutocastStats {
             self.ops(CastRule::Promote),
             self.ops(CastRule::Passthrough),
             self.casts,
-            self.cache_hits,
-            self.read_rounded
+            self.cache_hits
         )
     }
 }

@@ -4,6 +4,7 @@
 use amp_autocast::autocast;
 use amp_tensor::ops::{self, Reduction};
 use amp_tensor::{DType, Device, DeviceKind, Tensor};
+use amp_testkit::on_every_device;
 
 fn grads(device: &Device, region: Option<DType>) -> (Vec<f64>, Vec<f64>, DType) {
     let w = Tensor::randn(&[8, 16], DType::F32, device, 0)
@@ -66,12 +67,10 @@ fn check(device: &Device) {
     }
 }
 
-#[test]
-fn f32_weights_get_f32_gradients_close_to_pure_f32_on_the_reference_device() {
-    check(&Device::reference());
-}
-
-#[test]
-fn f32_weights_get_f32_gradients_close_to_pure_f32_on_amp_cpu() {
-    check(&amp_cpu::device());
-}
+on_every_device!(
+    f32_weights_get_f32_gradients_close_to_pure_f32,
+    |device: &Device| -> amp_tensor::Result<()> {
+        check(device);
+        Ok(())
+    }
+);

@@ -7,6 +7,7 @@ mod common;
 use amp_autocast::{reset_stats, stats, Autocast, CastRule, Policy};
 use amp_tensor::ops::{self, GeluApprox, Reduction};
 use amp_tensor::{DType, Device, Result, Tensor};
+use amp_testkit::on_every_device;
 use std::collections::BTreeSet;
 
 enum Arg {
@@ -266,15 +267,13 @@ fn cases_cover_every_project_op() {
     assert_eq!(names.len(), cases().len());
 }
 
-#[test]
-fn every_op_on_the_cpu_kind_reference_device() {
-    check_device(&Device::reference());
-}
-
-#[test]
-fn every_op_on_the_amp_cpu_device() {
-    check_device(&amp_cpu::device());
-}
+on_every_device!(
+    every_op_on_every_device,
+    |device: &Device| -> amp_tensor::Result<()> {
+        check_device(device);
+        Ok(())
+    }
+);
 
 #[test]
 fn every_op_on_a_cuda_kind_device() {

@@ -71,7 +71,8 @@ fn unscale(c: &mut Criterion) {
     let mut g = c.benchmark_group("unscale");
     for dtype in [DType::F32, DType::BF16, DType::F16] {
         let x = Tensor::randn(&[N], dtype, &amp_cpu::device(), 0).unwrap();
-        let mut storage = amp_tensor::Storage::Host(x.with_view(|v| backend.to_host(v)).unwrap());
+        let mut storage =
+            amp_tensor::Storage::Host(x.with_view(|v| backend.to_host(v)).unwrap().unwrap());
         let layout = Layout::contiguous(&[N]);
         // Read and write every element once.
         g.throughput(Throughput::Bytes((2 * N * dtype.size_in_bytes()) as u64));

@@ -74,11 +74,12 @@ fn main() -> amp_tensor::Result<()> {
         let backend = dev.backend();
         // About 100 Gflop of repetitions (at least 20), so a profile sees the product.
         let reps = (1e11 / (2 * m * k * n).max(1) as f64).clamp(20.0, 5000.0) as usize;
+        let (ia, ib) = (a.materialised_input()?, b.materialised_input()?);
         let s = best(reps, || {
-            let (sa, sb) = (a.storage(), b.storage());
+            // A bf16/f16 A with an f32 B: B is read as A's dtype while packing.
             drop(
                 backend
-                    .matmul_rounding_rhs((&sa, &la), (&sb, &lb), out)
+                    .matmul((ia.storage(), &la), (ib.storage(), &lb), out)
                     .unwrap(),
             )
         });

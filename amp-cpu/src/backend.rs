@@ -116,15 +116,9 @@ macro_rules! with_fast {
 }
 
 impl CpuBackend {
-    /// `matmul`, or with `round_rhs` `matmul_rounding_rhs` (an f32 `rhs` with a
-    /// bf16/f16 `lhs` is rounded while packing).
-    fn product(
-        &self,
-        lhs: View<'_>,
-        rhs: View<'_>,
-        out: DType,
-        round_rhs: bool,
-    ) -> Result<Storage> {
+    /// `matmul`: an f32 `rhs` with a bf16/f16 `lhs` is a deferred cast read
+    /// as `lhs`'s dtype, rounded while packing ([`Backend::fuses_cast`]).
+    fn product(&self, lhs: View<'_>, rhs: View<'_>, out: DType) -> Result<Storage> {
         let op = "matmul";
         let (ha, la) = host(op, lhs)?;
         let (hb, lb) = host(op, rhs)?;
@@ -136,7 +130,7 @@ impl CpuBackend {
                 rhs: sb.to_vec(),
             });
         }
-        let rounded = round_rhs && hb.dtype() == DType::F32 && ha.dtype() != DType::F32;
+        let rounded = hb.dtype() == DType::F32 && matches!(ha.dtype(), DType::BF16 | DType::F16);
         if !rounded && ha.dtype() != hb.dtype() || rounded && !fast(ha.dtype()) {
             return Err(Error::DTypeMismatch {
                 op,
@@ -317,15 +311,15 @@ impl Backend for CpuBackend {
     }
 
     fn matmul(&self, lhs: View<'_>, rhs: View<'_>, out: DType) -> Result<Storage> {
-        self.product(lhs, rhs, out, false)
+        self.product(lhs, rhs, out)
     }
 
-    fn matmul_rounding_rhs(&self, lhs: View<'_>, rhs: View<'_>, out: DType) -> Result<Storage> {
-        self.product(lhs, rhs, out, true)
-    }
-
-    fn rounds_while_packing(&self) -> bool {
-        true
+    /// The products read an f32 right operand (`matmul`'s `rhs`, `linear`'s
+    /// weight) as bf16/f16 while packing it (`BSide::Rounded`), and `linear`'s
+    /// f32 bias rounded once before its f32 epilogue.
+    fn fuses_cast(&self, op: &str, operand: usize, from: DType, to: DType) -> bool {
+        let narrowing = from == DType::F32 && matches!(to, DType::BF16 | DType::F16);
+        narrowing && matches!((op, operand), ("matmul", 1) | ("linear", 1) | ("linear", 2))
     }
 
     fn linear(

@@ -3,13 +3,10 @@
 //! f32/f64 operations in the same order, only wider); GEMM (FMA and other
 //! block orders) agrees within the f32 dot-product tolerance.
 
-mod common;
-
 use amp_cpu::Isa;
 use amp_tensor::ops::{self, GeluApprox};
-use amp_tensor::testing::Tolerance;
 use amp_tensor::{DType, Device, Result, Tensor};
-use common::{check, tol, FLOATS};
+use amp_testkit::{check, Tolerance, FLOATS};
 
 fn scalar() -> Device {
     amp_cpu::device_with_isa(Isa::Scalar).unwrap()
@@ -74,7 +71,7 @@ fn every_level_agrees_with_the_scalar_path() -> Result<()> {
             for (m, k, n) in [(37, 129, 41), (5, 1000, 3), (64, 64, 64)] {
                 let a = |dev: &Device| Tensor::randn(&[m, k], dtype, dev, 2);
                 let b = |dev: &Device| Tensor::randn(&[k, n], dtype, dev, 3);
-                let t = tol(dtype).scale_abs((k as f64).sqrt() * 4.0);
+                let t = Tolerance::for_dtype(dtype).scale_abs((k as f64).sqrt() * 4.0);
                 same(&case(&format!("matmul {m}x{k}x{n}")), d, t, |dev| {
                     a(dev)?.matmul(&b(dev)?)
                 })?;

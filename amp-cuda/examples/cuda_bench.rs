@@ -7,7 +7,7 @@
 
 use amp_tensor::backend::View;
 use amp_tensor::ops::{self, GeluApprox};
-use amp_tensor::{DType, Device, Layout, Result, Storage, Tensor};
+use amp_tensor::{DType, Device, Result, Tensor};
 use std::time::Instant;
 
 fn sync(d: &Device) -> Result<()> {
@@ -108,7 +108,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     let elems: usize = if quick { 16 << 20 } else { 128 << 20 };
     let x = Tensor::full(&[elems], 1.5, DType::F32, &d)?;
     let copy = time(&d, 2, 20, || {
-        x.with_view(|v: View<'_>| d.backend().cast(v, DType::F32))
+        x.with_view(|v: View<'_>| d.backend().cast(v, DType::F32))?
             .map(|_| ())
     })?;
     report(
@@ -125,16 +125,9 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     let grads: Vec<Tensor> = (0..4)
         .map(|i| Tensor::full(&[elems / 4], 1.0 + i as f64, DType::F32, &d))
         .collect::<Result<_>>()?;
+    let refs: Vec<&Tensor> = grads.iter().collect();
     let unscale = time(&d, 2, 20, || {
-        let mut guards: Vec<_> = grads.iter().map(|g| g.storage_mut()).collect();
-        let mut bufs: Vec<(&mut Storage, &Layout)> = guards
-            .iter_mut()
-            .zip(&grads)
-            .map(|(s, g)| (&mut **s, g.layout()))
-            .collect();
-        d.backend()
-            .non_finite_check_and_unscale(&mut bufs, 1.0)
-            .map(|_| ())
+        ops::non_finite_check_and_unscale_(&refs, 1.0).map(|_| ())
     })?;
     report(
         "fused unscale f32, 4 buffers (read+write)",

@@ -238,7 +238,10 @@ mod tests {
         assert_eq!(parts(3, 9000), 2);
         for (rows, n) in [(1, 8192), (7, 100_000), (255, 1 << 24)] {
             let p = parts(rows, n);
-            assert!((1..=1024).contains(&p) && n / p >= MIN_CHUNK, "{rows}x{n}: {p}");
+            assert!(
+                (1..=1024).contains(&p) && n / p >= MIN_CHUNK,
+                "{rows}x{n}: {p}"
+            );
         }
     }
 }

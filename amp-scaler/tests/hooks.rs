@@ -6,7 +6,7 @@ use amp_scaler::{
     clip_grad_norm, Error, FoundInfReduce, GradScaler, Optimizer, SingleProcess, StepOutcome,
 };
 use amp_tensor::{DType, Device, Tensor};
-use common::{devices, Sgd};
+use common::Sgd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -45,7 +45,7 @@ fn param(device: &Device, grad: f64) -> (String, Tensor) {
 
 #[test]
 fn remote_overflow_skips_the_local_step() {
-    for device in devices() {
+    for (_, device) in amp_testkit::all_devices() {
         let replicas = Arc::new(FakeReplicas::default());
         let mut scaler = GradScaler::builder()
             .init_scale(8.0)
@@ -93,7 +93,7 @@ fn remote_overflow_skips_the_local_step() {
 
 #[test]
 fn clip_grad_norm_matches_an_f64_reference() {
-    for device in devices() {
+    for (_, device) in amp_testkit::all_devices() {
         let a: Vec<f64> = (0..12).map(|i| (i as f64 - 5.5) * 0.37).collect();
         let b: Vec<f64> = (0..6).map(|i| 1.0 / (i as f64 + 1.0)).collect();
         let total = a.iter().chain(&b).map(|x| x * x).sum::<f64>().sqrt();

@@ -4,7 +4,7 @@ mod common;
 
 use amp_scaler::{Error, GradScaler, Optimizer};
 use amp_tensor::{DType, Device, Tensor};
-use common::{devices, Sgd};
+use common::Sgd;
 
 fn param_with_grad(device: &Device, name: &str, dtype: DType, grad_value: f64) -> (String, Tensor) {
     let p = Tensor::zeros(&[3], dtype, device).unwrap();
@@ -24,7 +24,7 @@ fn loss(device: &Device) -> Tensor {
 
 #[test]
 fn calls_before_the_first_scale_are_errors() {
-    for device in devices() {
+    for (_, device) in amp_testkit::all_devices() {
         let mut opt = Sgd::new(vec![param_with_grad(&device, "w", DType::F32, 1.0)], 0.1);
         let mut scaler = GradScaler::new();
         let fix = "This may indicate your script did not use scaler.scale(loss or outputs) earlier in the iteration.";
@@ -51,7 +51,7 @@ fn calls_before_the_first_scale_are_errors() {
 
 #[test]
 fn state_machine_errors() {
-    for device in devices() {
+    for (_, device) in amp_testkit::all_devices() {
         let mut opt = Sgd::new(vec![param_with_grad(&device, "w", DType::F32, 8.0)], 0.0);
         let mut scaler = GradScaler::builder().init_scale(2.0).build().unwrap();
         scaler.scale(&loss(&device)).unwrap();
@@ -92,7 +92,7 @@ fn state_machine_errors() {
 
 #[test]
 fn update_without_inf_checks_is_an_error() {
-    for device in devices() {
+    for (_, device) in amp_testkit::all_devices() {
         let mut scaler = GradScaler::new();
         scaler.scale(&loss(&device)).unwrap();
         let m = message(scaler.update());
@@ -120,7 +120,7 @@ fn update_without_inf_checks_is_an_error() {
 
 #[test]
 fn f16_gradients_are_rejected_before_anything_changes() {
-    for device in devices() {
+    for (_, device) in amp_testkit::all_devices() {
         let mut opt = Sgd::new(
             vec![
                 param_with_grad(&device, "fp32.weight", DType::F32, 8.0),
@@ -159,7 +159,7 @@ fn f16_gradients_are_rejected_before_anything_changes() {
 
 #[test]
 fn optimizer_identity_survives_a_move_and_separates_optimizers() {
-    for device in devices() {
+    for (_, device) in amp_testkit::all_devices() {
         let mut scaler = GradScaler::new();
         scaler.scale(&loss(&device)).unwrap();
         let mut a = Sgd::new(vec![param_with_grad(&device, "a", DType::F32, 1.0)], 0.1);
@@ -176,7 +176,7 @@ fn optimizer_identity_survives_a_move_and_separates_optimizers() {
 
 #[test]
 fn disabled_scaler_is_a_pass_through() {
-    for device in devices() {
+    for (_, device) in amp_testkit::all_devices() {
         let mut scaler = GradScaler::builder().enabled(false).build().unwrap();
         let (name, p) = param_with_grad(&device, "w", DType::F16, 2.0);
         let mut opt = Sgd::new(vec![(name, p.clone())], 0.5);

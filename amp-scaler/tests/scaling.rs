@@ -10,7 +10,7 @@ mod common;
 
 use amp_scaler::{clip_grad_norm, GradScaler, Optimizer, StepOutcome};
 use amp_tensor::{DType, Device, Tensor};
-use common::{assert_params_close, batches, devices, fill_grad, mse, Sgd, TwoLinear};
+use common::{assert_params_close, batches, fill_grad, mse, Sgd, TwoLinear};
 
 const SKIP_ITER: usize = 2;
 
@@ -66,7 +66,7 @@ fn expect_one_skip(outcomes: &[StepOutcome]) {
 
 #[test]
 fn scaling_case_matches_unscaled_control() {
-    for device in devices() {
+    for (_, device) in amp_testkit::all_devices() {
         for enabled in [true, false] {
             let data = batches(&device);
             let (control, mut opt_c, scaling, mut opt_s) = setup(&device, 7);
@@ -109,7 +109,7 @@ fn scaling_case_matches_unscaled_control() {
 #[test]
 fn scaling_with_clipping_of_scaled_gradients() {
     let max_norm = 0.2;
-    for device in devices() {
+    for (_, device) in amp_testkit::all_devices() {
         for enabled in [true, false] {
             let data = batches(&device);
             let (control, mut opt_c, scaling, mut opt_s) = setup(&device, 11);
@@ -153,7 +153,7 @@ fn scaling_with_clipping_of_scaled_gradients() {
 #[test]
 fn scaling_with_unscale_then_clip() {
     let max_norm = 0.2;
-    for device in devices() {
+    for (_, device) in amp_testkit::all_devices() {
         for enabled in [true, false] {
             let data = batches(&device);
             let (control, mut opt_c, scaling, mut opt_s) = setup(&device, 13);
@@ -192,7 +192,7 @@ fn scaling_with_unscale_then_clip() {
 #[test]
 fn scaling_with_gradient_accumulation() {
     let iters_to_accumulate = 2;
-    for device in devices() {
+    for (_, device) in amp_testkit::all_devices() {
         for enabled in [true, false] {
             let data = batches(&device);
             let (control, mut opt_c, scaling, mut opt_s) = setup(&device, 17);
@@ -221,7 +221,7 @@ fn scaling_with_gradient_accumulation() {
 
 #[test]
 fn scaling_with_two_models_two_optimizers_two_losses() {
-    for device in devices() {
+    for (_, device) in amp_testkit::all_devices() {
         for enabled in [true, false] {
             let data = batches(&device);
             let (control0, mut opt_c0, scaling0, mut opt_s0) = setup(&device, 19);
@@ -282,7 +282,7 @@ fn scaling_with_two_models_two_optimizers_two_losses() {
 
 #[test]
 fn scale_keeps_the_loss_dtype() {
-    for device in devices() {
+    for (_, device) in amp_testkit::all_devices() {
         let mut scaler = GradScaler::builder().init_scale(1024.0).build().unwrap();
         for dtype in [DType::F16, DType::BF16, DType::F32, DType::F64] {
             let loss = Tensor::scalar(1.5, dtype, &device).unwrap();
@@ -307,7 +307,7 @@ fn scale_keeps_the_loss_dtype() {
 #[test]
 fn f16_forward_gradients_reach_f32_master_weights_scaled() {
     // The mixed-precision path: f16 compute, f32 parameters; unscaled gradients match an f32 reference.
-    for device in devices() {
+    for (_, device) in amp_testkit::all_devices() {
         let model = TwoLinear::new(&device, 29);
         let (x, target) = batches(&device).remove(0);
         let forward16 = |m: &TwoLinear| {

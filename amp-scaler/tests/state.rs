@@ -5,7 +5,7 @@ mod common;
 
 use amp_scaler::{Error, GradScaler, Optimizer, ScalerState};
 use amp_tensor::{DType, Device, Tensor};
-use common::{devices, fill_grad, Sgd};
+use common::{fill_grad, Sgd};
 
 fn one_param(device: &Device) -> (Tensor, Sgd) {
     let w = Tensor::ones(&[3], DType::F32, device).unwrap();
@@ -59,7 +59,7 @@ const SEQUENCE: [bool; 9] = [false, false, true, false, true, true, false, false
 
 #[test]
 fn round_trip_before_lazy_init() {
-    for device in devices() {
+    for (_, device) in amp_testkit::all_devices() {
         let original = custom();
         let state = original.state();
         assert_eq!(
@@ -83,7 +83,7 @@ fn round_trip_before_lazy_init() {
 
 #[test]
 fn round_trip_after_lazy_init() {
-    for device in devices() {
+    for (_, device) in amp_testkit::all_devices() {
         let mut original = custom();
         run(&mut original, &device, &[false, true, false, false]);
         let state = original.state();

@@ -7,7 +7,7 @@ mod common;
 
 use amp_scaler::{GradScaler, StepOutcome, SCALE_FLOOR};
 use amp_tensor::{DType, Device, Tensor};
-use common::{devices, fill_grad, Sgd};
+use common::{fill_grad, Sgd};
 
 /// One parameter of 4 elements with loss `sum(w)`: its gradient is the scale.
 fn setup(device: &Device) -> (Tensor, Sgd) {
@@ -31,7 +31,7 @@ fn iteration(scaler: &mut GradScaler, w: &Tensor, opt: &mut Sgd, grad: f64) -> S
 
 #[test]
 fn a_long_storm_never_takes_the_scale_below_a_normal_f32() {
-    for device in devices() {
+    for (_, device) in amp_testkit::all_devices() {
         let (w, mut opt) = setup(&device);
         let mut scaler = GradScaler::new();
         for _ in 0..400 {
@@ -57,7 +57,7 @@ fn a_long_storm_never_takes_the_scale_below_a_normal_f32() {
 
 #[test]
 fn a_gradient_that_overflows_when_unscaled_skips_the_step() {
-    for device in devices() {
+    for (_, device) in amp_testkit::all_devices() {
         let (w, mut opt) = setup(&device);
         let mut scaler = GradScaler::builder()
             .init_scale(f64::from(SCALE_FLOOR))

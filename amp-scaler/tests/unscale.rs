@@ -5,7 +5,7 @@ mod common;
 
 use amp_scaler::{GradScaler, Optimizer, StepOutcome};
 use amp_tensor::{DType, Device, Tensor};
-use common::{devices, Sgd};
+use common::Sgd;
 
 /// A `[10, 10]` gradient buffer filled with 4.0, with `special` written at `(2, 2)` and `(2, 7)`.
 fn buffer(device: &Device, dtype: DType, at_2_2: f64, at_2_7: f64) -> Tensor {
@@ -51,7 +51,7 @@ fn view(t: &Tensor, v: View) -> Tensor {
 fn unscale_views_and_find_non_finite_values() {
     let inf = f64::INFINITY;
     let nan = f64::NAN;
-    for device in devices() {
+    for (_, device) in amp_testkit::all_devices() {
         for dtype in [DType::F32, DType::F64, DType::BF16] {
             // (first buffer's (2,2) value and view, second buffer's, expected inf/NaN counts by name)
             type Case = (
@@ -171,7 +171,7 @@ fn unscale_views_and_find_non_finite_values() {
 
 #[test]
 fn inv_scale_is_the_f64_reciprocal_rounded_to_f32() {
-    for device in devices() {
+    for (_, device) in amp_testkit::all_devices() {
         for scale in [3.0f64, 65536.0, 1e-3, 7.0e5] {
             let values = [1.0f32, 3.0, -2.5, 1e30, 6.1e-5];
             let g = Tensor::from_vec(values.to_vec(), &[5], &device).unwrap();
@@ -190,7 +190,7 @@ fn inv_scale_is_the_f64_reciprocal_rounded_to_f32() {
 
 #[test]
 fn gradients_sharing_one_storage_are_each_unscaled_once() {
-    for device in devices() {
+    for (_, device) in amp_testkit::all_devices() {
         // Two disjoint column blocks of one flat gradient buffer, and a third
         // parameter whose gradient is the very same view as the first.
         let flat = buffer(&device, DType::F32, 4.0, f64::INFINITY);
@@ -248,7 +248,7 @@ fn gradients_sharing_one_storage_are_each_unscaled_once() {
 
 #[test]
 fn mixed_dtypes_are_unscaled_in_separate_groups() {
-    for device in devices() {
+    for (_, device) in amp_testkit::all_devices() {
         let grads = [
             ("f32", Tensor::full(&[4], 8.0, DType::F32, &device).unwrap()),
             (
@@ -292,7 +292,7 @@ fn mixed_dtypes_are_unscaled_in_separate_groups() {
 
 #[test]
 fn parameters_without_gradients_are_ignored() {
-    for device in devices() {
+    for (_, device) in amp_testkit::all_devices() {
         let g = Tensor::full(&[3], 8.0, DType::F32, &device).unwrap();
         let frozen = Tensor::zeros(&[3], DType::F32, &device).unwrap();
         frozen.set_requires_grad(true).unwrap();

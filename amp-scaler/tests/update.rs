@@ -5,7 +5,7 @@ mod common;
 
 use amp_scaler::{Error, GradScaler, Optimizer, StepOutcome};
 use amp_tensor::{DType, Device, Tensor};
-use common::{devices, fill_grad, Sgd};
+use common::{fill_grad, Sgd};
 
 /// One parameter `w` of 4 elements, with loss `sum(w)`: its gradient is the scale.
 fn one_param(device: &Device) -> (Tensor, Sgd) {
@@ -34,7 +34,7 @@ fn iteration(
 
 #[test]
 fn update_sequence_matches_pytorch() {
-    for device in devices() {
+    for (_, device) in amp_testkit::all_devices() {
         let (w, mut opt) = one_param(&device);
         let mut scaler = GradScaler::builder()
             .init_scale(4.0)
@@ -56,7 +56,7 @@ fn update_sequence_matches_pytorch() {
 
 #[test]
 fn nan_counts_as_overflow_and_growth_restarts_after_it() {
-    for device in devices() {
+    for (_, device) in amp_testkit::all_devices() {
         let (w, mut opt) = one_param(&device);
         let mut scaler = GradScaler::builder()
             .init_scale(16.0)
@@ -83,7 +83,7 @@ fn nan_counts_as_overflow_and_growth_restarts_after_it() {
 
 #[test]
 fn scale_will_not_overflow() {
-    for device in devices() {
+    for (_, device) in amp_testkit::all_devices() {
         // As PyTorch's test_grad_scale_will_not_overflow: Linear(5, 1), init 1e38, growth 16, interval 1.
         let w = Tensor::randn(&[1, 5], DType::F32, &device, 3).unwrap();
         let b = Tensor::zeros(&[1], DType::F32, &device).unwrap();
@@ -139,7 +139,7 @@ fn scale_will_not_overflow() {
 
 #[test]
 fn hysteresis_delays_backoff_until_the_nth_overflow() {
-    for device in devices() {
+    for (_, device) in amp_testkit::all_devices() {
         let (w, mut opt) = one_param(&device);
         let mut scaler = GradScaler::builder()
             .init_scale(1024.0)
@@ -192,7 +192,7 @@ fn hysteresis_delays_backoff_until_the_nth_overflow() {
 
 #[test]
 fn min_and_max_scale_bound_automatic_updates() {
-    for device in devices() {
+    for (_, device) in amp_testkit::all_devices() {
         let (w, mut opt) = one_param(&device);
         let mut scaler = GradScaler::builder()
             .init_scale(128.0)
@@ -226,7 +226,7 @@ fn min_and_max_scale_bound_automatic_updates() {
 
 #[test]
 fn counters_and_consecutive_skip_stop() {
-    for device in devices() {
+    for (_, device) in amp_testkit::all_devices() {
         let (w, mut opt) = one_param(&device);
         let mut scaler = GradScaler::builder()
             .init_scale(64.0)
@@ -281,7 +281,7 @@ fn scaler_err_message(scaler: &mut GradScaler, w: &Tensor, opt: &mut Sgd) -> Str
 
 #[test]
 fn update_to_sets_the_scale_and_validates_it() {
-    for device in devices() {
+    for (_, device) in amp_testkit::all_devices() {
         let (w, mut opt) = one_param(&device);
         let mut scaler = GradScaler::builder()
             .init_scale(8.0)
@@ -320,7 +320,7 @@ fn update_to_sets_the_scale_and_validates_it() {
 
 #[test]
 fn found_inf_combines_over_all_optimizers_stepped() {
-    for device in devices() {
+    for (_, device) in amp_testkit::all_devices() {
         let (w0, mut opt0) = one_param(&device);
         let (w1, mut opt1) = one_param(&device);
         let mut scaler = GradScaler::builder()

@@ -323,8 +323,8 @@ pub trait Backend: Send + Sync + fmt::Debug {
 
     /// `act(x · weightᵀ + bias)`, the fused epilogue of a linear layer: `x` is a
     /// `[m, k]` view, `weight` `[n, k]`, `bias` (optional) `[n]`, all of one
-    /// dtype — or, with a bf16/f16 `x`, an f32 weight and bias read as if cast
-    /// to `x`'s dtype first (see [`Backend::rounds_while_packing`]). The
+    /// dtype — or, where [`Backend::fuses_cast`] says so, a wider weight and
+    /// bias to be read as if cast to `x`'s dtype first. The
     /// product accumulates in f32 (f64 for f64 inputs); the bias is added and
     /// the activation applied at that precision, and the result is rounded
     /// once to `out`. The caller checks shapes and dtypes.
@@ -390,25 +390,19 @@ pub trait Backend: Send + Sync + fmt::Debug {
         }
     }
 
-    /// [`Backend::matmul`] with an f32 `rhs` read as if cast to `lhs`'s dtype
-    /// (bf16 or f16) first — the product of `lhs` and the rounded `rhs`. The
-    /// caller checks shapes and dtypes.
+    /// True when this backend's kernel for `op` reads its operand number
+    /// `operand` of dtype `from` as if cast to `to`, fusing the cast into its
+    /// loads — so a deferred cast ([`crate::Tensor::to_dtype_deferred`], what
+    /// autocast makes) is handed to the kernel as its source and never
+    /// computed or stored. The kernel then gets that operand in `from`, the
+    /// other operands in `to`. Every other deferred cast is computed before
+    /// the kernel runs, so a backend that fuses nothing (the default) never
+    /// sees mixed dtypes.
     ///
-    /// The provided implementation casts `rhs` and calls `matmul`; a backend
-    /// that rounds while packing overrides it (and [`Backend::rounds_while_packing`]).
-    fn matmul_rounding_rhs(&self, lhs: View<'_>, rhs: View<'_>, out: DType) -> Result<Storage> {
-        if rhs.0.dtype() == lhs.0.dtype() {
-            return self.matmul(lhs, rhs, out);
-        }
-        let cast = self.cast(rhs, lhs.0.dtype())?;
-        self.matmul(lhs, (&cast, &Layout::contiguous(rhs.1.shape())), out)
-    }
-
-    /// True when this backend reads an f32 operand as bf16/f16 while packing
-    /// ([`Backend::matmul_rounding_rhs`], [`Backend::linear`] with an f32
-    /// weight), so no rounded copy is made. Autocast then leaves f32 weights of
-    /// `linear` uncast instead of caching a low-precision copy. Default: false.
-    fn rounds_while_packing(&self) -> bool {
+    /// `op` is the op's name (`"matmul"`, `"linear"`); operands are numbered
+    /// as the op takes them (`linear`: 0 input, 1 weight, 2 bias).
+    fn fuses_cast(&self, op: &str, operand: usize, from: DType, to: DType) -> bool {
+        let _ = (op, operand, from, to);
         false
     }
 

@@ -7,7 +7,6 @@
 //! inputs once and the op's internals run below the autocast dispatch key.
 
 use crate::{Result, Tensor};
-use amp_dtype::DType;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
@@ -19,21 +18,6 @@ pub trait Interceptor {
     /// Return `Ok(Some(new_inputs))` (same length) to run the op on other tensors,
     /// `Ok(None)` to run it unchanged.
     fn intercept(&self, op: &'static str, inputs: &[Tensor]) -> Result<Option<Vec<Tensor>>>;
-
-    /// Like [`Interceptor::intercept`], for an op that can read some f32
-    /// inputs (`roundable[i]`: `linear`'s weight and bias) as if cast to a
-    /// narrower float dtype, rounding them as it computes: the interceptor may
-    /// leave those inputs f32 and return the dtype they are read in (`None`:
-    /// read every input as it is). The default calls `intercept`.
-    fn intercept_rounding(
-        &self,
-        op: &'static str,
-        inputs: &[Tensor],
-        roundable: &[bool],
-    ) -> Result<Option<(Vec<Tensor>, Option<DType>)>> {
-        let _ = roundable;
-        Ok(self.intercept(op, inputs)?.map(|v| (v, None)))
-    }
 }
 
 thread_local! {
@@ -114,42 +98,16 @@ pub fn dispatch<R>(
     inputs: &[&Tensor],
     f: impl FnOnce(&[Tensor]) -> Result<R>,
 ) -> Result<R> {
-    run(op, inputs, None, |inputs, _| f(inputs))
-}
-
-/// [`dispatch`] for an op that can read the inputs marked in `roundable` as
-/// f32 rounded to a narrower dtype ([`Interceptor::intercept_rounding`]); `f`
-/// gets the effective inputs and that dtype (`None` outside such a request).
-pub fn dispatch_rounding<R>(
-    op: &'static str,
-    inputs: &[&Tensor],
-    roundable: &[bool],
-    f: impl FnOnce(&[Tensor], Option<DType>) -> Result<R>,
-) -> Result<R> {
-    run(op, inputs, Some(roundable), f)
-}
-
-fn run<R>(
-    op: &'static str,
-    inputs: &[&Tensor],
-    roundable: Option<&[bool]>,
-    f: impl FnOnce(&[Tensor], Option<DType>) -> Result<R>,
-) -> Result<R> {
     let owned: Vec<Tensor> = inputs.iter().map(|t| (*t).clone()).collect();
     if in_op() {
         let _n = Nested::enter();
-        return f(&owned, None);
+        return f(&owned);
     }
     let _n = Nested::enter();
     let top = STACK.with(|s| s.borrow().last().map(|(_, i)| i.clone()));
-    let intercepted = match (top, roundable) {
-        (Some(i), Some(r)) => i.intercept_rounding(op, &owned, r)?,
-        (Some(i), None) => i.intercept(op, &owned)?.map(|v| (v, None)),
-        (None, _) => None,
-    };
-    let (effective, round_to) = match intercepted {
-        Some((replaced, round_to)) => {
-            if replaced.len() != owned.len() {
+    let effective = match top {
+        Some(i) => match i.intercept(op, &owned)? {
+            Some(replaced) if replaced.len() != owned.len() => {
                 return Err(crate::Error::invalid(
                     op,
                     format!(
@@ -157,11 +115,12 @@ fn run<R>(
                         replaced.len(),
                         owned.len()
                     ),
-                ));
+                ))
             }
-            (replaced, round_to)
-        }
-        None => (owned, None),
+            Some(replaced) => replaced,
+            None => owned,
+        },
+        None => owned,
     };
-    f(&effective, round_to)
+    f(&effective)
 }

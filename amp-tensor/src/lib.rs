@@ -54,8 +54,6 @@ pub mod random;
 pub mod reference;
 mod storage;
 mod tensor;
-#[doc(hidden)]
-pub mod testing;
 
 pub use amp_dtype::{self, bf16, f16, DType, Element};
 pub use autograd::{is_grad_enabled, no_grad, NoGradGuard};
@@ -63,7 +61,7 @@ pub use backend::{
     AdamWStep, Backend, BinaryOp, DeviceKind, NonFiniteCount, ReduceOp, UnaryOp, View,
 };
 pub use device::Device;
-pub use dispatch::{dispatch, dispatch_rounding, push_interceptor, Interceptor, InterceptorGuard};
+pub use dispatch::{dispatch, push_interceptor, Interceptor, InterceptorGuard};
 pub use error::{Error, Result};
 pub use layout::Layout;
 pub use storage::{DeviceStorage, HostElement, HostStorage, Storage};

@@ -176,6 +176,20 @@ fn read(op: &'static str, v: View<'_>) -> Result<Vec<f64>> {
     Ok(h.read_f64(l))
 }
 
+/// [`read`] for an op that computes with the values: fp8 is for storage and
+/// casts only, as in PyTorch (which implements no arithmetic on float8).
+fn read_arith(op: &'static str, v: View<'_>) -> Result<Vec<f64>> {
+    let dtype = v.0.dtype();
+    if matches!(dtype, DType::F8E4M3 | DType::F8E5M2) {
+        return Err(Error::UnsupportedDType {
+            op,
+            dtype,
+            reason: "fp8 is for storage and casts; cast to a wider float to compute".into(),
+        });
+    }
+    read(op, v)
+}
+
 fn out(dtype: DType, values: &[f64]) -> Storage {
     Storage::Host(HostStorage::from_f64(dtype, values))
 }
@@ -227,7 +241,7 @@ impl Backend for ReferenceBackend {
     }
 
     fn unary(&self, op: UnaryOp, src: View<'_>, out_dtype: DType) -> Result<Storage> {
-        let v: Vec<f64> = read("unary", src)?
+        let v: Vec<f64> = read_arith("unary", src)?
             .into_iter()
             .map(|x| unary_f64(op, x))
             .collect();
@@ -241,8 +255,8 @@ impl Backend for ReferenceBackend {
         rhs: View<'_>,
         out_dtype: DType,
     ) -> Result<Storage> {
-        let a = read("binary", lhs)?;
-        let b = read("binary", rhs)?;
+        let a = read_arith("binary", lhs)?;
+        let b = read_arith("binary", rhs)?;
         let v: Vec<f64> = a
             .iter()
             .zip(&b)
@@ -276,7 +290,7 @@ impl Backend for ReferenceBackend {
         dims: &[usize],
         out_dtype: DType,
     ) -> Result<Storage> {
-        let x = read("reduce", src)?;
+        let x = read_arith("reduce", src)?;
         let shape = src.1.shape();
         let out_shape: Vec<usize> = shape
             .iter()
@@ -331,8 +345,8 @@ impl Backend for ReferenceBackend {
     }
 
     fn matmul(&self, lhs: View<'_>, rhs: View<'_>, out_dtype: DType) -> Result<Storage> {
-        let a = read("matmul", lhs)?;
-        let b = read("matmul", rhs)?;
+        let a = read_arith("matmul", lhs)?;
+        let b = read_arith("matmul", rhs)?;
         let (bs, m, k) = (lhs.1.shape()[0], lhs.1.shape()[1], lhs.1.shape()[2]);
         let n = rhs.1.shape()[2];
         let mut c = vec![0.0; bs * m * n];
@@ -351,7 +365,7 @@ impl Backend for ReferenceBackend {
     }
 
     fn softmax(&self, src: View<'_>, log: bool, out_dtype: DType) -> Result<Storage> {
-        let x = read("softmax", src)?;
+        let x = read_arith("softmax", src)?;
         let n = *src.1.shape().last().unwrap_or(&1);
         let mut v = Vec::with_capacity(x.len());
         for row in x.chunks(n.max(1)) {
@@ -378,10 +392,10 @@ impl Backend for ReferenceBackend {
         eps: f64,
         out_dtype: DType,
     ) -> Result<(Storage, Storage, Storage)> {
-        let x = read("layer_norm", src)?;
+        let x = read_arith("layer_norm", src)?;
         let n = *src.1.shape().last().unwrap_or(&1);
-        let w = weight.map(|w| read("layer_norm", w)).transpose()?;
-        let b = bias.map(|b| read("layer_norm", b)).transpose()?;
+        let w = weight.map(|w| read_arith("layer_norm", w)).transpose()?;
+        let b = bias.map(|b| read_arith("layer_norm", b)).transpose()?;
         let rows = x.len().checked_div(n).unwrap_or(0);
         let (mut y, mut means, mut rstds) = (
             Vec::with_capacity(x.len()),
@@ -494,8 +508,8 @@ impl Backend for ReferenceBackend {
         src: View<'_>,
         out_dtype: DType,
     ) -> Result<Storage> {
-        let idx = read("scatter_add", index)?;
-        let s = read("scatter_add", src)?;
+        let idx = read_arith("scatter_add", index)?;
+        let s = read_arith("scatter_add", src)?;
         let dst_strides = crate::layout::contiguous_strides(shape);
         let idx_shape = index.1.shape();
         let idx_strides = crate::layout::contiguous_strides(idx_shape);
@@ -522,7 +536,7 @@ impl Backend for ReferenceBackend {
         for (storage, layout) in buffers.iter_mut() {
             let h = storage.host_mut("non_finite_check_and_unscale")?;
             let dtype = h.dtype();
-            if !dtype.is_float() {
+            if !dtype.is_float() || matches!(dtype, DType::F8E4M3 | DType::F8E5M2) {
                 return Err(Error::unsupported("non_finite_check_and_unscale", dtype));
             }
             let mut count = NonFiniteCount::default();

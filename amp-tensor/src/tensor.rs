@@ -7,7 +7,7 @@ use crate::storage::HostElement;
 use crate::{memory, random, Device, Error, HostStorage, Layout, Result, Storage};
 use amp_dtype::DType;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -20,6 +20,51 @@ struct TensorImpl {
     requires_grad: AtomicBool,
     grad: Mutex<Option<Tensor>>,
     grad_fn: Option<Arc<Node>>,
+    /// For a deferred cast and its views: what `storage` will be filled from.
+    deferred: Option<Arc<Deferred>>,
+}
+
+/// A cast computed when first read ([`Tensor::to_dtype_deferred`]): until
+/// then the tensor's storage is an empty placeholder, and kernels that can
+/// read the source as cast ([`crate::Backend::fuses_cast`]) read the source.
+pub(crate) struct Deferred {
+    /// The tensor whose elements are cast (detached, any layout).
+    source: Tensor,
+    /// The cast tensor's shape (its own layout is contiguous).
+    shape: Vec<usize>,
+    /// Set once the storage holds the cast elements.
+    done: OnceLock<()>,
+    /// Serialises the one materialisation.
+    lock: Mutex<()>,
+}
+
+/// What a kernel reads for one operand: a storage and the layout of the
+/// elements in it (see [`Tensor::kernel_input`]).
+pub struct KernelInput<'a> {
+    guard: RwLockReadGuard<'a, Storage>,
+    layout: &'a Layout,
+}
+
+impl KernelInput<'_> {
+    /// The storage the kernel reads.
+    pub fn storage(&self) -> &Storage {
+        &self.guard
+    }
+
+    /// The operand as the backend takes it.
+    pub fn view(&self) -> View<'_> {
+        (&self.guard, self.layout)
+    }
+
+    /// The layout of the elements in the storage.
+    pub fn layout(&self) -> &Layout {
+        self.layout
+    }
+
+    /// The dtype of the storage (wider than the tensor's for a fused deferred cast).
+    pub fn dtype(&self) -> DType {
+        self.guard.dtype()
+    }
 }
 
 /// An n-dimensional array on a [`Device`], with autograd.
@@ -58,6 +103,7 @@ impl Tensor {
             dtype,
             device.clone(),
             None,
+            None,
         )
     }
 
@@ -67,6 +113,7 @@ impl Tensor {
         dtype: DType,
         device: Device,
         grad_fn: Option<Arc<Node>>,
+        deferred: Option<Arc<Deferred>>,
     ) -> Tensor {
         let requires_grad = grad_fn.is_some();
         Tensor(Arc::new(TensorImpl {
@@ -78,7 +125,35 @@ impl Tensor {
             requires_grad: AtomicBool::new(requires_grad),
             grad: Mutex::new(None),
             grad_fn,
+            deferred,
         }))
+    }
+
+    /// `source` cast to `dtype`, computed when first read, recorded as op
+    /// `"to"` (see [`Tensor::to_dtype_deferred`]).
+    pub(crate) fn deferred_cast(source: &Tensor, dtype: DType) -> Tensor {
+        let from = source.dtype();
+        let node = make_node(
+            "to",
+            &[source],
+            Box::new(move |g| Ok(vec![Some(g.to_dtype(from)?)])),
+        );
+        let deferred = Deferred {
+            source: source.detach(),
+            shape: source.shape(),
+            done: OnceLock::new(),
+            lock: Mutex::new(()),
+        };
+        Tensor::from_parts(
+            Arc::new(RwLock::new(Storage::Host(HostStorage::filled(
+                dtype, 0, 0.0,
+            )))),
+            Layout::contiguous(source.dims()),
+            dtype,
+            source.device().clone(),
+            node,
+            Some(Arc::new(deferred)),
+        )
     }
 
     /// Wraps a freshly computed contiguous storage as the result of op `op`,
@@ -99,6 +174,7 @@ impl Tensor {
             dtype,
             device.clone(),
             node,
+            None,
         )
     }
 
@@ -127,6 +203,7 @@ impl Tensor {
             self.0.dtype,
             self.0.device.clone(),
             node,
+            self.0.deferred.clone(),
         )
     }
 
@@ -330,20 +407,88 @@ impl Tensor {
         Arc::ptr_eq(&self.0.storage, &other.0.storage)
     }
 
-    /// Read access to the storage (for backends and kernels).
-    pub fn storage(&self) -> RwLockReadGuard<'_, Storage> {
-        self.0.storage.read().unwrap_or_else(|e| e.into_inner())
+    /// True while this tensor is a deferred cast whose elements have not been
+    /// computed yet ([`Tensor::to_dtype_deferred`]).
+    pub fn is_deferred(&self) -> bool {
+        self.0
+            .deferred
+            .as_ref()
+            .is_some_and(|d| d.done.get().is_none())
     }
 
-    /// Write access to the storage (in-place kernels such as the fused unscale).
-    pub fn storage_mut(&self) -> RwLockWriteGuard<'_, Storage> {
-        self.0.storage.write().unwrap_or_else(|e| e.into_inner())
+    /// Computes a deferred cast's elements into its storage (once; a no-op
+    /// for every other tensor).
+    fn materialise(&self) -> Result<()> {
+        let Some(d) = &self.0.deferred else {
+            return Ok(());
+        };
+        if d.done.get().is_some() {
+            return Ok(());
+        }
+        let _one = d.lock.lock().unwrap_or_else(|e| e.into_inner());
+        if d.done.get().is_some() {
+            return Ok(());
+        }
+        let cast = d
+            .source
+            .with_view(|v| d.source.device().backend().cast(v, self.0.dtype))??;
+        *self.0.storage.write().unwrap_or_else(|e| e.into_inner()) = cast;
+        let _ = d.done.set(());
+        Ok(())
     }
 
-    /// Runs `f` with this tensor as a kernel input view.
-    pub fn with_view<R>(&self, f: impl FnOnce(View<'_>) -> R) -> R {
-        let s = self.storage();
-        f((&s, &self.0.layout))
+    /// Read access to the storage, for backends and kernels (a deferred cast
+    /// is computed first).
+    pub(crate) fn storage(&self) -> Result<RwLockReadGuard<'_, Storage>> {
+        self.materialise()?;
+        Ok(self.0.storage.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Write access to the storage, for in-place kernels (a deferred cast is
+    /// computed first).
+    pub(crate) fn storage_mut(&self) -> Result<RwLockWriteGuard<'_, Storage>> {
+        self.materialise()?;
+        Ok(self.0.storage.write().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Runs `f` with this tensor as a kernel input view (a deferred cast is computed first).
+    pub fn with_view<R>(&self, f: impl FnOnce(View<'_>) -> R) -> Result<R> {
+        let s = self.storage()?;
+        Ok(f((&s, &self.0.layout)))
+    }
+
+    /// What a kernel of `op` reads as its operand number `index` for this
+    /// tensor: for a deferred cast not yet computed, whose backend reads that
+    /// operand as cast ([`crate::Backend::fuses_cast`]), the source's storage
+    /// and layout (of the source's dtype); otherwise this tensor's own.
+    pub fn kernel_input(&self, op: &str, index: usize) -> Result<KernelInput<'_>> {
+        if let Some(d) = &self.0.deferred {
+            let fused = d.done.get().is_none()
+                && self.0.layout == Layout::contiguous(&d.shape)
+                && self
+                    .device()
+                    .backend()
+                    .fuses_cast(op, index, d.source.dtype(), self.0.dtype);
+            if fused {
+                return Ok(KernelInput {
+                    guard: d.source.storage()?,
+                    layout: d.source.layout(),
+                });
+            }
+        }
+        Ok(KernelInput {
+            guard: self.storage()?,
+            layout: &self.0.layout,
+        })
+    }
+
+    /// This tensor's own storage and layout, as a kernel input (a deferred
+    /// cast is computed first).
+    pub fn materialised_input(&self) -> Result<KernelInput<'_>> {
+        Ok(KernelInput {
+            guard: self.storage()?,
+            layout: &self.0.layout,
+        })
     }
 
     // ----- readers ------------------------------------------------------
@@ -357,13 +502,13 @@ impl Tensor {
                 rhs: T::DTYPE,
             });
         }
-        let host = self.with_view(|v| self.device().backend().to_host(v))?;
+        let host = self.with_view(|v| self.device().backend().to_host(v))??;
         Ok(T::slice(&host).expect("dtype checked").to_vec())
     }
 
     /// The elements in logical order, widened to f64 (exact for every float format).
     pub fn to_f64_vec(&self) -> Result<Vec<f64>> {
-        let host = self.with_view(|v| self.device().backend().to_host(v))?;
+        let host = self.with_view(|v| self.device().backend().to_host(v))??;
         Ok(host.read_f64(&Layout::contiguous(&[host.len()])))
     }
 
@@ -383,7 +528,7 @@ impl Tensor {
         if device.same_device(self.device()) {
             return Ok(self.clone());
         }
-        let host = self.with_view(|v| self.device().backend().to_host(v))?;
+        let host = self.with_view(|v| self.device().backend().to_host(v))??;
         let storage = device.backend().from_host(host)?;
         let source = self.device().clone();
         Ok(Tensor::from_op(
@@ -474,7 +619,31 @@ impl Tensor {
             self.0.dtype,
             self.0.device.clone(),
             None,
+            self.0.deferred.clone(),
         )
+    }
+
+    /// The dtype in which this tensor's gradient is best computed: for the
+    /// output of a narrowing cast (`"to"`, e.g. autocast's bf16 copy of an
+    /// f32 weight) the source's dtype, since the cast's backward widens the
+    /// gradient to it at once — an op's backward that computes the gradient
+    /// in that dtype directly (the product's f32 accumulation, unrounded)
+    /// saves a rounding and a pass. Otherwise this tensor's dtype.
+    pub fn grad_dtype(&self) -> DType {
+        match self.grad_fn() {
+            Some(node) if node.op == "to" => {
+                let source = node.inputs[0].dtype();
+                let wider = source.is_float()
+                    && self.dtype().is_float()
+                    && source.size_in_bytes() > self.dtype().size_in_bytes();
+                if wider {
+                    source
+                } else {
+                    self.dtype()
+                }
+            }
+            _ => self.dtype(),
+        }
     }
 
     /// Backpropagates from a one-element tensor (its gradient is 1).
@@ -537,7 +706,7 @@ impl Tensor {
         }
         let layout = self.layout();
         let whole =
-            layout.is_contiguous() && layout.offset() == 0 && self.storage().len() == self.numel();
+            layout.is_contiguous() && layout.offset() == 0 && self.storage()?.len() == self.numel();
         if !whole {
             return Err(Error::invalid(
                 "assign",
@@ -547,8 +716,8 @@ impl Tensor {
                 ),
             ));
         }
-        let new = value.with_view(|v| self.device().backend().cast(v, self.dtype()))?;
-        *self.storage_mut() = new;
+        let new = value.with_view(|v| self.device().backend().cast(v, self.dtype()))??;
+        *self.storage_mut()? = new;
         Ok(())
     }
 }

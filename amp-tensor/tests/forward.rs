@@ -323,7 +323,7 @@ fn same_seed_same_bits() {
 #[test]
 fn linear_act_equals_linear_then_activation() {
     use amp_tensor::ops::Activation;
-    use amp_tensor::testing::Tolerance;
+    use amp_testkit::Tolerance;
     let dev = Device::reference();
     let x = Tensor::randn(&[2, 3, 5], DType::F64, &dev, 1).unwrap();
     let w = Tensor::randn(&[4, 5], DType::F64, &dev, 2).unwrap();
@@ -339,13 +339,12 @@ fn linear_act_equals_linear_then_activation() {
         let composed = act.apply(&ops::linear(&x, &w, Some(&b)).unwrap()).unwrap();
         let fused = ops::linear_act(&x, &w, Some(&b), act).unwrap();
         assert_eq!(fused.dims(), &[2, 3, 4]);
-        amp_tensor::testing::assert_close(&fused, &composed, Tolerance::for_dtype(DType::F64))
-            .unwrap();
+        amp_testkit::assert_close(&fused, &composed, Tolerance::for_dtype(DType::F64)).unwrap();
         // With a parameter that needs a gradient, the activation is its own op.
         let wg = w.detach();
         wg.set_requires_grad(true).unwrap();
         let y = ops::linear_act(&x, &wg, Some(&b), act).unwrap();
-        amp_tensor::testing::assert_close(&y, &composed, Tolerance::for_dtype(DType::F64)).unwrap();
+        amp_testkit::assert_close(&y, &composed, Tolerance::for_dtype(DType::F64)).unwrap();
         y.sum_all().unwrap().backward().unwrap();
         assert_eq!(wg.grad().unwrap().dims(), &[4, 5]);
     }

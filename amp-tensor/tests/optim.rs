@@ -2,8 +2,8 @@
 //! evaluation of `torch.optim.AdamW`'s formula, and misuse is an `Err` that
 //! names the op.
 
-use amp_tensor::testing::{check_values, Tolerance};
 use amp_tensor::{ops, AdamWStep, DType, Device, Tensor};
+use amp_testkit::{check_values, Tolerance};
 
 fn hyper(step: u64) -> AdamWStep {
     AdamWStep {

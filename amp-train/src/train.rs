@@ -158,10 +158,6 @@ pub struct OpCounts {
     pub casts: u64,
     /// Casts answered from the cast cache.
     pub cache_hits: u64,
-    /// f32 weights and biases read rounded by the backend instead of cast
-    /// (see amp-autocast's "Weights read rounded").
-    #[serde(default)]
-    pub read_rounded: u64,
 }
 
 /// One epoch's record.
@@ -659,7 +655,6 @@ pub fn train(config: &TrainConfig, device: &Device) -> Result<TrainOutcome> {
         other: stats.ops_other,
         casts: stats.casts,
         cache_hits: stats.cache_hits,
-        read_rounded: stats.read_rounded,
     };
     report.test_accuracy = match report.history.last() {
         Some(r) if report.epochs == config.epochs && report.start_epoch < config.epochs => {
@@ -709,14 +704,13 @@ impl TrainReport {
         }
         if p.autocast_dtype().is_some() {
             s += &format!(
-                "autocast ops:    {} in {}, {} in f32, {} other ({} casts, {} cache hits, {} read rounded)\n",
+                "autocast ops:    {} in {}, {} in f32, {} other ({} casts, {} cache hits)\n",
                 self.ops.low_precision,
                 p.dtype,
                 self.ops.f32,
                 self.ops.other,
                 self.ops.casts,
-                self.ops.cache_hits,
-                self.ops.read_rounded
+                self.ops.cache_hits
             );
         } else {
             s += "autocast ops:    none (f32 run, autocast off)\n";

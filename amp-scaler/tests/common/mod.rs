@@ -4,11 +4,6 @@
 use amp_scaler::{Optimizer, Result};
 use amp_tensor::{ops, DType, Device, Tensor};
 
-/// The devices every test runs on: the reference backend and the CPU backend.
-pub fn devices() -> Vec<Device> {
-    vec![Device::reference(), amp_cpu::device()]
-}
-
 /// SGD without momentum: `p -= lr * grad`.
 pub struct Sgd {
     pub params: Vec<(String, Tensor)>,

@@ -34,7 +34,7 @@ fn unary(
             return Err(Error::unsupported(name, x.dtype()));
         }
         output_fits(name, x.dims(), x.dtype())?;
-        let storage = x.with_view(|v| x.device().backend().unary(op, v, x.dtype()))?;
+        let storage = x.with_view(|v| x.device().backend().unary(op, v, x.dtype()))??;
         let y = Tensor::from_storage(storage, x.dims(), x.device());
         if !(crate::is_grad_enabled() && x.requires_grad()) {
             return Ok(y);
@@ -270,7 +270,7 @@ impl Tensor {
         dispatch("to", &[self], |inputs| {
             let x = &inputs[0];
             output_fits("to", x.dims(), dtype)?;
-            let storage = x.with_view(|v| x.device().backend().cast(v, dtype))?;
+            let storage = x.with_view(|v| x.device().backend().cast(v, dtype))??;
             let source = x.dtype();
             let differentiable = dtype.is_float() && source.is_float();
             Ok(Tensor::from_op(
@@ -288,13 +288,34 @@ impl Tensor {
         })
     }
 
+    /// A copy in `dtype` that is computed when first read: until then no
+    /// memory is taken, and a kernel that can read the source as cast does
+    /// so ([`crate::Backend::fuses_cast`]; the CPU backend's products read an
+    /// f32 weight as bf16/f16 while packing), so the copy is never made.
+    /// Values and autograd are [`Tensor::to_dtype`]'s: a cast recorded as op
+    /// `"to"`, whose gradient comes back in this tensor's dtype. This is what
+    /// autocast's casts are.
+    pub fn to_dtype_deferred(&self, dtype: DType) -> Result<Tensor> {
+        if dtype == self.dtype() {
+            return Ok(self.clone());
+        }
+        if !(dtype.is_float() && self.dtype().is_float()) {
+            return self.to_dtype(dtype);
+        }
+        dispatch("to", &[self], |inputs| {
+            let x = &inputs[0];
+            output_fits("to", x.dims(), dtype)?;
+            Ok(Tensor::deferred_cast(x, dtype))
+        })
+    }
+
     /// A contiguous tensor with the same values (this one if already contiguous).
     pub fn contiguous(&self) -> Result<Tensor> {
         if self.is_contiguous() {
             return Ok(self.clone());
         }
         output_fits("contiguous", self.dims(), self.dtype())?;
-        let storage = self.with_view(|v| self.device().backend().cast(v, self.dtype()))?;
+        let storage = self.with_view(|v| self.device().backend().cast(v, self.dtype()))??;
         Ok(Tensor::from_op(
             storage,
             self.dims(),
@@ -314,7 +335,7 @@ pub(crate) fn binary_kernel(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tens
 /// [`binary_kernel`] with an explicit output dtype.
 pub(crate) fn binary_kernel_to(op: BinaryOp, a: &Tensor, b: &Tensor, out: DType) -> Result<Tensor> {
     let storage =
-        a.with_view(|va| b.with_view(|vb| a.device().backend().binary(op, va, vb, out)))?;
+        a.with_view(|va| b.with_view(|vb| a.device().backend().binary(op, va, vb, out)))???;
     Ok(Tensor::from_op(
         storage,
         a.dims(),
@@ -356,7 +377,7 @@ fn binary(
         let la = a.layout().broadcast_to(name, &shape)?;
         let lb = b.layout().broadcast_to(name, &shape)?;
         let storage = {
-            let (sa, sb) = (a.storage(), b.storage());
+            let (sa, sb) = (a.storage()?, b.storage()?);
             a.device()
                 .backend()
                 .binary(op, (&sa, &la), (&sb, &lb), a.dtype())?
@@ -404,7 +425,7 @@ fn compare(name: &'static str, a: &Tensor, b: &Tensor, op: BinaryOp) -> Result<T
         let la = a.layout().broadcast_to(name, &shape)?;
         let lb = b.layout().broadcast_to(name, &shape)?;
         let storage = {
-            let (sa, sb) = (a.storage(), b.storage());
+            let (sa, sb) = (a.storage()?, b.storage()?);
             a.device()
                 .backend()
                 .binary(op, (&sa, &la), (&sb, &lb), DType::Bool)?
@@ -438,7 +459,7 @@ pub fn where_cond(cond: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         let la = a.layout().broadcast_to("where", &shape)?;
         let lb = b.layout().broadcast_to("where", &shape)?;
         let storage = {
-            let (sc, sa, sb) = (cond.storage(), a.storage(), b.storage());
+            let (sc, sa, sb) = (cond.storage()?, a.storage()?, b.storage()?);
             a.device()
                 .backend()
                 .where_cond((&sc, &lc), (&sa, &la), (&sb, &lb), a.dtype())?

@@ -2,43 +2,62 @@
 
 use super::{output_fits, require_float, same_device, unbroadcast, GeluApprox};
 use crate::backend::ReduceOp;
-use crate::dispatch::{dispatch, dispatch_rounding};
+use crate::dispatch::dispatch;
 use crate::layout::broadcast_shapes;
 use crate::ops::reduce::reduce_kernel;
+use crate::tensor::KernelInput;
 use crate::{Error, Layout, Result, Tensor, UnaryOp};
 use amp_dtype::DType;
 
-/// Views `t` (shape `[batch..., r, c]` broadcast to `batch`) as `[B, r, c]`,
-/// copying only when the batch dims cannot be merged.
-fn as_batched(t: &Tensor, batch: &[usize]) -> Result<Tensor> {
-    let (r, c) = (t.dims()[t.rank() - 2], t.dims()[t.rank() - 1]);
+/// `layout` (of a `[batch..., r, c]` operand broadcast to `batch`) as a
+/// `[B, r, c]` layout, when the batch dimensions merge into one stride.
+fn batched_layout(layout: &Layout, batch: &[usize]) -> Option<Layout> {
+    let rank = layout.rank();
+    let (r, c) = (layout.shape()[rank - 2], layout.shape()[rank - 1]);
     let mut full = batch.to_vec();
     full.extend([r, c]);
-    let b: usize = batch.iter().product();
-    let t = t.broadcast_to(&full)?;
-    let l = t.layout();
+    let l = layout.broadcast_to("matmul", &full).ok()?;
     let bs = &l.strides()[..batch.len()];
-    let merged_stride = if batch.is_empty() || bs.iter().all(|&s| s == 0) {
+    let merged = if batch.is_empty() || bs.iter().all(|&s| s == 0) {
         Some(0)
     } else {
         // Mergeable when each batch stride equals the next one times its size.
         let ok = (0..batch.len().saturating_sub(1)).all(|i| bs[i] == bs[i + 1] * batch[i + 1]);
         ok.then(|| bs[batch.len() - 1])
-    };
-    match merged_stride {
-        Some(s) => {
-            let strides = vec![s, l.strides()[batch.len()], l.strides()[batch.len() + 1]];
-            Ok(t.view_op(
-                Layout::new(vec![b, r, c], strides, l.offset()),
-                "reshape",
-                {
-                    let full = full.clone();
-                    move |g| Ok(vec![Some(g.reshape(&full)?)])
-                },
-            ))
-        }
-        None => t.contiguous()?.reshape(&[b, r, c]),
+    }?;
+    let strides = vec![
+        merged,
+        l.strides()[batch.len()],
+        l.strides()[batch.len() + 1],
+    ];
+    Some(Layout::new(
+        vec![batch.iter().product(), r, c],
+        strides,
+        l.offset(),
+    ))
+}
+
+/// Operand `index` of a product as the kernel reads it, with its `[B, r, c]`
+/// layout: a fused deferred cast's source when that layout batches, else the
+/// tensor's own elements (whose layout the caller made batchable).
+fn batched_input<'a>(
+    t: &'a Tensor,
+    index: usize,
+    batch: &[usize],
+) -> Result<(KernelInput<'a>, Layout)> {
+    let input = t.kernel_input("matmul", index)?;
+    if let Some(l) = batched_layout(input.layout(), batch) {
+        return Ok((input, l));
     }
+    drop(input);
+    let input = t.materialised_input()?;
+    let l = batched_layout(input.layout(), batch).ok_or_else(|| {
+        Error::invalid(
+            "matmul",
+            format!("cannot batch a view of shape {:?}", t.dims()),
+        )
+    })?;
+    Ok((input, l))
 }
 
 /// Matrix product with PyTorch's rules: 1-D operands are promoted to
@@ -52,6 +71,12 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 }
 
 fn matmul_impl(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    matmul_to(a, b, a.dtype())
+}
+
+/// [`matmul`] with the product rounded to `out` (the backward passes ask for
+/// their inputs' [`Tensor::grad_dtype`]).
+fn matmul_to(a: &Tensor, b: &Tensor, out: DType) -> Result<Tensor> {
     same_device("matmul", &[a, b])?;
     if a.dtype() != b.dtype() {
         return Err(Error::DTypeMismatch {
@@ -102,17 +127,28 @@ fn matmul_impl(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     })?;
     let mut out_shape = batch.clone();
     out_shape.extend([m, n]);
-    output_fits("matmul", &out_shape, a.dtype())?;
-    let ab = as_batched(&a2.detach(), &batch)?;
-    let bb = as_batched(&b2.detach(), &batch)?;
+    output_fits("matmul", &out_shape, out)?;
+    // Operands whose batch dimensions do not merge are copied first, broadcast.
+    let batchable = |t: &Tensor| -> Result<Tensor> {
+        if batched_layout(t.layout(), &batch).is_some() {
+            Ok(t.detach())
+        } else {
+            let mut full = batch.clone();
+            full.extend_from_slice(&t.dims()[t.rank() - 2..]);
+            t.detach().broadcast_to(&full)?.contiguous()
+        }
+    };
+    let (a3, b3) = (batchable(&a2)?, batchable(&b2)?);
     let storage = {
-        let (sa, sb) = (ab.storage(), bb.storage());
+        let (ia, la) = batched_input(&a3, 0, &batch)?;
+        let (ib, lb) = batched_input(&b3, 1, &batch)?;
         a.device()
             .backend()
-            .matmul((&sa, ab.layout()), (&sb, bb.layout()), a.dtype())?
+            .matmul((ia.storage(), &la), (ib.storage(), &lb), out)?
     };
     let (a_saved, b_saved) = (a2.detach(), b2.detach());
     let (a2_shape, b2_shape) = (a2.shape(), b2.shape());
+    let (a_grad, b_grad) = (a2.grad_dtype(), b2.grad_dtype());
     let full = Tensor::from_op(
         storage,
         &out_shape,
@@ -120,14 +156,14 @@ fn matmul_impl(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         "matmul",
         &[&a2, &b2],
         move |g| {
-            let ga = matmul_impl(g, &b_saved.transpose(-1, -2)?)?;
+            let ga = matmul_to(g, &b_saved.transpose(-1, -2)?, a_grad)?;
             // A transposed `b` (a linear layer's `weight.t()`) gets its gradient
             // computed as `(gᵀ a)ᵀ`: the same sums, laid out so that the
             // gradient of the stored weight comes out contiguous (no later copy).
             let gb = if is_transposed(&b_saved) {
-                matmul_impl(&g.transpose(-1, -2)?, &a_saved)?.transpose(-1, -2)?
+                matmul_to(&g.transpose(-1, -2)?, &a_saved, b_grad)?.transpose(-1, -2)?
             } else {
-                matmul_impl(&a_saved.transpose(-1, -2)?, g)?
+                matmul_to(&a_saved.transpose(-1, -2)?, g, b_grad)?
             };
             Ok(vec![
                 Some(unbroadcast(&ga, &a2_shape)?),
@@ -163,14 +199,10 @@ fn is_transposed(t: &Tensor) -> bool {
 pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     let mut inputs = vec![x, weight];
     inputs.extend(bias);
-    dispatch_rounding("linear", &inputs, ROUNDABLE, |inputs, round_to| {
-        linear_impl(&inputs[0], &inputs[1], inputs.get(2), None, round_to)
+    dispatch("linear", &inputs, |inputs| {
+        linear_impl(&inputs[0], &inputs[1], inputs.get(2), None)
     })
 }
-
-/// `linear` reads its weight and bias rounded to a narrower dtype when
-/// autocast asks it to (see [`crate::Interceptor::intercept_rounding`]).
-const ROUNDABLE: &[bool] = &[false, true, true];
 
 /// The activations [`linear_act`] can fuse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,27 +260,27 @@ pub fn linear_act(
     if records {
         return activation.apply(&linear(x, weight, bias)?);
     }
-    dispatch_rounding("linear", &inputs, ROUNDABLE, |inputs, round_to| {
+    dispatch("linear", &inputs, |inputs| {
         linear_impl(
             &inputs[0],
             &inputs[1],
             inputs.get(2),
             Some(activation.kernel()),
-            round_to,
         )
     })
 }
 
-/// `round_to`: the dtype autocast runs the op in, when it left an f32 weight
-/// (and bias) uncast for the backend to round while packing — the result
-/// equals that of the cast inputs; their gradients come back in f32, without
-/// a rounding to `round_to` (the product accumulates in f32 anyway).
+/// The linear layer's forward and backward. Each operand is read through
+/// [`Tensor::kernel_input`], so a deferred cast of an f32 weight or bias is
+/// handed to a backend that fuses it as the f32 source (the CPU GEMM rounds it
+/// while packing) and computed first for every other. The gradients come in
+/// each input's [`Tensor::grad_dtype`]: for autocast's cast of an f32 weight,
+/// f32 straight from the product's f32 accumulation, unrounded.
 fn linear_impl(
     x: &Tensor,
     w: &Tensor,
     bias: Option<&Tensor>,
     activation: Option<UnaryOp>,
-    round_to: Option<DType>,
 ) -> Result<Tensor> {
     let op = "linear";
     let mut all = vec![x, w];
@@ -261,13 +293,7 @@ fn linear_impl(
             rhs: w.shape(),
         });
     }
-    // A wide operand is read rounded to x's dtype only when autocast asked for it.
-    let read_rounded = |t: &Tensor| {
-        round_to == Some(x.dtype())
-            && matches!(x.dtype(), DType::BF16 | DType::F16)
-            && t.dtype() == DType::F32
-    };
-    if x.dtype() != w.dtype() && !read_rounded(w) {
+    if x.dtype() != w.dtype() {
         return Err(Error::DTypeMismatch {
             op,
             lhs: x.dtype(),
@@ -283,7 +309,7 @@ fn linear_impl(
                 rhs: b.shape(),
             });
         }
-        if b.dtype() != x.dtype() && !read_rounded(b) {
+        if b.dtype() != x.dtype() {
             return Err(Error::DTypeMismatch {
                 op,
                 lhs: x.dtype(),
@@ -294,28 +320,27 @@ fn linear_impl(
     let (k, n) = (w.dims()[1], w.dims()[0]);
     let lead: Vec<usize> = x.dims()[..x.rank() - 1].to_vec();
     let m: usize = lead.iter().product();
+    let mut out_shape = lead.clone();
+    out_shape.push(n);
+    output_fits(op, &out_shape, x.dtype())?;
     // The rows of x as a [m, k] matrix (a view when its layout allows).
     let x2 = x.detach().reshape(&[m, k])?;
     let storage = {
-        let (sx, sw) = (x2.storage(), w.storage());
-        let sb = bias.map(|b| b.storage());
-        let bview = match (&sb, bias) {
-            (Some(s), Some(b)) => Some((&**s, b.layout())),
-            _ => None,
-        };
+        let ix = x2.kernel_input(op, 0)?;
+        let iw = w.kernel_input(op, 1)?;
+        let ib = bias.map(|b| b.kernel_input(op, 2)).transpose()?;
         x.device().backend().linear(
-            (&sx, x2.layout()),
-            (&sw, w.layout()),
-            bview,
+            ix.view(),
+            iw.view(),
+            ib.as_ref().map(|b| b.view()),
             activation,
             x.dtype(),
         )?
     };
-    let mut out_shape = lead.clone();
-    out_shape.push(n);
     let (x_saved, w_saved) = (x2, w.detach());
     let x_shape = x.shape();
-    let bias_dtype = bias.map(|b| b.dtype());
+    let (x_grad, w_grad) = (x.grad_dtype(), w.grad_dtype());
+    let bias_grad = bias.map(|b| b.grad_dtype());
     Ok(Tensor::from_op(
         storage,
         &out_shape,
@@ -330,13 +355,11 @@ fn linear_impl(
                 ));
             }
             let g2 = g.reshape(&[m, n])?;
-            // Each gradient is computed in the dtype of the input it belongs to
-            // (f32 for a weight read rounded), straight from the f32 accumulation.
-            let gx = product(&g2, &w_saved, g2.dtype())?.reshape(&x_shape)?;
+            let gx = product(&g2, &w_saved, x_grad)?.reshape(&x_shape)?;
             // [n, k], contiguous: the stored weight's orientation.
-            let gw = product(&g2.t()?, &x_saved, w_saved.dtype())?;
+            let gw = product(&g2.t()?, &x_saved, w_grad)?;
             let mut grads = vec![Some(gx), Some(gw)];
-            if let Some(dtype) = bias_dtype {
+            if let Some(dtype) = bias_grad {
                 let sum = reduce_kernel(ReduceOp::Sum, &g2, &[0], dtype)?;
                 grads.push(Some(Tensor::from_storage(sum, &[n], g2.device())));
             }
@@ -346,25 +369,19 @@ fn linear_impl(
 }
 
 /// The 2-D product `a · b` rounded to `out`, unrecorded (backward passes run
-/// without grad): an f32 `b` with a narrower `a` is read rounded to `a`'s dtype.
+/// without grad); `b` is read as a `matmul` right operand (a deferred cast
+/// the backend fuses stays unmaterialised).
 fn product(a: &Tensor, b: &Tensor, out: DType) -> Result<Tensor> {
-    let as3 = |t: &Tensor| {
-        let (l, d) = (t.layout(), t.dims());
-        Layout::new(
-            vec![1, d[0], d[1]],
-            vec![0, l.strides()[0], l.strides()[1]],
-            l.offset(),
-        )
+    let as3 = |l: &Layout| {
+        let (sh, st) = (l.shape(), l.strides());
+        Layout::new(vec![1, sh[0], sh[1]], vec![0, st[0], st[1]], l.offset())
     };
-    let (la, lb) = (as3(a), as3(b));
     let storage = {
-        let (sa, sb) = (a.storage(), b.storage());
-        let backend = a.device().backend();
-        if a.dtype() == b.dtype() {
-            backend.matmul((&sa, &la), (&sb, &lb), out)?
-        } else {
-            backend.matmul_rounding_rhs((&sa, &la), (&sb, &lb), out)?
-        }
+        let (ia, ib) = (a.kernel_input("matmul", 0)?, b.kernel_input("matmul", 1)?);
+        let (la, lb) = (as3(ia.layout()), as3(ib.layout()));
+        a.device()
+            .backend()
+            .matmul((ia.storage(), &la), (ib.storage(), &lb), out)?
     };
     Ok(Tensor::from_storage(
         storage,

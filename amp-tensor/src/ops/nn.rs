@@ -63,7 +63,7 @@ fn softmax_impl(name: &'static str, x: &Tensor, dim: isize, log: bool) -> Result
         }
         let d = x.layout().dim(name, dim)?;
         let (moved, inverse) = move_dim_last(&x.detach(), d)?;
-        let storage = moved.with_view(|v| x.device().backend().softmax(v, log, x.dtype()))?;
+        let storage = moved.with_view(|v| x.device().backend().softmax(v, log, x.dtype()))??;
         let y_moved = Tensor::from_storage(storage, moved.dims(), x.device());
         let y = match &inverse {
             Some(inv) => y_moved.permute(inv)?,
@@ -136,9 +136,9 @@ pub fn layer_norm(
             }
         }
         let (y, mean, rstd) = {
-            let xs = x.storage();
-            let ws = w.as_ref().map(|t| t.storage());
-            let bs = b.as_ref().map(|t| t.storage());
+            let xs = x.storage()?;
+            let ws = w.as_ref().map(|t| t.storage()).transpose()?;
+            let bs = b.as_ref().map(|t| t.storage()).transpose()?;
             x.device().backend().layer_norm(
                 (&xs, x.layout()),
                 w.as_ref().zip(ws.as_ref()).map(|(t, s)| (&**s, t.layout())),
@@ -226,13 +226,12 @@ pub(crate) fn scatter_add_into(
     index: &Tensor,
     src: &Tensor,
 ) -> Result<Tensor> {
-    let storage = index.with_view(|vi| {
-        src.with_view(|vs| {
-            src.device()
-                .backend()
-                .scatter_add(shape, dim, vi, vs, src.dtype())
-        })
-    })?;
+    let storage = {
+        let (ii, is) = (index.materialised_input()?, src.materialised_input()?);
+        src.device()
+            .backend()
+            .scatter_add(shape, dim, ii.view(), is.view(), src.dtype())?
+    };
     let index_saved = index.clone();
     Ok(Tensor::from_op(
         storage,
@@ -268,9 +267,12 @@ impl Tensor {
                 });
             }
             check_indices("gather", index, x.dims()[d], x.dims(), None)?;
-            let storage = x.with_view(|vx| {
-                index.with_view(|vi| x.device().backend().gather(vx, d, vi, x.dtype()))
-            })?;
+            let storage = {
+                let (ix, ii) = (x.materialised_input()?, index.materialised_input()?);
+                x.device()
+                    .backend()
+                    .gather(ix.view(), d, ii.view(), x.dtype())?
+            };
             let (index_saved, source) = (index.clone(), x.shape());
             Ok(Tensor::from_op(
                 storage,
@@ -297,9 +299,12 @@ impl Tensor {
             }
             let d = x.layout().dim("index_select", dim)?;
             check_indices("index_select", index, x.dims()[d], x.dims(), None)?;
-            let storage = x.with_view(|vx| {
-                index.with_view(|vi| x.device().backend().index_select(vx, d, vi, x.dtype()))
-            })?;
+            let storage = {
+                let (ix, ii) = (x.materialised_input()?, index.materialised_input()?);
+                x.device()
+                    .backend()
+                    .index_select(ix.view(), d, ii.view(), x.dtype())?
+            };
             let mut shape = x.shape();
             shape[d] = index.numel();
             let (index_saved, source) = (index.clone(), x.shape());

@@ -1,13 +1,15 @@
-//! Fused optimizer updates: in place, outside autograd.
+//! Fused in-place updates of mixed-precision training, outside autograd: the
+//! AdamW step and the gradient unscale with its inf/NaN check.
 
 use super::{require_float, same_device};
-use crate::{AdamWStep, Error, Result, Tensor};
+use crate::backend::{AdamWStep, NonFiniteCount};
+use crate::{Device, Error, Layout, Result, Storage, Tensor};
 use amp_dtype::DType;
 
 /// Errors unless `t` is a whole contiguous tensor (it owns its buffer).
 fn require_whole(op: &'static str, what: &str, t: &Tensor) -> Result<()> {
     let layout = t.layout();
-    if layout.is_contiguous() && layout.offset() == 0 && t.storage().len() == t.numel() {
+    if layout.is_contiguous() && layout.offset() == 0 && t.storage()?.len() == t.numel() {
         return Ok(());
     }
     Err(Error::invalid(
@@ -93,12 +95,110 @@ pub fn adamw_step(
             format!("hyperparameters out of range: {hyper:?} (betas in [0, 1), step ≥ 1)"),
         ));
     }
-    let g = grad.storage();
-    let mut p = param.storage_mut();
-    let mut m = exp_avg.storage_mut();
-    let mut v = exp_avg_sq.storage_mut();
+    let g = grad.storage()?;
+    let mut p = param.storage_mut()?;
+    let mut m = exp_avg.storage_mut()?;
+    let mut v = exp_avg_sq.storage_mut()?;
     param
         .device()
         .backend()
         .adamw_step(&mut p, (&g, grad.layout()), &mut m, &mut v, hyper)
+}
+
+/// One distinct view among the tensors given to [`non_finite_check_and_unscale_`],
+/// with the positions of the tensors that are that very view.
+struct Entry {
+    positions: Vec<usize>,
+    tensor: Tensor,
+}
+
+/// Multiplies every element of every tensor by `inv_scale` in place (in f32
+/// for f32 and narrower dtypes, rounded once to the tensor's dtype; f64 for
+/// f64) and returns, per tensor, the infs and NaNs among the results
+/// (`torch._amp_foreach_non_finite_check_and_unscale_`). One fused backend
+/// pass ([`crate::Backend::non_finite_check_and_unscale`]) per device and
+/// dtype; a view given twice is processed once (both get its counts); distinct
+/// views of one storage go to separate passes. Every tensor must be floating;
+/// that is checked before anything is changed. Not recorded on the tape.
+pub fn non_finite_check_and_unscale_(
+    tensors: &[&Tensor],
+    inv_scale: f32,
+) -> Result<Vec<NonFiniteCount>> {
+    let op = "non_finite_check_and_unscale";
+    for t in tensors {
+        require_float(op, t)?;
+    }
+    let mut groups: Vec<(Device, DType, Vec<Entry>)> = Vec::new();
+    for (position, t) in tensors.iter().enumerate() {
+        let at = match groups
+            .iter()
+            .position(|(d, dt, _)| *dt == t.dtype() && d.same_device(t.device()))
+        {
+            Some(i) => i,
+            None => {
+                groups.push((t.device().clone(), t.dtype(), Vec::new()));
+                groups.len() - 1
+            }
+        };
+        let entries = &mut groups[at].2;
+        match entries
+            .iter_mut()
+            .find(|e| e.tensor.shares_storage_with(t) && e.tensor.layout() == t.layout())
+        {
+            Some(e) => e.positions.push(position),
+            None => entries.push(Entry {
+                positions: vec![position],
+                tensor: (*t).clone(),
+            }),
+        }
+    }
+    let mut counts = vec![NonFiniteCount::default(); tensors.len()];
+    for (device, _, entries) in &groups {
+        // Rounds of pairwise distinct storages (one write lock per storage per pass).
+        let mut rounds: Vec<Vec<usize>> = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            let free = rounds.iter().position(|round| {
+                round
+                    .iter()
+                    .all(|&j| !entries[j].tensor.shares_storage_with(&e.tensor))
+            });
+            match free {
+                Some(r) => rounds[r].push(i),
+                None => rounds.push(vec![i]),
+            }
+        }
+        for round in &rounds {
+            let found = {
+                let mut guards = round
+                    .iter()
+                    .map(|&i| entries[i].tensor.storage_mut())
+                    .collect::<Result<Vec<_>>>()?;
+                let mut buffers: Vec<(&mut Storage, &Layout)> = guards
+                    .iter_mut()
+                    .zip(round)
+                    .map(|(g, &i)| (&mut **g, entries[i].tensor.layout()))
+                    .collect();
+                device
+                    .backend()
+                    .non_finite_check_and_unscale(&mut buffers, inv_scale)?
+            };
+            if found.len() != round.len() {
+                return Err(Error::Backend {
+                    op,
+                    device: device.to_string(),
+                    msg: format!(
+                        "returned {} counts for {} buffers",
+                        found.len(),
+                        round.len()
+                    ),
+                });
+            }
+            for (&i, c) in round.iter().zip(found) {
+                for &p in &entries[i].positions {
+                    counts[p] = c;
+                }
+            }
+        }
+    }
+    Ok(counts)
 }

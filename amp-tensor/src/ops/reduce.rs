@@ -42,7 +42,7 @@ pub(crate) fn reduce_kernel(
     dims: &[usize],
     out: DType,
 ) -> Result<crate::Storage> {
-    x.with_view(|v| x.device().backend().reduce(op, v, dims, out))
+    x.with_view(|v| x.device().backend().reduce(op, v, dims, out))?
 }
 
 fn sum_or_mean(

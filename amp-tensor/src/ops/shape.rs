@@ -224,7 +224,10 @@ pub fn cat(tensors: &[&Tensor], dim: isize) -> Result<Tensor> {
                 shape: first.shape(),
             })?;
         super::output_fits("cat", &shape, dtype)?;
-        let guards: Vec<_> = cast.iter().map(|t| t.storage()).collect();
+        let guards = cast
+            .iter()
+            .map(|t| t.storage())
+            .collect::<Result<Vec<_>>>()?;
         let views: Vec<_> = guards
             .iter()
             .zip(&cast)

@@ -7,52 +7,7 @@
 
 use amp_tensor::ops::{self, GeluApprox};
 use amp_tensor::{DType, Device, Result, Tensor};
-
-/// Relative + absolute tolerance on the norm-wise error
-/// `‖out − ref‖₂ ≤ rel · ‖ref‖₂ + abs · √n`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Tolerance {
-    /// Relative part.
-    pub rel: f64,
-    /// Absolute part (per element, for outputs whose reference is near zero).
-    pub abs: f64,
-}
-
-impl Tolerance {
-    /// The preset for results computed with f32 accumulation and rounded to `dtype`.
-    ///
-    /// - f32: 1e-5. A K = 4096 dot product accumulated in f32 has a typical
-    ///   norm-wise error of about √K · 2⁻²⁴ ≈ 4e-6; the final rounding adds 6e-8.
-    /// - f16: 1e-3. Rounding the output alone costs up to 2⁻¹¹ ≈ 4.9e-4
-    ///   relative per element (norm-wise about 2.8e-4); f32 accumulation adds
-    ///   nothing visible at this scale. An f16-accumulated reduction of a few
-    ///   thousand terms exceeds it.
-    /// - bf16: 1e-2. Output rounding costs up to 2⁻⁸ ≈ 3.9e-3 per element
-    ///   (norm-wise about 2.2e-3); a bf16-accumulated sum of 4096 terms errs by
-    ///   far more (it stalls once the partial sum is 256 times an addend).
-    /// - f64: 1e-12 (the reference itself, rounded once).
-    pub fn for_dtype(dtype: DType) -> Tolerance {
-        match dtype {
-            DType::F64 => Tolerance {
-                rel: 1e-12,
-                abs: 1e-300,
-            },
-            DType::F32 => Tolerance {
-                rel: 1e-5,
-                abs: 1e-30,
-            },
-            DType::F16 => Tolerance {
-                rel: 1e-3,
-                abs: 1e-7,
-            },
-            DType::BF16 => Tolerance {
-                rel: 1e-2,
-                abs: 1e-30,
-            },
-            _ => Tolerance { rel: 0.0, abs: 0.0 },
-        }
-    }
-}
+pub use amp_testkit::NormTolerance;
 
 /// One op × case × dtype × backend measurement.
 #[derive(Debug, Clone)]
@@ -79,7 +34,7 @@ pub struct OpRow {
     /// Outputs that are inf or NaN where the reference is finite (or vice versa).
     pub nan_inf: usize,
     /// The tolerance applied.
-    pub tolerance: Tolerance,
+    pub tolerance: NormTolerance,
     /// Whether the row passed.
     pub pass: bool,
     /// Why it failed, if it did.
@@ -107,7 +62,7 @@ pub fn compare(
     out: &[f64],
     reference: &[f64],
     dtype: DType,
-    tolerance: Tolerance,
+    tolerance: NormTolerance,
 ) -> (OpRow, bool) {
     let mut row = OpRow {
         op: "",
@@ -188,7 +143,7 @@ pub fn compare(
 }
 
 /// A failed row for an op that returned an error instead of a result.
-fn error_row(dtype: DType, tolerance: Tolerance, error: &amp_tensor::Error) -> OpRow {
+fn error_row(dtype: DType, tolerance: NormTolerance, error: &amp_tensor::Error) -> OpRow {
     let (mut row, _) = compare(&[], &[], dtype, tolerance);
     row.pass = false;
     row.note = Some(format!("error: {error}"));
@@ -446,8 +401,8 @@ fn run_case(case: &Case, dtype: DType, backend: &Backend) -> OpRow {
         Ok((out.to_f64_vec()?, exact))
     })();
     let mut row = match result {
-        Ok((out, exact)) => compare(&out, &exact, dtype, Tolerance::for_dtype(dtype)).0,
-        Err(e) => error_row(dtype, Tolerance::for_dtype(dtype), &e),
+        Ok((out, exact)) => compare(&out, &exact, dtype, NormTolerance::for_dtype(dtype)).0,
+        Err(e) => error_row(dtype, NormTolerance::for_dtype(dtype), &e),
     };
     row.op = case.op;
     row.case = case.name.clone();
@@ -492,14 +447,15 @@ fn cast_rows(backend: &Backend) -> Vec<OpRow> {
                     .zip(&want)
                     .filter(|(a, b)| a.to_bits() != b.to_bits() && !(a.is_nan() && b.is_nan()))
                     .count();
-                let (mut row, _) = compare(&got, &want, dtype, Tolerance { rel: 0.0, abs: 0.0 });
+                let (mut row, _) =
+                    compare(&got, &want, dtype, NormTolerance { rel: 0.0, abs: 0.0 });
                 row.pass = mismatches == 0;
                 row.note = (mismatches > 0).then(|| {
                     format!("{mismatches} casts differ from amp-dtype's scalar conversion")
                 });
                 row
             }
-            Err(e) => error_row(dtype, Tolerance { rel: 0.0, abs: 0.0 }, &e),
+            Err(e) => error_row(dtype, NormTolerance { rel: 0.0, abs: 0.0 }, &e),
         };
         row.op = "cast";
         row.case = "f32 -> dtype, bit-exact".into();
@@ -520,20 +476,18 @@ fn unscale_rows(backend: &Backend) -> Vec<OpRow> {
     let inv_scale = (1.0f64 / 65536.0) as f32;
     let result = (|| -> Result<(Vec<f64>, Vec<amp_tensor::NonFiniteCount>)> {
         let g = Tensor::from_vec(vals.clone(), &[n], &backend.device)?;
-        let counts = {
-            let mut s = g.storage_mut();
-            let layout = g.layout().clone();
-            backend
-                .device
-                .backend()
-                .non_finite_check_and_unscale(&mut [(&mut s, &layout)], inv_scale)?
-        };
+        let counts = amp_tensor::ops::non_finite_check_and_unscale_(&[&g], inv_scale)?;
         Ok((g.to_f64_vec()?, counts))
     })();
     let want: Vec<f64> = vals.iter().map(|&x| (x * inv_scale) as f64).collect();
     let mut row = match result {
         Ok((got, counts)) => {
-            let (mut row, _) = compare(&got, &want, DType::F32, Tolerance { rel: 0.0, abs: 0.0 });
+            let (mut row, _) = compare(
+                &got,
+                &want,
+                DType::F32,
+                NormTolerance { rel: 0.0, abs: 0.0 },
+            );
             let exact = got
                 .iter()
                 .zip(&want)
@@ -547,7 +501,7 @@ fn unscale_rows(backend: &Backend) -> Vec<OpRow> {
             }
             row
         }
-        Err(e) => error_row(DType::F32, Tolerance { rel: 0.0, abs: 0.0 }, &e),
+        Err(e) => error_row(DType::F32, NormTolerance { rel: 0.0, abs: 0.0 }, &e),
     };
     row.op = "non_finite_check_and_unscale";
     row.case = "100003 f32, 1 inf + 1 NaN".into();
@@ -731,14 +685,14 @@ mod tests {
             &[1.0, f64::NAN],
             &[1.0, 2.0],
             DType::F32,
-            Tolerance::for_dtype(DType::F32),
+            NormTolerance::for_dtype(DType::F32),
         );
         assert!(!ok && row.nan_inf == 1);
         let (_, ok) = compare(
             &[1.0, 2.1],
             &[1.0, 2.0],
             DType::BF16,
-            Tolerance::for_dtype(DType::BF16),
+            NormTolerance::for_dtype(DType::BF16),
         );
         assert!(!ok, "a 5% error must fail the bf16 tolerance");
     }

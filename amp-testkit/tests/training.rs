@@ -5,12 +5,9 @@
 //! relative L2 error, since one-ulp forward differences move individual
 //! low-precision gradient entries by more than one ulp.
 
-mod common;
-
-use amp_cpu::Isa;
 use amp_tensor::ops::{self, GeluApprox};
 use amp_tensor::{DType, Device, Error, Result, Tensor};
-use common::reference;
+use amp_testkit::on_every_device;
 
 fn rel_l2(a: &Tensor, b: &Tensor) -> Result<f64> {
     let (a, b) = (a.to_f64_vec()?, b.to_f64_vec()?);
@@ -68,7 +65,7 @@ fn compare(device: &Device) -> Result<()> {
         (DType::F16, 3e-3, 1e-2),
     ] {
         let (loss, probs, grads) = step(device, low)?;
-        let (rloss, rprobs, rgrads) = step(&reference(), low)?;
+        let (rloss, rprobs, rgrads) = step(&Device::reference(), low)?;
         let e = rel_l2(&loss, &rloss)?;
         assert!(
             e <= loss_tol,
@@ -90,10 +87,7 @@ fn compare(device: &Device) -> Result<()> {
     Ok(())
 }
 
-amp_tensor::test_device!(mlp_forward_and_backward_match_reference, |device: &Device| -> Result<()> { compare(device) }, [
-    cpu => amp_cpu::device(),
-    scalar => common::at(Isa::Scalar),
-    avx2 => common::at(Isa::Avx2),
-    avx512 => common::at(Isa::Avx512),
-    avx512bf16 => common::at(Isa::Avx512Bf16),
-]);
+on_every_device!(
+    mlp_forward_and_backward_match_reference,
+    |device: &Device| -> Result<()> { compare(device) }
+);

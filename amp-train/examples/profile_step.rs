@@ -3,7 +3,7 @@
 //! parameter), cross-entropy), f32 and bf16 autocast, with every backend call
 //! timed by a wrapping [`Backend`].
 //!
-//! `cargo run --release -p amp-cpu --example profile_step`
+//! `cargo run --release -p amp-train --example profile_step`
 
 use amp_tensor::{
     ops, AdamWStep, Backend, BinaryOp, DType, Device, DeviceKind, HostStorage, Layout,
@@ -114,22 +114,8 @@ impl Backend for Timed {
             || self.inner.matmul(lhs, rhs, out),
         )
     }
-    fn matmul_rounding_rhs(&self, lhs: View<'_>, rhs: View<'_>, out: DType) -> Result<Storage> {
-        self.time(
-            || {
-                format!(
-                    "matmul {} {:?} x {} {:?} rounded -> {out}",
-                    dt(&lhs),
-                    lhs.1.strides(),
-                    dt(&rhs),
-                    rhs.1.strides()
-                )
-            },
-            || self.inner.matmul_rounding_rhs(lhs, rhs, out),
-        )
-    }
-    fn rounds_while_packing(&self) -> bool {
-        self.inner.rounds_while_packing()
+    fn fuses_cast(&self, op: &str, operand: usize, from: DType, to: DType) -> bool {
+        self.inner.fuses_cast(op, operand, from, to)
     }
     fn softmax(&self, src: View<'_>, log: bool, out: DType) -> Result<Storage> {
         self.time(

@@ -1,59 +1,10 @@
-//! Shared helpers: the devices every op test runs on, input views of every
-//! kind, and the comparison with the reference backend.
-#![allow(dead_code)]
+//! Test inputs: seeded values with exact zeros, views of every kind (contiguous,
+//! transposed, narrowed, broadcast), and shapes with odd and empty sizes.
 
-use amp_cpu::Isa;
-use amp_tensor::testing::{assert_close, Tolerance};
-use amp_tensor::{DType, Device, Error, Result, Tensor};
+use amp_tensor::{DType, Device, Result, Tensor};
 
-/// Defines test `$name`: `$body` on the CPU device at every instruction-set
-/// level (reported as skipped for levels this CPU lacks).
-#[allow(unused_macros)]
-macro_rules! on_every_cpu_path {
-    ($name:ident, $body:expr) => {
-        amp_tensor::test_device!($name, $body, [
-            cpu => amp_cpu::device(),
-            scalar => common::at(amp_cpu::Isa::Scalar),
-            avx2 => common::at(amp_cpu::Isa::Avx2),
-            avx512 => common::at(amp_cpu::Isa::Avx512),
-            avx512bf16 => common::at(amp_cpu::Isa::Avx512Bf16),
-            amx => common::at(amp_cpu::Isa::Amx),
-        ]);
-    };
-}
-
-/// The float dtypes with fast kernels.
+/// The float dtypes with fast kernels on every backend.
 pub const FLOATS: [DType; 3] = [DType::F32, DType::BF16, DType::F16];
-
-/// A CPU device at `isa`, or `None` when this CPU lacks it (the test then says skipped).
-pub fn at(isa: Isa) -> Option<Device> {
-    amp_cpu::device_with_isa(isa).ok()
-}
-
-/// The reference device.
-pub fn reference() -> Device {
-    Device::reference()
-}
-
-/// The tolerance of `dtype` (amp-tensor's presets, stated once in `Tolerance::for_dtype`).
-pub fn tol(dtype: DType) -> Tolerance {
-    Tolerance::for_dtype(dtype)
-}
-
-/// Compares a device result with the reference result, naming the case on failure.
-pub fn check(case: &str, actual: &Tensor, expected: &Tensor, tol: Tolerance) -> Result<()> {
-    if actual.dtype() != expected.dtype() {
-        return Err(Error::invalid(
-            "check",
-            format!(
-                "{case}: dtype {} vs reference {}",
-                actual.dtype(),
-                expected.dtype()
-            ),
-        ));
-    }
-    assert_close(actual, expected, tol).map_err(|e| Error::invalid("check", format!("{case}: {e}")))
-}
 
 /// Seeded normal values with `scale`, and a few exact zeros.
 pub fn values(n: usize, seed: u64, scale: f64) -> Vec<f64> {

@@ -3,16 +3,12 @@
 //! accuracy), batched and broadcast operands, transposed and narrowed views,
 //! and `linear` with a transposed weight.
 
-#[macro_use]
-mod common;
-
-use amp_tensor::testing::Tolerance;
 use amp_tensor::{ops, DType, Device, Result, Tensor};
-use common::{check, reference, tol, FLOATS};
+use amp_testkit::{check, on_every_device, Tolerance, FLOATS};
 
 /// A dot product of length k of unit normals: f32 accumulation error grows like √k.
 fn dot_tol(dtype: DType, k: usize) -> Tolerance {
-    tol(dtype).scale_abs((k as f64).sqrt().max(1.0) * 4.0)
+    Tolerance::for_dtype(dtype).scale_abs((k as f64).sqrt().max(1.0) * 4.0)
 }
 
 /// (m, k, n): tiles are 4×16, 6×16 and 12×32, blocks KC = 256 (512 for AMX), MC ≤ 192.
@@ -32,14 +28,17 @@ const SHAPES: &[(usize, usize, usize)] = &[
     (40, 300, 256),
 ];
 
-on_every_cpu_path!(
+on_every_device!(
     matmul_edge_tiles_match_reference,
     |device: &Device| -> Result<()> {
         for dtype in FLOATS {
             for (i, &(m, k, n)) in SHAPES.iter().enumerate() {
                 let a = Tensor::randn(&[m, k], dtype, device, i as u64)?;
                 let b = Tensor::randn(&[k, n], dtype, device, 100 + i as u64)?;
-                let (ra, rb) = (a.to_device(&reference())?, b.to_device(&reference())?);
+                let (ra, rb) = (
+                    a.to_device(&Device::reference())?,
+                    b.to_device(&Device::reference())?,
+                );
                 check(
                     &format!("matmul {dtype} {m}x{k}x{n}"),
                     &a.matmul(&b)?,
@@ -49,7 +48,10 @@ on_every_cpu_path!(
                 // A transposed (stored [k, m]) and B transposed (a weight stored [n, k]).
                 let at = Tensor::randn(&[k, m], dtype, device, 200 + i as u64)?.t()?;
                 let bt = Tensor::randn(&[n, k], dtype, device, 300 + i as u64)?.t()?;
-                let (rat, rbt) = (at.to_device(&reference())?, bt.to_device(&reference())?);
+                let (rat, rbt) = (
+                    at.to_device(&Device::reference())?,
+                    bt.to_device(&Device::reference())?,
+                );
                 check(
                     &format!("matmul A^T B^T {dtype} {m}x{k}x{n}"),
                     &at.matmul(&bt)?,
@@ -62,14 +64,17 @@ on_every_cpu_path!(
     }
 );
 
-on_every_cpu_path!(
+on_every_device!(
     batched_broadcast_and_narrowed_matmul_match_reference,
     |device: &Device| -> Result<()> {
         for dtype in FLOATS {
             // [3, m, k] x [k, n]: B broadcast over the batch (stride 0).
             let a = Tensor::randn(&[3, 14, 37], dtype, device, 1)?;
             let b = Tensor::randn(&[37, 19], dtype, device, 2)?;
-            let (ra, rb) = (a.to_device(&reference())?, b.to_device(&reference())?);
+            let (ra, rb) = (
+                a.to_device(&Device::reference())?,
+                b.to_device(&Device::reference())?,
+            );
             check(
                 &format!("batched broadcast {dtype}"),
                 &a.matmul(&b)?,
@@ -79,7 +84,10 @@ on_every_cpu_path!(
             // [2, 1, m, k] x [3, k, n] broadcast batch dims, with narrowed (strided) views.
             let a = Tensor::randn(&[2, 1, 9, 50], dtype, device, 3)?.narrow(-1, 5, 40)?;
             let b = Tensor::randn(&[3, 40, 45], dtype, device, 4)?.narrow(-1, 3, 33)?;
-            let (ra, rb) = (a.to_device(&reference())?, b.to_device(&reference())?);
+            let (ra, rb) = (
+                a.to_device(&Device::reference())?,
+                b.to_device(&Device::reference())?,
+            );
             check(
                 &format!("broadcast batch narrowed {dtype}"),
                 &a.matmul(&b)?,
@@ -94,7 +102,7 @@ on_every_cpu_path!(
             assert_eq!(c.to_f64_vec()?.len(), 0);
             // Vector operands.
             let v = Tensor::randn(&[40], dtype, device, 5)?;
-            let rv = v.to_device(&reference())?;
+            let rv = v.to_device(&Device::reference())?;
             check(
                 &format!("vector-vector {dtype}"),
                 &v.matmul(&v)?,
@@ -104,7 +112,10 @@ on_every_cpu_path!(
             // A batch large enough to run batches in parallel.
             let a = Tensor::randn(&[8, 40, 64], dtype, device, 6)?;
             let b = Tensor::randn(&[8, 64, 72], dtype, device, 7)?;
-            let (ra, rb) = (a.to_device(&reference())?, b.to_device(&reference())?);
+            let (ra, rb) = (
+                a.to_device(&Device::reference())?,
+                b.to_device(&Device::reference())?,
+            );
             check(
                 &format!("parallel batches {dtype}"),
                 &a.matmul(&b)?,
@@ -116,7 +127,7 @@ on_every_cpu_path!(
     }
 );
 
-on_every_cpu_path!(
+on_every_device!(
     linear_forward_and_backward_match_reference,
     |device: &Device| -> Result<()> {
         for dtype in FLOATS {
@@ -139,7 +150,7 @@ on_every_cpu_path!(
                 ])
             };
             let got = run(&x, &w, &b, &g)?;
-            let r = |t: &Tensor| t.to_device(&reference());
+            let r = |t: &Tensor| t.to_device(&Device::reference());
             let want = run(&r(&x)?, &r(&w)?, &r(&b)?, &r(&g)?)?;
             for (name, (a, e)) in ["y", "dx", "dw", "db"].iter().zip(got.iter().zip(&want)) {
                 check(&format!("linear {name} {dtype}"), a, e, dot_tol(dtype, 70))?;
@@ -149,7 +160,7 @@ on_every_cpu_path!(
     }
 );
 
-on_every_cpu_path!(
+on_every_device!(
     fused_bias_and_activation_epilogue_matches_an_f64_evaluation,
     |device: &Device| -> Result<()> {
         let acts = [
@@ -196,7 +207,7 @@ on_every_cpu_path!(
                     .collect();
                 let mut shape = lead.clone();
                 shape.push(n);
-                let z = Tensor::from_f64_slice(&z, &shape, DType::F64, &reference())?;
+                let z = Tensor::from_f64_slice(&z, &shape, DType::F64, &Device::reference())?;
                 for act in acts {
                     let y = match act {
                         Some(a) => ops::linear_act(&x, &w, Some(&b), a)?,
@@ -220,7 +231,7 @@ on_every_cpu_path!(
     }
 );
 
-on_every_cpu_path!(
+on_every_device!(
     tall_shallow_products_written_straight_to_low_precision_match_reference,
     |device: &Device| -> Result<()> {
         // Depth within one block: the product is rounded to bf16/f16 from
@@ -241,12 +252,12 @@ on_every_cpu_path!(
                 let a = Tensor::randn(&[m, k], dtype, device, s)?;
                 let at = Tensor::randn(&[k, m], dtype, device, s + 1)?.t()?;
                 let b = Tensor::randn(&[k, n], dtype, device, s + 2)?;
-                let rb = b.to_device(&reference())?;
+                let rb = b.to_device(&Device::reference())?;
                 for (name, a) in [("A", &a), ("A^T", &at)] {
                     check(
                         &format!("{name} {dtype} {m}x{k}x{n}"),
                         &a.matmul(&b)?,
-                        &a.to_device(&reference())?.matmul(&rb)?,
+                        &a.to_device(&Device::reference())?.matmul(&rb)?,
                         dot_tol(dtype, k),
                     )?;
                 }
@@ -256,25 +267,29 @@ on_every_cpu_path!(
     }
 );
 
-#[test]
-fn large_square_products_run_in_parallel_and_match_reference() -> Result<()> {
-    // 2·200·600·170 flops is above the parallel thresholds (AMX's too); the reference is exact.
-    let device = amp_cpu::device();
-    for dtype in FLOATS {
-        let a = Tensor::randn(&[200, 600], dtype, &device, 1)?;
-        let b = Tensor::randn(&[600, 170], dtype, &device, 2)?;
-        let (ra, rb) = (a.to_device(&reference())?, b.to_device(&reference())?);
-        check(
-            &format!("parallel {dtype}"),
-            &a.matmul(&b)?,
-            &ra.matmul(&rb)?,
-            dot_tol(dtype, 600),
-        )?;
+on_every_device!(
+    large_square_products_match_reference,
+    |device: &Device| -> Result<()> {
+        // 2·200·600·170 flops is above the CPU's parallel thresholds (AMX's too); the reference is exact.
+        for dtype in FLOATS {
+            let a = Tensor::randn(&[200, 600], dtype, device, 1)?;
+            let b = Tensor::randn(&[600, 170], dtype, device, 2)?;
+            let (ra, rb) = (
+                a.to_device(&Device::reference())?,
+                b.to_device(&Device::reference())?,
+            );
+            check(
+                &format!("parallel {dtype}"),
+                &a.matmul(&b)?,
+                &ra.matmul(&rb)?,
+                dot_tol(dtype, 600),
+            )?;
+        }
+        Ok(())
     }
-    Ok(())
-}
+);
 
-on_every_cpu_path!(
+on_every_device!(
     narrow_products_match_reference,
     |device: &Device| -> Result<()> {
         // n ≤ 16 takes the dot-product path at AVX-512 and above (bf16 with a depth of
@@ -302,12 +317,15 @@ on_every_cpu_path!(
                 let seed = 400 + 10 * i as u64;
                 let a = Tensor::randn(&[m, k], dtype, device, seed)?;
                 let b = Tensor::randn(&[k, n], dtype, device, seed + 1)?;
-                let (ra, rb) = (a.to_device(&reference())?, b.to_device(&reference())?);
+                let (ra, rb) = (
+                    a.to_device(&Device::reference())?,
+                    b.to_device(&Device::reference())?,
+                );
                 let case = format!("narrow {dtype} {m}x{k}x{n}");
                 check(&case, &a.matmul(&b)?, &ra.matmul(&rb)?, dot_tol(dtype, k))?;
                 // A weight [n, k] read transposed, and a batch of 2 against one B.
                 let w = Tensor::randn(&[n, k], dtype, device, seed + 2)?;
-                let rw = w.to_device(&reference())?;
+                let rw = w.to_device(&Device::reference())?;
                 let case = format!("narrow linear {dtype} {m}x{k}x{n}");
                 check(
                     &case,
@@ -316,7 +334,7 @@ on_every_cpu_path!(
                     dot_tol(dtype, k),
                 )?;
                 let a3 = Tensor::randn(&[2, m, k], dtype, device, seed + 3)?;
-                let ra3 = a3.to_device(&reference())?;
+                let ra3 = a3.to_device(&Device::reference())?;
                 let case = format!("narrow batched {dtype} {m}x{k}x{n}");
                 check(&case, &a3.matmul(&b)?, &ra3.matmul(&rb)?, dot_tol(dtype, k))?;
             }

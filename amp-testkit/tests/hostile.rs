@@ -2,13 +2,10 @@
 //! softmax with inf and NaN follow PyTorch exactly as the reference does, and
 //! a buffer larger than the machine is an out-of-memory error, not an abort.
 
-#[macro_use]
-mod common;
-
 use amp_tensor::{ops, DType, Device, Error, Result, Tensor};
-use common::{reference, FLOATS};
+use amp_testkit::{on_every_device, FLOATS};
 
-on_every_cpu_path!(
+on_every_device!(
     softmax_of_non_finite_rows_agrees_with_the_reference,
     |device: &Device| -> Result<()> {
         let inf = f64::INFINITY;
@@ -22,7 +19,7 @@ on_every_cpu_path!(
         for dtype in FLOATS {
             for row in rows {
                 let x = Tensor::from_f64_slice(row, &[1, row.len()], dtype, device)?;
-                let r = x.to_device(&reference())?;
+                let r = x.to_device(&Device::reference())?;
                 for log in [false, true] {
                     let (got, want) = if log {
                         (ops::log_softmax(&x, -1)?, ops::log_softmax(&r, -1)?)
@@ -50,7 +47,7 @@ on_every_cpu_path!(
     }
 );
 
-on_every_cpu_path!(
+on_every_device!(
     a_buffer_larger_than_the_machine_is_an_error,
     |device: &Device| -> Result<()> {
         for dtype in FLOATS {

@@ -4,13 +4,9 @@
 //! them), on contiguous, transposed, narrowed and broadcast views of odd,
 //! empty and single-element shapes.
 
-#[macro_use]
-mod common;
-
 use amp_tensor::ops::{self, GeluApprox};
-use amp_tensor::testing::Tolerance;
 use amp_tensor::{DType, Device, Result, Tensor};
-use common::{check, reference, tol, views, FLOATS, SHAPES};
+use amp_testkit::{check, on_every_device, views, Tolerance, FLOATS, SHAPES};
 
 type Op = fn(&Tensor) -> Result<Tensor>;
 
@@ -39,7 +35,7 @@ fn unary_ops() -> Vec<(&'static str, Op, bool)> {
     ]
 }
 
-on_every_cpu_path!(unary_ops_match_reference, |device: &Device| -> Result<()> {
+on_every_device!(unary_ops_match_reference, |device: &Device| -> Result<()> {
     for dtype in FLOATS {
         for (si, shape) in SHAPES.iter().enumerate() {
             for (kind, x) in views(device, shape, dtype, si as u64, 2.0)? {
@@ -50,12 +46,12 @@ on_every_cpu_path!(unary_ops_match_reference, |device: &Device| -> Result<()> {
                         x.clone()
                     };
                     let got = op(&x)?;
-                    let want = op(&x.to_device(&reference())?)?;
+                    let want = op(&x.to_device(&Device::reference())?)?;
                     check(
                         &format!("{name} {dtype} {shape:?} {kind}"),
                         &got,
                         &want,
-                        tol(dtype),
+                        Tolerance::for_dtype(dtype),
                     )?;
                 }
             }
@@ -66,7 +62,7 @@ on_every_cpu_path!(unary_ops_match_reference, |device: &Device| -> Result<()> {
 
 type BinOp = fn(&Tensor, &Tensor) -> Result<Tensor>;
 
-on_every_cpu_path!(
+on_every_device!(
     binary_ops_with_broadcasting_match_reference,
     |device: &Device| -> Result<()> {
         let ops: [(&str, BinOp); 9] = [
@@ -94,7 +90,10 @@ on_every_cpu_path!(
                         rhs.push(("column", Tensor::randn(&col, dtype, device, 98)?));
                     }
                     for (rkind, b) in &rhs {
-                        let (ra, rb) = (a.to_device(&reference())?, b.to_device(&reference())?);
+                        let (ra, rb) = (
+                            a.to_device(&Device::reference())?,
+                            b.to_device(&Device::reference())?,
+                        );
                         for (name, op) in ops {
                             let got = op(&a, b)?;
                             let want = op(&ra, &rb)?;
@@ -102,12 +101,13 @@ on_every_cpu_path!(
                                 &format!("{name} {dtype} {shape:?} {kind} with {rkind}"),
                                 &got,
                                 &want,
-                                tol(got.dtype()),
+                                Tolerance::for_dtype(got.dtype()),
                             )?;
                         }
                         let cond = a.gt(b)?;
                         let got = ops::where_cond(&cond, &a, b)?;
-                        let want = ops::where_cond(&cond.to_device(&reference())?, &ra, &rb)?;
+                        let want =
+                            ops::where_cond(&cond.to_device(&Device::reference())?, &ra, &rb)?;
                         check(
                             &format!("where {dtype} {shape:?} {kind} with {rkind}"),
                             &got,
@@ -122,21 +122,24 @@ on_every_cpu_path!(
     }
 );
 
-on_every_cpu_path!(
+on_every_device!(
     mixed_dtypes_promote_and_other_dtypes_match_reference,
     |device: &Device| -> Result<()> {
         let a = Tensor::randn(&[5, 9], DType::BF16, device, 1)?;
         let b = Tensor::randn(&[5, 9], DType::F16, device, 2)?;
-        let (ra, rb) = (a.to_device(&reference())?, b.to_device(&reference())?);
+        let (ra, rb) = (
+            a.to_device(&Device::reference())?,
+            b.to_device(&Device::reference())?,
+        );
         check(
             "bf16 + f16 -> f32",
             &a.add(&b)?,
             &ra.add(&rb)?,
-            tol(DType::F32),
+            Tolerance::for_dtype(DType::F32),
         )?;
         // f64 and i64 take the generic path: identical to the reference.
         let x = Tensor::randn(&[4, 7], DType::F64, device, 3)?;
-        let rx = x.to_device(&reference())?;
+        let rx = x.to_device(&Device::reference())?;
         check("f64 exp", &x.exp()?, &rx.exp()?, Tolerance::EXACT)?;
         check(
             "f64 sum",
@@ -151,7 +154,7 @@ on_every_cpu_path!(
             Tolerance::EXACT,
         )?;
         let i = Tensor::randint(-5, 5, &[3, 4], device, 4)?;
-        let ri = i.to_device(&reference())?;
+        let ri = i.to_device(&Device::reference())?;
         check("i64 add", &i.add(&i)?, &ri.add(&ri)?, Tolerance::EXACT)?;
         check(
             "i64 sum",
@@ -169,10 +172,10 @@ on_every_cpu_path!(
     }
 );
 
-on_every_cpu_path!(
+on_every_device!(
     casts_are_bit_exact_with_reference,
     |device: &Device| -> Result<()> {
-        let mut v: Vec<f64> = common::values(3000, 7, 1e3);
+        let mut v: Vec<f64> = amp_testkit::values(3000, 7, 1e3);
         v.extend([
             f64::NAN,
             f64::INFINITY,
@@ -200,7 +203,7 @@ on_every_cpu_path!(
                 ("contiguous", x.clone()),
                 ("strided", x.narrow(0, 1, n - 1)?.reshape(&[n - 1])?),
             ] {
-                let rx = view.to_device(&reference())?;
+                let rx = view.to_device(&Device::reference())?;
                 for dst in [
                     DType::F64,
                     DType::F32,
@@ -229,25 +232,25 @@ on_every_cpu_path!(
     }
 );
 
-on_every_cpu_path!(
+on_every_device!(
     bias_gradient_sums_over_leading_dims_match_reference,
     |device: &Device| -> Result<()> {
         // Large enough for the parallel column split (cols > 1024, rows·cols > 64 Ki).
         for dtype in FLOATS {
             let x = Tensor::randn(&[3, 100, 2500], dtype, device, 77)?;
-            let rx = x.to_device(&reference())?;
+            let rx = x.to_device(&Device::reference())?;
             for dims in [&[0usize][..], &[0, 1]] {
                 check(
                     &format!("sum {dtype} dims {dims:?}"),
                     &x.sum_dims(dims, false)?,
                     &rx.sum_dims(dims, false)?,
-                    tol(dtype),
+                    Tolerance::for_dtype(dtype),
                 )?;
                 check(
                     &format!("mean {dtype} dims {dims:?}"),
                     &x.mean_dims(dims, false)?,
                     &rx.mean_dims(dims, false)?,
-                    tol(dtype),
+                    Tolerance::for_dtype(dtype),
                 )?;
             }
         }
@@ -255,7 +258,7 @@ on_every_cpu_path!(
     }
 );
 
-on_every_cpu_path!(
+on_every_device!(
     reductions_match_reference,
     |device: &Device| -> Result<()> {
         for dtype in FLOATS {
@@ -268,20 +271,20 @@ on_every_cpu_path!(
                     dim_sets.push(vec![0, 1]);
                 }
                 for (kind, x) in views(device, shape, dtype, 20 + si as u64, 3.0)? {
-                    let rx = x.to_device(&reference())?;
+                    let rx = x.to_device(&Device::reference())?;
                     for dims in &dim_sets {
                         let case = format!("{dtype} {shape:?} {kind} dims {dims:?}");
                         check(
                             &format!("sum {case}"),
                             &x.sum_dims(dims, false)?,
                             &rx.sum_dims(dims, false)?,
-                            tol(dtype),
+                            Tolerance::for_dtype(dtype),
                         )?;
                         check(
                             &format!("mean {case}"),
                             &x.mean_dims(dims, true)?,
                             &rx.mean_dims(dims, true)?,
-                            tol(dtype),
+                            Tolerance::for_dtype(dtype),
                         )?;
                     }
                     for d in 0..r {
@@ -310,26 +313,26 @@ on_every_cpu_path!(
     }
 );
 
-on_every_cpu_path!(
+on_every_device!(
     softmax_and_log_softmax_match_reference,
     |device: &Device| -> Result<()> {
         for dtype in FLOATS {
             for (si, shape) in SHAPES.iter().enumerate() {
                 for (kind, x) in views(device, shape, dtype, 30 + si as u64, 4.0)? {
-                    let rx = x.to_device(&reference())?;
+                    let rx = x.to_device(&Device::reference())?;
                     for dim in [-1isize, 0] {
                         let case = format!("{dtype} {shape:?} {kind} dim {dim}");
                         check(
                             &format!("softmax {case}"),
                             &ops::softmax(&x, dim)?,
                             &ops::softmax(&rx, dim)?,
-                            tol(dtype),
+                            Tolerance::for_dtype(dtype),
                         )?;
                         check(
                             &format!("log_softmax {case}"),
                             &ops::log_softmax(&x, dim)?,
                             &ops::log_softmax(&rx, dim)?,
-                            tol(dtype),
+                            Tolerance::for_dtype(dtype),
                         )?;
                     }
                 }
@@ -352,24 +355,24 @@ on_every_cpu_path!(
             DType::F32,
             device,
         )?;
-        let rx = x.to_device(&reference())?;
+        let rx = x.to_device(&Device::reference())?;
         check(
             "softmax non-finite",
             &ops::softmax(&x, -1)?,
             &ops::softmax(&rx, -1)?,
-            tol(DType::F32),
+            Tolerance::for_dtype(DType::F32),
         )?;
         check(
             "log_softmax non-finite",
             &ops::log_softmax(&x, -1)?,
             &ops::log_softmax(&rx, -1)?,
-            tol(DType::F32),
+            Tolerance::for_dtype(DType::F32),
         )?;
         Ok(())
     }
 );
 
-on_every_cpu_path!(
+on_every_device!(
     layer_norm_matches_reference,
     |device: &Device| -> Result<()> {
         for dtype in FLOATS {
@@ -377,9 +380,12 @@ on_every_cpu_path!(
                 let n = shape[shape.len() - 1];
                 let w = Tensor::randn(&[n], dtype, device, 41)?;
                 let b = Tensor::randn(&[n], dtype, device, 42)?;
-                let (rw, rb) = (w.to_device(&reference())?, b.to_device(&reference())?);
+                let (rw, rb) = (
+                    w.to_device(&Device::reference())?,
+                    b.to_device(&Device::reference())?,
+                );
                 for (kind, x) in views(device, shape, dtype, 40 + si as u64, 2.0)? {
-                    let rx = x.add_scalar(1.5)?.to_device(&reference())?;
+                    let rx = x.add_scalar(1.5)?.to_device(&Device::reference())?;
                     let x = x.add_scalar(1.5)?;
                     for (affine, wv, bv, rwv, rbv) in [
                         ("none", None, None, None, None),
@@ -392,7 +398,7 @@ on_every_cpu_path!(
                             &format!("layer_norm {affine} {dtype} {shape:?} {kind}"),
                             &got,
                             &want,
-                            tol(dtype),
+                            Tolerance::for_dtype(dtype),
                         )?;
                     }
                 }
@@ -402,7 +408,7 @@ on_every_cpu_path!(
     }
 );
 
-on_every_cpu_path!(
+on_every_device!(
     indexing_kernels_match_reference,
     |device: &Device| -> Result<()> {
         for dtype in FLOATS {
@@ -412,14 +418,14 @@ on_every_cpu_path!(
             {
                 let r = shape.len();
                 for (kind, x) in views(device, shape, dtype, 50 + si as u64, 1.0)? {
-                    let rx = x.to_device(&reference())?;
+                    let rx = x.to_device(&Device::reference())?;
                     for dim in 0..r {
                         let case = format!("{dtype} {shape:?} {kind} dim {dim}");
                         // cat with a second view of different length along dim, in the same dtype.
                         let mut other_shape = shape.to_vec();
                         other_shape[dim] += 2;
                         let y = Tensor::randn(&other_shape, dtype, device, 7)?;
-                        let ry = y.to_device(&reference())?;
+                        let ry = y.to_device(&Device::reference())?;
                         check(
                             &format!("cat {case}"),
                             &ops::cat(&[&x, &y, &x], dim as isize)?,
@@ -431,7 +437,7 @@ on_every_cpu_path!(
                         }
                         let picks: Vec<i64> = (0..9).map(|i| (i * 7 % shape[dim]) as i64).collect();
                         let idx = Tensor::from_vec(picks, &[9], device)?;
-                        let ridx = idx.to_device(&reference())?;
+                        let ridx = idx.to_device(&Device::reference())?;
                         check(
                             &format!("index_select {case}"),
                             &x.index_select(dim as isize, &idx)?,
@@ -442,7 +448,7 @@ on_every_cpu_path!(
                         let g: Vec<i64> =
                             (0..n).map(|i| ((i * 5 + 3) % shape[dim]) as i64).collect();
                         let gidx = Tensor::from_vec(g, shape, device)?;
-                        let rgidx = gidx.to_device(&reference())?;
+                        let rgidx = gidx.to_device(&Device::reference())?;
                         check(
                             &format!("gather {case}"),
                             &x.gather(dim as isize, &gidx)?,
@@ -455,13 +461,13 @@ on_every_cpu_path!(
             // scatter_add and embedding through their autograd: many duplicate indices.
             let w = Tensor::randn(&[10, 6], DType::F32, device, 60)?;
             w.set_requires_grad(true)?;
-            let rw = w.detach().to_device(&reference())?;
+            let rw = w.detach().to_device(&Device::reference())?;
             rw.set_requires_grad(true)?;
             let ids: Vec<i64> = (0..40).map(|i| (i * i % 10) as i64).collect();
             let idx = Tensor::from_vec(ids, &[8, 5], device)?;
-            let ridx = idx.to_device(&reference())?;
+            let ridx = idx.to_device(&Device::reference())?;
             let up = Tensor::randn(&[8, 5, 6], DType::F32, device, 61)?;
-            let rup = up.to_device(&reference())?;
+            let rup = up.to_device(&Device::reference())?;
             let wc = w.to_dtype(dtype)?;
             let rwc = rw.to_dtype(dtype)?;
             let out = ops::embedding(&idx, &wc)?;
@@ -476,7 +482,7 @@ on_every_cpu_path!(
                 &format!("embedding backward (scatter_add) {dtype}"),
                 &w.grad().unwrap(),
                 &rw.grad().unwrap(),
-                tol(DType::F32),
+                Tolerance::for_dtype(DType::F32),
             )?;
         }
         Ok(())
