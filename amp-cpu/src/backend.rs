@@ -31,10 +31,10 @@ impl Default for CpuBackend {
 impl CpuBackend {
     /// A backend at the process-wide level [`crate::isa()`] (detected, or lowered by `AMP_CPU_ISA`).
     ///
-    /// The first backend made in a process also tunes glibc's allocator to keep
-    /// large freed buffers for reuse (see [`crate::keep_freed_buffers`]).
+    /// The process's allocator is left as it is unless `AMP_CPU_KEEP_FREED_BUFFERS=1`
+    /// asks otherwise (see [`crate::keep_freed_buffers`], which programs call to opt in).
     pub fn new() -> Self {
-        crate::alloc::keep_freed_buffers();
+        crate::alloc::keep_freed_buffers_if_asked();
         CpuBackend { isa: isa::isa() }
     }
 
@@ -48,7 +48,7 @@ impl CpuBackend {
                 format!("{isa} is not supported by this CPU (best: {best})"),
             ));
         }
-        crate::alloc::keep_freed_buffers();
+        crate::alloc::keep_freed_buffers_if_asked();
         Ok(CpuBackend { isa })
     }
 

@@ -241,6 +241,7 @@ impl Adam {
 }
 
 fn main() -> Result<()> {
+    amp_cpu::keep_freed_buffers();
     let backend = Arc::new(Timed {
         inner: amp_cpu::CpuBackend::new(),
         table: Mutex::new(BTreeMap::new()),

@@ -171,6 +171,8 @@ fn run_train(args: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn main() -> ExitCode {
+    // This program's decision: large freed buffers stay mapped for reuse.
+    amp_cpu::keep_freed_buffers();
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Demo { device }) => device

@@ -363,6 +363,10 @@ pub fn run(args: &[String]) -> ExitCode {
             }
         }
     }
+    // As amp-train's binary does (AMP_CPU_KEEP_FREED_BUFFERS=0 measures without).
+    if std::env::var("AMP_CPU_KEEP_FREED_BUFFERS").map_or(true, |v| v != "0") {
+        amp_cpu::keep_freed_buffers();
+    }
     let device = amp_cpu::device();
     eprintln!(
         "bench on {} (isa {}, {} threads):",
