@@ -4,7 +4,8 @@
 use crate::region::{active_state, RegionState};
 use crate::{cache, stats, CastRule};
 use amp_dtype::DType;
-use amp_tensor::{is_grad_enabled, DeviceKind, Error, Interceptor, Result, Tensor};
+use amp_tensor::dispatch::Interceptor;
+use amp_tensor::{is_grad_enabled, DeviceKind, Error, Result, Tensor};
 
 /// Consults the thread's region state on every top-level op.
 pub(crate) struct AutocastInterceptor;

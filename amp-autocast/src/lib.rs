@@ -93,7 +93,7 @@
 //! PyTorch's: the op's output dtype, the values (the cast rounds to nearest
 //! even exactly as an eager cast), and autograd (an ordinary cast, op `"to"`).
 //! What changes is memory and passes: a backend whose kernel reads the source
-//! as cast ([`amp_tensor::Backend::fuses_cast`] — the CPU backend's products
+//! as cast ([`amp_tensor::backend::Backend::fuses_cast`] — the CPU backend's products
 //! read an f32 weight and bias as bf16/f16 while packing them) is handed the
 //! f32 source, so the low-precision copy of a weight is never made, and the
 //! cast cache holds nothing but the deferred handle: per weight, no 2 bytes

@@ -325,7 +325,7 @@ pub fn default_policy(kind: DeviceKind) -> Policy {
 
 /// Registers (or overrides) the rule of op `op` in the process-wide default
 /// policy of `kind`, for every region opened afterwards on any thread — the
-/// way to give a custom op (one that calls `amp_tensor::dispatch("my_op", ..)`)
+/// way to give a custom op (one that calls `amp_tensor::dispatch::dispatch("my_op", ..)`)
 /// a rule once. Returns the previous rule.
 pub fn register_op_rule(
     kind: DeviceKind,

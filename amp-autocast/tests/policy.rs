@@ -3,7 +3,8 @@
 use amp_autocast::{
     autocast, default_policy, register_op_rule, stats, Autocast, CastRule, Policy, PolicyParseError,
 };
-use amp_tensor::{dispatch, ops, DType, Device, DeviceKind, Result, Tensor};
+use amp_tensor::dispatch::dispatch;
+use amp_tensor::{ops, DType, Device, DeviceKind, Result, Tensor};
 
 /// The crate docs' table rows: (op, CUDA rule, CPU rule).
 fn documented_table() -> Vec<(String, CastRule, CastRule)> {

@@ -144,7 +144,7 @@ fn ignored_types_pass_untouched() {
         .enter()
         .unwrap();
     let x = matrix(DType::F32, 4);
-    amp_tensor::dispatch("probe_ints", &[&targets, &x], |t| {
+    amp_tensor::dispatch::dispatch("probe_ints", &[&targets, &x], |t| {
         s.borrow_mut().extend(t.iter().map(|t| t.dtype()));
         Ok(())
     })

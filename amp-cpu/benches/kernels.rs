@@ -5,8 +5,9 @@
 //! Run one group at a time, briefly, e.g.
 //! `cargo bench -p amp-cpu --bench kernels -- gemm/f32/1024 --warm-up-time 1 --measurement-time 2`.
 
+use amp_tensor::backend::Backend;
 use amp_tensor::ops::{self, GeluApprox};
-use amp_tensor::{Backend, DType, Layout, Tensor};
+use amp_tensor::{DType, Layout, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
 
@@ -71,8 +72,9 @@ fn unscale(c: &mut Criterion) {
     let mut g = c.benchmark_group("unscale");
     for dtype in [DType::F32, DType::BF16, DType::F16] {
         let x = Tensor::randn(&[N], dtype, &amp_cpu::device(), 0).unwrap();
-        let mut storage =
-            amp_tensor::Storage::Host(x.with_view(|v| backend.to_host(v)).unwrap().unwrap());
+        let mut storage = amp_tensor::backend::Storage::Host(
+            x.with_view(|v| backend.to_host(v)).unwrap().unwrap(),
+        );
         let layout = Layout::contiguous(&[N]);
         // Read and write every element once.
         g.throughput(Throughput::Bytes((2 * N * dtype.size_in_bytes()) as u64));

@@ -10,11 +10,12 @@ use crate::gemm::{self, BSide, Operand};
 use crate::isa::{self, Isa};
 use crate::{index, optim, reduce, unscale};
 use amp_dtype::DType;
-use amp_tensor::reference::ReferenceBackend;
-use amp_tensor::{
-    with_host_storage, AdamWStep, Backend, BinaryOp, DeviceKind, Error, HostElement, HostStorage,
-    Layout, NonFiniteCount, ReduceOp, Result, Storage, UnaryOp, View,
+use amp_tensor::backend::{
+    AdamWStep, Backend, BinaryOp, HostElement, HostStorage, NonFiniteCount, ReduceOp, Storage,
+    UnaryOp, View,
 };
+use amp_tensor::reference::ReferenceBackend;
+use amp_tensor::{with_host_storage, DeviceKind, Error, Layout, Result};
 
 /// The CPU backend. Cheap to copy; holds only the instruction-set level its kernels use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,7 +13,7 @@
 
 use crate::isa::{multiversion, Isa};
 use amp_dtype::{bf16, f16};
-use amp_tensor::HostElement;
+use amp_tensor::backend::HostElement;
 
 /// Element types the fast kernels read as f32 and write from f32.
 ///

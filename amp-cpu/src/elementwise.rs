@@ -6,7 +6,8 @@
 use crate::convert::F32Convert;
 use crate::isa::Isa;
 use crate::math;
-use amp_tensor::{with_host_storage, BinaryOp, HostElement, HostStorage, Layout, UnaryOp};
+use amp_tensor::backend::{BinaryOp, HostElement, HostStorage, UnaryOp};
+use amp_tensor::{with_host_storage, Layout};
 use rayon::prelude::*;
 use std::borrow::Cow;
 use std::mem::MaybeUninit;

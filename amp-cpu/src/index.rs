@@ -6,8 +6,9 @@ use crate::convert::F32Convert;
 use crate::elementwise::{cast_range, dense};
 use crate::isa::Isa;
 use amp_dtype::DType;
+use amp_tensor::backend::{HostElement, HostStorage};
 use amp_tensor::layout::contiguous_strides;
-use amp_tensor::{with_host_storage, HostElement, HostStorage, Layout};
+use amp_tensor::{with_host_storage, Layout};
 
 /// The elements of an i64 view in logical order, as indices (checked by the caller).
 pub(crate) fn indices(h: &HostStorage, l: &Layout) -> Option<Vec<usize>> {

@@ -13,7 +13,7 @@
 #![allow(clippy::excessive_precision)]
 
 use crate::isa::multiversion;
-use amp_tensor::{BinaryOp, UnaryOp};
+use amp_tensor::backend::{BinaryOp, UnaryOp};
 
 const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 /// 1/√(2π)

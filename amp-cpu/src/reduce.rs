@@ -10,7 +10,8 @@ use crate::elementwise::{dense, PARALLEL_MIN};
 use crate::isa::{multiversion, Isa};
 use crate::math;
 use amp_dtype::DType;
-use amp_tensor::{HostStorage, Layout, ReduceOp};
+use amp_tensor::backend::{HostStorage, ReduceOp};
+use amp_tensor::Layout;
 use rayon::prelude::*;
 
 multiversion! {

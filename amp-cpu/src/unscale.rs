@@ -7,7 +7,8 @@
 use crate::convert::F32Convert;
 use crate::elementwise::{CHUNK, PARALLEL_MIN};
 use crate::isa::{multiversion, Isa};
-use amp_tensor::{Layout, NonFiniteCount};
+use amp_tensor::backend::NonFiniteCount;
+use amp_tensor::Layout;
 use rayon::prelude::*;
 
 multiversion! {

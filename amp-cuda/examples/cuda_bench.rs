@@ -141,7 +141,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         Tensor::zeros(&[elems], DType::F32, &d)?,
         Tensor::zeros(&[elems], DType::F32, &d)?,
     );
-    let hyper = amp_tensor::AdamWStep {
+    let hyper = amp_tensor::backend::AdamWStep {
         lr: 1e-3,
         beta1: 0.9,
         beta2: 0.999,

@@ -5,8 +5,9 @@ use crate::backend::CudaBackend;
 use crate::device::{grid_for, launch};
 use crate::kernels::AMP;
 use amp_dtype::DType;
+use amp_tensor::backend::Storage;
 use amp_tensor::backend::{AdamWStep, NonFiniteCount, View};
-use amp_tensor::{Error, Layout, Result, Storage};
+use amp_tensor::{Error, Layout, Result};
 use cudarc::driver::LaunchConfig;
 
 /// Elements per block of the fused unscale.

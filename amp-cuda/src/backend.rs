@@ -1,4 +1,4 @@
-//! [`CudaBackend`]: the `amp_tensor::Backend` kernels on one GPU.
+//! [`CudaBackend`]: the `amp_tensor::backend::Backend` kernels on one GPU.
 
 use crate::device::{grid_for, grid_for_rows, launch, Gpu};
 use crate::kernels::{COPY, ELEMENTWISE, REDUCE, SCATTER};
@@ -10,8 +10,9 @@ use amp_tensor::backend::{
     composed_adamw_step, AdamWStep, Backend, BinaryOp, DeviceKind, NonFiniteCount, ReduceOp,
     UnaryOp, View,
 };
+use amp_tensor::backend::{HostStorage, Storage};
 use amp_tensor::layout::contiguous_strides;
-use amp_tensor::{Error, HostStorage, Layout, Result, Storage};
+use amp_tensor::{Error, Layout, Result};
 use std::sync::Arc;
 
 /// The CUDA backend of one GPU (hand-outs: [`crate::device`]).

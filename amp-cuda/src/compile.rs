@@ -47,7 +47,10 @@ pub fn nvrtc_version() -> CudaResult<(i32, i32)> {
     // SAFETY: NVRTC is loadable (checked above); both pointers are valid for writes.
     unsafe { sys::nvrtcVersion(&mut major, &mut minor) }
         .result()
-        .map_err(|e| CudaError::Compile(format!("nvrtcVersion failed: {e:?}")))?;
+        .map_err(|e| CudaError::Nvrtc {
+            what: "nvrtcVersion".into(),
+            source: e,
+        })?;
     Ok((major, minor))
 }
 
@@ -58,13 +61,19 @@ pub fn supported_archs() -> CudaResult<Vec<u32>> {
     // SAFETY: NVRTC is loadable; `n` is valid for writes.
     unsafe { sys::nvrtcGetNumSupportedArchs(&mut n) }
         .result()
-        .map_err(|e| CudaError::Compile(format!("nvrtcGetNumSupportedArchs failed: {e:?}")))?;
+        .map_err(|e| CudaError::Nvrtc {
+            what: "nvrtcGetNumSupportedArchs".into(),
+            source: e,
+        })?;
     let mut archs = vec![0i32; n.max(0) as usize];
     if !archs.is_empty() {
         // SAFETY: `archs` has room for the `n` entries NVRTC writes.
         unsafe { sys::nvrtcGetSupportedArchs(archs.as_mut_ptr()) }
             .result()
-            .map_err(|e| CudaError::Compile(format!("nvrtcGetSupportedArchs failed: {e:?}")))?;
+            .map_err(|e| CudaError::Nvrtc {
+                what: "nvrtcGetSupportedArchs".into(),
+                source: e,
+            })?;
     }
     Ok(archs
         .into_iter()
@@ -240,8 +249,9 @@ pub fn compile_to(source: &KernelSource, target: Target) -> CudaResult<Compiled>
         .map_err(|_| CudaError::Compile(format!("{}: source contains a NUL byte", source.file)))?;
     let name = CString::new(source.file).map_err(|_| CudaError::Compile("bad file name".into()))?;
     let program = Program(
-        result::create_program(&src, Some(name.as_c_str())).map_err(|e| {
-            CudaError::Compile(format!("{}: nvrtcCreateProgram failed: {e:?}", source.file))
+        result::create_program(&src, Some(name.as_c_str())).map_err(|e| CudaError::Nvrtc {
+            what: format!("{}: nvrtcCreateProgram", source.file),
+            source: e,
         })?,
     );
     // SAFETY: `program.0` is a live program; the options are plain strings.
@@ -262,16 +272,18 @@ pub fn compile_to(source: &KernelSource, target: Target) -> CudaResult<Compiled>
             // SAFETY: the program compiled; `size` is valid for writes.
             unsafe { sys::nvrtcGetCUBINSize(program.0, &mut size) }
                 .result()
-                .map_err(|e| {
-                    CudaError::Compile(format!("{}: nvrtcGetCUBINSize failed: {e:?}", source.file))
+                .map_err(|e| CudaError::Nvrtc {
+                    what: format!("{}: nvrtcGetCUBINSize", source.file),
+                    source: e,
                 })?;
             let mut cubin = vec![0u8; size];
             if size > 0 {
                 // SAFETY: `cubin` has the `size` bytes NVRTC reported.
                 unsafe { sys::nvrtcGetCUBIN(program.0, cubin.as_mut_ptr().cast()) }
                     .result()
-                    .map_err(|e| {
-                        CudaError::Compile(format!("{}: nvrtcGetCUBIN failed: {e:?}", source.file))
+                    .map_err(|e| CudaError::Nvrtc {
+                        what: format!("{}: nvrtcGetCUBIN", source.file),
+                        source: e,
                     })?;
             }
             cubin
@@ -281,16 +293,18 @@ pub fn compile_to(source: &KernelSource, target: Target) -> CudaResult<Compiled>
             // SAFETY: the program compiled; `size` is valid for writes.
             unsafe { sys::nvrtcGetPTXSize(program.0, &mut size) }
                 .result()
-                .map_err(|e| {
-                    CudaError::Compile(format!("{}: nvrtcGetPTXSize failed: {e:?}", source.file))
+                .map_err(|e| CudaError::Nvrtc {
+                    what: format!("{}: nvrtcGetPTXSize", source.file),
+                    source: e,
                 })?;
             let mut ptx = vec![0u8; size];
             if size > 0 {
                 // SAFETY: `ptx` has the `size` bytes NVRTC reported (NUL included).
                 unsafe { sys::nvrtcGetPTX(program.0, ptx.as_mut_ptr().cast()) }
                     .result()
-                    .map_err(|e| {
-                        CudaError::Compile(format!("{}: nvrtcGetPTX failed: {e:?}", source.file))
+                    .map_err(|e| CudaError::Nvrtc {
+                        what: format!("{}: nvrtcGetPTX", source.file),
+                        source: e,
                     })?;
             }
             while ptx.last() == Some(&0) {

@@ -48,7 +48,7 @@ impl fmt::Debug for Gpu {
     }
 }
 
-pub(crate) fn describe(e: dresult::DriverError) -> String {
+pub(crate) fn describe(e: &dresult::DriverError) -> String {
     match e.error_string() {
         Ok(s) => format!("{:?} ({})", e.0, s.to_string_lossy()),
         Err(_) => format!("{:?}", e.0),
@@ -65,10 +65,10 @@ pub(crate) fn driver_device_count() -> CudaResult<usize> {
         })?;
     let counted = std::panic::catch_unwind(|| -> CudaResult<usize> {
         dresult::init().map_err(|e| CudaError::NoCudaDevice {
-            reason: format!("cuInit failed: {}", describe(e)),
+            reason: format!("cuInit failed: {}", describe(&e)),
         })?;
         let n = dresult::device::get_count().map_err(|e| CudaError::NoCudaDevice {
-            reason: format!("cuDeviceGetCount failed: {}", describe(e)),
+            reason: format!("cuDeviceGetCount failed: {}", describe(&e)),
         })?;
         Ok(n.max(0) as usize)
     });
@@ -116,8 +116,10 @@ impl Gpu {
     }
 
     fn open_unguarded(ordinal: usize, versions: Versions) -> CudaResult<Gpu> {
-        let driver = |what: &str, e: dresult::DriverError| {
-            CudaError::Driver(format!("{what}: {}", describe(e)))
+        let driver = |op: &'static str, e: dresult::DriverError| CudaError::Driver {
+            op,
+            ordinal,
+            source: e,
         };
         let ctx = CudaContext::new(ordinal).map_err(|e| driver("creating the context", e))?;
         // SAFETY: the backend uses a single stream, so no CudaSlice needs the
@@ -125,8 +127,11 @@ impl Gpu {
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.default_stream();
         keep_freed_memory_in_pool(&ctx);
-        let blas = CudaBlas::new(stream.clone())
-            .map_err(|e| CudaError::Driver(format!("creating a cuBLAS handle: {e:?}")))?;
+        let blas = CudaBlas::new(stream.clone()).map_err(|e| CudaError::Blas {
+            op: "creating a cuBLAS handle".into(),
+            ordinal,
+            source: e,
+        })?;
         // f32 stays f32 (no TF32), and no reduced-precision reductions inside f16 GEMMs.
         // SAFETY: the handle is live.
         unsafe {
@@ -136,7 +141,11 @@ impl Gpu {
             )
         }
         .result()
-        .map_err(|e| CudaError::Driver(format!("cublasSetMathMode: {e:?}")))?;
+        .map_err(|e| CudaError::Blas {
+            op: "cublasSetMathMode".into(),
+            ordinal,
+            source: e,
+        })?;
         let compute_capability = ctx
             .compute_capability()
             .map_err(|e| driver("reading the compute capability", e))?;
@@ -157,16 +166,27 @@ impl Gpu {
 
     /// An `Error::Backend` naming `op` and this device.
     pub(crate) fn err(&self, op: &'static str, msg: impl fmt::Display) -> Error {
-        Error::Backend {
-            op,
-            device: format!("cuda:{}", self.ordinal),
-            msg: msg.to_string(),
-        }
+        Error::backend(op, format!("cuda:{}", self.ordinal), msg.to_string())
     }
 
-    /// Maps a driver error for `op`.
+    /// A driver error of `op` on this device, typed.
     pub(crate) fn driver_err(&self, op: &'static str, e: dresult::DriverError) -> Error {
-        self.err(op, describe(e))
+        CudaError::Driver {
+            op,
+            ordinal: self.ordinal,
+            source: e,
+        }
+        .into()
+    }
+
+    /// A cuBLAS error of the call `what` on this device, typed.
+    pub(crate) fn blas_err(&self, what: String, e: cudarc::cublas::result::CublasError) -> Error {
+        CudaError::Blas {
+            op: what,
+            ordinal: self.ordinal,
+            source: e,
+        }
+        .into()
     }
 
     /// The loaded module of `source`, from the first image that loads (see
@@ -221,8 +241,10 @@ impl Gpu {
                     .map_err(|e| CudaError::Compile(format!("reading: {e}"))),
             };
             let loaded = image.and_then(|image| {
-                self.ctx.load_module(image).map_err(|e| {
-                    CudaError::Driver(format!("the driver refused it: {}", describe(e)))
+                self.ctx.load_module(image).map_err(|e| CudaError::Driver {
+                    op: "cuModuleLoadData",
+                    ordinal: self.ordinal,
+                    source: e,
                 })
             });
             match loaded {
@@ -267,7 +289,7 @@ impl Gpu {
         let f = module.load_function(name).map_err(|e| {
             self.err(
                 "load_function",
-                format!("kernel {name} in {}: {}", source.file, describe(e)),
+                format!("kernel {name} in {}: {}", source.file, describe(&e)),
             )
         })?;
         self.functions
@@ -288,7 +310,7 @@ impl Gpu {
         // SAFETY: the memory is uninitialised; every caller fills all `len` elements
         // before they are read. At least one byte: CUDA cannot allocate zero.
         let buf = unsafe { self.stream.alloc::<u8>(bytes.max(1)) }
-            .map_err(|e| self.err(op, format!("allocating {bytes} bytes: {}", describe(e))))?;
+            .map_err(|e| self.err(op, format!("allocating {bytes} bytes: {}", describe(&e))))?;
         Ok(CudaStorage {
             dtype,
             len,

@@ -1,7 +1,12 @@
-//! The crate's error type.
+//! The crate's error type: one variant per kind of failure, with cudarc's
+//! errors kept typed as sources and the op and device named.
 
-/// Errors of the CUDA backend that are not tensor-op errors.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+use cudarc::cublas::result::CublasError;
+use cudarc::driver::DriverError;
+use cudarc::nvrtc::result::NvrtcError;
+
+/// Errors of the CUDA backend.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum CudaError {
     /// No usable CUDA device: no driver library, no GPU, an ordinal out of
     /// range, or a missing cuBLAS / NVRTC library.
@@ -18,20 +23,67 @@ pub enum CudaError {
         /// Every version and library file, one per line.
         versions: String,
     },
-    /// NVRTC is missing or failed to compile a kernel source (the log is included).
+    /// A CUDA driver call failed.
+    #[error("{op} on cuda:{ordinal}: {}", crate::device::describe(source))]
+    Driver {
+        /// What was being done.
+        op: &'static str,
+        /// The device.
+        ordinal: usize,
+        /// The driver's error.
+        #[source]
+        source: DriverError,
+    },
+    /// A cuBLAS call failed.
+    #[error("{op} on cuda:{ordinal}: cuBLAS {source:?}")]
+    Blas {
+        /// What was being done (the call and its shapes).
+        op: String,
+        /// The device.
+        ordinal: usize,
+        /// cuBLAS's error.
+        #[source]
+        source: CublasError,
+    },
+    /// An NVRTC call failed.
+    #[error("{what}: NVRTC {source:?}")]
+    Nvrtc {
+        /// What was being done.
+        what: String,
+        /// NVRTC's error.
+        #[source]
+        source: NvrtcError,
+    },
+    /// A kernel source did not compile (the log is included), or no image of
+    /// a module loads (every attempt is listed).
     #[error("NVRTC: {0}")]
     Compile(String),
-    /// A CUDA driver call failed.
-    #[error("CUDA driver: {0}")]
-    Driver(String),
+}
+
+impl CudaError {
+    /// The device this error happened on, for messages.
+    fn device(&self) -> String {
+        match self {
+            CudaError::Driver { ordinal, .. } | CudaError::Blas { ordinal, .. } => {
+                format!("cuda:{ordinal}")
+            }
+            _ => "cuda".into(),
+        }
+    }
 }
 
 impl From<CudaError> for amp_tensor::Error {
     fn from(e: CudaError) -> Self {
+        let op = match &e {
+            CudaError::Driver { op, .. } => op,
+            CudaError::Compile(_) | CudaError::Nvrtc { .. } => &"compile",
+            _ => &"cuda",
+        };
         amp_tensor::Error::Backend {
-            op: "cuda",
-            device: "cuda".into(),
+            op,
+            device: e.device(),
             msg: e.to_string(),
+            source: Some(std::sync::Arc::new(e)),
         }
     }
 }

@@ -194,9 +194,9 @@ pub(crate) fn matmul(
     };
     drop(blas);
     status.map_err(|e| {
-        b.gpu.err(
-            name,
-            format!("cublasGemmStridedBatchedEx({dtype}, {batch}×{m}×{k}×{n}): {e:?}"),
+        b.gpu.blas_err(
+            format!("{name}: cublasGemmStridedBatchedEx({dtype}, {batch}×{m}×{k}×{n})"),
+            e,
         )
     })?;
     b.cast_owned(name, c, out)

@@ -1,7 +1,7 @@
 //! [`CudaStorage`]: a typed buffer in device memory.
 
 use amp_dtype::DType;
-use amp_tensor::DeviceStorage;
+use amp_tensor::backend::DeviceStorage;
 use cudarc::driver::{CudaSlice, DevicePtr};
 use std::any::Any;
 use std::fmt;

@@ -6,7 +6,9 @@
 //! least f32. Composite ops (linear, cross-entropy, the backward passes) are
 //! built from these in amp-tensor.
 
-use crate::{HostStorage, Layout, Result, Storage};
+pub use crate::storage::{DeviceStorage, HostElement, HostStorage, Storage};
+pub use crate::tensor::KernelInput;
+use crate::{Layout, Result};
 use amp_dtype::DType;
 use std::fmt;
 

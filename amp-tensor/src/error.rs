@@ -110,6 +110,9 @@ pub enum Error {
         device: String,
         /// The backend's message.
         msg: String,
+        /// The backend's own error, typed (a CUDA driver or cuBLAS error), when there is one.
+        #[source]
+        source: Option<std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>>,
     },
     /// An error from amp-dtype.
     #[error(transparent)]
@@ -125,6 +128,16 @@ impl Error {
         Error::InvalidArgument {
             op,
             msg: msg.into(),
+        }
+    }
+
+    /// [`Error::Backend`] without a typed source.
+    pub fn backend(op: &'static str, device: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Backend {
+            op,
+            device: device.into(),
+            msg: msg.into(),
+            source: None,
         }
     }
 

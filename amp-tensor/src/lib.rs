@@ -1,8 +1,8 @@
-//! Tensors with autograd, devices, the [`Backend`] trait, the f64 reference
+//! Tensors with autograd, devices, the [`Backend`](backend::Backend) trait, the f64 reference
 //! backend, and op dispatch — the core of `amp`.
 //!
-//! Every op is named as in PyTorch and passes through [`dispatch()`], where
-//! an [`Interceptor`] (amp-autocast's region) may recast its inputs before
+//! Every op is named as in PyTorch and passes through [`dispatch()`](dispatch::dispatch), where
+//! an [`Interceptor`](dispatch::Interceptor) (amp-autocast's region) may recast its inputs before
 //! the backend kernel runs and the autograd node is recorded.
 //!
 //! ```
@@ -33,7 +33,7 @@
 //! masked), is NaN throughout, while `-inf` entries beside finite ones are
 //! zeros; `cross_entropy` of a row with a `+inf` or NaN logit is NaN; a mean
 //! over nothing is NaN. The fused unscale counts the infs and NaNs of the
-//! values it writes ([`Backend::non_finite_check_and_unscale`]).
+//! values it writes ([`Backend::non_finite_check_and_unscale`](backend::Backend::non_finite_check_and_unscale)).
 //!
 //! # Sizes
 //!
@@ -57,12 +57,8 @@ mod tensor;
 
 pub use amp_dtype::{self, bf16, f16, DType, Element};
 pub use autograd::{is_grad_enabled, no_grad, NoGradGuard};
-pub use backend::{
-    AdamWStep, Backend, BinaryOp, DeviceKind, NonFiniteCount, ReduceOp, UnaryOp, View,
-};
+pub use backend::DeviceKind;
 pub use device::Device;
-pub use dispatch::{dispatch, push_interceptor, Interceptor, InterceptorGuard};
 pub use error::{Error, Result};
 pub use layout::Layout;
-pub use storage::{DeviceStorage, HostElement, HostStorage, Storage};
 pub use tensor::Tensor;

@@ -5,7 +5,8 @@
 //! are measured against, and it stores tensors in host memory.
 
 use crate::backend::{Backend, BinaryOp, DeviceKind, NonFiniteCount, ReduceOp, UnaryOp, View};
-use crate::{Error, HostStorage, Layout, Result, Storage};
+use crate::backend::{HostStorage, Storage};
+use crate::{Error, Layout, Result};
 use amp_dtype::DType;
 
 /// The f64 reference backend (see the module docs).

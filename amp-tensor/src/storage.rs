@@ -25,15 +25,15 @@ pub enum HostStorage {
 macro_rules! with_host_storage {
     ($storage:expr, $v:ident => $body:expr) => {
         match $storage {
-            $crate::HostStorage::F64($v) => $body,
-            $crate::HostStorage::F32($v) => $body,
-            $crate::HostStorage::F16($v) => $body,
-            $crate::HostStorage::BF16($v) => $body,
-            $crate::HostStorage::F8E4M3($v) => $body,
-            $crate::HostStorage::F8E5M2($v) => $body,
-            $crate::HostStorage::I64($v) => $body,
-            $crate::HostStorage::U8($v) => $body,
-            $crate::HostStorage::Bool($v) => $body,
+            $crate::backend::HostStorage::F64($v) => $body,
+            $crate::backend::HostStorage::F32($v) => $body,
+            $crate::backend::HostStorage::F16($v) => $body,
+            $crate::backend::HostStorage::BF16($v) => $body,
+            $crate::backend::HostStorage::F8E4M3($v) => $body,
+            $crate::backend::HostStorage::F8E5M2($v) => $body,
+            $crate::backend::HostStorage::I64($v) => $body,
+            $crate::backend::HostStorage::U8($v) => $body,
+            $crate::backend::HostStorage::Bool($v) => $body,
         }
     };
 }

@@ -3,8 +3,9 @@
 
 use crate::autograd::{self, BackwardFn, Node};
 use crate::backend::View;
+use crate::backend::{HostStorage, Storage};
 use crate::storage::HostElement;
-use crate::{memory, random, Device, Error, HostStorage, Layout, Result, Storage};
+use crate::{memory, random, Device, Error, Layout, Result};
 use amp_dtype::DType;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -26,7 +27,7 @@ struct TensorImpl {
 
 /// A cast computed when first read ([`Tensor::to_dtype_deferred`]): until
 /// then the tensor's storage is an empty placeholder, and kernels that can
-/// read the source as cast ([`crate::Backend::fuses_cast`]) read the source.
+/// read the source as cast ([`crate::backend::Backend::fuses_cast`]) read the source.
 pub(crate) struct Deferred {
     /// The tensor whose elements are cast (detached, any layout).
     source: Tensor,
@@ -158,7 +159,7 @@ impl Tensor {
 
     /// Wraps a freshly computed contiguous storage as the result of op `op`,
     /// recording `backward` on the tape if grad mode is on and an input needs grad.
-    pub fn from_op(
+    pub(crate) fn from_op(
         storage: Storage,
         shape: &[usize],
         device: &Device,
@@ -459,7 +460,7 @@ impl Tensor {
 
     /// What a kernel of `op` reads as its operand number `index` for this
     /// tensor: for a deferred cast not yet computed, whose backend reads that
-    /// operand as cast ([`crate::Backend::fuses_cast`]), the source's storage
+    /// operand as cast ([`crate::backend::Backend::fuses_cast`]), the source's storage
     /// and layout (of the source's dtype); otherwise this tensor's own.
     pub fn kernel_input(&self, op: &str, index: usize) -> Result<KernelInput<'_>> {
         if let Some(d) = &self.0.deferred {

@@ -1,7 +1,8 @@
 //! The interceptor hook sees every top-level op by name and can replace inputs.
 
+use amp_tensor::dispatch::{push_interceptor, Interceptor};
 use amp_tensor::ops::{self, GeluApprox, Reduction};
-use amp_tensor::{push_interceptor, DType, Device, Interceptor, Result, Tensor};
+use amp_tensor::{DType, Device, Result, Tensor};
 use std::cell::RefCell;
 use std::rc::Rc;
 

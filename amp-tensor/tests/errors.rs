@@ -2,8 +2,9 @@
 //! dtypes; nothing panics on user input.
 
 use amp_tensor::backend::{Backend, BinaryOp, DeviceKind, NonFiniteCount, ReduceOp, UnaryOp, View};
+use amp_tensor::backend::{HostStorage, Storage};
 use amp_tensor::reference::ReferenceBackend;
-use amp_tensor::{ops, DType, Device, Error, HostStorage, Layout, Result, Storage, Tensor};
+use amp_tensor::{ops, DType, Device, Error, Layout, Result, Tensor};
 use proptest::prelude::*;
 use std::sync::Arc;
 

@@ -3,10 +3,8 @@
 //! returns a clear `Err` or behaves consistently; none panics or aborts.
 
 use amp_tensor::dispatch::interceptor_depth;
-use amp_tensor::{
-    is_grad_enabled, no_grad, ops, push_interceptor, DType, Device, Error, Interceptor, Result,
-    Tensor,
-};
+use amp_tensor::dispatch::{push_interceptor, Interceptor};
+use amp_tensor::{is_grad_enabled, no_grad, ops, DType, Device, Error, Result, Tensor};
 use std::cell::RefCell;
 use std::rc::Rc;
 

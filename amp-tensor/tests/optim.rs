@@ -2,7 +2,8 @@
 //! evaluation of `torch.optim.AdamW`'s formula, and misuse is an `Err` that
 //! names the op.
 
-use amp_tensor::{ops, AdamWStep, DType, Device, Tensor};
+use amp_tensor::backend::AdamWStep;
+use amp_tensor::{ops, DType, Device, Tensor};
 use amp_testkit::{check_values, Tolerance};
 
 fn hyper(step: u64) -> AdamWStep {

@@ -7,7 +7,8 @@
 
 use amp_dtype::DType;
 use amp_tensor::backend::AdamWStep;
-use amp_tensor::{ops, Device, HostStorage, Layout, Result, Tensor};
+use amp_tensor::backend::HostStorage;
+use amp_tensor::{ops, Device, Layout, Result, Tensor};
 use amp_testkit::{check_values, on_every_device, Tolerance, FLOATS};
 
 fn hyper(step: u64) -> AdamWStep {

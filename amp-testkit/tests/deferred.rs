@@ -3,7 +3,7 @@
 //! cast gives bit for bit what it gives with an eager cast — forward,
 //! gradients, the fused epilogue, edge tiles, deep products, transposed,
 //! strided and broadcast operands, batches — and where the device's backend
-//! fuses the cast ([`amp_tensor::Backend::fuses_cast`]: the CPU's products)
+//! fuses the cast ([`amp_tensor::backend::Backend::fuses_cast`]: the CPU's products)
 //! the low-precision copy is never made.
 
 use amp_dtype::DType;

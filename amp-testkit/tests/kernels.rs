@@ -5,9 +5,10 @@
 //! backend; run on every device through the shared suite.)
 
 use amp_dtype::{F8E4M3, F8E5M2};
+use amp_tensor::backend::HostStorage;
 use amp_tensor::backend::{BinaryOp, ReduceOp, UnaryOp};
 use amp_tensor::ops;
-use amp_tensor::{DType, Device, HostStorage, Layout, Result, Tensor};
+use amp_tensor::{DType, Device, Layout, Result, Tensor};
 use amp_testkit::{assert_close, check_values, on_every_device, Tolerance};
 
 /// `t` moved to the reference backend.

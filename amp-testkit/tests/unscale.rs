@@ -6,8 +6,9 @@
 //! counts as inf, so nothing non-finite is ever written unseen.
 
 use amp_dtype::DType;
+use amp_tensor::backend::{HostStorage, NonFiniteCount};
 use amp_tensor::random::draw_u64;
-use amp_tensor::{ops, Device, HostStorage, Layout, NonFiniteCount, Result, Tensor};
+use amp_tensor::{ops, Device, Layout, Result, Tensor};
 use amp_testkit::on_every_device;
 
 /// Values with inf/NaN planted at seeded random positions.

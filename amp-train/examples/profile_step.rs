@@ -5,10 +5,10 @@
 //!
 //! `cargo run --release -p amp-train --example profile_step`
 
-use amp_tensor::{
-    ops, AdamWStep, Backend, BinaryOp, DType, Device, DeviceKind, HostStorage, Layout,
-    NonFiniteCount, ReduceOp, Result, Storage, Tensor, UnaryOp, View,
+use amp_tensor::backend::{
+    AdamWStep, Backend, BinaryOp, HostStorage, NonFiniteCount, ReduceOp, Storage, UnaryOp, View,
 };
+use amp_tensor::{ops, DType, Device, DeviceKind, Layout, Result, Tensor};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;

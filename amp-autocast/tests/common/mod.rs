@@ -4,11 +4,11 @@
 #![allow(dead_code)]
 
 use amp_tensor::backend::View;
-use amp_tensor::reference::ReferenceBackend;
-use amp_tensor::{
-    Backend, BinaryOp, DType, Device, DeviceKind, DeviceStorage, HostStorage, Layout,
-    NonFiniteCount, ReduceOp, Result, Storage, UnaryOp,
+use amp_tensor::backend::{
+    Backend, BinaryOp, DeviceStorage, HostStorage, NonFiniteCount, ReduceOp, Storage, UnaryOp,
 };
+use amp_tensor::reference::ReferenceBackend;
+use amp_tensor::{DType, Device, DeviceKind, Layout, Result};
 use std::any::Any;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

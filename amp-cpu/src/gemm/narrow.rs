@@ -456,28 +456,23 @@ mod x86 {
         n: usize,
         out: &mut [f32],
     ) {
-        // SAFETY (all arms): f32, bf16 and f16 are the types named, so the casts
-        // are identities; the extents are checked in `typed`.
         match T::DTYPE {
-            DType::F32 => typed(unsafe { cast::<T, f32>(lines) }, rows, bt, ldb, kb, n, out),
-            DType::BF16 => typed(
-                unsafe { cast::<T, amp_dtype::bf16>(lines) },
-                rows,
-                bt,
-                ldb,
-                kb,
-                n,
-                out,
-            ),
-            DType::F16 => typed(
-                unsafe { cast::<T, amp_dtype::f16>(lines) },
-                rows,
-                bt,
-                ldb,
-                kb,
-                n,
-                out,
-            ),
+            DType::F32 => {
+                // SAFETY: T::DTYPE is F32, so T is f32 and the cast is an identity;
+                // the extents are checked in `typed`.
+                let lines = unsafe { cast::<T, f32>(lines) };
+                typed(lines, rows, bt, ldb, kb, n, out)
+            }
+            DType::BF16 => {
+                // SAFETY: T::DTYPE is BF16, so T is bf16 and the cast is an identity.
+                let lines = unsafe { cast::<T, amp_dtype::bf16>(lines) };
+                typed(lines, rows, bt, ldb, kb, n, out)
+            }
+            DType::F16 => {
+                // SAFETY: T::DTYPE is F16, so T is f16 and the cast is an identity.
+                let lines = unsafe { cast::<T, amp_dtype::f16>(lines) };
+                typed(lines, rows, bt, ldb, kb, n, out)
+            }
             other => unreachable!("narrow products are taken for f32, bf16 and f16, not {other}"),
         }
     }

@@ -290,7 +290,7 @@ impl Tensor {
 
     /// A copy in `dtype` that is computed when first read: until then no
     /// memory is taken, and a kernel that can read the source as cast does
-    /// so ([`crate::Backend::fuses_cast`]; the CPU backend's products read an
+    /// so ([`crate::backend::Backend::fuses_cast`]; the CPU backend's products read an
     /// f32 weight as bf16/f16 while packing), so the copy is never made.
     /// Values and autograd are [`Tensor::to_dtype`]'s: a cast recorded as op
     /// `"to"`, whose gradient comes back in this tensor's dtype. This is what

@@ -2,11 +2,12 @@
 
 use super::{output_fits, require_float, same_device, unbroadcast, GeluApprox};
 use crate::backend::ReduceOp;
+use crate::backend::UnaryOp;
 use crate::dispatch::dispatch;
 use crate::layout::broadcast_shapes;
 use crate::ops::reduce::reduce_kernel;
 use crate::tensor::KernelInput;
-use crate::{Error, Layout, Result, Tensor, UnaryOp};
+use crate::{Error, Layout, Result, Tensor};
 use amp_dtype::DType;
 
 /// `layout` (of a `[batch..., r, c]` operand broadcast to `batch`) as a
@@ -195,7 +196,7 @@ fn is_transposed(t: &Tensor) -> bool {
 /// `x @ weight^T + bias` (`torch.nn.functional.linear`): `x` is `[..., in]`,
 /// `weight` is `[out, in]`, `bias` is `[out]`. The bias is added in the
 /// product's epilogue (in f32, before the one rounding to the output dtype)
-/// by [`crate::Backend::linear`].
+/// by [`crate::backend::Backend::linear`].
 pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     let mut inputs = vec![x, weight];
     inputs.extend(bias);

@@ -1,5 +1,5 @@
 //! Functional ops. Every op is named as PyTorch names it, passes through
-//! [`crate::dispatch()`], runs a backend kernel and records its backward pass.
+//! [`crate::dispatch::dispatch()`], runs a backend kernel and records its backward pass.
 //! Most are also methods on [`Tensor`].
 
 mod elementwise;

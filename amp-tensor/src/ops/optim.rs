@@ -2,8 +2,9 @@
 //! AdamW step and the gradient unscale with its inf/NaN check.
 
 use super::{require_float, same_device};
+use crate::backend::Storage;
 use crate::backend::{AdamWStep, NonFiniteCount};
-use crate::{Device, Error, Layout, Result, Storage, Tensor};
+use crate::{Device, Error, Layout, Result, Tensor};
 use amp_dtype::DType;
 
 /// Errors unless `t` is a whole contiguous tensor (it owns its buffer).
@@ -23,7 +24,7 @@ fn require_whole(op: &'static str, what: &str, t: &Tensor) -> Result<()> {
 
 /// One AdamW update (`torch.optim.AdamW`, `amsgrad=False`) of `param` and its
 /// f32 moments `exp_avg`, `exp_avg_sq`, in place, from `grad` — one fused pass
-/// on backends that provide it (see [`crate::Backend::adamw_step`]).
+/// on backends that provide it (see [`crate::backend::Backend::adamw_step`]).
 ///
 /// `param` may be any float dtype (updated in f32, rounded once back); `grad`
 /// any float dtype and layout with `param`'s shape; the moments f32 with
@@ -116,7 +117,7 @@ struct Entry {
 /// for f32 and narrower dtypes, rounded once to the tensor's dtype; f64 for
 /// f64) and returns, per tensor, the infs and NaNs among the results
 /// (`torch._amp_foreach_non_finite_check_and_unscale_`). One fused backend
-/// pass ([`crate::Backend::non_finite_check_and_unscale`]) per device and
+/// pass ([`crate::backend::Backend::non_finite_check_and_unscale`]) per device and
 /// dtype; a view given twice is processed once (both get its counts); distinct
 /// views of one storage go to separate passes. Every tensor must be floating;
 /// that is checked before anything is changed. Not recorded on the tape.
@@ -183,15 +184,15 @@ pub fn non_finite_check_and_unscale_(
                     .non_finite_check_and_unscale(&mut buffers, inv_scale)?
             };
             if found.len() != round.len() {
-                return Err(Error::Backend {
+                return Err(Error::backend(
                     op,
-                    device: device.to_string(),
-                    msg: format!(
+                    device.to_string(),
+                    format!(
                         "returned {} counts for {} buffers",
                         found.len(),
                         round.len()
                     ),
-                });
+                ));
             }
             for (&i, c) in round.iter().zip(found) {
                 for &p in &entries[i].positions {

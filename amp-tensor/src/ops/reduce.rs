@@ -41,7 +41,7 @@ pub(crate) fn reduce_kernel(
     x: &Tensor,
     dims: &[usize],
     out: DType,
-) -> Result<crate::Storage> {
+) -> Result<crate::backend::Storage> {
     x.with_view(|v| x.device().backend().reduce(op, v, dims, out))?
 }
 

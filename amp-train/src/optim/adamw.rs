@@ -2,7 +2,8 @@
 
 use super::{check_non_negative, check_state_params, owned_f32_copy, state_tensor, OptimizerState};
 use crate::{Error, Result};
-use amp_tensor::{ops, AdamWStep, DType, Tensor};
+use amp_tensor::backend::AdamWStep;
+use amp_tensor::{ops, DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// AdamW's hyperparameters; `Default` gives PyTorch's: lr 1e-3, betas

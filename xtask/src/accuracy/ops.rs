@@ -474,7 +474,7 @@ fn unscale_rows(backend: &Backend) -> Vec<OpRow> {
     vals[inf_at] = f32::INFINITY;
     vals[nan_at] = f32::NAN;
     let inv_scale = (1.0f64 / 65536.0) as f32;
-    let result = (|| -> Result<(Vec<f64>, Vec<amp_tensor::NonFiniteCount>)> {
+    let result = (|| -> Result<(Vec<f64>, Vec<amp_tensor::backend::NonFiniteCount>)> {
         let g = Tensor::from_vec(vals.clone(), &[n], &backend.device)?;
         let counts = amp_tensor::ops::non_finite_check_and_unscale_(&[&g], inv_scale)?;
         Ok((g.to_f64_vec()?, counts))
@@ -529,8 +529,9 @@ pub fn rows(backends: &[Backend], full: bool) -> Vec<OpRow> {
 mod tests {
     use super::*;
     use amp_tensor::backend::{BinaryOp, DeviceKind, NonFiniteCount, ReduceOp, UnaryOp, View};
+    use amp_tensor::backend::{HostStorage, Storage};
     use amp_tensor::reference::ReferenceBackend;
-    use amp_tensor::{bf16, HostStorage, Layout, Storage};
+    use amp_tensor::{bf16, Layout};
     use std::sync::Arc;
 
     /// The reference kernels, except a deliberately wrong sum: for bf16 it
@@ -539,7 +540,7 @@ mod tests {
     #[derive(Debug)]
     struct PlantedBf16Sum;
 
-    impl amp_tensor::Backend for PlantedBf16Sum {
+    impl amp_tensor::backend::Backend for PlantedBf16Sum {
         fn name(&self) -> &str {
             "planted"
         }
