@@ -1,7 +1,7 @@
 // Mixed-precision helpers: the fused multi-tensor non-finite check and
 // unscale, and the fused AdamW update.
 
-// One buffer of the fused unscale: dtype 0 = f32, 1 = f16, 2 = bf16, 3 = f64.
+// One buffer of the fused unscale: dtype is AMP_DTYPE_F32, _F16, _BF16 or _F64.
 struct UnscaleBuffer {
     u64 ptr;
     i64 len;
@@ -28,7 +28,7 @@ extern "C" __global__ void non_finite_check_and_unscale(const UnscaleBuffer* __r
         const UnscaleBuffer buf = buffers[chunk.buffer];
         u64 infs = 0, nans = 0;
         const i64 end = chunk.start + chunk.len;
-        if (buf.dtype == 0) {
+        if (buf.dtype == AMP_DTYPE_F32) {
             float* p = (float*)buf.ptr;
             for (i64 i = chunk.start + threadIdx.x; i < end; i += blockDim.x) {
                 const float r = p[i] * inv_scale;
@@ -36,7 +36,7 @@ extern "C" __global__ void non_finite_check_and_unscale(const UnscaleBuffer* __r
                 nans += (r != r);
                 infs += isinf(r) ? 1 : 0;
             }
-        } else if (buf.dtype == 1) {
+        } else if (buf.dtype == AMP_DTYPE_F16) {
             f16* p = (f16*)buf.ptr;
             for (i64 i = chunk.start + threadIdx.x; i < end; i += blockDim.x) {
                 const f16 h = __float2half_rn(__half2float(p[i]) * inv_scale);
@@ -45,7 +45,7 @@ extern "C" __global__ void non_finite_check_and_unscale(const UnscaleBuffer* __r
                 nans += (r != r);
                 infs += isinf(r) ? 1 : 0;
             }
-        } else if (buf.dtype == 2) {
+        } else if (buf.dtype == AMP_DTYPE_BF16) {
             bf16* p = (bf16*)buf.ptr;
             for (i64 i = chunk.start + threadIdx.x; i < end; i += blockDim.x) {
                 const bf16 h = __float2bfloat16_rn(__bfloat162float(p[i]) * inv_scale);

@@ -1,5 +1,5 @@
-// Elementwise unary and binary kernels. Op codes follow the order of
-// amp_tensor::UnaryOp / BinaryOp (see src/ops.rs).
+// Elementwise unary and binary kernels. The op codes (AMP_UNARY_*, AMP_BINARY_*)
+// are #defined from the Rust side's one table (src/codes.rs).
 
 #define K_SQRT_2_OVER_PI 0.7978845608028654
 #define K_SQRT_1_2 0.7071067811865476
@@ -9,38 +9,38 @@ template <typename C>
 __device__ __forceinline__ C unary_math(C x, int op, double p0, double p1) {
     const C zero = (C)0, one = (C)1, half = (C)0.5;
     switch (op) {
-        case 0: return -x;
-        case 1: return m_exp(x);
-        case 2: return m_log(x);
-        case 3: return m_sqrt(x);
-        case 4: return one / m_sqrt(x);
-        case 5: return m_abs(x);
-        case 6: return (x > zero || amp_isnan(x)) ? x : zero;
-        case 7: return half * x * m_erfc(-x * (C)K_SQRT_1_2);  // 1 + erf(t) = erfc(-t), without cancellation
-        case 8: {
+        case AMP_UNARY_NEG: return -x;
+        case AMP_UNARY_EXP: return m_exp(x);
+        case AMP_UNARY_LOG: return m_log(x);
+        case AMP_UNARY_SQRT: return m_sqrt(x);
+        case AMP_UNARY_RSQRT: return one / m_sqrt(x);
+        case AMP_UNARY_ABS: return m_abs(x);
+        case AMP_UNARY_RELU: return (x > zero || amp_isnan(x)) ? x : zero;
+        case AMP_UNARY_GELU_ERF: return half * x * m_erfc(-x * (C)K_SQRT_1_2);  // 1 + erf(t) = erfc(-t), without cancellation
+        case AMP_UNARY_GELU_TANH: {
             const C k = (C)K_SQRT_2_OVER_PI;
             return half * x * (one + m_tanh(k * (x + (C)0.044715 * x * x * x)));
         }
-        case 9: return m_tanh(x);
-        case 10: return one / (one + m_exp(-x));
-        case 11: return x / (one + m_exp(-x));
-        case 12: return m_erf(x);
-        case 13: return one / x;
-        case 14: return x > zero ? one : (x < zero ? -one : x);
-        case 15: return m_pow(x, (C)p0);
-        case 17: return x;
-        case 18: return x != zero ? one : zero;
+        case AMP_UNARY_TANH: return m_tanh(x);
+        case AMP_UNARY_SIGMOID: return one / (one + m_exp(-x));
+        case AMP_UNARY_SILU: return x / (one + m_exp(-x));
+        case AMP_UNARY_ERF: return m_erf(x);
+        case AMP_UNARY_RECIP: return one / x;
+        case AMP_UNARY_SIGN: return x > zero ? one : (x < zero ? -one : x);
+        case AMP_UNARY_POWF: return m_pow(x, (C)p0);
+        case AMP_UNARY_IDENTITY: return x;
+        case AMP_UNARY_NONZERO: return x != zero ? one : zero;
         default: return x;
     }
 }
 
-// Affine (op 16) and Powf (op 15) are evaluated in f64 and rounded once, as the reference does.
+// Affine and Powf are evaluated in f64 and rounded once, as the reference does.
 template <typename T>
 __device__ __forceinline__ T unary_apply(T v, int op, double p0, double p1) {
-    if (op == 16) {
+    if (op == AMP_UNARY_AFFINE) {
         return from_f64<T>(__dadd_rn(__dmul_rn(to_f64(v), p0), p1));
     }
-    if (op == 15) {
+    if (op == AMP_UNARY_POWF) {
         return from_f64<T>(pow(to_f64(v), p0));
     }
     return store_c<T>(unary_math(load_c(v), op, p0, p1));
@@ -50,31 +50,31 @@ template <typename C>
 __device__ __forceinline__ C binary_math(C a, C b, int op) {
     const C zero = (C)0, one = (C)1, half = (C)0.5;
     switch (op) {
-        case 0: return a + b;
-        case 1: return a - b;
-        case 2: return a * b;
-        case 3: return a / b;
-        case 4: return (amp_isnan(a) || amp_isnan(b)) ? (a + b) : (a > b ? a : b);
-        case 5: return (amp_isnan(a) || amp_isnan(b)) ? (a + b) : (a < b ? a : b);
-        case 6: return a == b ? one : zero;
-        case 7: return a > b ? one : zero;
-        case 8: return a < b ? one : zero;
-        case 9: return b > zero ? a : zero;
-        case 10: {
+        case AMP_BINARY_ADD: return a + b;
+        case AMP_BINARY_SUB: return a - b;
+        case AMP_BINARY_MUL: return a * b;
+        case AMP_BINARY_DIV: return a / b;
+        case AMP_BINARY_MAXIMUM: return (amp_isnan(a) || amp_isnan(b)) ? (a + b) : (a > b ? a : b);
+        case AMP_BINARY_MINIMUM: return (amp_isnan(a) || amp_isnan(b)) ? (a + b) : (a < b ? a : b);
+        case AMP_BINARY_EQ: return a == b ? one : zero;
+        case AMP_BINARY_GT: return a > b ? one : zero;
+        case AMP_BINARY_LT: return a < b ? one : zero;
+        case AMP_BINARY_RELU_BACKWARD: return b > zero ? a : zero;
+        case AMP_BINARY_GELU_ERF_BACKWARD: {
             const C cdf = half * m_erfc(-b * (C)K_SQRT_1_2);
             const C pdf = m_exp((C)-0.5 * b * b) * (C)K_INV_SQRT_2PI;
             return a * (cdf + b * pdf);
         }
-        case 11: {
+        case AMP_BINARY_GELU_TANH_BACKWARD: {
             const C k = (C)K_SQRT_2_OVER_PI;
             const C inner = k * (b + (C)0.044715 * b * b * b);
             const C t = m_tanh(inner);
             const C dinner = k * (one + (C)3.0 * (C)0.044715 * b * b);
             return a * (half * (one + t) + half * b * (one - t * t) * dinner);
         }
-        case 12: return a * (one - b * b);
-        case 13: return a * b * (one - b);
-        case 14: {
+        case AMP_BINARY_TANH_BACKWARD: return a * (one - b * b);
+        case AMP_BINARY_SIGMOID_BACKWARD: return a * b * (one - b);
+        case AMP_BINARY_SILU_BACKWARD: {
             const C s = one / (one + m_exp(-b));
             return a * (s * (one + b * (one - s)));
         }

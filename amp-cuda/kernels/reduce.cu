@@ -2,7 +2,7 @@
 // argmin, softmax / log-softmax and layer norm. One block per row (grid-stride
 // over rows); low-precision inputs accumulate in f32, f32 and f64 in f64.
 
-// op: 0 sum, 1 mean, 2 max, 3 min (NaN propagates through max and min).
+// op: AMP_REDUCE_SUM, _MEAN, _MAX or _MIN (NaN propagates through max and min).
 template <typename T>
 __device__ void reduce_rows(const T* __restrict__ x, T* __restrict__ out, i64 rows, i64 n, int op) {
     typedef typename Acc<T>::type A;
@@ -10,11 +10,11 @@ __device__ void reduce_rows(const T* __restrict__ x, T* __restrict__ out, i64 ro
     for (i64 row = blockIdx.x; row < rows; row += gridDim.x) {
         const T* r = x + row * n;
         A acc;
-        if (op <= 1) {
+        if (op == AMP_REDUCE_SUM || op == AMP_REDUCE_MEAN) {
             acc = (A)0;
             for (i64 j = threadIdx.x; j < n; j += blockDim.x) acc += load_acc(r[j]);
             acc = block_reduce(acc, SumOp(), (A)0, smem);
-        } else if (op == 2) {
+        } else if (op == AMP_REDUCE_MAX) {
             bool any = false;
             acc = (A)0;
             for (i64 j = threadIdx.x; j < n; j += blockDim.x) {
@@ -37,12 +37,12 @@ __device__ void reduce_rows(const T* __restrict__ x, T* __restrict__ out, i64 ro
             acc = block_reduce(acc, MinOp(), acc, smem);
         }
         if (threadIdx.x == 0) {
-            if (op == 1) {
+            if (op == AMP_REDUCE_MEAN) {
                 // The mean of nothing is 0/0 = NaN (0 for integers).
                 out[row] = n == 0 ? from_f64<T>(amp_nan()) : store_acc<T>(acc / (A)n);
-            } else if (op >= 2 && n == 0) {
+            } else if ((op == AMP_REDUCE_MAX || op == AMP_REDUCE_MIN) && n == 0) {
                 // Empty max / min: -inf / +inf, as the reference's fold.
-                out[row] = from_f64<T>(op == 2 ? -amp_inf() : amp_inf());
+                out[row] = from_f64<T>(op == AMP_REDUCE_MAX ? -amp_inf() : amp_inf());
             } else {
                 out[row] = store_acc<T>(acc);
             }

@@ -18,7 +18,7 @@ __device__ __forceinline__ void chunk_range(i64 n, i64 parts, i64 p, i64* lo, i6
     *hi = b;
 }
 
-// op: 0 sum, 1 mean, 2 max, 3 min. partials[row * parts + p].
+// op: AMP_REDUCE_SUM, _MEAN, _MAX or _MIN. partials[row * parts + p].
 template <typename T>
 __device__ void split_reduce_partial(const T* __restrict__ x, typename Acc<T>::type* __restrict__ partials,
                                      i64 rows, i64 n, i64 parts, int op) {
@@ -31,11 +31,11 @@ __device__ void split_reduce_partial(const T* __restrict__ x, typename Acc<T>::t
         chunk_range(n, parts, b % parts, &lo, &hi);
         const T* r = x + row * n;
         A acc;
-        if (op <= 1) {
+        if (op == AMP_REDUCE_SUM || op == AMP_REDUCE_MEAN) {
             acc = (A)0;
             for (i64 j = lo + threadIdx.x; j < hi; j += blockDim.x) acc += load_acc(r[j]);
             acc = block_reduce(acc, SumOp(), (A)0, smem);
-        } else if (op == 2) {
+        } else if (op == AMP_REDUCE_MAX) {
             acc = low;
             for (i64 j = lo + threadIdx.x; j < hi; j += blockDim.x) acc = MaxOp()(acc, load_acc(r[j]));
             acc = block_reduce(acc, MaxOp(), low, smem);
@@ -58,12 +58,12 @@ __device__ void split_reduce_finish(const typename Acc<T>::type* __restrict__ pa
     for (i64 row = blockIdx.x; row < rows; row += gridDim.x) {
         const A* p = partials + row * parts;
         A acc;
-        if (op <= 1) {
+        if (op == AMP_REDUCE_SUM || op == AMP_REDUCE_MEAN) {
             acc = (A)0;
             for (i64 j = threadIdx.x; j < parts; j += blockDim.x) acc += p[j];
             acc = block_reduce(acc, SumOp(), (A)0, smem);
-            if (op == 1) acc = acc / (A)n;
-        } else if (op == 2) {
+            if (op == AMP_REDUCE_MEAN) acc = acc / (A)n;
+        } else if (op == AMP_REDUCE_MAX) {
             acc = low;
             for (i64 j = threadIdx.x; j < parts; j += blockDim.x) acc = MaxOp()(acc, p[j]);
             acc = block_reduce(acc, MaxOp(), low, smem);

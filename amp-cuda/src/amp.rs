@@ -14,19 +14,14 @@ use cudarc::driver::LaunchConfig;
 const CHUNK: usize = 32 * 1024;
 
 fn dtype_code(op: &'static str, dtype: DType) -> Result<i64> {
-    Ok(match dtype {
-        DType::F32 => 0,
-        DType::F16 => 1,
-        DType::BF16 => 2,
-        DType::F64 => 3,
-        other => {
-            return Err(Error::UnsupportedDType {
-                op,
-                dtype: other,
-                reason: "gradients must be f32, f16, bf16 or f64".into(),
-            })
-        }
-    })
+    match crate::codes::unscale_dtype(dtype) {
+        code if code >= 0 => Ok(code as i64),
+        _ => Err(Error::UnsupportedDType {
+            op,
+            dtype,
+            reason: "gradients must be f32, f16, bf16 or f64".into(),
+        }),
+    }
 }
 
 /// The fused unscale over CUDA buffers (see `Backend::non_finite_check_and_unscale`).

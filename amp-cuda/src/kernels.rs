@@ -3,6 +3,64 @@
 //! Every module is compiled by NVRTC as `common.cuh` followed by its own
 //! source (see [`crate::compile`]).
 
+use amp_dtype::DType;
+use amp_tensor::{Error, Result};
+
+/// The kernel-name suffix of a dtype for the cast kernels, which handle every dtype.
+pub(crate) fn cast_suffix(dtype: DType) -> &'static str {
+    match dtype {
+        DType::F32 => "f32",
+        DType::F16 => "f16",
+        DType::BF16 => "bf16",
+        DType::F64 => "f64",
+        DType::I64 => "i64",
+        DType::U8 => "u8",
+        DType::Bool => "bool",
+        DType::F8E4M3 => "f8e4m3",
+        DType::F8E5M2 => "f8e5m2",
+    }
+}
+
+/// The kernel-name suffix of a dtype for the arithmetic kernels, or `None`
+/// for fp8, which is only stored, cast and moved (as in PyTorch).
+pub(crate) fn suffix(dtype: DType) -> Option<&'static str> {
+    match dtype {
+        DType::F8E4M3 | DType::F8E5M2 => None,
+        other => Some(cast_suffix(other)),
+    }
+}
+
+/// The kernel-name suffix of a dtype for kernels that only move its bytes.
+pub(crate) fn size_suffix(dtype: DType) -> &'static str {
+    match dtype.size_in_bytes() {
+        1 => "b1",
+        2 => "b2",
+        4 => "b4",
+        _ => "b8",
+    }
+}
+
+/// `Error::UnsupportedDType` with a reason.
+pub(crate) fn unsupported(op: &'static str, dtype: DType, reason: &str) -> Error {
+    Error::UnsupportedDType {
+        op,
+        dtype,
+        reason: reason.to_string(),
+    }
+}
+
+/// The kernel-name suffix of a float dtype, or an error naming `op`.
+pub(crate) fn float_suffix(op: &'static str, dtype: DType) -> Result<&'static str> {
+    match dtype {
+        DType::F32 | DType::F16 | DType::BF16 | DType::F64 => Ok(suffix(dtype).unwrap_or("f32")),
+        other => Err(unsupported(
+            op,
+            other,
+            "needs f32, f16, bf16 or f64 on CUDA",
+        )),
+    }
+}
+
 /// One kernel source file.
 #[derive(Debug, Clone, Copy)]
 pub struct KernelSource {
@@ -62,8 +120,10 @@ impl KernelSource {
     /// (with a `#line` directive so that messages name the right file and line).
     pub fn translation_unit(&self) -> String {
         format!(
-            "#line 1 \"common.cuh\"\n{COMMON}\n#line 1 \"{}\"\n{}",
-            self.file, self.source
+            "{}#line 1 \"common.cuh\"\n{COMMON}\n#line 1 \"{}\"\n{}",
+            crate::codes::defines(),
+            self.file,
+            self.source
         )
     }
 }

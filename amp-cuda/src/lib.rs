@@ -59,16 +59,20 @@
 
 mod amp;
 mod backend;
+mod codes;
 pub mod compile;
 mod device;
+mod elementwise;
 mod error;
 pub mod images;
 pub mod kernels;
 pub mod libs;
 mod matmul;
 mod meta;
+mod rows;
 mod split;
 mod storage;
+mod transfer;
 pub mod versions;
 
 pub use backend::CudaBackend;

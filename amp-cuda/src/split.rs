@@ -62,7 +62,7 @@ pub(crate) fn reduce(
     code: i32,
 ) -> Result<CudaStorage> {
     let Rows { x, rows, n, parts } = input;
-    let sfx = crate::backend::suffix(dtype).unwrap_or("f32");
+    let sfx = crate::kernels::suffix(dtype).unwrap_or("f32");
     let partials = b.gpu.alloc(op, acc_dtype(dtype), rows * parts)?;
     let out = b.gpu.alloc(op, dtype, rows)?;
     let (pp, op_ptr) = (partials.ptr(), out.ptr());
@@ -109,7 +109,7 @@ pub(crate) fn softmax(
     log: bool,
 ) -> Result<()> {
     let Rows { x, rows, n, parts } = input;
-    let sfx = crate::backend::suffix(y.dtype).unwrap_or("f32");
+    let sfx = crate::kernels::suffix(y.dtype).unwrap_or("f32");
     let acc = acc_dtype(y.dtype);
     let partials = b.gpu.alloc(op, acc, 2 * rows * parts)?;
     let stats = b.gpu.alloc(op, acc, 2 * rows)?;
@@ -157,7 +157,7 @@ pub(crate) fn layer_norm(
     eps: f64,
 ) -> Result<()> {
     let Rows { x, rows, n, parts } = input;
-    let sfx = crate::backend::suffix(out.y.dtype).unwrap_or("f32");
+    let sfx = crate::kernels::suffix(out.y.dtype).unwrap_or("f32");
     let acc = acc_dtype(out.y.dtype);
     let partials = be.gpu.alloc(op, acc, rows * parts)?;
     let stats = be.gpu.alloc(op, acc, 2 * rows)?;
