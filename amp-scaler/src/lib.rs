@@ -127,7 +127,6 @@ mod optimizer;
 mod outcome;
 mod replica;
 mod scaler;
-mod state;
 mod unscale;
 
 pub use clip::clip_grad_norm;
@@ -135,5 +134,4 @@ pub use error::{Error, Result};
 pub use optimizer::Optimizer;
 pub use outcome::StepOutcome;
 pub use replica::{FoundInfReduce, SingleProcess};
-pub use scaler::{GradScaler, GradScalerBuilder, SCALE_FLOOR};
-pub use state::ScalerState;
+pub use scaler::{GradScaler, GradScalerBuilder, ScalerState, SCALE_FLOOR};
