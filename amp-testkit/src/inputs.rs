@@ -62,3 +62,26 @@ pub const SHAPES: &[&[usize]] = &[
     &[4, 0, 3],
     &[2, 1100],
 ];
+
+/// `t` moved to the reference backend (the oracle every device is compared with).
+pub fn on_ref(t: &Tensor) -> Result<Tensor> {
+    t.to_device(&Device::reference())
+}
+
+/// Seeded inputs of `shape`: uniform in (0.1, 3) when `positive` (for log,
+/// sqrt, rsqrt, pow), else standard normal times 2, rounded to `dtype`.
+pub fn input(
+    shape: &[usize],
+    dtype: DType,
+    device: &Device,
+    seed: u64,
+    positive: bool,
+) -> Result<Tensor> {
+    if positive {
+        Tensor::rand_uniform(shape, 0.1, 3.0, dtype, device, seed)
+    } else {
+        Tensor::randn(shape, DType::F64, device, seed)?
+            .mul_scalar(2.0)?
+            .to_dtype(dtype)
+    }
+}

@@ -30,7 +30,7 @@ mod inputs;
 mod tolerance;
 
 pub use compare::{assert_close, assert_close_dtype, check, check_values};
-pub use inputs::{values, views, FLOATS, SHAPES};
+pub use inputs::{input, on_ref, values, views, FLOATS, SHAPES};
 pub use tolerance::{NormTolerance, Tolerance};
 
 use amp_cpu::Isa;

@@ -8,14 +8,17 @@ use amp_autocast::autocast;
 use amp_dtype::DType;
 use amp_train::data::digits;
 use amp_train::nn::Module;
-use amp_train::train::{train, TrainConfig};
+use amp_train::train::{train, FitConfig, TrainConfig};
 use amp_train::Precision;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let device = amp_train::best_device();
     let config = TrainConfig {
-        precision: Precision::F32,
-        epochs: 10,
+        fit: FitConfig {
+            precision: Precision::F32,
+            epochs: 10,
+            ..FitConfig::default()
+        },
         ..TrainConfig::default()
     };
     let model = train(&config, &device)?.model;

@@ -1,5 +1,5 @@
-//! The mission's training loop, verbatim: what `amp-train demo` runs and
-//! `examples/train_loop.rs` shows.
+//! The mission's training loop, verbatim: what `amp-train demo` and
+//! `examples/train_loop.rs` run.
 
 use crate::data::{DataLoader, TensorDataset};
 use crate::nn::{Linear, Module};

@@ -93,6 +93,20 @@ pub(crate) mod float_vec {
     }
 }
 
+/// `#[serde(default, with = "crate::json::opt_float")]` for an `Option<f64>`
+/// field: `null` is `None`, any float (non-finite ones as strings) is `Some`.
+pub(crate) mod opt_float {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+        v.map(JsonFloat).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+        Ok(Option::<JsonFloat>::deserialize(d)?.map(|x| x.0))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde::{Deserialize, Serialize};
@@ -103,6 +117,8 @@ mod tests {
         loss: f64,
         #[serde(with = "super::float_vec")]
         losses: Vec<f64>,
+        #[serde(default, with = "super::opt_float")]
+        accuracy: Option<f64>,
     }
 
     #[test]
@@ -117,11 +133,12 @@ mod tests {
                 -0.0,
                 1e-300,
             ],
+            accuracy: Some(f64::INFINITY),
         };
         let json = serde_json::to_string(&r).unwrap();
         assert_eq!(
             json,
-            r#"{"loss":"NaN","losses":[1.5,"inf","-inf","NaN",-0.0,1e-300]}"#
+            r#"{"loss":"NaN","losses":[1.5,"inf","-inf","NaN",-0.0,1e-300],"accuracy":"inf"}"#
         );
         let back: Record = serde_json::from_str(&json).unwrap();
         assert!(back.loss.is_nan());
@@ -129,6 +146,12 @@ mod tests {
         assert_eq!(bits(&back.losses[..3]), bits(&r.losses[..3]));
         assert!(back.losses[3].is_nan());
         assert_eq!(bits(&back.losses[4..]), bits(&r.losses[4..]));
+        assert_eq!(back.accuracy, Some(f64::INFINITY));
+        let none: Record =
+            serde_json::from_str(r#"{"loss":1,"losses":[],"accuracy":null}"#).unwrap();
+        assert_eq!(none.accuracy, None);
+        let absent: Record = serde_json::from_str(r#"{"loss":1,"losses":[]}"#).unwrap();
+        assert_eq!(absent.accuracy, None);
         assert!(serde_json::from_str::<Record>(r#"{"loss":"nan","losses":[]}"#).is_err());
     }
 }

@@ -3,8 +3,8 @@
 //! ([`train`]), checkpoints ([`checkpoint`]), and the `amp-train` binary.
 //!
 //! The mission's loop, as a user writes it (here on the reference device and
-//! for two epochs; `examples/train_loop.rs` is the full version on
-//! [`best_device`]):
+//! for two epochs; [`demo::mission_loop`] is the full version, which
+//! `amp-train demo` and `examples/train_loop.rs` run on [`best_device`]):
 //!
 //! ```
 //! use amp_autocast::autocast;
@@ -45,9 +45,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! The whole digits run is [`train::train`]; the binary (`cargo run --release
-//! -p amp-train`) wraps it with flags, a progress bar, a report, `--metrics`
-//! JSON and a `--plot` SVG. [`Precision::Auto`] follows the mission's rule:
+//! The same loop for any model, data set, loss and optimizer, with a
+//! report, checkpoints and resume, divergence stops, metrics and a progress
+//! bar, is [`train::Trainer`]. The digits run is one caller of it
+//! ([`train::train`]); the binary (`cargo run --release -p amp-train`) wraps
+//! that with flags, a `--metrics` JSON and a `--plot` SVG. [`Precision::Auto`] follows the mission's rule:
 //! bf16 where `device.is_bf16_supported()`, else f16 with a `GradScaler` on
 //! CUDA, else f32 on a CPU without native bf16 (emulated bf16 would be slower).
 

@@ -1,7 +1,7 @@
 //! `amp-train`: trains a GELU MLP on the bundled digits set in mixed
 //! precision and reports what it did. `amp-train demo` runs the mission's loop.
 
-use amp_train::train::{train, TrainConfig};
+use amp_train::train::{train, FitConfig, TrainConfig};
 use amp_train::{DeviceSpec, Precision};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -127,26 +127,29 @@ fn run_train(args: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     let device = args.device.device()?;
     let config = TrainConfig {
-        precision: args.precision,
-        epochs: args.epochs,
+        fit: FitConfig {
+            precision: args.precision,
+            epochs: args.epochs,
+            checkpoint: args.checkpoint,
+            resume: args.resume,
+            progress: !args.quiet,
+            max_consecutive_skips: (args.max_consecutive_skips > 0)
+                .then_some(args.max_consecutive_skips),
+            min_loss_scale: args.min_loss_scale,
+            ..FitConfig::default()
+        },
         batch_size: args.batch_size,
         lr: args.lr,
         seed: args.seed,
-        checkpoint: args.checkpoint,
-        resume: args.resume,
-        progress: !args.quiet,
-        max_consecutive_skips: (args.max_consecutive_skips > 0)
-            .then_some(args.max_consecutive_skips),
-        min_loss_scale: args.min_loss_scale,
         ..TrainConfig::default()
     };
-    let choice = config.precision.resolve(&device);
+    let choice = config.fit.precision.resolve(&device);
     println!("dtype is {} ({})", choice.dtype, choice.reason);
     let layers: Vec<String> = config.layers.iter().map(|w| w.to_string()).collect();
     println!(
         "training a {} GELU MLP on digits: {} epochs, batch {}, AdamW lr {}, seed {}, on {}",
         layers.join("-"),
-        config.epochs,
+        config.fit.epochs,
         config.batch_size,
         config.lr,
         config.seed,

@@ -35,7 +35,7 @@ pub fn write_loss_svg(path: &Path, report: &TrainReport) -> Result<()> {
     chart
         .configure_mesh()
         .x_desc("step")
-        .y_desc("cross-entropy loss")
+        .y_desc(report.objective.as_str())
         .draw()
         .map_err(|e| plot_err(e.to_string()))?;
     chart

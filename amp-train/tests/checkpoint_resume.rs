@@ -3,7 +3,7 @@
 
 use amp_train::checkpoint::{STATE_FILE, TENSORS_FILE};
 use amp_train::nn::Module;
-use amp_train::train::{train, TrainConfig};
+use amp_train::train::{train, FitConfig, TrainConfig};
 use amp_train::Precision;
 use std::fs;
 use std::path::PathBuf;
@@ -37,8 +37,11 @@ fn resumed_runs_are_bit_identical_to_uninterrupted_ones() {
     let device = amp_cpu::device();
     for precision in [Precision::F16, Precision::BF16, Precision::F32] {
         let config = TrainConfig {
-            precision,
-            epochs: 5,
+            fit: FitConfig {
+                precision,
+                epochs: 5,
+                ..FitConfig::default()
+            },
             seed: 7,
             ..TrainConfig::default()
         };
@@ -46,16 +49,22 @@ fn resumed_runs_are_bit_identical_to_uninterrupted_ones() {
 
         let dir = temp(&format!("{precision}"));
         let first = TrainConfig {
-            epochs: 2,
-            checkpoint: Some(dir.clone()),
+            fit: FitConfig {
+                epochs: 2,
+                checkpoint: Some(dir.clone()),
+                ..config.fit.clone()
+            },
             ..config.clone()
         };
         train(&first, &device).unwrap();
         assert!(dir.join(TENSORS_FILE).is_file() && dir.join(STATE_FILE).is_file());
         let resumed = train(
             &TrainConfig {
-                resume: Some(dir.clone()),
-                checkpoint: Some(dir.clone()),
+                fit: FitConfig {
+                    resume: Some(dir.clone()),
+                    checkpoint: Some(dir.clone()),
+                    ..config.fit.clone()
+                },
                 ..config.clone()
             },
             &device,
@@ -75,7 +84,8 @@ fn resumed_runs_are_bit_identical_to_uninterrupted_ones() {
             resumed.report.final_loss_scale,
             full.report.final_loss_scale
         );
-        assert_eq!(resumed.report.test_accuracy, full.report.test_accuracy);
+        assert_eq!(resumed.report.eval_accuracy, full.report.eval_accuracy);
+        assert_eq!(resumed.report.eval_loss, full.report.eval_loss);
         fs::remove_dir_all(&dir).unwrap();
     }
 }
@@ -85,10 +95,13 @@ fn mismatched_truncated_and_missing_checkpoints_are_clear_errors() {
     let device = amp_cpu::device();
     let dir = temp("bad");
     let config = TrainConfig {
-        precision: Precision::F32,
-        epochs: 1,
+        fit: FitConfig {
+            precision: Precision::F32,
+            epochs: 1,
+            checkpoint: Some(dir.clone()),
+            ..FitConfig::default()
+        },
         seed: 3,
-        checkpoint: Some(dir.clone()),
         ..TrainConfig::default()
     };
     train(&config, &device).unwrap();
@@ -102,8 +115,11 @@ fn mismatched_truncated_and_missing_checkpoints_are_clear_errors() {
     let resume = |c: TrainConfig| {
         train(
             &TrainConfig {
-                resume: Some(dir.clone()),
-                epochs: 2,
+                fit: FitConfig {
+                    resume: Some(dir.clone()),
+                    epochs: 2,
+                    ..c.fit.clone()
+                },
                 ..c
             },
             &device,
@@ -124,7 +140,10 @@ fn mismatched_truncated_and_missing_checkpoints_are_clear_errors() {
     });
     assert!(err.contains("seed"), "{err}");
     let err = resume(TrainConfig {
-        precision: Precision::F16,
+        fit: FitConfig {
+            precision: Precision::F16,
+            ..config.fit.clone()
+        },
         ..config.clone()
     });
     assert!(err.contains("dtype f32") && err.contains("f16"), "{err}");
@@ -155,7 +174,10 @@ fn mismatched_truncated_and_missing_checkpoints_are_clear_errors() {
     let missing = temp("missing");
     let err = train(
         &TrainConfig {
-            resume: Some(missing.clone()),
+            fit: FitConfig {
+                resume: Some(missing.clone()),
+                ..config.fit.clone()
+            },
             ..config.clone()
         },
         &device,

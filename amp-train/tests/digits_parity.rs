@@ -2,7 +2,7 @@
 //! on amp-cpu's device, and bf16/f16 land within one percentage point of f32.
 
 use amp_tensor::DType;
-use amp_train::train::{train, TrainConfig};
+use amp_train::train::{train, FitConfig, TrainConfig};
 use amp_train::Precision;
 
 #[test]
@@ -11,7 +11,10 @@ fn f32_bf16_and_f16_reach_the_same_accuracy() {
     let run = |precision| {
         train(
             &TrainConfig {
-                precision,
+                fit: FitConfig {
+                    precision,
+                    ..FitConfig::default()
+                },
                 ..TrainConfig::default()
             },
             &device,
@@ -23,27 +26,30 @@ fn f32_bf16_and_f16_reach_the_same_accuracy() {
     assert_eq!(f32_run.precision.dtype, DType::F32);
     assert_eq!(f32_run.ops.low_precision, 0, "f32 opens no autocast region");
     assert!(
-        f32_run.test_accuracy >= 0.89,
+        f32_run.eval_accuracy.unwrap() >= 0.89,
         "f32 accuracy {}",
-        f32_run.test_accuracy
+        f32_run.eval_accuracy.unwrap()
     );
     for (precision, dtype) in [(Precision::BF16, DType::BF16), (Precision::F16, DType::F16)] {
         let r = run(precision);
         println!(
             "{dtype}: {:.4} (f32 {:.4}), {} skipped, scale {:?}",
-            r.test_accuracy, f32_run.test_accuracy, r.skipped_steps, r.final_loss_scale
+            r.eval_accuracy.unwrap(),
+            f32_run.eval_accuracy.unwrap(),
+            r.skipped_steps,
+            r.final_loss_scale
         );
         assert_eq!(r.precision.dtype, dtype);
         assert!(
-            r.test_accuracy >= 0.89,
+            r.eval_accuracy.unwrap() >= 0.89,
             "{dtype} accuracy {}",
-            r.test_accuracy
+            r.eval_accuracy.unwrap()
         );
         assert!(
-            (r.test_accuracy - f32_run.test_accuracy).abs() <= 0.01 + 1e-9,
+            (r.eval_accuracy.unwrap() - f32_run.eval_accuracy.unwrap()).abs() <= 0.01 + 1e-9,
             "{dtype} accuracy {} vs f32 {}",
-            r.test_accuracy,
-            f32_run.test_accuracy
+            r.eval_accuracy.unwrap(),
+            f32_run.eval_accuracy.unwrap()
         );
         // Autocast really ran the linears in low precision, and the loss in f32.
         assert!(r.ops.low_precision >= 30 * 23 * 3, "{:?}", r.ops);
@@ -65,7 +71,10 @@ fn on_cuda_auto_precision_matches_f32_when_a_gpu_is_present() {
     let run = |precision| {
         train(
             &TrainConfig {
-                precision,
+                fit: FitConfig {
+                    precision,
+                    ..FitConfig::default()
+                },
                 ..TrainConfig::default()
             },
             &device,
@@ -81,6 +90,6 @@ fn on_cuda_auto_precision_matches_f32_when_a_gpu_is_present() {
     };
     assert_eq!(auto.precision.dtype, expected);
     assert_eq!(auto.precision.grad_scaler, expected == DType::F16);
-    assert!(f32_run.test_accuracy >= 0.89 && auto.test_accuracy >= 0.89);
-    assert!((auto.test_accuracy - f32_run.test_accuracy).abs() <= 0.01 + 1e-9);
+    assert!(f32_run.eval_accuracy.unwrap() >= 0.89 && auto.eval_accuracy.unwrap() >= 0.89);
+    assert!((auto.eval_accuracy.unwrap() - f32_run.eval_accuracy.unwrap()).abs() <= 0.01 + 1e-9);
 }

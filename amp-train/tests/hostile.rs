@@ -6,7 +6,7 @@
 
 use amp_train::checkpoint::{self, STATE_FILE, TENSORS_FILE};
 use amp_train::nn::Module;
-use amp_train::train::{train, TrainConfig, TrainOutcome};
+use amp_train::train::{train, FitConfig, TrainConfig, TrainOutcome};
 use amp_train::Precision;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -102,10 +102,13 @@ fn a_run_with_nan_losses_checkpoints_and_resumes_bit_for_bit() {
     let ck = dir.join("ck");
     // lr 1 in f16 diverges: NaN losses, a storm of skipped steps. No stop here.
     let config = TrainConfig {
-        precision: Precision::F16,
+        fit: FitConfig {
+            precision: Precision::F16,
+            epochs: 3,
+            max_consecutive_skips: None,
+            ..FitConfig::default()
+        },
         lr: 1.0,
-        epochs: 3,
-        max_consecutive_skips: None,
         ..TrainConfig::default()
     };
     let full = train(&config, &device).unwrap();
@@ -115,8 +118,11 @@ fn a_run_with_nan_losses_checkpoints_and_resumes_bit_for_bit() {
     );
     train(
         &TrainConfig {
-            epochs: 2,
-            checkpoint: Some(ck.clone()),
+            fit: FitConfig {
+                epochs: 2,
+                checkpoint: Some(ck.clone()),
+                ..config.fit.clone()
+            },
             ..config.clone()
         },
         &device,
@@ -124,8 +130,11 @@ fn a_run_with_nan_losses_checkpoints_and_resumes_bit_for_bit() {
     .unwrap();
     let resumed = train(
         &TrainConfig {
-            resume: Some(ck.clone()),
-            checkpoint: Some(ck.clone()),
+            fit: FitConfig {
+                resume: Some(ck.clone()),
+                checkpoint: Some(ck.clone()),
+                ..config.fit.clone()
+            },
             ..config.clone()
         },
         &device,
@@ -150,14 +159,20 @@ fn a_changed_digit_anywhere_in_the_state_is_refused() {
     let dir = temp("digits");
     let ck = dir.join("ck");
     let config = TrainConfig {
-        precision: Precision::F16,
-        epochs: 2,
+        fit: FitConfig {
+            precision: Precision::F16,
+            epochs: 2,
+            ..FitConfig::default()
+        },
         seed: 3,
         ..TrainConfig::default()
     };
     train(
         &TrainConfig {
-            checkpoint: Some(ck.clone()),
+            fit: FitConfig {
+                checkpoint: Some(ck.clone()),
+                ..config.fit.clone()
+            },
             ..config.clone()
         },
         &device,
@@ -182,8 +197,11 @@ fn a_changed_digit_anywhere_in_the_state_is_refused() {
         fs::write(ck.join(STATE_FILE), original.replacen(from, to, 1)).unwrap();
         let err = train(
             &TrainConfig {
-                epochs: 3,
-                resume: Some(ck.clone()),
+                fit: FitConfig {
+                    epochs: 3,
+                    resume: Some(ck.clone()),
+                    ..config.fit.clone()
+                },
                 ..config.clone()
             },
             &device,
@@ -199,8 +217,11 @@ fn a_changed_digit_anywhere_in_the_state_is_refused() {
     fs::write(ck.join(STATE_FILE), &original).unwrap();
     train(
         &TrainConfig {
-            epochs: 3,
-            resume: Some(ck.clone()),
+            fit: FitConfig {
+                epochs: 3,
+                resume: Some(ck.clone()),
+                ..config.fit.clone()
+            },
             ..config.clone()
         },
         &device,
@@ -299,8 +320,11 @@ fn unwritable_output_paths_fail_before_training() {
 fn each_output_is_written_even_when_the_other_fails() {
     let dir = temp("independent");
     let config = TrainConfig {
-        precision: Precision::F32,
-        epochs: 1,
+        fit: FitConfig {
+            precision: Precision::F32,
+            epochs: 1,
+            ..FitConfig::default()
+        },
         ..TrainConfig::default()
     };
     let outcome = train(&config, &amp_cpu::device()).unwrap();

@@ -47,6 +47,40 @@ pub struct OptimizerState {
     pub tensors: Vec<(String, Tensor)>,
 }
 
+/// An optimizer the trainer can drive and checkpoint: what the scaler needs
+/// ([`amp_scaler::Optimizer`]: parameters, step, zero_grad) plus its state
+/// for a checkpoint (`torch.optim.Optimizer.state_dict`). [`AdamW`] and
+/// [`Sgd`] implement it; a user's own optimizer implements both traits to be
+/// used with [`Trainer`](crate::train::Trainer).
+pub trait Optimizer: amp_scaler::Optimizer {
+    /// A snapshot of the state (kind, hyperparameters, per-parameter state).
+    fn state_dict(&self) -> Result<OptimizerState>;
+
+    /// Restores a snapshot from [`Optimizer::state_dict`] (hyperparameters
+    /// included, as PyTorch does), or `Err` leaving the optimizer unchanged.
+    fn load_state_dict(&mut self, state: &OptimizerState) -> Result<()>;
+}
+
+impl Optimizer for AdamW {
+    fn state_dict(&self) -> Result<OptimizerState> {
+        AdamW::state_dict(self)
+    }
+
+    fn load_state_dict(&mut self, state: &OptimizerState) -> Result<()> {
+        AdamW::load_state_dict(self, state)
+    }
+}
+
+impl Optimizer for Sgd {
+    fn state_dict(&self) -> Result<OptimizerState> {
+        Sgd::state_dict(self)
+    }
+
+    fn load_state_dict(&mut self, state: &OptimizerState) -> Result<()> {
+        Sgd::load_state_dict(self, state)
+    }
+}
+
 /// Maps this crate's errors into the scaler's, for [`amp_scaler::Optimizer`].
 fn to_scaler_error(e: Error) -> amp_scaler::Error {
     match e {

@@ -226,8 +226,8 @@ fn format_rows<T: Narrow>(mode: Mode) -> Vec<Row> {
         round_trip::<T>(&r, "round trip via f64", |x| T::from_f64(x.to_f64()).bits()),
     ];
 
-    let sample32 = reference::structured_f32(&r);
-    let sample64 = reference::structured_f64(&r);
+    let sample32 = reference::structured_f32(r.spec);
+    let sample64 = reference::structured_f64(r.spec);
     let mut s = Stats::default();
     for &x in &sample32 {
         s.check(

@@ -9,6 +9,8 @@
 pub mod autocast_rows;
 mod conversions;
 pub mod ops;
+/// The formats' oracle, one file shared with amp-dtype's integration tests.
+#[path = "../../../amp-dtype/tests/common/oracle.rs"]
 mod reference;
 pub mod training;
 

@@ -2,7 +2,7 @@
 //! (with the scaler), side by side, against the amp-train issue's thresholds:
 //! test accuracy ≥ 0.89 in each, and bf16/f16 within one percentage point of f32.
 
-use amp_train::train::{train, TrainConfig};
+use amp_train::train::{train, FitConfig, TrainConfig};
 use amp_train::Precision;
 use std::fmt::Write as _;
 
@@ -38,7 +38,10 @@ pub fn rows(device: &amp_tensor::Device) -> Vec<TrainingRow> {
     let mut rows: Vec<TrainingRow> = Vec::new();
     for precision in [Precision::F32, Precision::BF16, Precision::F16] {
         let config = TrainConfig {
-            precision,
+            fit: FitConfig {
+                precision,
+                ..FitConfig::default()
+            },
             ..Default::default()
         };
         let row = match train(&config, &device) {
@@ -47,7 +50,7 @@ pub fn rows(device: &amp_tensor::Device) -> Vec<TrainingRow> {
                 TrainingRow {
                     device: device.to_string(),
                     precision,
-                    test_accuracy: r.test_accuracy,
+                    test_accuracy: r.eval_accuracy.unwrap_or(f64::NAN),
                     final_loss: r.history.last().map_or(f64::NAN, |e| e.mean_loss),
                     skipped_steps: r.skipped_steps,
                     seconds: r.wall_time_s,

@@ -161,7 +161,10 @@ fn tiny_add(device: &Device) -> Res<f64> {
 /// Seconds for the digits run of the amp-train issue (30 epochs, batch 64).
 fn digits(device: &Device, precision: amp_train::Precision) -> Res<f64> {
     let config = amp_train::train::TrainConfig {
-        precision,
+        fit: amp_train::train::FitConfig {
+            precision,
+            ..amp_train::train::FitConfig::default()
+        },
         ..Default::default()
     };
     let t = Instant::now();

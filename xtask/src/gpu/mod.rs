@@ -26,8 +26,17 @@
 //! one over the size budget. The tools (zig, cargo-zigbuild, the NVRTC and
 //! header wheels) are installed under `target/gpu-tools/` on first use.
 
+mod binaries;
+mod kernels;
+mod tools;
+
+use binaries::{copy_exe, zigbuild};
+use kernels::{copy_headers, precompile};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
+use tools::{site_packages, toolkit_dirs, tools};
+
+pub use kernels::precompile_here;
 
 /// The script the bundle runs on the GPU machine (`@GLIBC@` is filled in).
 const RUN_SH: &str = include_str!("run.sh");
@@ -76,218 +85,6 @@ fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// The tools the bundle is built with.
-struct Tools {
-    /// The Python of the tools' virtual environment.
-    python: PathBuf,
-    /// The folder of the `zig` binary.
-    zig_dir: PathBuf,
-    /// `cargo-zigbuild`.
-    zigbuild: PathBuf,
-}
-
-fn run_checked(cmd: &mut Command, what: &str) -> Result<(), String> {
-    eprintln!("$ {what}");
-    let status = cmd
-        .status()
-        .map_err(|e| format!("{what}: cannot start: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("{what} failed ({status})"))
-    }
-}
-
-/// Installs (once) zig, cargo-zigbuild and the NVRTC/header wheels under `target/gpu-tools/`.
-fn tools() -> Result<Tools, String> {
-    let root = workspace_root().join("target").join("gpu-tools");
-    let venv = root.join("venv");
-    let python = venv.join("bin").join("python3");
-    if !python.exists() {
-        run_checked(
-            Command::new("python3").arg("-m").arg("venv").arg(&venv),
-            "python3 -m venv target/gpu-tools/venv",
-        )?;
-    }
-    let mut wanted = vec!["ziglang".to_string()];
-    for (_, nvrtc, runtime) in TOOLKITS {
-        wanted.push(nvrtc.to_string());
-        wanted.push(runtime.to_string());
-    }
-    let site = site_packages(&python)?;
-    let have = site.join("ziglang").is_dir()
-        && TOOLKITS
-            .iter()
-            .all(|(major, _, _)| toolkit_dirs(&site, *major).is_some());
-    if !have {
-        run_checked(
-            Command::new(&python)
-                .args(["-m", "pip", "install", "--quiet"])
-                .args(&wanted),
-            &format!("pip install {}", wanted.join(" ")),
-        )?;
-    }
-    let zig_dir = site.join("ziglang");
-    if !zig_dir.join("zig").exists() {
-        return Err(format!("no zig binary in {}", zig_dir.display()));
-    }
-    let zigbuild = match which("cargo-zigbuild") {
-        Some(p) => p,
-        None => {
-            let bin = root.join("cargo").join("bin").join("cargo-zigbuild");
-            if !bin.exists() {
-                run_checked(
-                    cargo()
-                        .args(["install", "--locked", "cargo-zigbuild", "--root"])
-                        .arg(root.join("cargo")),
-                    "cargo install --locked cargo-zigbuild",
-                )?;
-            }
-            bin
-        }
-    };
-    Ok(Tools {
-        python,
-        zig_dir,
-        zigbuild,
-    })
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-    })
-}
-
-fn site_packages(python: &Path) -> Result<PathBuf, String> {
-    let out = Command::new(python)
-        .args([
-            "-c",
-            "import sysconfig; print(sysconfig.get_paths()['purelib'])",
-        ])
-        .output()
-        .map_err(|e| format!("{}: {e}", python.display()))?;
-    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-}
-
-/// The (lib, include) folders of CUDA `major`'s NVRTC and runtime wheels.
-fn toolkit_dirs(site: &Path, major: u32) -> Option<(PathBuf, PathBuf)> {
-    let nvidia = site.join("nvidia");
-    let (lib, include) = if major >= 13 {
-        let d = nvidia.join(format!("cu{major}"));
-        (d.join("lib"), d.join("include"))
-    } else {
-        (
-            nvidia.join("cuda_nvrtc").join("lib"),
-            nvidia.join("cuda_runtime").join("include"),
-        )
-    };
-    let nvrtc = std::fs::read_dir(&lib).ok()?.flatten().find(|e| {
-        let n = e.file_name().to_string_lossy().into_owned();
-        n.starts_with(&format!("libnvrtc.so.{major}")) && !n.contains("alt")
-    })?;
-    include
-        .join("cuda_fp16.h")
-        .is_file()
-        .then(|| (nvrtc.path(), include))
-}
-
-/// Builds with cargo-zigbuild for glibc [`GLIBC`] and returns the executables.
-fn zigbuild(tools: &Tools, args: &[&str], tests_only: bool) -> Result<Vec<PathBuf>, String> {
-    let target = format!("{TARGET}.{GLIBC}");
-    eprintln!("$ cargo zigbuild {} --target {target}", args.join(" "));
-    let path = std::env::join_paths(
-        std::iter::once(tools.zig_dir.clone()).chain(
-            std::env::var_os("PATH")
-                .iter()
-                .flat_map(std::env::split_paths),
-        ),
-    )
-    .map_err(|e| e.to_string())?;
-    let out = Command::new(&tools.zigbuild)
-        .arg("zigbuild")
-        .args(args)
-        .args([
-            "--target",
-            &target,
-            "--message-format=json-render-diagnostics",
-        ])
-        .env("PATH", path)
-        .env(
-            "CARGO_TARGET_DIR",
-            workspace_root().join("target").join("gpu-build"),
-        )
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| format!("cannot run cargo-zigbuild: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("cargo zigbuild {} failed", args.join(" ")));
-    }
-    let mut exes = Vec::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        if msg["reason"] == "compiler-artifact" && (!tests_only || msg["profile"]["test"] == true) {
-            if let Some(exe) = msg["executable"].as_str() {
-                exes.push(PathBuf::from(exe));
-            }
-        }
-    }
-    Ok(exes)
-}
-
-/// The newest `GLIBC_x.y` symbol version `objdump -T` lists for `exe`.
-fn needed_glibc(exe: &Path) -> Result<String, String> {
-    let out = Command::new("objdump")
-        .arg("-T")
-        .arg(exe)
-        .output()
-        .map_err(|e| {
-            format!(
-                "objdump (binutils) is needed to check {}: {e}",
-                exe.display()
-            )
-        })?;
-    newest_glibc_version(&String::from_utf8_lossy(&out.stdout))
-        .ok_or_else(|| format!("{} names no GLIBC symbol version", exe.display()))
-}
-
-/// The newest `GLIBC_x.y[.z]` in `objdump -T` output.
-pub fn newest_glibc_version(dump: &str) -> Option<String> {
-    let parse = |v: &str| -> Vec<u32> { v.split('.').filter_map(|p| p.parse().ok()).collect() };
-    dump.split(|c: char| c.is_whitespace() || c == '(' || c == ')')
-        .filter_map(|w| w.strip_prefix("GLIBC_"))
-        .filter(|v| v.chars().next().is_some_and(|c| c.is_ascii_digit()))
-        .max_by_key(|v| parse(v))
-        .map(str::to_string)
-}
-
-fn version_le(a: &str, b: &str) -> bool {
-    let parse = |v: &str| -> Vec<u32> { v.split('.').filter_map(|p| p.parse().ok()).collect() };
-    parse(a) <= parse(b)
-}
-
-fn copy_exe(src: &Path, dst: &Path) -> Result<(), String> {
-    std::fs::copy(src, dst)
-        .map_err(|e| format!("copy {} -> {}: {e}", src.display(), dst.display()))?;
-    // Debug info is most of the size.
-    let stripped = Command::new("strip").arg("--strip-debug").arg(dst).status();
-    if !matches!(stripped, Ok(s) if s.success()) {
-        eprintln!("note: could not strip {}", dst.display());
-    }
-    let glibc = needed_glibc(dst)?;
-    if !version_le(&glibc, GLIBC) {
-        return Err(format!(
-            "{} needs glibc {glibc}, newer than the {GLIBC} the bundle promises",
-            dst.display()
-        ));
-    }
-    Ok(())
-}
-
 fn dir_size(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
@@ -303,135 +100,6 @@ fn dir_size(dir: &Path) -> u64 {
             }
         })
         .sum()
-}
-
-/// The headers `roots` include, transitively, as paths relative to `include`
-/// (every `#include` line is followed, whatever its conditions: a superset).
-fn header_closure(include: &Path, roots: &[&str]) -> Vec<PathBuf> {
-    let mut seen: Vec<PathBuf> = Vec::new();
-    let mut todo: Vec<PathBuf> = roots.iter().map(PathBuf::from).collect();
-    while let Some(file) = todo.pop() {
-        if seen.contains(&file) {
-            continue;
-        }
-        let Ok(text) = std::fs::read_to_string(include.join(&file)) else {
-            continue;
-        };
-        seen.push(file.clone());
-        let here = file.parent().map(Path::to_path_buf).unwrap_or_default();
-        for line in text.lines() {
-            let Some(rest) = line.trim_start().strip_prefix('#') else {
-                continue;
-            };
-            let Some(rest) = rest.trim_start().strip_prefix("include") else {
-                continue;
-            };
-            let name: String = rest
-                .trim()
-                .trim_start_matches(['<', '"'])
-                .chars()
-                .take_while(|&c| c != '>' && c != '"')
-                .collect();
-            for candidate in [here.join(&name), PathBuf::from(&name)] {
-                if include.join(&candidate).is_file() {
-                    todo.push(candidate);
-                    break;
-                }
-            }
-        }
-    }
-    seen.sort();
-    seen
-}
-
-/// Copies the headers NVRTC needs (see [`HEADER_ROOTS`]) from `include` to `dst`.
-fn copy_headers(include: &Path, dst: &Path) -> Result<usize, String> {
-    let files = header_closure(include, &HEADER_ROOTS);
-    for f in &files {
-        let to = dst.join(f);
-        if let Some(parent) = to.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
-        }
-        std::fs::copy(include.join(f), &to).map_err(|e| format!("{}: {e}", to.display()))?;
-    }
-    Ok(files.len())
-}
-
-/// Compiles every kernel module with CUDA `major`'s NVRTC against the
-/// headers in `include` (in a child process: one process loads one
-/// libnvrtc), writing the images into `out` when given.
-fn precompile(major: u32, nvrtc: &Path, include: &Path, out: Option<&Path>) -> Result<(), String> {
-    let me = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut cmd = Command::new(me);
-    cmd.arg("gpu-kernels")
-        .env("AMP_NVRTC_LIB", nvrtc)
-        .env("AMP_CUDA_INCLUDE", include)
-        .env_remove("AMP_CUDA_LIB_DIR");
-    let what = match out {
-        Some(dir) => {
-            cmd.arg(dir);
-            format!(
-                "precompile the kernels with NVRTC {major} into {}",
-                dir.display()
-            )
-        }
-        None => format!(
-            "compile every kernel with NVRTC {major} against the bundle's {}",
-            include.display()
-        ),
-    };
-    run_checked(&mut cmd, &what)
-}
-
-/// `xtask gpu-kernels [DIR]` (run by [`precompile`]): CUBINs for every known
-/// architecture of [`CUBIN_ARCHS`] and PTX for `compute_80`, with the NVRTC
-/// that `AMP_NVRTC_LIB` names, written to `DIR` (only compiled without it).
-pub fn precompile_here(args: &[String]) -> ExitCode {
-    let out = args.first().map(PathBuf::from);
-    match write_images(out.as_deref()) {
-        Ok(n) => {
-            match &out {
-                Some(dir) => eprintln!("wrote {n} images to {}", dir.display()),
-                None => eprintln!("compiled {n} images"),
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn write_images(out: Option<&Path>) -> Result<usize, String> {
-    use amp_cuda::compile::{self, Target};
-    compile::require_nvrtc().map_err(|e| e.to_string())?;
-    let known = compile::supported_archs().map_err(|e| e.to_string())?;
-    if let Some(out) = out {
-        std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
-    }
-    let mut n = 0;
-    for source in amp_cuda::kernels::ALL.iter() {
-        let mut targets: Vec<Target> = CUBIN_ARCHS
-            .iter()
-            .filter(|a| known.contains(a))
-            .map(|&a| Target::Cubin(a))
-            .collect();
-        targets.push(Target::Ptx(PTX_ARCH));
-        for target in targets {
-            let c = compile::compile_to(source, target).map_err(|e| e.to_string())?;
-            let name = match target {
-                Target::Cubin(a) => format!("{}.sm_{a}.cubin", source.name),
-                Target::Ptx(a) => format!("{}.compute_{a}.ptx", source.name),
-            };
-            if let Some(out) = out {
-                let path = out.join(name);
-                std::fs::write(&path, &c.cubin).map_err(|e| format!("{}: {e}", path.display()))?;
-            }
-            n += 1;
-        }
-    }
-    Ok(n)
 }
 
 /// Errors unless `out` holds what the GPU machine needs: headers and kernels
@@ -651,7 +319,7 @@ mod tests {
     }
 
     fn system_has_nvidia() -> bool {
-        which("nvidia-smi").is_some()
+        tools::which("nvidia-smi").is_some()
             || Command::new("ldconfig")
                 .arg("-p")
                 .output()
@@ -842,43 +510,5 @@ mod tests {
             "{err}"
         );
         fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn the_header_closure_follows_includes() {
-        let dir = std::env::temp_dir().join(format!("amp-gpu-headers-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(dir.join("crt")).unwrap();
-        fs::write(
-            dir.join("cuda_fp16.h"),
-            "#include \"cuda_fp16.hpp\"\n#  include <crt/host_defines.h>\n#include <stdio.h>\n",
-        )
-        .unwrap();
-        fs::write(dir.join("cuda_fp16.hpp"), "#include \"vector_types.h\"\n").unwrap();
-        fs::write(dir.join("vector_types.h"), "").unwrap();
-        fs::write(dir.join("crt").join("host_defines.h"), "").unwrap();
-        fs::write(dir.join("unused.h"), "").unwrap();
-        let got = header_closure(&dir, &["cuda_fp16.h"]);
-        let names: Vec<String> = got.iter().map(|p| p.display().to_string()).collect();
-        assert_eq!(
-            names,
-            [
-                "crt/host_defines.h",
-                "cuda_fp16.h",
-                "cuda_fp16.hpp",
-                "vector_types.h"
-            ]
-        );
-        fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn the_newest_glibc_version_is_read_from_objdump_output() {
-        let dump = "0000 DF *UND* 0000 (GLIBC_2.2.5) memcpy\n0000 DF *UND* 0000 (GLIBC_2.17) clock_gettime\n\
-                    0000 DF *UND* 0000 (GLIBC_2.3) x\n0000 DF *UND* 0000 GLIBC_PRIVATE y";
-        assert_eq!(newest_glibc_version(dump).as_deref(), Some("2.17"));
-        assert!(version_le("2.17", GLIBC) && version_le("2.2.5", "2.17"));
-        assert!(!version_le("2.34", GLIBC));
-        assert_eq!(newest_glibc_version("no versions"), None);
     }
 }

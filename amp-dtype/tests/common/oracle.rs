@@ -1,13 +1,19 @@
-//! An independent reference for the narrow float formats.
+//! An independent reference for the narrow float formats: the one oracle that
+//! amp-dtype's integration tests and `cargo xtask accuracy` both check the
+//! encoders and decoders against (xtask includes this file by path).
 //!
-//! Nothing here calls `amp_dtype`'s encoder or decoder: values come from the
-//! textbook formula in f64 (which holds every value of every format exactly),
-//! and nearest-even rounding is decided by searching the sorted table of every
+//! Nothing here uses `amp_dtype` at all: values come from the textbook
+//! formula in f64 (which holds every value of every format exactly), and
+//! nearest-even rounding is decided by searching the sorted table of every
 //! finite value of the format.
+
+#![allow(dead_code)]
 
 /// The parameters of a binary floating-point format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Spec {
+    /// The format's name (`"f16"`).
+    pub name: &'static str,
     /// Exponent field width.
     pub exponent_bits: u32,
     /// Stored mantissa width.
@@ -18,24 +24,28 @@ pub struct Spec {
 
 /// IEEE binary16.
 pub const F16: Spec = Spec {
+    name: "f16",
     exponent_bits: 5,
     mantissa_bits: 10,
     ieee_top: true,
 };
 /// bfloat16.
 pub const BF16: Spec = Spec {
+    name: "bf16",
     exponent_bits: 8,
     mantissa_bits: 7,
     ieee_top: true,
 };
 /// OCP E4M3FN.
 pub const E4M3: Spec = Spec {
+    name: "f8e4m3",
     exponent_bits: 4,
     mantissa_bits: 3,
     ieee_top: false,
 };
 /// OCP E5M2.
 pub const E5M2: Spec = Spec {
+    name: "f8e5m2",
     exponent_bits: 5,
     mantissa_bits: 2,
     ieee_top: true,
@@ -51,7 +61,8 @@ pub enum Expect {
 }
 
 impl Spec {
-    fn bias(&self) -> i32 {
+    /// The exponent bias.
+    pub fn bias(&self) -> i32 {
         (1 << (self.exponent_bits - 1)) - 1
     }
 
@@ -112,6 +123,32 @@ impl Spec {
     pub fn smallest_normal(&self) -> f64 {
         2f64.powi(1 - self.bias())
     }
+
+    /// Every non-negative finite value, in increasing order; the index is the bit pattern.
+    pub fn positive_finite(&self) -> Vec<f64> {
+        (0..self.sign_bit())
+            .map(|b| self.decode(b))
+            .take_while(|v| v.is_finite())
+            .collect()
+    }
+
+    /// Bit pattern of the largest finite value.
+    pub fn max_bits(&self) -> u32 {
+        self.positive_finite().len() as u32 - 1
+    }
+
+    /// The largest finite value.
+    pub fn max(&self) -> f64 {
+        self.decode(self.max_bits())
+    }
+
+    /// The value one ulp above max (2^(emax+1) for IEEE formats, 480 for
+    /// E4M3FN): rounding up to it is overflow.
+    pub fn beyond_max(&self) -> f64 {
+        let table = self.positive_finite();
+        let n = table.len();
+        2.0 * table[n - 1] - table[n - 2]
+    }
 }
 
 /// `floor(log2(a))` for a positive finite normal f64.
@@ -137,10 +174,7 @@ pub struct Reference {
 impl Reference {
     /// Builds the table of every finite value of `spec`.
     pub fn new(spec: Spec) -> Self {
-        let mut table: Vec<f64> = (0..spec.sign_bit())
-            .map(|b| spec.decode(b))
-            .take_while(|v| v.is_finite())
-            .collect();
+        let mut table = spec.positive_finite();
         let n = table.len();
         let max = table[n - 1];
         table.push(2.0 * max - table[n - 2]);
@@ -196,7 +230,7 @@ impl Reference {
             lo
         } else {
             let mid = (self.table[lo] + self.table[lo + 1]) / 2.0; // exact in f64
-            if a < mid || (a == mid && lo % 2 == 0) {
+            if a < mid || (a == mid && lo & 1 == 0) {
                 lo
             } else {
                 lo + 1
@@ -254,6 +288,42 @@ impl Reference {
         }
     }
 
+    /// The literal brute force: the nearest finite value by scanning every
+    /// candidate. Only for the 8-bit formats; it validates `nearest_even`.
+    pub fn nearest_even_linear(&self, x: f64) -> Expect {
+        if x.is_nan() {
+            return Expect::Nan;
+        }
+        let sign = self.sign(x);
+        let a = x.abs();
+        if a >= self.table[self.overflow_index()] {
+            return self.overflow(sign);
+        }
+        let mut best = 0usize;
+        for (i, &v) in self.table.iter().enumerate() {
+            let (d, best_d) = ((v - a).abs(), (self.table[best] - a).abs());
+            if d < best_d || (d == best_d && i & 1 == 0) {
+                best = i;
+            }
+        }
+        if best == self.overflow_index() {
+            self.overflow(sign)
+        } else {
+            Expect::Bits(sign | best as u32)
+        }
+    }
+
+    /// The two representable neighbours of finite `x` (equal when `x` is
+    /// representable), as bit patterns. `x` must not exceed max in magnitude.
+    pub fn neighbours(&self, x: f64) -> (u32, u32) {
+        let sign = self.sign(x);
+        let a = x.abs();
+        let lo = self.floor_index(a);
+        assert!(lo < self.overflow_index(), "{x} is beyond max");
+        let hi = if self.table[lo] == a { lo } else { lo + 1 };
+        (sign | lo as u32, sign | hi as u32)
+    }
+
     /// The value `want` stands for (NaN for `Expect::Nan`).
     pub fn value(&self, want: Expect) -> f64 {
         match want {
@@ -263,7 +333,26 @@ impl Reference {
     }
 }
 
-fn next_up_f64(x: f64) -> f64 {
+/// `next_up` for f32 (std's is newer than the workspace MSRV).
+pub fn next_up_f32(x: f32) -> f32 {
+    if x.is_nan() || x == f32::INFINITY {
+        return x;
+    }
+    if x == 0.0 {
+        return f32::from_bits(1);
+    }
+    let b = x.to_bits();
+    f32::from_bits(if x > 0.0 { b + 1 } else { b - 1 })
+}
+
+pub fn next_down_f32(x: f32) -> f32 {
+    -next_up_f32(-x)
+}
+
+pub fn next_up_f64(x: f64) -> f64 {
+    if x.is_nan() || x == f64::INFINITY {
+        return x;
+    }
     if x == 0.0 {
         return f64::from_bits(1);
     }
@@ -271,20 +360,26 @@ fn next_up_f64(x: f64) -> f64 {
     f64::from_bits(if x > 0.0 { b + 1 } else { b - 1 })
 }
 
-/// Every value, every midpoint (the overflow threshold included) and the
-/// overflow candidate, each with its two f64 neighbours, both signs; plus
-/// zeros, infinities, extremes and NaNs.
-pub fn structured_f64(r: &Reference) -> Vec<f64> {
-    let mut out = Vec::with_capacity(r.table.len() * 12 + 16);
-    for (i, &v) in r.table.iter().enumerate() {
-        let mut points = vec![v];
-        if let Some(&next) = r.table.get(i + 1) {
-            points.push((v + next) / 2.0);
-        }
-        for p in points {
-            for q in [p, next_up_f64(p), -next_up_f64(-p)] {
-                out.extend([q, -q]);
-            }
+pub fn next_down_f64(x: f64) -> f64 {
+    -next_up_f64(-x)
+}
+
+/// The points around every representable value of `spec`: each value, each
+/// midpoint between neighbours (including max and the overflow candidate, i.e.
+/// the overflow threshold), and the f64 values just above and below each.
+pub fn structured_f64(spec: Spec) -> Vec<f64> {
+    let reference = Reference::new(spec);
+    let mut points = Vec::new();
+    for w in reference.table.windows(2) {
+        points.push(w[0]);
+        points.push((w[0] + w[1]) / 2.0);
+    }
+    points.push(*reference.table.last().unwrap());
+    let mut out = Vec::with_capacity(points.len() * 6);
+    for p in points {
+        for v in [p, next_up_f64(p), next_down_f64(p)] {
+            out.push(v);
+            out.push(-v);
         }
     }
     out.extend([
@@ -293,57 +388,75 @@ pub fn structured_f64(r: &Reference) -> Vec<f64> {
         f64::INFINITY,
         f64::NEG_INFINITY,
         f64::MAX,
-        -f64::MAX,
+        f64::MIN_POSITIVE,
         5e-324,
+    ]);
+    out.extend([
         f64::NAN,
         -f64::NAN,
+        f64::from_bits(0x7FF0_0000_0000_0001),
+        f64::from_bits(0xFFF8_0000_0000_0001),
     ]);
     out
 }
 
-/// The f32 version of [`structured_f64`] (every point of these formats is an
-/// f32, except bf16's overflow candidate 2^128), plus f32 subnormals and NaN payloads.
-pub fn structured_f32(r: &Reference) -> Vec<f32> {
-    let mut out = Vec::with_capacity(r.table.len() * 12 + 128);
-    for (i, &v) in r.table.iter().enumerate() {
-        let mut points = vec![v as f32];
-        if let Some(&next) = r.table.get(i + 1) {
-            points.push(((v + next) / 2.0) as f32);
-        }
-        for p in points {
-            let b = p.to_bits();
-            let neighbours = [
-                p,
-                f32::from_bits(b.saturating_add(1)),
-                f32::from_bits(b.saturating_sub(1)),
-            ];
-            for q in neighbours {
-                out.extend([q, -q]);
-            }
+/// The f32 version of [`structured_f64`], plus f32 subnormals, f32::MAX and NaN payloads.
+pub fn structured_f32(spec: Spec) -> Vec<f32> {
+    let reference = Reference::new(spec);
+    let mut points = Vec::new();
+    for w in reference.table.windows(2) {
+        points.push(w[0]);
+        points.push((w[0] + w[1]) / 2.0);
+    }
+    points.push(*reference.table.last().unwrap());
+    let mut out = Vec::with_capacity(points.len() * 6 + 200);
+    for p in points {
+        let f = p as f32;
+        // Every value and midpoint of these formats is an f32 (bf16's overflow candidate 2^128 is not).
+        assert!(f as f64 == p || f.is_infinite(), "{p} is not an f32");
+        for v in [f, next_up_f32(f), next_down_f32(f)] {
+            out.push(v);
+            out.push(-v);
         }
     }
     for k in 0..23 {
-        let s = f32::from_bits(1 << k);
-        out.extend([s, -s]);
+        out.push(f32::from_bits(1 << k));
+        out.push(f32::from_bits((1 << k) | 1));
     }
     out.extend([
-        f32::MAX,
-        -f32::MAX,
-        f32::INFINITY,
-        f32::NEG_INFINITY,
+        f32::from_bits(0x007F_FFFF),
+        f32::from_bits(0x0040_0001),
         f32::MIN_POSITIVE,
     ]);
+    out.extend([0.0, f32::MAX, f32::INFINITY]);
+    let positives = out.len();
+    for i in 0..positives {
+        let v = out[i];
+        out.push(-v);
+    }
     for payload in [
         0x7FC0_0000u32,
         0x7F80_0001,
         0x7FBF_FFFF,
         0x7FFF_FFFF,
         0x7FC0_0001,
+        0x7FA0_0000,
+        0x7F80_2000,
     ] {
-        out.extend([
-            f32::from_bits(payload),
-            f32::from_bits(payload | 0x8000_0000),
-        ]);
+        out.push(f32::from_bits(payload));
+        out.push(f32::from_bits(payload | 0x8000_0000));
     }
+    out
+}
+
+/// The union of the structured f32 samples of every format (each format's
+/// neighbourhoods are interesting inputs for every other).
+pub fn structured_f32_all() -> Vec<f32> {
+    let mut out: Vec<f32> = [F16, BF16, E4M3, E5M2]
+        .into_iter()
+        .flat_map(structured_f32)
+        .collect();
+    out.sort_by_key(|x| x.to_bits());
+    out.dedup_by_key(|x| x.to_bits());
     out
 }
