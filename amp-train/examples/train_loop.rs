@@ -1,4 +1,4 @@
-//! The mission's training loop, as written in ARCHITECTURE.md: bf16 where the
+//! The mission's training loop, as the mission states it: bf16 where the
 //! device supports it, else f16 with a GradScaler; autocast around the forward
 //! pass and the loss only; backward and the optimizer step outside it.
 //!
