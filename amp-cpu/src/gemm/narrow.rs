@@ -37,7 +37,6 @@ const AMX_ROWS: usize = 16;
 
 /// `[batch, m, n]` f32 product when it qualifies (AVX-512, `n ≤ MAX_N`, rows
 /// of A contiguous); `None` otherwise.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm_narrow<T: F32Convert>(
     isa: Isa,
     a: &Operand<'_, T>,
@@ -348,7 +347,6 @@ fn transpose_into<E: Sync, O: Copy + Default + Send>(
 }
 
 /// `c[i][j] = Σ_p A[i][p] · bt[j][p]` for `rows` rows of A from `base`.
-#[allow(clippy::too_many_arguments)]
 fn rows_times_bt<T: F32Convert>(
     a: &Operand<'_, T>,
     base: usize,

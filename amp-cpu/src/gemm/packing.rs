@@ -1,0 +1,794 @@
+//! The packers: how A and B are laid out in panels for each kernel ([`Packer`]):
+//! f32 panels ([`F32Packer`], [`pack`]), bf16 pair-interleaved panels
+//! ([`PairPacker`], [`pack_pairs`]), AMX tiles ([`AmxPacker`]), and an f32 B
+//! rounded to A's dtype as it is packed ([`RoundB`]).
+
+use super::panels::Scratch;
+#[cfg(target_arch = "x86_64")]
+use super::x86;
+use super::{kernels, Kernel, Operand};
+use crate::convert::F32Convert;
+use crate::isa::Isa;
+use amp_dtype::bf16;
+
+/// `count` lines of `depth` elements to pack: element `p` of line `r` is
+/// `data[base + r·x_stride + p·p_stride]` (the lines are rows of A, columns of B).
+#[derive(Debug)]
+pub(super) struct Lines<'a, T> {
+    /// The storage.
+    pub data: &'a [T],
+    /// Element 0 of line 0.
+    pub base: usize,
+    /// Stride between lines.
+    pub x_stride: usize,
+    /// Stride along a line (the depth).
+    pub p_stride: usize,
+    /// Number of lines.
+    pub count: usize,
+    /// Elements per line.
+    pub depth: usize,
+}
+
+impl<T> Clone for Lines<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Lines<'_, T> {}
+
+impl<'a, T> Operand<'a, T> {
+    /// `count` rows of `depth` elements from element `base` (A's lines).
+    #[inline]
+    pub(super) fn rows(&self, base: usize, count: usize, depth: usize) -> Lines<'a, T> {
+        Lines {
+            data: self.data,
+            base,
+            x_stride: self.row_stride,
+            p_stride: self.col_stride,
+            count,
+            depth,
+        }
+    }
+
+    /// `count` columns of `depth` elements from element `base` (B's lines).
+    #[inline]
+    pub(super) fn columns(&self, base: usize, count: usize, depth: usize) -> Lines<'a, T> {
+        Lines {
+            data: self.data,
+            base,
+            x_stride: self.col_stride,
+            p_stride: self.row_stride,
+            count,
+            depth,
+        }
+    }
+}
+
+/// Where a kernel call writes its `mr` rows of C: from `c[0]`, rows `ldc`
+/// apart, added into — or, with `overwrite`, set without being read.
+#[derive(Debug)]
+pub(super) struct Accum<'c> {
+    /// C from the call's first element.
+    pub c: &'c mut [f32],
+    /// Stride between rows of C.
+    pub ldc: usize,
+    /// Set C rather than add into it.
+    pub overwrite: bool,
+}
+
+/// How panels are packed and multiplied: f32 panels for the f32 kernels, bf16
+/// pair-interleaved panels for `vdpbf16ps` and AMX. `TA` and `TB` are the
+/// element types A and B are read from (the same but for [`RoundB`]).
+pub(super) trait Packer<TA, TB = TA>: Sync {
+    /// Element of the packed panels.
+    type Elem: Scratch;
+    /// Stored depth of one panel line for a depth block of `kc`.
+    fn depth(&self, kc: usize) -> usize;
+    /// Packs `src` (lines are columns of B) into panels of `width` lines
+    /// (zero-padded).
+    fn pack_b(&self, src: Lines<'_, TB>, width: usize, out: &mut [Self::Elem]);
+    /// Packs B like [`Packer::pack_b`] from f32 values rounded to this
+    /// packer's element type, when it has a fused path for that ([`RoundB`]);
+    /// `false` (nothing written) otherwise.
+    fn pack_b_rounding(
+        &self,
+        _src: Lines<'_, f32>,
+        _width: usize,
+        _out: &mut [Self::Elem],
+    ) -> bool {
+        false
+    }
+    /// Packs the A side (lines are rows of the product).
+    fn pack_a(&self, src: Lines<'_, TA>, width: usize, out: &mut [Self::Elem]);
+    /// Runs the kernel on one pair of panels of depth block `kc` into C's tile.
+    fn run(&self, kernel: Kernel, kc: usize, a: &[Self::Elem], b: &[Self::Elem], acc: Accum<'_>);
+    /// Runs the kernel on one A panel against `panels` consecutive full B
+    /// panels, into `panels·nr` columns of `mr` rows of C (with `overwrite`,
+    /// their prior contents need not be zero).
+    #[inline]
+    fn run_row(
+        &self,
+        kernel: Kernel,
+        kc: usize,
+        a: &[Self::Elem],
+        b: &[Self::Elem],
+        panels: usize,
+        acc: Accum<'_>,
+    ) {
+        let (nr, kd) = (kernel.nr(), self.depth(kc));
+        let Accum { c, ldc, overwrite } = acc;
+        for jp in 0..panels {
+            self.run(
+                kernel,
+                kc,
+                a,
+                &b[jp * nr * kd..(jp + 1) * nr * kd],
+                Accum {
+                    c: &mut c[jp * nr..],
+                    ldc,
+                    overwrite,
+                },
+            );
+        }
+    }
+}
+
+/// f32 panels, widened while packing.
+pub(super) struct F32Packer {
+    pub isa: Isa,
+}
+
+impl<T: F32Convert> Packer<T> for F32Packer {
+    type Elem = f32;
+    #[inline]
+    fn depth(&self, kc: usize) -> usize {
+        kc
+    }
+    #[inline]
+    fn pack_b(&self, src: Lines<'_, T>, width: usize, out: &mut [f32]) {
+        pack(self.isa, src, width, out)
+    }
+    #[inline]
+    fn pack_a(&self, src: Lines<'_, T>, width: usize, out: &mut [f32]) {
+        self.pack_b(src, width, out)
+    }
+    #[inline]
+    fn run(&self, kernel: Kernel, kc: usize, a: &[f32], b: &[f32], acc: Accum<'_>) {
+        kernel.run(kc, a, b, acc.c, acc.ldc, acc.overwrite)
+    }
+}
+
+/// bf16 panels `[pair][line][2]`: two consecutive depth steps side by side.
+pub(super) struct PairPacker;
+
+impl Packer<bf16> for PairPacker {
+    type Elem = u16;
+    #[inline]
+    fn depth(&self, kc: usize) -> usize {
+        kc.div_ceil(2) * 2
+    }
+    #[inline]
+    fn pack_b(&self, src: Lines<'_, bf16>, width: usize, out: &mut [u16]) {
+        let stored = src.depth.div_ceil(2) * 2;
+        pack_pairs(src, width, stored, out)
+    }
+    #[inline]
+    fn pack_b_rounding(&self, src: Lines<'_, f32>, width: usize, out: &mut [u16]) -> bool {
+        let stored = src.depth.div_ceil(2) * 2;
+        pack_pairs(src, width, stored, out);
+        true
+    }
+    #[inline]
+    fn pack_a(&self, src: Lines<'_, bf16>, width: usize, out: &mut [u16]) {
+        self.pack_b(src, width, out)
+    }
+    #[inline]
+    fn run(&self, kernel: Kernel, kc: usize, a: &[u16], b: &[u16], acc: Accum<'_>) {
+        kernel.run_bf16(kc.div_ceil(2), a, b, acc.c, acc.ldc, acc.overwrite)
+    }
+}
+
+/// B read from f32 and rounded to the A side's dtype `T` (nearest even) as it
+/// is packed: the product equals the product with B cast to `T` first, without
+/// the cast copy (an f32 weight used under autocast). Each packed group is
+/// first converted into a small buffer that keeps the source's contiguous
+/// direction (SIMD conversion), then packed by `inner`.
+pub(super) struct RoundB<P> {
+    pub isa: Isa,
+    pub inner: P,
+}
+
+impl<T: F32Convert, P: Packer<T>> Packer<T, f32> for RoundB<P> {
+    type Elem = P::Elem;
+    #[inline]
+    fn depth(&self, kc: usize) -> usize {
+        self.inner.depth(kc)
+    }
+    fn pack_b(&self, src: Lines<'_, f32>, width: usize, out: &mut [Self::Elem]) {
+        let inner = &self.inner;
+        if inner.pack_b_rounding(src, width, out) {
+            return;
+        }
+        let Lines {
+            data,
+            base,
+            x_stride,
+            p_stride,
+            count,
+            depth,
+        } = src;
+        let mut stage = vec![T::from_f32(0.0); count * depth];
+        if x_stride == 1 && p_stride != 1 {
+            // Lines side by side along x (a row-major B): stage [depth][count].
+            for p in 0..depth {
+                let s = base + p * p_stride;
+                T::store(
+                    self.isa,
+                    &data[s..s + count],
+                    &mut stage[p * count..(p + 1) * count],
+                );
+            }
+            let staged = Lines {
+                data: &stage[..],
+                base: 0,
+                x_stride: 1,
+                p_stride: count,
+                count,
+                depth,
+            };
+            self.inner.pack_b(staged, width, out)
+        } else {
+            // Each line along the depth (a transposed B, a linear weight): stage [count][depth].
+            for (r, line) in stage.chunks_mut(depth.max(1)).take(count).enumerate() {
+                let s = base + r * x_stride;
+                if p_stride == 1 {
+                    T::store(self.isa, &data[s..s + depth], line);
+                } else {
+                    for (p, v) in line.iter_mut().enumerate() {
+                        *v = T::from_f32(data[s + p * p_stride]);
+                    }
+                }
+            }
+            let staged = Lines {
+                data: &stage[..],
+                base: 0,
+                x_stride: depth,
+                p_stride: 1,
+                count,
+                depth,
+            };
+            self.inner.pack_b(staged, width, out)
+        }
+    }
+    #[inline]
+    fn pack_a(&self, src: Lines<'_, T>, width: usize, out: &mut [Self::Elem]) {
+        self.inner.pack_a(src, width, out)
+    }
+    #[inline]
+    fn run(&self, kernel: Kernel, kc: usize, a: &[Self::Elem], b: &[Self::Elem], acc: Accum<'_>) {
+        self.inner.run(kernel, kc, a, b, acc)
+    }
+    #[inline]
+    fn run_row(
+        &self,
+        kernel: Kernel,
+        kc: usize,
+        a: &[Self::Elem],
+        b: &[Self::Elem],
+        panels: usize,
+        acc: Accum<'_>,
+    ) {
+        self.inner.run_row(kernel, kc, a, b, panels, acc)
+    }
+}
+
+/// bf16 panels for the AMX kernel, depth padded to 32: A as the 16 × 32 bf16
+/// tiles `tileloadd` reads, one after another (`[depth / 32][line][32]`, each
+/// tile row one cache line), B pair-interleaved as for
+/// `vdpbf16ps` (16 pairs × 16 columns per tile).
+pub(super) struct AmxPacker;
+
+impl Packer<bf16> for AmxPacker {
+    type Elem = u16;
+    #[inline]
+    fn depth(&self, kc: usize) -> usize {
+        kc.div_ceil(32) * 32
+    }
+    #[inline]
+    fn pack_b(&self, src: Lines<'_, bf16>, width: usize, out: &mut [u16]) {
+        let stored = <Self as Packer<bf16>>::depth(self, src.depth);
+        pack_pairs(src, width, stored, out)
+    }
+    #[inline]
+    fn pack_b_rounding(&self, src: Lines<'_, f32>, width: usize, out: &mut [u16]) -> bool {
+        let stored = <Self as Packer<bf16>>::depth(self, src.depth);
+        pack_pairs(src, width, stored, out);
+        true
+    }
+    fn pack_a(&self, src: Lines<'_, bf16>, width: usize, out: &mut [u16]) {
+        let Lines {
+            data,
+            base,
+            x_stride,
+            p_stride,
+            count,
+            depth,
+        } = src;
+        let stored = <Self as Packer<bf16>>::depth(self, depth);
+        // Element (r, p) of a panel: step p / 32 holds its 32 rows of 32 values.
+        let at = |r: usize, p: usize| ((p / 32) * width + r) * 32 + p % 32;
+        for q in 0..count.div_ceil(width) {
+            let panel = &mut out[q * width * stored..(q + 1) * width * stored];
+            let lines = width.min(count - q * width);
+            if lines < width || depth < stored {
+                panel.fill(0);
+            }
+            if p_stride == 1 {
+                for r in 0..lines {
+                    let s = base + (q * width + r) * x_stride;
+                    let runs = data[s..s + depth].chunks_exact(32);
+                    let (rest, whole) = (runs.remainder(), depth / 32);
+                    for (t, run) in runs.enumerate() {
+                        // Fixed-size copies: one vector move each, not a `memcpy` call
+                        // per 64 bytes (measured: 14% of a 2048³ product's time).
+                        let run: &[bf16; 32] = run.try_into().expect("32 values");
+                        let dst: &mut [u16; 32] = (&mut panel[at(r, 32 * t)..][..32])
+                            .try_into()
+                            .expect("32 values");
+                        for (d, v) in dst.iter_mut().zip(run) {
+                            *d = v.to_bits();
+                        }
+                    }
+                    if !rest.is_empty() {
+                        let dst = &mut panel[at(r, 32 * whole)..][..rest.len()];
+                        for (d, v) in dst.iter_mut().zip(rest) {
+                            *d = v.to_bits();
+                        }
+                    }
+                }
+            } else {
+                // Strided along the depth (a transposed A): 32 × 32 blocks
+                // transposed in registers where whole, else read along the lines.
+                let s0 = base + q * width * x_stride;
+                let mut p0 = 0;
+                #[cfg(target_arch = "x86_64")]
+                if x_stride == 1 && lines == 32 && std::arch::is_x86_feature_detected!("avx512bw") {
+                    while p0 + 32 <= depth {
+                        let s = s0 + p0 * p_stride;
+                        assert!(s + 31 * p_stride + 32 <= data.len());
+                        let dst = &mut panel[at(0, p0)..at(0, p0) + 1024];
+                        // SAFETY: AVX-512F/BW detected above; 32 rows of 32 values
+                        // at stride p_stride from s lie inside `data` (checked); 1024 written.
+                        unsafe {
+                            x86::transpose_32x32(
+                                data.as_ptr().add(s) as *const u16,
+                                p_stride,
+                                dst.as_mut_ptr(),
+                            )
+                        };
+                        p0 += 32;
+                    }
+                }
+                for p in p0..depth {
+                    let s = s0 + p * p_stride;
+                    for r in 0..lines {
+                        panel[at(r, p)] = data[s + r * x_stride].to_bits();
+                    }
+                }
+            }
+        }
+    }
+    #[inline]
+    fn run(&self, kernel: Kernel, kc: usize, a: &[u16], b: &[u16], acc: Accum<'_>) {
+        kernel.run_amx_row(kc.div_ceil(32) * 32, a, b, 1, acc.c, acc.ldc, acc.overwrite)
+    }
+    #[inline]
+    fn run_row(
+        &self,
+        kernel: Kernel,
+        kc: usize,
+        a: &[u16],
+        b: &[u16],
+        panels: usize,
+        acc: Accum<'_>,
+    ) {
+        kernel.run_amx_row(
+            kc.div_ceil(32) * 32,
+            a,
+            b,
+            panels,
+            acc.c,
+            acc.ldc,
+            acc.overwrite,
+        )
+    }
+}
+
+/// How [`pack_pairs`] loads a value as bf16 bits — the one thing its two uses
+/// differ in: a bf16 value as it is, an f32 value rounded to bf16 (nearest
+/// even, as `f32_to_bf16_bits`: the panels equal those packed from the cast
+/// values). Each load has its scalar form and its AVX-512 forms.
+pub(super) trait PairLoad: Copy + Sync {
+    /// The value's bf16 bits.
+    fn bits(self) -> u16;
+
+    /// `out[2j] = bits(r0[j])`, `out[2j + 1] = bits(r1[j])` for 32 `j`.
+    ///
+    /// # Safety
+    /// AVX-512F/BW available; `r0`, `r1` hold 32 values, `out` 64.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn interleave_rows(r0: *const Self, r1: *const Self, out: *mut u16);
+
+    /// Packs the leading depth steps of a full 32-line panel (`panel`, width
+    /// 32) whose lines are contiguous along the depth: line `r` from
+    /// `data[first + r·x_stride]`, `depth` values. Returns the steps packed
+    /// (even); the caller packs the rest.
+    ///
+    /// # Safety
+    /// AVX-512F/BW available.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn pack_depth_lines(
+        data: &[Self],
+        first: usize,
+        x_stride: usize,
+        depth: usize,
+        panel: &mut [u16],
+    ) -> usize;
+}
+
+impl PairLoad for bf16 {
+    #[inline]
+    fn bits(self) -> u16 {
+        self.to_bits()
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    unsafe fn interleave_rows(r0: *const bf16, r1: *const bf16, out: *mut u16) {
+        // SAFETY: the caller's contract is the callee's (bf16 values are their u16 bits).
+        unsafe { x86::interleave_rows(r0 as *const u16, r1 as *const u16, out) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    unsafe fn pack_depth_lines(
+        data: &[bf16],
+        first: usize,
+        x_stride: usize,
+        depth: usize,
+        panel: &mut [u16],
+    ) -> usize {
+        if x_stride * 64 >= i32::MAX as usize {
+            return 0;
+        }
+        let s = first;
+        // Whole pairs only; the line ends are checked against the slice first.
+        let pairs = depth / 2;
+        if pairs > 0 {
+            let last = s + 31 * x_stride + 2 * pairs;
+            assert!(last <= data.len());
+            for pp in 0..pairs {
+                // SAFETY: AVX-512F/BW available (the caller's contract); the 32 lines read 4
+                // bytes at s + r·x_stride + 2·pp, inside `data` (checked), and write 64 values.
+                unsafe {
+                    x86::gather_pairs(
+                        data.as_ptr().add(s + 2 * pp) as *const u16,
+                        (x_stride * 2) as i32,
+                        panel[pp * 64..pp * 64 + 64].as_mut_ptr(),
+                    )
+                };
+            }
+        }
+        2 * pairs
+    }
+}
+
+impl PairLoad for f32 {
+    #[inline]
+    fn bits(self) -> u16 {
+        crate::convert::f32_to_bf16_bits(self)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    unsafe fn interleave_rows(r0: *const f32, r1: *const f32, out: *mut u16) {
+        // SAFETY: the caller's contract is the callee's.
+        unsafe { x86::round_interleave_rows(r0, r1, out) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    unsafe fn pack_depth_lines(
+        data: &[f32],
+        first: usize,
+        x_stride: usize,
+        depth: usize,
+        panel: &mut [u16],
+    ) -> usize {
+        let mut p0 = 0;
+        while p0 + 32 <= depth {
+            // 32 lines × 32 steps: the last line's 32 values end inside `data`.
+            let s = first + p0;
+            let last = s + 31 * x_stride + 32;
+            assert!(last <= data.len());
+            let dst = &mut panel[(p0 / 2) * 64..(p0 / 2 + 16) * 64];
+            // SAFETY: AVX-512F/BW available (the caller's contract); 32 lines of 32 values
+            // from `s` at `x_stride` (the last ends inside `data`, checked); 1024 written.
+            unsafe { x86::round_transpose_pairs(data[s..].as_ptr(), x_stride, dst.as_mut_ptr()) };
+            p0 += 32;
+        }
+        p0
+    }
+}
+
+/// Packs the `count` lines of `depth` values of `src`, each loaded as bf16
+/// bits by `E` ([`PairLoad`]: bf16 as it is, f32 rounded), into
+/// pair-interleaved panels of `width` lines, `[panel][p / 2][width][p % 2]`,
+/// zero-padding the depth to `stored` (even) and the last panel to `width`
+/// lines. A row-major B in whole 32-line panels takes [`row_pairs`]; other
+/// full 32-line panels take AVX-512 paths for lines contiguous along the depth
+/// (a transposed B) or across it.
+fn pack_pairs<E: PairLoad>(src: Lines<'_, E>, width: usize, stored: usize, out: &mut [u16]) {
+    #[cfg(target_arch = "x86_64")]
+    if row_pairs(src, width, stored, out) {
+        return;
+    }
+    let Lines {
+        data,
+        base,
+        x_stride,
+        p_stride,
+        count,
+        depth,
+    } = src;
+    for q in 0..count.div_ceil(width) {
+        let panel = &mut out[q * width * stored..(q + 1) * width * stored];
+        let lines = width.min(count - q * width);
+        if lines < width || depth < stored {
+            panel.fill(0);
+        }
+        let first = base + q * width * x_stride;
+        #[cfg(target_arch = "x86_64")]
+        let simd = width == 32 && lines == 32 && std::arch::is_x86_feature_detected!("avx512bw");
+        #[cfg(not(target_arch = "x86_64"))]
+        let simd = false;
+        // Depth steps already packed (even).
+        let mut p0 = 0;
+        #[cfg(target_arch = "x86_64")]
+        if simd && p_stride == 1 {
+            // SAFETY: AVX-512F/BW detected above.
+            p0 = unsafe { E::pack_depth_lines(data, first, x_stride, depth, panel) };
+        } else if simd && x_stride == 1 {
+            while p0 + 2 <= depth {
+                let (r0, r1) = (first + p0 * p_stride, first + (p0 + 1) * p_stride);
+                let (l0, l1) = (&data[r0..r0 + 32], &data[r1..r1 + 32]);
+                let dst = &mut panel[(p0 / 2) * 64..(p0 / 2) * 64 + 64];
+                // SAFETY: AVX-512F/BW detected above; 32 values from each row, 64 written.
+                unsafe { E::interleave_rows(l0.as_ptr(), l1.as_ptr(), dst.as_mut_ptr()) };
+                p0 += 2;
+            }
+        }
+        if p_stride == 1 {
+            // Each line is contiguous along the depth (a transposed B, e.g. a linear weight).
+            for r in 0..lines {
+                let s = first + r * x_stride;
+                let line = &data[s..s + depth];
+                for (pp, pair) in line.chunks(2).enumerate().skip(p0 / 2) {
+                    let at = pp * width * 2 + r * 2;
+                    panel[at] = pair[0].bits();
+                    if let Some(v) = pair.get(1) {
+                        panel[at + 1] = v.bits();
+                    }
+                }
+            }
+        } else {
+            for p in p0..depth {
+                let s = first + p * p_stride;
+                let row = &mut panel[(p / 2) * width * 2..(p / 2 + 1) * width * 2];
+                let e = p % 2;
+                if x_stride == 1 {
+                    for (r, v) in data[s..s + lines].iter().enumerate() {
+                        row[r * 2 + e] = v.bits();
+                    }
+                } else {
+                    for r in 0..lines {
+                        row[r * 2 + e] = data[s + r * x_stride].bits();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Pair-interleaved panels of a row-major B in whole 32-line panels, with
+/// AVX-512BW: each pair of rows is read once, left to right, across every
+/// panel (a row-major walk the prefetchers follow); 32 values of each row
+/// are packed into 64 by [`PairLoad::interleave_rows`]. `false` (nothing
+/// written) when the block does not qualify.
+#[cfg(target_arch = "x86_64")]
+fn row_pairs<E: PairLoad>(src: Lines<'_, E>, width: usize, stored: usize, out: &mut [u16]) -> bool {
+    let Lines {
+        data,
+        base,
+        x_stride,
+        p_stride,
+        count,
+        depth,
+    } = src;
+    if !(width == 32
+        && x_stride == 1
+        && count.is_multiple_of(32)
+        && depth == stored
+        && std::arch::is_x86_feature_detected!("avx512bw"))
+    {
+        return false;
+    }
+    // Rows this far ahead are prefetched: each row is a short run far from the
+    // last one, which the hardware prefetchers do not follow in time.
+    const AHEAD: usize = 8;
+    let line_elems = (64 / std::mem::size_of::<E>().max(1)).max(1);
+    for pp in 0..depth / 2 {
+        let (r0, r1) = (base + 2 * pp * p_stride, base + (2 * pp + 1) * p_stride);
+        let (l0, l1) = (&data[r0..r0 + count], &data[r1..r1 + count]);
+        if 2 * pp + AHEAD + 1 < depth {
+            for r in [r0 + AHEAD * p_stride, r1 + AHEAD * p_stride] {
+                for e in (0..count).step_by(line_elems) {
+                    // SAFETY: a prefetch is only a hint; the address is inside `data`
+                    // (the row is one of this block's, read later).
+                    unsafe {
+                        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                            data[r + e..].as_ptr() as *const i8,
+                        )
+                    };
+                }
+            }
+        }
+        for q in 0..count / 32 {
+            let at = q * 32 * stored + pp * 64;
+            let rows = (&l0[32 * q..32 * q + 32], &l1[32 * q..32 * q + 32]);
+            let dst = &mut out[at..at + 64];
+            // SAFETY: AVX-512F/BW detected above; 32 values from each row, 64 written.
+            unsafe { E::interleave_rows(rows.0.as_ptr(), rows.1.as_ptr(), dst.as_mut_ptr()) }
+        }
+    }
+    true
+}
+
+/// [`pack`] for f32 lines with AVX-512: lines contiguous along the depth by
+/// 16 × 16 register transposes, lines contiguous across it by masked copies.
+/// `false` (nothing written) when the ISA or the layout does not qualify.
+#[cfg(target_arch = "x86_64")]
+fn pack_f32_simd(isa: Isa, src: Lines<'_, f32>, width: usize, out: &mut [f32]) -> bool {
+    let Lines {
+        data: src,
+        base,
+        x_stride,
+        p_stride,
+        count,
+        depth,
+    } = src;
+    if !(isa >= Isa::Avx512 && width <= kernels::MAX_NR) {
+        return false;
+    }
+    let panels = count.div_ceil(width);
+    if p_stride == 1 {
+        // Lines contiguous along p (a row-major A, a transposed B):
+        // 16 lines × 16 steps at a time, transposed in registers.
+        for q in 0..panels {
+            let panel = &mut out[q * width * depth..(q + 1) * width * depth];
+            let first = base + q * width * x_stride;
+            let lines = width.min(count - q * width);
+            // The last line read ends inside `src`.
+            assert!(lines == 0 || first + (lines - 1) * x_stride + depth <= src.len());
+            for r0 in (0..width).step_by(16) {
+                let lanes = 16.min(width - r0);
+                let valid = lines.saturating_sub(r0).min(lanes);
+                // SAFETY: AVX-512F present (isa ≥ Avx512); lines r0..r0 + valid
+                // start at `first + r·x_stride` and hold `depth` values (checked
+                // above); the panel holds `depth` rows of `width`, and lanes
+                // r0..r0 + lanes lie within a row.
+                unsafe {
+                    x86::transpose_lines_f32(
+                        src.as_ptr().add(first + r0 * x_stride),
+                        x_stride,
+                        valid,
+                        depth,
+                        panel.as_mut_ptr().add(r0),
+                        width,
+                        lanes,
+                    )
+                }
+            }
+        }
+        return true;
+    }
+    if x_stride == 1 {
+        // Lines contiguous along x (a row-major B): each step one masked copy.
+        for q in 0..panels {
+            let panel = &mut out[q * width * depth..(q + 1) * width * depth];
+            let first = base + q * width;
+            let lines = width.min(count - q * width);
+            assert!(depth == 0 || first + (depth - 1) * p_stride + lines <= src.len());
+            // SAFETY: AVX-512F present (isa ≥ Avx512); step p reads `lines` values
+            // at `first + p·p_stride`, inside `src` (checked above); the panel
+            // holds `depth` rows of `width ≤ 32`.
+            unsafe {
+                x86::copy_lines_f32(
+                    src.as_ptr().add(first),
+                    p_stride,
+                    lines,
+                    depth,
+                    panel.as_mut_ptr(),
+                    width,
+                )
+            }
+        }
+        return true;
+    }
+    false
+}
+
+/// Packs the `count` lines (along x) of `depth` elements (along p) of `src`
+/// into panels of `width` lines, `[panel][p][width]`, zero-padding the last panel.
+fn pack<T: F32Convert>(isa: Isa, src: Lines<'_, T>, width: usize, out: &mut [f32]) {
+    let Lines {
+        data,
+        base,
+        x_stride,
+        p_stride,
+        count,
+        depth,
+    } = src;
+    let panels = count.div_ceil(width);
+    #[cfg(target_arch = "x86_64")]
+    if let Some(src) = T::as_f32(data) {
+        let src = Lines {
+            data: src,
+            base,
+            x_stride,
+            p_stride,
+            count,
+            depth,
+        };
+        if pack_f32_simd(isa, src, width, out) {
+            return;
+        }
+    }
+    let mut line = vec![0f32; if p_stride == 1 { depth } else { 0 }];
+    for q in 0..panels {
+        let panel = &mut out[q * width * depth..(q + 1) * width * depth];
+        let lines = width.min(count - q * width);
+        if x_stride == 1 && lines == width {
+            // Contiguous along x: each p is one load of `width` elements.
+            for p in 0..depth {
+                let s = base + q * width + p * p_stride;
+                T::load(
+                    isa,
+                    &data[s..s + width],
+                    &mut panel[p * width..(p + 1) * width],
+                );
+            }
+            continue;
+        }
+        for r in 0..width {
+            if r >= lines {
+                for p in 0..depth {
+                    panel[p * width + r] = 0.0;
+                }
+                continue;
+            }
+            let s = base + (q * width + r) * x_stride;
+            if p_stride == 1 {
+                T::load(isa, &data[s..s + depth], &mut line);
+                for (p, &v) in line.iter().enumerate() {
+                    panel[p * width + r] = v;
+                }
+            } else {
+                for p in 0..depth {
+                    panel[p * width + r] = data[s + p * p_stride].to_f32();
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,365 @@
+//! The AVX-512 helpers of the packers and of the narrow products: register
+//! interleaves, transposes and gathers of bf16 and f32 lines, and the
+//! rounding of f32 lanes to bf16 (nearest even) that `RoundB` packs with.
+
+use std::arch::x86_64::*;
+
+/// `out[2j] = r0[j]`, `out[2j + 1] = r1[j]` for 32 `j`.
+///
+/// # Safety
+/// AVX-512F/BW available; `r0`, `r1` hold 32 values, `out` 64.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub unsafe fn interleave_rows(r0: *const u16, r1: *const u16, out: *mut u16) {
+    // SAFETY: extents as stated in the contract.
+    unsafe {
+        let a = _mm512_loadu_si512(r0 as *const _);
+        let b = _mm512_loadu_si512(r1 as *const _);
+        let mut lo = [0i16; 32];
+        let mut hi = [0i16; 32];
+        for j in 0..16 {
+            lo[2 * j] = j as i16;
+            lo[2 * j + 1] = 32 + j as i16;
+            hi[2 * j] = 16 + j as i16;
+            hi[2 * j + 1] = 48 + j as i16;
+        }
+        let il = _mm512_loadu_si512(lo.as_ptr() as *const _);
+        let ih = _mm512_loadu_si512(hi.as_ptr() as *const _);
+        _mm512_storeu_si512(out as *mut _, _mm512_permutex2var_epi16(a, il, b));
+        _mm512_storeu_si512(out.add(32) as *mut _, _mm512_permutex2var_epi16(a, ih, b));
+    }
+}
+
+/// `dst[r·32 + p] = src[p·stride + r]` for `r, p < 32`: a 32 × 32 block of
+/// 16-bit values transposed (an A panel's 32-deep step from a transposed
+/// A, a weight gradient's `gᵀ`). Rows `p` are first interleaved in pairs
+/// (32-bit values `(src[2q][r], src[2q+1][r])`), then the two 16 × 16
+/// matrices of pairs are transposed (32-bit, 64-bit, then 128-bit lane
+/// shuffles).
+///
+/// # Safety
+/// AVX-512F/BW available; `src` holds 32 rows of 32 values at `stride`, `dst` 1024 values.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub unsafe fn transpose_32x32(src: *const u16, stride: usize, dst: *mut u16) {
+    // SAFETY: extents as stated in the contract.
+    unsafe {
+        let mut lo = [_mm512_setzero_si512(); 16];
+        let mut hi = [_mm512_setzero_si512(); 16];
+        for q in 0..16 {
+            let a = _mm512_loadu_si512(src.add(2 * q * stride) as *const _);
+            let b = _mm512_loadu_si512(src.add((2 * q + 1) * stride) as *const _);
+            // Pair s = 4L + e of lane L: r = 8L + e (lo), 8L + 4 + e (hi).
+            lo[q] = _mm512_unpacklo_epi16(a, b);
+            hi[q] = _mm512_unpackhi_epi16(a, b);
+        }
+        for (half, v) in [lo, hi].iter().enumerate() {
+            let w = transpose_16x16_epi32(v);
+            for (s, row) in w.iter().enumerate() {
+                let r = 8 * (s / 4) + 4 * half + s % 4;
+                _mm512_storeu_si512(dst.add(32 * r) as *mut _, *row);
+            }
+        }
+    }
+}
+
+/// `dst[p·dst_stride + r] = src[r·stride + p]` for `r < lines`, and 0 for
+/// `lines ≤ r < lanes`, over `p < depth`: up to 16 lines of f32 values,
+/// 16 steps at a time, transposed in registers (an f32 panel from lines
+/// contiguous along the depth).
+///
+/// # Safety
+/// AVX-512F available; `lines ≤ lanes ≤ 16`; each of the `lines` lines at
+/// `src + r·stride` holds `depth` values; `dst` holds `depth` rows of
+/// `dst_stride ≥ lanes` values.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn transpose_lines_f32(
+    src: *const f32,
+    stride: usize,
+    lines: usize,
+    depth: usize,
+    dst: *mut f32,
+    dst_stride: usize,
+    lanes: usize,
+) {
+    let store: __mmask16 = ((1u32 << lanes) - 1) as __mmask16;
+    // SAFETY: extents as stated in the contract; masked-off lanes are not accessed.
+    unsafe {
+        for p0 in (0..depth).step_by(16) {
+            let steps = 16.min(depth - p0);
+            let load: __mmask16 = ((1u32 << steps) - 1) as __mmask16;
+            let mut v = [_mm512_setzero_si512(); 16];
+            for (r, v) in v.iter_mut().enumerate().take(lines) {
+                *v = _mm512_maskz_loadu_epi32(load, src.add(r * stride + p0) as *const i32);
+            }
+            let w = transpose_16x16_epi32(&v);
+            for (j, w) in w.iter().enumerate().take(steps) {
+                _mm512_mask_storeu_epi32(dst.add((p0 + j) * dst_stride) as *mut i32, store, *w);
+            }
+        }
+    }
+}
+
+/// `dst[p·width + r] = src[p·stride + r]` for `r < lines`, and 0 for
+/// `lines ≤ r < width`, over `p < depth`.
+///
+/// # Safety
+/// AVX-512F available; `lines ≤ width ≤ 32`; `src + p·stride` holds `lines`
+/// values for each `p < depth`; `dst` holds `depth · width` values.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn copy_lines_f32(
+    src: *const f32,
+    stride: usize,
+    lines: usize,
+    depth: usize,
+    dst: *mut f32,
+    width: usize,
+) {
+    let mask = |n: usize| ((1u32 << n.min(16)) - 1) as __mmask16;
+    let (load0, load1) = (mask(lines), mask(lines.saturating_sub(16)));
+    let (store0, store1) = (mask(width), mask(width.saturating_sub(16)));
+    // SAFETY: extents as stated in the contract; masked-off lanes are not accessed.
+    unsafe {
+        for p in 0..depth {
+            let (s, d) = (src.add(p * stride), dst.add(p * width));
+            let v = _mm512_maskz_loadu_ps(load0, s);
+            _mm512_mask_storeu_ps(d, store0, v);
+            if width > 16 {
+                let v = _mm512_maskz_loadu_ps(load1, s.add(16));
+                _mm512_mask_storeu_ps(d.add(16), store1, v);
+            }
+        }
+    }
+}
+
+/// One 32-deep step of a narrow product's B tile (16 pairs × 16 columns,
+/// `dst[32q + 2j + e]` = value `2q + e` of column `j`) from `lines ≤ 16`
+/// columns of 32 contiguous bf16 values at `stride`; columns past `lines` are 0.
+///
+/// # Safety
+/// AVX-512F available; each column at `src + j·stride` (`j < lines`) holds 32
+/// values; `dst` holds 512.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn column_pair_tile_bits(src: *const u16, stride: usize, lines: usize, dst: *mut u16) {
+    // SAFETY: extents as stated in the contract.
+    unsafe {
+        let mut v = [_mm512_setzero_si512(); 16];
+        for (j, v) in v.iter_mut().enumerate().take(lines) {
+            // 32 bf16 values: 16 pairs, pair q in 32-bit lane q.
+            *v = _mm512_loadu_si512(src.add(j * stride) as *const _);
+        }
+        store_pair_tile(&v, dst);
+    }
+}
+
+/// [`column_pair_tile_bits`] from f32 columns, rounded to bf16 (nearest even).
+///
+/// # Safety
+/// AVX-512F/BW available; each column at `src + j·stride` (`j < lines`) holds
+/// 32 values; `dst` holds 512.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub unsafe fn column_pair_tile_rounded(
+    src: *const f32,
+    stride: usize,
+    lines: usize,
+    dst: *mut u16,
+) {
+    // SAFETY: extents as stated in the contract.
+    unsafe {
+        let mut v = [_mm512_setzero_si512(); 16];
+        for (j, v) in v.iter_mut().enumerate().take(lines) {
+            *v = round_line_pairs(src.add(j * stride));
+        }
+        store_pair_tile(&v, dst);
+    }
+}
+
+/// `dst[32q + 2j + e]` = 32-bit lane `q` of `v[j]`.
+#[target_feature(enable = "avx512f")]
+unsafe fn store_pair_tile(v: &[__m512i; 16], dst: *mut u16) {
+    // SAFETY: `dst` holds 512 values (the callers' contracts).
+    unsafe {
+        for (q, w) in transpose_16x16_epi32(v).iter().enumerate() {
+            _mm512_storeu_si512(dst.add(32 * q) as *mut _, *w);
+        }
+    }
+}
+
+/// One pair row of a narrow product's B tile from two rows of bf16 bits:
+/// `dst[2j + e] = row_e[j]` for `j < n`, 0 for `n ≤ j < 16`.
+///
+/// # Safety
+/// AVX-512F/BW/VL available; `n ≤ 16`; `r0`, `r1` hold `n` values, `dst` 32.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub unsafe fn row_pair_bits(r0: *const u16, r1: *const u16, n: usize, dst: *mut u16) {
+    let m = ((1u32 << n) - 1) as __mmask16;
+    // SAFETY: extents as stated in the contract; masked-off lanes are not read.
+    unsafe {
+        let a = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, r0 as *const i16));
+        let b = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, r1 as *const i16));
+        store_row_pair(a, b, dst);
+    }
+}
+
+/// [`row_pair_bits`] from two f32 rows, rounded to bf16 (nearest even).
+///
+/// # Safety
+/// AVX-512F available; `n ≤ 16`; `r0`, `r1` hold `n` values, `dst` 32.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn row_pair_rounded(r0: *const f32, r1: *const f32, n: usize, dst: *mut u16) {
+    let m = ((1u32 << n) - 1) as __mmask16;
+    // SAFETY: extents as stated in the contract; masked-off lanes are not read.
+    unsafe {
+        let a = round_bf16(_mm512_maskz_loadu_epi32(m, r0 as *const i32));
+        let b = round_bf16(_mm512_maskz_loadu_epi32(m, r1 as *const i32));
+        store_row_pair(a, b, dst);
+    }
+}
+
+/// `dst[2j] = lo[j]`, `dst[2j + 1] = hi[j]` for 16 `j`: the low 16 bits of
+/// each 32-bit lane of `lo` and `hi` (upper halves zero) as pairs.
+///
+/// # Safety
+/// `dst` holds 32 values.
+#[target_feature(enable = "avx512f")]
+unsafe fn store_row_pair(lo: __m512i, hi: __m512i, dst: *mut u16) {
+    // SAFETY: extent as stated in the contract.
+    unsafe {
+        _mm512_storeu_si512(
+            dst as *mut _,
+            _mm512_or_si512(lo, _mm512_slli_epi32::<16>(hi)),
+        )
+    }
+}
+
+/// The 32 f32 values at `line` rounded to bf16, in order, as 16 pairs (pair
+/// `q` in 32-bit lane `q`).
+///
+/// # Safety
+/// AVX-512F/BW available; `line` holds 32 values.
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn round_line_pairs(line: *const f32) -> __m512i {
+    // The low half of every 32-bit lane of a, then of b: the 32 values in order.
+    let mut even = [0i16; 32];
+    for (j, e) in even.iter_mut().enumerate() {
+        *e = 2 * j as i16;
+    }
+    // SAFETY: extent as stated in the contract.
+    unsafe {
+        let idx = _mm512_loadu_si512(even.as_ptr() as *const _);
+        let a = round_bf16(_mm512_loadu_si512(line as *const _));
+        let b = round_bf16(_mm512_loadu_si512(line.add(16) as *const _));
+        _mm512_permutex2var_epi16(a, idx, b)
+    }
+}
+
+/// `w[j]` holds element `j` of every `v[i]` (a 16 × 16 transpose of 32-bit values).
+#[target_feature(enable = "avx512f")]
+fn transpose_16x16_epi32(v: &[__m512i; 16]) -> [__m512i; 16] {
+    let mut a = [_mm512_setzero_si512(); 16];
+    for i in 0..8 {
+        a[2 * i] = _mm512_unpacklo_epi32(v[2 * i], v[2 * i + 1]);
+        a[2 * i + 1] = _mm512_unpackhi_epi32(v[2 * i], v[2 * i + 1]);
+    }
+    // b[4i + c], lane L: element 4L + c of v[4i..4i + 4].
+    let mut b = [_mm512_setzero_si512(); 16];
+    for i in 0..4 {
+        b[4 * i] = _mm512_unpacklo_epi64(a[4 * i], a[4 * i + 2]);
+        b[4 * i + 1] = _mm512_unpackhi_epi64(a[4 * i], a[4 * i + 2]);
+        b[4 * i + 2] = _mm512_unpacklo_epi64(a[4 * i + 1], a[4 * i + 3]);
+        b[4 * i + 3] = _mm512_unpackhi_epi64(a[4 * i + 1], a[4 * i + 3]);
+    }
+    // w[4L + c] gathers lane L of b[c], b[4 + c], b[8 + c], b[12 + c].
+    let mut w = [_mm512_setzero_si512(); 16];
+    for c in 0..4 {
+        let t0 = _mm512_shuffle_i32x4::<0x44>(b[c], b[4 + c]);
+        let t1 = _mm512_shuffle_i32x4::<0xEE>(b[c], b[4 + c]);
+        let t2 = _mm512_shuffle_i32x4::<0x44>(b[8 + c], b[12 + c]);
+        let t3 = _mm512_shuffle_i32x4::<0xEE>(b[8 + c], b[12 + c]);
+        w[c] = _mm512_shuffle_i32x4::<0x88>(t0, t2);
+        w[4 + c] = _mm512_shuffle_i32x4::<0xDD>(t0, t2);
+        w[8 + c] = _mm512_shuffle_i32x4::<0x88>(t1, t3);
+        w[12 + c] = _mm512_shuffle_i32x4::<0xDD>(t1, t3);
+    }
+    w
+}
+
+/// f32 lanes rounded to bf16 bits (nearest even; NaN keeps its high payload,
+/// quiet bit set), in the low half of each 32-bit lane.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn round_bf16(x: __m512i) -> __m512i {
+    let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(x), _mm512_set1_epi32(1));
+    let bias = _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF));
+    let rounded = _mm512_srli_epi32::<16>(_mm512_add_epi32(x, bias));
+    let quiet = _mm512_or_si512(_mm512_srli_epi32::<16>(x), _mm512_set1_epi32(0x40));
+    let abs = _mm512_and_si512(x, _mm512_set1_epi32(0x7FFF_FFFF));
+    let nan = _mm512_cmpgt_epu32_mask(abs, _mm512_set1_epi32(0x7F80_0000));
+    _mm512_mask_blend_epi32(nan, rounded, quiet)
+}
+
+/// `out[2j] = bf16(r0[j])`, `out[2j + 1] = bf16(r1[j])` for 32 `j`.
+///
+/// # Safety
+/// AVX-512F/BW available; `r0`, `r1` hold 32 values, `out` 64.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub unsafe fn round_interleave_rows(r0: *const f32, r1: *const f32, out: *mut u16) {
+    // SAFETY: extents as stated in the contract.
+    unsafe {
+        for h in 0..2 {
+            let a = round_bf16(_mm512_loadu_si512(r0.add(16 * h) as *const _));
+            let b = round_bf16(_mm512_loadu_si512(r1.add(16 * h) as *const _));
+            let pairs = _mm512_or_si512(a, _mm512_slli_epi32::<16>(b));
+            _mm512_storeu_si512(out.add(32 * h) as *mut _, pairs);
+        }
+    }
+}
+
+/// `dst[64·j + 2r + e] = round(src[r·stride + 2j + e])` for 32 lines `r`,
+/// 16 pairs `j`, `e < 2`: 32 f32 lines along the depth rounded to bf16 and
+/// packed as one 32-deep step of a pair-interleaved panel (a transposed f32
+/// weight under autocast). Each line's rounded values become 16 pairs in
+/// one register; two 16 × 16 transposes of the pairs put each pair index's
+/// 32 lines side by side.
+///
+/// # Safety
+/// AVX-512F/BW available; each of the 32 lines at `src + r·stride` holds 32
+/// values; `dst` holds 1024.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub unsafe fn round_transpose_pairs(src: *const f32, stride: usize, dst: *mut u16) {
+    // SAFETY: extents as stated in the contract.
+    unsafe {
+        let mut pairs = [[_mm512_setzero_si512(); 16]; 2];
+        for r in 0..32 {
+            let line = src.add(r * stride);
+            // Two steps ahead on each line: 32 lines 16 KiB apart are more
+            // streams than the prefetchers follow (measured, one process
+            // alternating: 256×4096×4096 with a transposed f32 B +12%).
+            _mm_prefetch::<_MM_HINT_T0>(line.wrapping_add(64) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(line.wrapping_add(80) as *const i8);
+            pairs[r / 16][r % 16] = round_line_pairs(line);
+        }
+        for (half, v) in pairs.iter().enumerate() {
+            for (j, w) in transpose_16x16_epi32(v).iter().enumerate() {
+                _mm512_storeu_si512(dst.add(64 * j + 32 * half) as *mut _, *w);
+            }
+        }
+    }
+}
+
+/// `out[2r..2r + 2]` = the two values at `src + r·stride_bytes` for 32 lines `r`.
+///
+/// # Safety
+/// AVX-512F available; 4 bytes readable at every `src + r·stride_bytes` (r < 32), `out` holds 64.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn gather_pairs(src: *const u16, stride_bytes: i32, out: *mut u16) {
+    // SAFETY: extents as stated in the contract.
+    unsafe {
+        let step = _mm512_set1_epi32(stride_bytes);
+        let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        let idx0 = _mm512_mullo_epi32(lanes, step);
+        let idx1 = _mm512_add_epi32(idx0, _mm512_slli_epi32::<4>(step));
+        let g0 = _mm512_i32gather_epi32::<1>(idx0, src as *const i32);
+        let g1 = _mm512_i32gather_epi32::<1>(idx1, src as *const i32);
+        _mm512_storeu_si512(out as *mut _, g0);
+        _mm512_storeu_si512(out.add(32) as *mut _, g1);
+    }
+}
