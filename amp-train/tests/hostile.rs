@@ -116,6 +116,18 @@ fn a_run_with_nan_losses_checkpoints_and_resumes_bit_for_bit() {
         full.report.step_losses.iter().any(|l| !l.is_finite()),
         "the case needs non-finite losses"
     );
+    // The per-step records: one scale per step, the skipped steps by index,
+    // and after each skip the scale halved (to the floor of 1 at most).
+    let r = &full.report;
+    assert_eq!(r.step_loss_scales.len(), r.step_losses.len());
+    assert_eq!(r.skipped_step_indices.len() as u64, r.skipped_steps);
+    for &i in &r.skipped_step_indices {
+        let i = i as usize;
+        if let Some(&next) = r.step_loss_scales.get(i + 1) {
+            let want = (r.step_loss_scales[i] * 0.5).max(1.0);
+            assert_eq!(next, want, "step {i}");
+        }
+    }
     train(
         &TrainConfig {
             fit: FitConfig {
@@ -145,6 +157,14 @@ fn a_run_with_nan_losses_checkpoints_and_resumes_bit_for_bit() {
     assert_eq!(
         bits(&resumed.report.step_losses),
         bits(&full.report.step_losses)
+    );
+    assert_eq!(
+        bits(&resumed.report.step_loss_scales),
+        bits(&full.report.step_loss_scales)
+    );
+    assert_eq!(
+        resumed.report.skipped_step_indices,
+        full.report.skipped_step_indices
     );
     assert_eq!(
         resumed.report.final_loss_scale,

@@ -47,6 +47,7 @@
 mod config;
 mod digits;
 mod objective;
+mod progress;
 mod report;
 mod resume;
 
@@ -64,11 +65,10 @@ use crate::{Error, Result};
 use amp_autocast::{Autocast, AutocastGuard};
 use amp_scaler::GradScaler;
 use amp_tensor::Device;
-use indicatif::{ProgressBar, ProgressStyle};
+use progress::{finish_epoch_progress, progress_bar};
 use resume::RunIdentity;
 use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::time::Instant;
 
 /// One training run of `model` with `optimizer` (see the [module docs](self)).
@@ -183,6 +183,8 @@ impl<'a, M: Module + ?Sized, O: Optimizer + ?Sized> Trainer<'a, M, O> {
             ops: OpCounts::default(),
             history: Vec::new(),
             step_losses: Vec::new(),
+            step_loss_scales: Vec::new(),
+            skipped_step_indices: Vec::new(),
         };
         if let Some(path) = &config.resume {
             let state = resume::load(path, &identity, &device, model, opt, &mut scaler)?;
@@ -193,6 +195,8 @@ impl<'a, M: Module + ?Sized, O: Optimizer + ?Sized> Trainer<'a, M, O> {
             report.skipped_steps = state.skipped_steps;
             report.history = state.history;
             report.step_losses = state.step_losses;
+            report.step_loss_scales = state.step_loss_scales;
+            report.skipped_step_indices = state.skipped_step_indices;
         }
 
         let steps = Steps {
@@ -216,8 +220,13 @@ impl<'a, M: Module + ?Sized, O: Optimizer + ?Sized> Trainer<'a, M, O> {
             for batch in batches {
                 let batch = batch?;
                 let step = report.steps + n_batches as u64 + 1;
+                let scale = scaler.is_enabled().then(|| f64::from(scaler.get_scale()));
                 let (loss, was_skipped) = steps.step(&batch, opt, &mut scaler, epoch + 1, step)?;
                 skipped += u64::from(was_skipped);
+                if was_skipped {
+                    report.skipped_step_indices.push(step - 1);
+                }
+                report.step_loss_scales.extend(scale);
                 report.step_losses.push(loss);
                 loss_sum += loss;
                 n_batches += 1;
@@ -462,45 +471,5 @@ fn diverged_from_scaler(e: amp_scaler::Error, epoch: usize, step: u64) -> Error 
             }
         }
         other => other.into(),
-    }
-}
-
-fn progress_bar(config: &FitConfig, epoch: usize, batches: usize) -> ProgressBar {
-    if !(config.progress && std::io::stderr().is_terminal()) {
-        return ProgressBar::hidden();
-    }
-    let pb = ProgressBar::new(batches as u64);
-    let style =
-        ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} batches, loss {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> ");
-    pb.set_style(style);
-    pb.set_prefix(format!("{}/{}", epoch + 1, config.epochs));
-    pb
-}
-
-/// Ends the epoch's progress bar, or prints the epoch's line when there is no
-/// terminal to draw the bar on.
-fn finish_epoch_progress(
-    pb: &ProgressBar,
-    config: &FitConfig,
-    split: Option<&str>,
-    record: &EpochRecord,
-) {
-    let split = split.unwrap_or("eval");
-    let eval = match (record.eval_accuracy, record.eval_loss) {
-        (Some(accuracy), _) => format!(", {split} accuracy {accuracy:.4}"),
-        (None, Some(loss)) => format!(", {split} loss {loss:.4}"),
-        (None, None) => String::new(),
-    };
-    pb.finish_with_message(format!("{:.4}{eval}", record.mean_loss));
-    if config.progress && pb.is_hidden() {
-        eprintln!(
-            "epoch {}/{}: loss {:.4}{eval} ({:.2} s)",
-            record.epoch + 1,
-            config.epochs,
-            record.mean_loss,
-            record.seconds
-        );
     }
 }

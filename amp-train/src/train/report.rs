@@ -108,6 +108,13 @@ pub struct TrainReport {
     /// are written to JSON as `"NaN"`, `"inf"`, `"-inf"`.
     #[serde(with = "crate::json::float_vec")]
     pub step_losses: Vec<f64>,
+    /// The loss scale each step's loss was multiplied by (all sessions;
+    /// empty for runs without loss scaling).
+    #[serde(default, with = "crate::json::float_vec")]
+    pub step_loss_scales: Vec<f64>,
+    /// The steps the scaler skipped, as indices into `step_losses` (all sessions).
+    #[serde(default)]
+    pub skipped_step_indices: Vec<u64>,
 }
 
 impl TrainReport {

@@ -31,6 +31,9 @@ pub(super) struct ResumeState {
     pub history: Vec<EpochRecord>,
     #[serde(with = "crate::json::float_vec")]
     pub step_losses: Vec<f64>,
+    #[serde(with = "crate::json::float_vec")]
+    pub step_loss_scales: Vec<f64>,
+    pub skipped_step_indices: Vec<u64>,
     /// The caller's record of the run, which a resume must match.
     pub run: BTreeMap<String, serde_json::Value>,
 }
@@ -89,6 +92,8 @@ pub(super) fn save<M: Module + ?Sized, O: Optimizer + ?Sized>(
         skipped_steps: report.skipped_steps,
         history: report.history.clone(),
         step_losses: report.step_losses.clone(),
+        step_loss_scales: report.step_loss_scales.clone(),
+        skipped_step_indices: report.skipped_step_indices.clone(),
         run: id.run.clone(),
     };
     let json = serde_json::to_value(&state)
