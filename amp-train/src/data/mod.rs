@@ -279,6 +279,7 @@ impl ExactSizeIterator for Batches<'_> {}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use amp_tensor::DType;
 
     fn dataset(n: usize) -> TensorDataset {
         let device = Device::reference();
