@@ -17,7 +17,7 @@ pub const DIGITS_FEATURES: usize = 64;
 /// Classes (the digits 0..9).
 pub const DIGITS_CLASSES: usize = 10;
 
-static DIGITS_GZ: &[u8] = include_bytes!("../../../data/digits.csv.gz");
+static DIGITS_GZ: &[u8] = include_bytes!("../../data/digits.csv.gz");
 
 /// Parsed digits: pixels scaled by 1/16 (row-major) and labels.
 fn parsed_digits() -> Result<&'static (Vec<f64>, Vec<i64>)> {
