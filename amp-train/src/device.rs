@@ -59,6 +59,7 @@ impl DeviceSpec {
 
 /// The CUDA device `ordinal`, or an `Err` saying why it is not usable (no
 /// driver, no GPU, missing cuBLAS/NVRTC, ordinal out of range).
+#[cfg(feature = "cuda")]
 pub fn cuda_device(ordinal: usize) -> Result<Device> {
     if !amp_cuda::is_available() {
         let count = amp_cuda::device_count();
@@ -76,7 +77,21 @@ pub fn cuda_device(ordinal: usize) -> Result<Device> {
         .map_err(|e| Error::config("--device", format!("cuda:{ordinal} is not usable: {e}")))
 }
 
-/// CUDA device 0 if usable, else amp-cpu's CPU device.
+/// The CUDA device `ordinal`, or an `Err` saying why it is not usable: this
+/// build has no CUDA backend (amp-train was built without the `cuda` feature).
+#[cfg(not(feature = "cuda"))]
+pub fn cuda_device(ordinal: usize) -> Result<Device> {
+    Err(Error::config(
+        "--device",
+        format!(
+            "cuda:{ordinal} is not available: amp-train was built without the `cuda` feature \
+             (enable it, e.g. `features = [\"cuda\"]` on the `amp` or `amp-train` dependency)"
+        ),
+    ))
+}
+
+/// CUDA device 0 if usable, else amp-cpu's CPU device (always the CPU in a
+/// build without the `cuda` feature).
 pub fn best_device() -> Device {
     cuda_device(0).unwrap_or_else(|_| amp_cpu::device())
 }

@@ -62,6 +62,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod nn;
 pub mod optim;
+#[cfg(feature = "cli")]
 pub mod output;
 pub mod train;
 
@@ -69,4 +70,5 @@ pub use device::{best_device, cuda_device, DeviceSpec};
 pub use error::{Error, Result};
 pub use precision::{Precision, PrecisionChoice};
 pub mod demo;
+#[cfg(feature = "cli")]
 pub mod plot;

@@ -16,8 +16,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#[cfg(feature = "digits")]
 mod digits;
 
+#[cfg(feature = "digits")]
 pub use digits::{digits, DIGITS_CLASSES, DIGITS_FEATURES, DIGITS_ROWS, DIGITS_TRAIN_ROWS};
 
 use crate::{Error, Result};

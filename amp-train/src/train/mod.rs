@@ -45,13 +45,17 @@
 //! ```
 
 mod config;
+#[cfg(feature = "digits")]
 mod digits;
 mod objective;
 mod progress;
 mod report;
 mod resume;
 
-pub use config::{FitConfig, TrainConfig};
+pub use config::FitConfig;
+#[cfg(feature = "digits")]
+pub use config::TrainConfig;
+#[cfg(feature = "digits")]
 pub use digits::{mlp, train, TrainOutcome};
 pub use objective::{CrossEntropy, MeanSquaredError, Objective};
 pub use report::{EpochRecord, OpCounts, TrainReport};

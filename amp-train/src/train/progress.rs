@@ -1,13 +1,17 @@
 //! What a run shows while it trains: a progress bar per epoch on a
 //! terminal, a line per epoch otherwise (both on stderr, both only with
-//! [`FitConfig::progress`]).
+//! [`FitConfig::progress`]). Without the `cli` feature (no indicatif) there
+//! is no bar: the line per epoch only.
 
 use super::{EpochRecord, FitConfig};
+#[cfg(feature = "cli")]
 use indicatif::{ProgressBar, ProgressStyle};
+#[cfg(feature = "cli")]
 use std::io::IsTerminal;
 
 /// The epoch's progress bar on stderr: drawn on a terminal when `progress`
 /// is on, hidden otherwise.
+#[cfg(feature = "cli")]
 pub(super) fn progress_bar(config: &FitConfig, epoch: usize, batches: usize) -> ProgressBar {
     if !(config.progress && std::io::stderr().is_terminal()) {
         return ProgressBar::hidden();
@@ -20,6 +24,33 @@ pub(super) fn progress_bar(config: &FitConfig, epoch: usize, batches: usize) -> 
     pb.set_style(style);
     pb.set_prefix(format!("{}/{}", epoch + 1, config.epochs));
     pb
+}
+
+/// Without the `cli` feature: a progress bar that is never drawn.
+#[cfg(not(feature = "cli"))]
+pub(super) struct ProgressBar;
+
+#[cfg(not(feature = "cli"))]
+impl ProgressBar {
+    /// Does nothing (indicatif's `set_message`).
+    pub(super) fn set_message(&self, _message: String) {}
+
+    /// Does nothing (indicatif's `inc`).
+    pub(super) fn inc(&self, _delta: u64) {}
+
+    /// Always hidden: the epoch's line is printed instead.
+    fn is_hidden(&self) -> bool {
+        true
+    }
+
+    /// Does nothing (indicatif's `finish_with_message`).
+    fn finish_with_message(&self, _message: String) {}
+}
+
+/// Without the `cli` feature: the hidden bar.
+#[cfg(not(feature = "cli"))]
+pub(super) fn progress_bar(_config: &FitConfig, _epoch: usize, _batches: usize) -> ProgressBar {
+    ProgressBar
 }
 
 /// Ends the epoch's progress bar, or prints the epoch's line when there is no
