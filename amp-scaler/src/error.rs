@@ -32,8 +32,8 @@ pub enum Error {
         /// The parameter's name as the optimizer reports it.
         param: String,
     },
-    /// A state given to `load_state` cannot be loaded.
-    #[error("load_state: {msg}")]
+    /// A state given to `load_state_dict` cannot be loaded.
+    #[error("load_state_dict: {msg}")]
     InvalidState {
         /// What is wrong.
         msg: String,

@@ -135,6 +135,47 @@ fn clip_grad_norm_matches_an_f64_reference() {
 }
 
 #[test]
+fn the_scalers_clip_unscales_first_then_clips_the_true_gradients() {
+    for (_, device) in amp_testkit::all_devices() {
+        // True gradients [3, 4] (norm 5), held scaled by 1024.
+        let p = Tensor::zeros(&[2], DType::F32, &device).unwrap();
+        let scaled =
+            Tensor::from_f64_slice(&[3.0 * 1024.0, 4.0 * 1024.0], &[2], DType::F32, &device);
+        p.set_grad(Some(scaled.unwrap())).unwrap();
+        let mut opt = Sgd::new(vec![("p".into(), p.clone())], 0.1);
+        let mut scaler = GradScaler::builder().init_scale(1024.0).build().unwrap();
+        // The scale must have been used once (as `scale(&loss)` would).
+        scaler
+            .scale(&Tensor::ones(&[], DType::F32, &device).unwrap())
+            .unwrap();
+        let norm = scaler.clip_grad_norm(&mut opt, 1.0).unwrap();
+        assert!(
+            (norm - 5.0).abs() < 1e-6,
+            "the norm of the true gradients: {norm}"
+        );
+        let coef = 1.0 / (5.0 + 1e-6);
+        let got = p.grad().unwrap().to_f64_vec().unwrap();
+        for (g, want) in got.iter().zip([3.0 * coef, 4.0 * coef]) {
+            assert!((g - want).abs() < 1e-6, "{got:?}");
+        }
+        // Already unscaled: the step does not unscale again, and steps.
+        assert_eq!(scaler.step(&mut opt).unwrap(), StepOutcome::Stepped);
+        scaler.update().unwrap();
+        let w = p.to_f64_vec().unwrap();
+        assert!((w[0] + 0.1 * 3.0 * coef).abs() < 1e-6, "{w:?}");
+
+        // An overflow: the norm is not finite and the step is skipped.
+        let inf = Tensor::from_f64_slice(&[f64::INFINITY, 1.0], &[2], DType::F32, &device).unwrap();
+        p.set_grad(Some(inf)).unwrap();
+        scaler
+            .scale(&Tensor::ones(&[], DType::F32, &device).unwrap())
+            .unwrap();
+        assert!(!scaler.clip_grad_norm(&mut opt, 1.0).unwrap().is_finite());
+        assert!(scaler.step(&mut opt).unwrap().is_skipped());
+    }
+}
+
+#[test]
 fn optimizer_default_zero_grad_drops_gradients() {
     struct Minimal(Vec<(String, Tensor)>);
     impl Optimizer for Minimal {

@@ -1,4 +1,4 @@
-//! `state()` / `load_state()`: round trips before and after the lazy
+//! `state_dict()` / `load_state_dict()`: round trips before and after the lazy
 //! initialisation, JSON, PyTorch's state dict, disabled states.
 
 mod common;
@@ -61,14 +61,14 @@ const SEQUENCE: [bool; 9] = [false, false, true, false, true, true, false, false
 fn round_trip_before_lazy_init() {
     for (_, device) in amp_testkit::all_devices() {
         let original = custom();
-        let state = original.state();
+        let state = original.state_dict();
         assert_eq!(
             (state.scale, state.growth_tracker, state.enabled),
             (512.0, 0, true)
         );
         let mut restored = GradScaler::new();
-        restored.load_state(&json_round_trip(&state)).unwrap();
-        assert_eq!(restored.state(), state);
+        restored.load_state_dict(&json_round_trip(&state)).unwrap();
+        assert_eq!(restored.state_dict(), state);
         // Loading does not initialise: update before scale() is still the PyTorch error.
         let m = restored.update().unwrap_err().to_string();
         assert!(m.contains("Attempted update but _scale is None"), "{m}");
@@ -86,20 +86,20 @@ fn round_trip_after_lazy_init() {
     for (_, device) in amp_testkit::all_devices() {
         let mut original = custom();
         run(&mut original, &device, &[false, true, false, false]);
-        let state = original.state();
+        let state = original.state_dict();
         assert_eq!((state.steps, state.skips, state.growth_tracker), (3, 1, 2));
         assert_eq!(state.hysteresis_left, Some(1));
         let mut restored = GradScaler::new();
         restored
             .scale(&Tensor::scalar(1.0, DType::F32, &device).unwrap())
             .unwrap();
-        restored.load_state(&json_round_trip(&state)).unwrap();
-        assert_eq!(restored.state(), state);
+        restored.load_state_dict(&json_round_trip(&state)).unwrap();
+        assert_eq!(restored.state_dict(), state);
         assert_eq!(
             run(&mut original, &device, &SEQUENCE),
             run(&mut restored, &device, &SEQUENCE)
         );
-        assert_eq!(original.state(), restored.state());
+        assert_eq!(original.state_dict(), restored.state_dict());
     }
 }
 
@@ -109,9 +109,9 @@ fn pytorch_state_dict_loads() {
     let text = r#"{"scale": 32768.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000, "_growth_tracker": 17}"#;
     let state: ScalerState = serde_json::from_str(text).unwrap();
     let mut scaler = GradScaler::new();
-    scaler.load_state(&state).unwrap();
+    scaler.load_state_dict(&state).unwrap();
     assert_eq!((scaler.get_scale(), scaler.growth_tracker()), (32768.0, 17));
-    let saved = scaler.state();
+    let saved = scaler.state_dict();
     assert_eq!(
         (saved.hysteresis, saved.hysteresis_left, saved.min_scale),
         (1, Some(1), None)
@@ -121,11 +121,11 @@ fn pytorch_state_dict_loads() {
 #[test]
 fn disabled_states() {
     let disabled = GradScaler::builder().enabled(false).build().unwrap();
-    let state = disabled.state();
+    let state = disabled.state_dict();
     assert!(!state.enabled);
     assert_eq!(state.scale, 1.0);
     let mut enabled = GradScaler::new();
-    match enabled.load_state(&json_round_trip(&state)) {
+    match enabled.load_state_dict(&json_round_trip(&state)) {
         Err(Error::InvalidState { msg }) => assert!(
             msg.contains("The source state dict is empty, possibly because it was saved from a disabled instance of GradScaler."),
             "{msg}"
@@ -136,14 +136,14 @@ fn disabled_states() {
 
     // A disabled scaler ignores any state, as PyTorch's does.
     let mut disabled = disabled;
-    disabled.load_state(&custom().state()).unwrap();
+    disabled.load_state_dict(&custom().state_dict()).unwrap();
     assert_eq!(disabled.get_scale(), 1.0);
     assert!(!disabled.is_enabled());
 }
 
 #[test]
 fn invalid_states_are_rejected_and_leave_the_scaler_unchanged() {
-    let good = custom().state();
+    let good = custom().state_dict();
     let bad_states = [
         ScalerState {
             scale: 0.0,
@@ -180,8 +180,8 @@ fn invalid_states_are_rejected_and_leave_the_scaler_unchanged() {
     ];
     for bad in bad_states {
         let mut scaler = GradScaler::new();
-        let err = scaler.load_state(&bad).unwrap_err();
+        let err = scaler.load_state_dict(&bad).unwrap_err();
         assert!(matches!(err, Error::InvalidState { .. }), "{bad:?}: {err}");
-        assert_eq!(scaler.state(), GradScaler::new().state());
+        assert_eq!(scaler.state_dict(), GradScaler::new().state_dict());
     }
 }

@@ -48,10 +48,10 @@ fn a_long_storm_never_takes_the_scale_below_a_normal_f32() {
         let values = w.to_f64_vec().unwrap();
         assert!(values.iter().all(|v| v.is_finite()), "{values:?}");
         // What it reached, it saves and loads back.
-        let state = scaler.state();
+        let state = scaler.state_dict();
         let mut restored = GradScaler::new();
-        restored.load_state(&state).unwrap();
-        assert_eq!(restored.state(), state);
+        restored.load_state_dict(&state).unwrap();
+        assert_eq!(restored.state_dict(), state);
     }
 }
 
@@ -102,7 +102,7 @@ fn a_disabled_scaler_restores_its_counters() {
     }
     assert_eq!(scaler.steps(), 3);
     let mut resumed = GradScaler::builder().enabled(false).build().unwrap();
-    resumed.load_state(&scaler.state()).unwrap();
+    resumed.load_state_dict(&scaler.state_dict()).unwrap();
     assert_eq!(resumed.steps(), 3);
-    assert_eq!(resumed.state(), scaler.state());
+    assert_eq!(resumed.state_dict(), scaler.state_dict());
 }

@@ -488,3 +488,54 @@ on_every_device!(
         Ok(())
     }
 );
+
+on_every_device!(
+    layer_norm_of_a_low_precision_input_with_f32_parameters,
+    |device: &Device| -> Result<()> {
+        // What a CPU autocast region passes layer_norm: a bf16/f16 input and the
+        // f32 master weight and bias. PyTorch's mixed type: computed in f32, the
+        // result rounded once to the input's dtype.
+        for dtype in [DType::BF16, DType::F16] {
+            let x = Tensor::randn(&[5, 33], DType::F32, device, 1)?.to_dtype(dtype)?;
+            let w = Tensor::randn(&[33], DType::F32, device, 2)?;
+            let b = Tensor::randn(&[33], DType::F32, device, 3)?;
+            for t in [&x, &w, &b] {
+                t.set_requires_grad(true)?;
+            }
+            let y = ops::layer_norm(&x, Some(&w), Some(&b), 1e-5)?;
+            assert_eq!(y.dtype(), dtype);
+            // The reference: the f64 backend in f32 on the same values, rounded once.
+            let r = Device::reference();
+            let want = ops::layer_norm(
+                &x.to_device(&r)?.to_dtype(DType::F32)?,
+                Some(&w.to_device(&r)?),
+                Some(&b.to_device(&r)?),
+                1e-5,
+            )?
+            .to_dtype(dtype)?;
+            check(
+                &format!("mixed layer_norm {dtype}"),
+                &y,
+                &want,
+                Tolerance::for_dtype(dtype),
+            )?;
+            // Gradients: the input's in its dtype, the parameters' in f32.
+            y.to_dtype(DType::F32)?.sum_all()?.backward()?;
+            assert_eq!(x.grad().map(|g| g.dtype()), Some(dtype));
+            assert_eq!(w.grad().map(|g| g.dtype()), Some(DType::F32));
+            assert_eq!(b.grad().map(|g| g.dtype()), Some(DType::F32));
+            // Σ over rows of g = 1: the bias gradient is the row count.
+            assert!(b
+                .grad()
+                .unwrap()
+                .to_f64_vec()?
+                .iter()
+                .all(|&v| (v - 5.0).abs() < 1e-4));
+        }
+        // Other mixtures are still refused.
+        let x = Tensor::randn(&[2, 4], DType::F32, device, 4)?;
+        let w16 = Tensor::ones(&[4], DType::F16, device)?;
+        assert!(ops::layer_norm(&x, Some(&w16), None, 1e-5).is_err());
+        Ok(())
+    }
+);

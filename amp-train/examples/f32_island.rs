@@ -20,9 +20,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         DType::F16
     };
     let (fc1, norm, fc2) = (
-        Linear::new(16, 32, &device, 0)?,
+        Linear::seeded(16, 32, true, &device, 0)?,
         LayerNorm::new(32, &device)?,
-        Linear::new(32, 4, &device, 1)?,
+        Linear::seeded(32, 4, true, &device, 1)?,
     );
     let x = Tensor::randn(&[8, 16], DType::F32, &device, 2)?;
 
@@ -43,10 +43,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The same as a module: F32Island wraps any layer.
     let model = Sequential::new()
-        .add(Linear::new(16, 32, &device, 0)?)
+        .add(Linear::seeded(16, 32, true, &device, 0)?)
         .add(F32Island::new(LayerNorm::new(32, &device)?))
         .add(Gelu::new())
-        .add(Linear::new(32, 4, &device, 1)?);
+        .add(Linear::seeded(32, 4, true, &device, 1)?);
     let y = model.forward(&x)?;
     println!(
         "Sequential with an F32Island: output {}, {} parameters",

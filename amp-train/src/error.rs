@@ -43,6 +43,17 @@ pub enum Error {
         /// What the limit saw.
         cause: String,
     },
+    /// A state dict does not fit the module it is loaded into: every missing,
+    /// unexpected (strict loads) and mis-shaped name, nothing copied.
+    #[error("load_state_dict: {}", state_dict_message(.missing, .unexpected, .mismatched))]
+    StateDict {
+        /// Names the module has and the state lacks.
+        missing: Vec<String>,
+        /// Names the state has and the module lacks.
+        unexpected: Vec<String>,
+        /// `name: <state shape dtype> in the state, <module shape dtype> in the module`.
+        mismatched: Vec<String>,
+    },
     /// A checkpoint is missing, truncated, corrupt or does not match the model.
     #[error("checkpoint {}: {msg}", .path.display())]
     Checkpoint {
@@ -95,4 +106,22 @@ impl Error {
             source,
         }
     }
+}
+
+/// The message of [`Error::StateDict`]: each non-empty list, all names.
+fn state_dict_message(missing: &[String], unexpected: &[String], mismatched: &[String]) -> String {
+    let mut parts = Vec::new();
+    if !missing.is_empty() {
+        parts.push(format!("missing keys {missing:?}"));
+    }
+    if !unexpected.is_empty() {
+        parts.push(format!("unexpected keys {unexpected:?}"));
+    }
+    if !mismatched.is_empty() {
+        parts.push(format!(
+            "shape or dtype mismatch: {}",
+            mismatched.join("; ")
+        ));
+    }
+    parts.join("; ")
 }

@@ -19,21 +19,22 @@
 //! let dtype = if device.is_bf16_supported() { DType::BF16 } else { DType::F16 };
 //! println!("dtype is {dtype}");
 //!
-//! let model = Linear::new(10, 2, &device, 0)?; // f32 master weights, seeded init
+//! amp_tensor::random::manual_seed(0); // torch.manual_seed(0)
+//! let model = Linear::new(10, 2, &device)?; // f32 master weights
 //! let x = Tensor::randn(&[40, 10], DType::F32, &device, 1)?;
 //! let y = Tensor::randint(0, 2, &[40], &device, 2)?; // I64 class labels
-//! let loader = DataLoader::new(TensorDataset::new(vec![x, y])?, 2).shuffle(3);
+//! let loader = DataLoader::new(TensorDataset::new(vec![x, y])?, 2).shuffle(3).pairs()?;
 //!
 //! let mut opt = AdamW::new(model.named_parameters(), AdamWConfig { lr: 1e-3, ..Default::default() });
 //! let mut scaler = GradScaler::builder().enabled(dtype == DType::F16).build()?;
 //!
 //! for epoch in 0..2 {
 //!     for batch in loader.iter() {
-//!         let (x, y) = (&batch[0], &batch[1]);
+//!         let (x, y) = batch?;
 //!         opt.zero_grad();
 //!         let loss = {
 //!             let _region = autocast(device.kind(), dtype)?; // forward and loss only
-//!             ops::cross_entropy(&model.forward(x)?, y)?
+//!             ops::cross_entropy(&model.forward(&x)?, &y)?
 //!         }; // the region closes here
 //!         scaler.scale(&loss)?.backward()?; // backward outside autocast
 //!         scaler.step(&mut opt)?; // skipped on inf/NaN, and says so

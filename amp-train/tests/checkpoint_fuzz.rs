@@ -55,7 +55,7 @@ fn state() -> serde_json::Value {
 /// The saved checkpoint's two files.
 fn original() -> (Vec<u8>, Vec<u8>) {
     let dir = case_dir();
-    checkpoint::save(&dir, &tensors(&Device::reference()), &state()).unwrap();
+    checkpoint::write(&dir, &tensors(&Device::reference()), &state()).unwrap();
     let files = (
         fs::read(dir.join(STATE_FILE)).unwrap(),
         fs::read(dir.join(TENSORS_FILE)).unwrap(),
@@ -71,7 +71,7 @@ fn check(state_bytes: &[u8], tensor_bytes: &[u8]) -> Result<(), TestCaseError> {
     fs::write(dir.join(STATE_FILE), state_bytes).unwrap();
     fs::write(dir.join(TENSORS_FILE), tensor_bytes).unwrap();
     let device = Device::reference();
-    let result = checkpoint::load(&dir, &device);
+    let result = checkpoint::read(&dir, &device);
     fs::remove_dir_all(&dir).unwrap();
     if let Ok((loaded, loaded_state)) = result {
         // Accepted: it must be exactly what was saved.
@@ -189,7 +189,7 @@ fn the_unmutated_checkpoint_loads() {
     fs::create_dir_all(&dir).unwrap();
     fs::write(dir.join(STATE_FILE), &s).unwrap();
     fs::write(dir.join(TENSORS_FILE), &t).unwrap();
-    let (loaded, st) = checkpoint::load(&dir, &Device::reference()).unwrap();
+    let (loaded, st) = checkpoint::read(&dir, &Device::reference()).unwrap();
     assert_eq!(st, state());
     assert_eq!(loaded.len(), 4);
     fs::remove_dir_all(&dir).unwrap();

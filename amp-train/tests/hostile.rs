@@ -84,7 +84,7 @@ fn a_folder_that_merely_holds_a_state_json_is_never_replaced() {
     fs::write(q.join(STATE_FILE), "{\"mine\": true}").unwrap();
     let device = amp_tensor::Device::reference();
     let t = amp_tensor::Tensor::zeros(&[2], amp_tensor::DType::F32, &device).unwrap();
-    let err = checkpoint::save(&q, &[("t".into(), t)], &serde_json::json!({}))
+    let err = checkpoint::write(&q, &[("t".into(), t)], &serde_json::json!({}))
         .unwrap_err()
         .to_string();
     assert!(err.contains("not an amp-train checkpoint"), "{err}");
@@ -266,13 +266,13 @@ fn a_fifo_or_dev_zero_as_the_state_file_is_an_error_not_a_hang() {
     let dir = temp("fifo");
     let ck = dir.join("ck");
     let t = amp_tensor::Tensor::zeros(&[2], amp_tensor::DType::F32, &device).unwrap();
-    checkpoint::save(&ck, &[("t".into(), t)], &serde_json::json!({})).unwrap();
+    checkpoint::write(&ck, &[("t".into(), t)], &serde_json::json!({})).unwrap();
     fs::remove_file(ck.join(STATE_FILE)).unwrap();
     let made = Command::new("mkfifo").arg(ck.join(STATE_FILE)).status();
     if matches!(made, Ok(s) if s.success()) {
         let path = ck.clone();
         let err = within(Duration::from_secs(20), move || {
-            checkpoint::load(&path, &amp_tensor::Device::reference())
+            checkpoint::read(&path, &amp_tensor::Device::reference())
                 .map(|_| ())
                 .unwrap_err()
                 .to_string()
@@ -283,7 +283,7 @@ fn a_fifo_or_dev_zero_as_the_state_file_is_an_error_not_a_hang() {
     std::os::unix::fs::symlink("/dev/zero", ck.join(STATE_FILE)).unwrap();
     let path = ck.clone();
     let err = within(Duration::from_secs(20), move || {
-        checkpoint::load(&path, &amp_tensor::Device::reference())
+        checkpoint::read(&path, &amp_tensor::Device::reference())
             .map(|_| ())
             .unwrap_err()
             .to_string()
@@ -306,7 +306,7 @@ fn leftovers_of_a_killed_save_are_cleaned_and_foreign_ones_kept() {
     fs::create_dir_all(&foreign).unwrap();
     fs::write(foreign.join("thesis.tex"), b"keep").unwrap();
     let t = amp_tensor::Tensor::zeros(&[2], amp_tensor::DType::F32, &device).unwrap();
-    checkpoint::save(&ck, &[("t".into(), t)], &serde_json::json!({})).unwrap();
+    checkpoint::write(&ck, &[("t".into(), t)], &serde_json::json!({})).unwrap();
     assert!(!stale.exists(), "the stale temporary directory is removed");
     assert_eq!(fs::read(foreign.join("thesis.tex")).unwrap(), b"keep");
     fs::remove_dir_all(&dir).unwrap();

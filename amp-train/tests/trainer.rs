@@ -78,7 +78,7 @@ fn a_users_regression_model_recovers_the_plane() {
     let device = amp_cpu::device();
     for precision in [Precision::F32, Precision::BF16, Precision::F16] {
         let model = Regression {
-            linear: Linear::new(2, 1, &device, 5).unwrap(),
+            linear: Linear::seeded(2, 1, true, &device, 5).unwrap(),
         };
         let mut opt = sgd(&model);
         let data = plane(&device);
@@ -119,7 +119,7 @@ fn a_users_regression_model_recovers_the_plane() {
 fn a_closure_objective_trains_and_is_named_loss() {
     let device = Device::reference();
     let model = Regression {
-        linear: Linear::new(2, 1, &device, 5).unwrap(),
+        linear: Linear::seeded(2, 1, true, &device, 5).unwrap(),
     };
     let mut opt = AdamW::new(
         model.named_parameters(),
@@ -165,7 +165,7 @@ fn a_resumed_sgd_run_of_a_users_model_is_bit_identical() {
     let data = plane(&device);
     let run = |epochs: usize, checkpoint: Option<PathBuf>, resume: Option<PathBuf>| {
         let model = Regression {
-            linear: Linear::new(2, 1, &device, 5).unwrap(),
+            linear: Linear::seeded(2, 1, true, &device, 5).unwrap(),
         };
         let mut opt = sgd(&model);
         let report = Trainer::new(&model, &mut opt)
@@ -211,7 +211,7 @@ fn resuming_into_another_run_is_refused_before_anything_changes() {
     let data = plane(&device);
     let dir = temp("refuse");
     let model = Regression {
-        linear: Linear::new(2, 1, &device, 5).unwrap(),
+        linear: Linear::seeded(2, 1, true, &device, 5).unwrap(),
     };
     let mut opt = sgd(&model);
     Trainer::new(&model, &mut opt)
@@ -227,7 +227,7 @@ fn resuming_into_another_run_is_refused_before_anything_changes() {
         .unwrap();
 
     let fresh = Regression {
-        linear: Linear::new(2, 1, &device, 6).unwrap(),
+        linear: Linear::seeded(2, 1, true, &device, 6).unwrap(),
     };
     let before = bits(&fresh);
     let resume = |opt: &mut dyn FnMut() -> amp_train::Result<amp_train::train::TrainReport>| {
@@ -300,7 +300,7 @@ fn mismatched_devices_and_batches_are_errors() {
     let reference = Device::reference();
     let cpu = amp_cpu::device();
     let model = Regression {
-        linear: Linear::new(2, 1, &reference, 5).unwrap(),
+        linear: Linear::seeded(2, 1, true, &reference, 5).unwrap(),
     };
     let err = Trainer::new(&model, &mut sgd(&model))
         .fit(&DataLoader::new(plane(&cpu), 16))

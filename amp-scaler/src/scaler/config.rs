@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-/// Settings shared by the builder, the setters and `load_state`.
+/// Settings shared by the builder, the setters and `load_state_dict`.
 #[derive(Debug, Clone)]
 pub(super) struct Settings {
     pub(super) init_scale: f64,

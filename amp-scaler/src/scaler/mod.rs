@@ -292,6 +292,29 @@ impl GradScaler {
     }
 
     /// Unscales `opt`'s gradients (unless [`unscale`](Self::unscale) already
+    /// did this iteration), then clips them to a joint L2 norm of at most
+    /// `max_norm` with [`clip_grad_norm`](crate::clip_grad_norm), and returns
+    /// the norm they had — PyTorch's `scaler.unscale_(opt)` followed by
+    /// `clip_grad_norm_(params, max_norm)`. After an overflow the norm is inf
+    /// or NaN and the following [`step`](Self::step) skips. A disabled scaler
+    /// only clips.
+    pub fn clip_grad_norm<O: Optimizer + ?Sized>(
+        &mut self,
+        opt: &mut O,
+        max_norm: f64,
+    ) -> Result<f64> {
+        let unscaled = self
+            .per_optimizer
+            .get(&OptimizerKey::of(opt))
+            .is_some_and(|s| s.stage == Stage::Unscaled);
+        if !unscaled {
+            self.unscale(opt)?;
+        }
+        let params = opt.params();
+        crate::clip_grad_norm(params.iter().map(|(_, p)| p), max_norm)
+    }
+
+    /// Unscales `opt`'s gradients (unless [`unscale`](Self::unscale) already
     /// did), then runs `opt.step()` if they are all finite and skips it
     /// otherwise, saying which parameters held inf or NaN. Once per optimizer
     /// per iteration. A disabled scaler just steps.

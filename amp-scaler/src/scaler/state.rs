@@ -1,5 +1,5 @@
-//! Saving and loading: [`ScalerState`], what [`GradScaler::state`] saves and
-//! [`GradScaler::load_state`] restores.
+//! Saving and loading: [`ScalerState`], what [`GradScaler::state_dict`] saves and
+//! [`GradScaler::load_state_dict`] restores.
 
 use super::config::Settings;
 use super::GradScaler;
@@ -69,7 +69,7 @@ fn default_one() -> u32 {
 
 impl GradScaler {
     /// The state to checkpoint (after `update`): PyTorch's fields plus ours.
-    pub fn state(&self) -> ScalerState {
+    pub fn state_dict(&self) -> ScalerState {
         ScalerState {
             scale: self.get_scale() as f64,
             growth_factor: self.growth_factor,
@@ -89,13 +89,13 @@ impl GradScaler {
         }
     }
 
-    /// Restores a state saved by [`state`](Self::state) (or PyTorch's
+    /// Restores a state saved by [`state_dict`](Self::state_dict) (or PyTorch's
     /// `state_dict()` fields). A disabled scaler takes only the step and skip
     /// counters from it (PyTorch's ignores it); an enabled one rejects a
     /// disabled scaler's state and invalid values. Every state that
-    /// [`state`](Self::state) returns loads back.
+    /// [`state_dict`](Self::state_dict) returns loads back.
     /// Whether the scale was lazily initialised is not changed.
-    pub fn load_state(&mut self, state: &ScalerState) -> Result<()> {
+    pub fn load_state_dict(&mut self, state: &ScalerState) -> Result<()> {
         if !self.enabled {
             // Nothing to scale, but the counters are ours and a resumed run continues them.
             self.steps = state.steps;
@@ -123,7 +123,7 @@ impl GradScaler {
             max_consecutive_skips: state.max_consecutive_skips,
         };
         let (scale, min, max) = settings
-            .validate("load_state", false)
+            .validate("load_state_dict", false)
             .map_err(|e| Error::InvalidState { msg: e.to_string() })?;
         let hysteresis_left = state.hysteresis_left.unwrap_or(state.hysteresis);
         if hysteresis_left == 0 || hysteresis_left > state.hysteresis {

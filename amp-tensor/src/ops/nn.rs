@@ -95,7 +95,9 @@ pub fn log_softmax(x: &Tensor, dim: isize) -> Result<Tensor> {
 }
 
 /// Layer normalisation over the last dimension (`normalized_shape = [n]`)
-/// with optional affine `weight` and `bias` of length `n`.
+/// with optional affine `weight` and `bias` of length `n`, of `x`'s dtype —
+/// or f32 for a bf16/f16 `x` (PyTorch's mixed type: computed in f32, the
+/// result in `x`'s dtype), which is what a CPU autocast region passes it.
 pub fn layer_norm(
     x: &Tensor,
     weight: Option<&Tensor>,
@@ -127,13 +129,22 @@ pub fn layer_norm(
                     rhs: p.shape(),
                 });
             }
-            if p.dtype() != x.dtype() {
+            let mixed = matches!(x.dtype(), DType::F16 | DType::BF16) && p.dtype() == DType::F32;
+            if p.dtype() != x.dtype() && !mixed {
                 return Err(Error::DTypeMismatch {
                     op: "layer_norm",
                     lhs: x.dtype(),
                     rhs: p.dtype(),
                 });
             }
+        }
+        if w.iter().chain(b.iter()).any(|p| p.dtype() != x.dtype()) {
+            // PyTorch's mixed-type layer norm (bf16/f16 input, f32 weight and
+            // bias, as an autocast region on the CPU gives it): computed in
+            // f32 with the f32 parameters, the result rounded to the input's
+            // dtype. The casts carry the gradients.
+            let y = layer_norm(&x.to_dtype(DType::F32)?, w.as_ref(), b.as_ref(), eps)?;
+            return y.to_dtype(x.dtype());
         }
         let (y, mean, rstd) = {
             let xs = x.storage()?;

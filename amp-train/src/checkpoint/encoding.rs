@@ -37,7 +37,7 @@ pub(super) fn to_bytes(name: &str, t: &Tensor) -> Result<(StDtype, Vec<u8>)> {
         DType::Bool => (StDtype::BOOL, le(t.to_vec::<bool>()?, |b| [u8::from(b)])),
         other => {
             return Err(Error::data(
-                "checkpoint::save",
+                "checkpoint::write",
                 format!("tensor {name:?}: dtype {other} cannot be saved"),
             ))
         }

@@ -3,7 +3,7 @@
 //! replaced atomically and checked byte for byte when read.
 //!
 //! A checkpoint at `PATH` is a directory holding exactly two files,
-//! [`TENSORS_FILE`] and [`STATE_FILE`]. [`save`] writes both into a fresh
+//! [`TENSORS_FILE`] and [`STATE_FILE`]. [`write`] writes both into a fresh
 //! temporary directory next to `PATH`, flushes them to disk, and only then
 //! moves the directory into place — with one atomic exchange on Linux, so
 //! that at every moment `PATH` holds either the old checkpoint or the new one.
@@ -25,7 +25,7 @@
 //!
 //! [`STATE_FILE`] records the length and an FNV-1a checksum of the tensor
 //! file and of every tensor's bytes, and ends with a checksum of its own
-//! bytes. [`load`] verifies all of them, so a changed digit anywhere — an
+//! bytes. [`read`] verifies all of them, so a changed digit anywhere — an
 //! epoch count, a hyper-parameter, the loss scale, one weight — is an error
 //! that names the damaged part (`state.json`, the tensor file's header, or
 //! the tensor), never a resume with different numbers. Files are read only
@@ -41,8 +41,8 @@
 //! let device = Device::reference();
 //! let dir = std::env::temp_dir().join(format!("amp-train-doc-{}", std::process::id()));
 //! let w = Tensor::randn(&[2, 3], DType::F32, &device, 0)?;
-//! checkpoint::save(&dir, &[("w".to_string(), w.clone())], &serde_json::json!({ "epoch": 3 }))?;
-//! let (tensors, state) = checkpoint::load(&dir, &device)?;
+//! checkpoint::write(&dir, &[("w".to_string(), w.clone())], &serde_json::json!({ "epoch": 3 }))?;
+//! let (tensors, state) = checkpoint::read(&dir, &device)?;
 //! assert_eq!(tensors[0].1.to_vec::<f32>()?, w.to_vec::<f32>()?);
 //! assert_eq!(state["epoch"], 3);
 //! # std::fs::remove_dir_all(&dir).ok();
@@ -51,6 +51,11 @@
 
 mod encoding;
 mod files;
+mod training;
+mod weights;
+
+pub use training::{load, save, Checkpoint};
+pub use weights::{load_safetensors, save_safetensors};
 
 use crate::{Error, Result};
 use amp_tensor::{bf16, f16, DType, Device, Tensor};
@@ -75,7 +80,7 @@ pub const STATE_FILE: &str = "state.json";
 pub const FORMAT: &str = "amp-train-checkpoint";
 /// The checkpoint format version this crate writes and reads.
 pub const VERSION: u64 = 2;
-/// The largest [`STATE_FILE`] that [`load`] reads (256 MiB).
+/// The largest [`STATE_FILE`] that [`read`] reads (256 MiB).
 pub const MAX_STATE_BYTES: u64 = 256 << 20;
 
 /// The files a checkpoint directory holds, and nothing else.
@@ -84,7 +89,7 @@ const OUR_FILES: [&str; 2] = [TENSORS_FILE, STATE_FILE];
 /// that checksum is computed.
 const CHECKSUM_PLACEHOLDER: &str = "0000000000000000";
 
-/// Errors unless [`save`] may write a checkpoint at `path`: nothing is
+/// Errors unless [`write`] may write a checkpoint at `path`: nothing is
 /// there, or an empty directory, or a checkpoint of ours (see the module
 /// docs). Changes nothing. A training run calls it before its first epoch.
 pub fn check_target(path: impl AsRef<Path>) -> Result<()> {
@@ -102,7 +107,7 @@ pub fn check_target(path: impl AsRef<Path>) -> Result<()> {
 /// replacing an earlier checkpoint there (see the module docs). [`STATE_FILE`]
 /// holds `{"format", "version", "tensors": {"bytes", "checksum", "each"},
 /// "state", "checksum"}`.
-pub fn save(
+pub fn write(
     path: impl AsRef<Path>,
     tensors: &[(String, Tensor)],
     state: &serde_json::Value,
@@ -171,9 +176,9 @@ pub fn save(
 }
 
 /// Reads the checkpoint directory `path`: its tensors (on `device`, sorted by
-/// name) and the `state` JSON given to [`save`]. Every inconsistency is an
+/// name) and the `state` JSON given to [`write`]. Every inconsistency is an
 /// `Err` that says which part is damaged (see the module docs).
-pub fn load(
+pub fn read(
     path: impl AsRef<Path>,
     device: &Device,
 ) -> Result<(Vec<(String, Tensor)>, serde_json::Value)> {
@@ -304,9 +309,9 @@ mod tests {
         let device = Device::reference();
         let dir = temp("roundtrip");
         let tensors = sample(&device);
-        save(&dir, &tensors[..1], &serde_json::json!({"n": 1})).unwrap();
-        save(&dir, &tensors, &serde_json::json!({"n": 2})).unwrap();
-        let (loaded, state) = load(&dir, &device).unwrap();
+        write(&dir, &tensors[..1], &serde_json::json!({"n": 1})).unwrap();
+        write(&dir, &tensors, &serde_json::json!({"n": 2})).unwrap();
+        let (loaded, state) = read(&dir, &device).unwrap();
         assert_eq!(state["n"], 2);
         assert_eq!(loaded.len(), tensors.len());
         for ((n1, t1), (n2, t2)) in tensors.iter().zip(&loaded) {
@@ -329,14 +334,14 @@ mod tests {
     fn missing_truncated_and_corrupt_checkpoints_are_errors() {
         let device = Device::reference();
         let dir = temp("corrupt");
-        let err = load(&dir, &device).unwrap_err().to_string();
+        let err = read(&dir, &device).unwrap_err().to_string();
         assert!(err.contains("does not exist"), "{err}");
-        save(&dir, &sample(&device), &serde_json::json!({})).unwrap();
+        write(&dir, &sample(&device), &serde_json::json!({})).unwrap();
         let tensors = dir.join(TENSORS_FILE);
         let bytes = fs::read(&tensors).unwrap();
 
         fs::write(&tensors, &bytes[..bytes.len() - 10]).unwrap();
-        let err = load(&dir, &device).unwrap_err().to_string();
+        let err = read(&dir, &device).unwrap_err().to_string();
         assert!(err.contains("truncated"), "{err}");
 
         // Flipped bits in the last tensor's data: that tensor is named.
@@ -344,7 +349,7 @@ mod tests {
         let last = flipped.len() - 1;
         flipped[last] ^= 0x55;
         fs::write(&tensors, &flipped).unwrap();
-        let err = load(&dir, &device).unwrap_err().to_string();
+        let err = read(&dir, &device).unwrap_err().to_string();
         // (safetensors orders the data by dtype: the last bytes are tensor "c"'s.)
         assert!(
             err.contains("bytes of tensor \"c\" do not match their checksum"),
@@ -354,11 +359,11 @@ mod tests {
         fs::write(&tensors, &bytes).unwrap();
         let json = fs::read(dir.join(STATE_FILE)).unwrap();
         fs::write(dir.join(STATE_FILE), &json[..json.len() / 2]).unwrap();
-        let err = load(&dir, &device).unwrap_err().to_string();
+        let err = read(&dir, &device).unwrap_err().to_string();
         assert!(err.contains("not valid JSON"), "{err}");
 
         fs::remove_file(dir.join(STATE_FILE)).unwrap();
-        let err = load(&dir, &device).unwrap_err().to_string();
+        let err = read(&dir, &device).unwrap_err().to_string();
         assert!(err.contains("state.json"), "{err}");
         fs::remove_dir_all(&dir).unwrap();
     }
@@ -367,12 +372,12 @@ mod tests {
     fn another_format_version_is_named_plainly() {
         let device = Device::reference();
         let dir = temp("version");
-        save(&dir, &sample(&device), &serde_json::json!({})).unwrap();
+        write(&dir, &sample(&device), &serde_json::json!({})).unwrap();
         // A correctly sealed state of a newer version: refused by its number.
         let doc = serde_json::json!({"format": FORMAT, "version": 3, "state": {}});
         let body = serde_json::to_vec_pretty(&doc).unwrap();
         fs::write(dir.join(STATE_FILE), seal(&body)).unwrap();
-        let err = load(&dir, &device).unwrap_err().to_string();
+        let err = read(&dir, &device).unwrap_err().to_string();
         assert!(
             err.contains("format version 3") && !err.contains("Some("),
             "{err}"
@@ -380,7 +385,7 @@ mod tests {
         // A version-1 checkpoint (no checksum over its state) is named as such.
         let v1 = serde_json::json!({"format": FORMAT, "version": 1, "state": {}});
         fs::write(dir.join(STATE_FILE), serde_json::to_vec(&v1).unwrap()).unwrap();
-        let err = load(&dir, &device).unwrap_err().to_string();
+        let err = read(&dir, &device).unwrap_err().to_string();
         assert!(err.contains("format version 1"), "{err}");
         fs::remove_dir_all(&dir).unwrap();
     }
@@ -391,7 +396,7 @@ mod tests {
         let dir = temp("foreign");
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join("notes.txt"), "keep me").unwrap();
-        let err = save(&dir, &sample(&device), &serde_json::json!({}))
+        let err = write(&dir, &sample(&device), &serde_json::json!({}))
             .unwrap_err()
             .to_string();
         assert!(err.contains("refusing to replace"), "{err}");
@@ -403,9 +408,9 @@ mod tests {
 
         let file = temp("file");
         fs::write(&file, "a file").unwrap();
-        assert!(save(&file, &sample(&device), &serde_json::json!({})).is_err());
+        assert!(write(&file, &sample(&device), &serde_json::json!({})).is_err());
         assert_eq!(fs::read_to_string(&file).unwrap(), "a file");
-        let err = load(&file, &device).unwrap_err().to_string();
+        let err = read(&file, &device).unwrap_err().to_string();
         assert!(err.contains("not a checkpoint directory"), "{err}");
         fs::remove_file(&file).unwrap();
     }

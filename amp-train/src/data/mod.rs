@@ -8,11 +8,17 @@
 //! let device = Device::reference();
 //! let x = Tensor::randn(&[10, 3], DType::F32, &device, 0)?;
 //! let y = Tensor::randint(0, 2, &[10], &device, 1)?;
-//! let loader = DataLoader::new(TensorDataset::new(vec![x, y])?, 4).shuffle(7).drop_last(true);
-//! let batches: Vec<_> = loader.iter().collect();
-//! assert_eq!(batches.len(), 2); // 10 rows, batches of 4, the last 2 rows dropped
-//! assert_eq!(batches[0][0].dims(), &[4, 3]);
-//! assert_eq!(batches[0][1].dims(), &[4]);
+//! let loader = DataLoader::new(TensorDataset::new(vec![x, y])?, 4)
+//!     .shuffle(7)
+//!     .drop_last(true)
+//!     .pairs()?; // batches as (inputs, targets)
+//! let mut batches = 0;
+//! for batch in loader.iter() {
+//!     let (x, y) = batch?;
+//!     assert_eq!((x.dims(), y.dims()), (&[4, 3][..], &[4][..]));
+//!     batches += 1;
+//! }
+//! assert_eq!(batches, 2); // 10 rows, batches of 4, the last 2 rows dropped
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -25,6 +31,7 @@ pub use digits::{digits, DIGITS_CLASSES, DIGITS_FEATURES, DIGITS_ROWS, DIGITS_TR
 use crate::{Error, Result};
 use amp_tensor::random::draw_u64;
 use amp_tensor::{Device, Tensor};
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Tensors that share their first dimension; row `i` of the data set is row
@@ -113,7 +120,38 @@ impl TensorDataset {
     }
 }
 
-/// Batches of a [`TensorDataset`] (`torch.utils.data.DataLoader` without workers).
+/// What a [`DataLoader`] yields per batch, made from the batch's tensors (one
+/// per data set tensor): `Vec<Tensor>`, or `(Tensor, Tensor)` for a data set
+/// of inputs and targets ([`DataLoader::pairs`]).
+pub trait Batch: Sized {
+    /// The batch from its tensors.
+    fn from_tensors(tensors: Vec<Tensor>) -> Result<Self>;
+}
+
+impl Batch for Vec<Tensor> {
+    fn from_tensors(tensors: Vec<Tensor>) -> Result<Self> {
+        Ok(tensors)
+    }
+}
+
+impl Batch for (Tensor, Tensor) {
+    fn from_tensors(tensors: Vec<Tensor>) -> Result<Self> {
+        let n = tensors.len();
+        let mut it = tensors.into_iter();
+        match (it.next(), it.next(), n) {
+            (Some(x), Some(y), 2) => Ok((x, y)),
+            _ => Err(Error::data(
+                "DataLoader",
+                format!("a pair batch needs a data set of 2 tensors, this one has {n}"),
+            )),
+        }
+    }
+}
+
+/// Batches of a [`TensorDataset`] (`torch.utils.data.DataLoader` without
+/// workers): `Vec<Tensor>` per batch, or `(inputs, targets)` after
+/// [`DataLoader::pairs`]. Iteration yields `Result`s: a batch that cannot be
+/// gathered (or a batch size of 0) is an `Err`, never a panic.
 ///
 /// Shuffling is reproducible: with [`DataLoader::shuffle`]`(seed)`, epoch `e`
 /// visits the rows in a permutation determined only by `(seed, e)`. Each call
@@ -122,17 +160,18 @@ impl TensorDataset {
 /// in PyTorch; [`DataLoader::set_epoch`] moves the counter (for resuming), and
 /// [`DataLoader::iter_epoch`] iterates a given epoch without touching it.
 #[derive(Debug)]
-pub struct DataLoader {
+pub struct DataLoader<B = Vec<Tensor>> {
     dataset: TensorDataset,
     batch_size: usize,
     shuffle_seed: Option<u64>,
     drop_last: bool,
     epoch: AtomicU64,
+    batch: PhantomData<fn() -> B>,
 }
 
 impl DataLoader {
     /// Batches of `batch_size` rows in order (the last one may be smaller).
-    /// A `batch_size` of 0 is reported by [`DataLoader::try_iter`].
+    /// A `batch_size` of 0 is an `Err` from the first batch.
     pub fn new(dataset: TensorDataset, batch_size: usize) -> DataLoader {
         DataLoader {
             dataset,
@@ -140,17 +179,40 @@ impl DataLoader {
             shuffle_seed: None,
             drop_last: false,
             epoch: AtomicU64::new(0),
+            batch: PhantomData,
         }
     }
 
+    /// The same loader with batches as `(inputs, targets)`: `Err` unless the
+    /// data set has exactly two tensors.
+    pub fn pairs(self) -> Result<DataLoader<(Tensor, Tensor)>> {
+        let n = self.dataset.tensors().len();
+        if n != 2 {
+            return Err(Error::data(
+                "DataLoader::pairs",
+                format!("needs a data set of 2 tensors (inputs, targets), this one has {n}"),
+            ));
+        }
+        Ok(DataLoader {
+            dataset: self.dataset,
+            batch_size: self.batch_size,
+            shuffle_seed: self.shuffle_seed,
+            drop_last: self.drop_last,
+            epoch: self.epoch,
+            batch: PhantomData,
+        })
+    }
+}
+
+impl<B: Batch> DataLoader<B> {
     /// Shuffles the rows every epoch, reproducibly from `seed`.
-    pub fn shuffle(mut self, seed: u64) -> DataLoader {
+    pub fn shuffle(mut self, seed: u64) -> Self {
         self.shuffle_seed = Some(seed);
         self
     }
 
     /// Drops the last batch if it is smaller than the batch size.
-    pub fn drop_last(mut self, drop_last: bool) -> DataLoader {
+    pub fn drop_last(mut self, drop_last: bool) -> Self {
         self.drop_last = drop_last;
         self
     }
@@ -210,65 +272,76 @@ impl DataLoader {
         order
     }
 
-    /// The next epoch's batches; each is one tensor per data set tensor.
-    ///
-    /// # Panics
-    /// If the batch size is 0 or a backend fails to gather a batch; use
-    /// [`DataLoader::try_iter`] to get these as `Err` values instead.
-    pub fn iter(&self) -> impl Iterator<Item = Vec<Tensor>> + '_ {
-        let batches = self.try_iter().unwrap_or_else(|e| panic!("{e}"));
-        batches.map(|b| b.unwrap_or_else(|e| panic!("DataLoader: {e}")))
-    }
-
-    /// The next epoch's batches, with errors as values.
-    pub fn try_iter(&self) -> Result<Batches<'_>> {
+    /// The next epoch's batches, each a `Result`.
+    pub fn iter(&self) -> Batches<'_, B> {
         let epoch = self.epoch.fetch_add(1, Ordering::Relaxed);
         self.iter_epoch(epoch)
     }
 
     /// The batches of epoch `epoch`, without moving the epoch counter.
-    pub fn iter_epoch(&self, epoch: u64) -> Result<Batches<'_>> {
-        if self.batch_size == 0 {
-            return Err(Error::data(
-                "DataLoader",
-                "batch_size must be at least 1, got 0",
-            ));
-        }
-        let order = self.shuffle_seed.map(|_| self.order(epoch));
-        Ok(Batches {
-            loader: self,
-            order,
+    pub fn iter_epoch(&self, epoch: u64) -> Batches<'_, B> {
+        let error = (self.batch_size == 0)
+            .then(|| Error::data("DataLoader", "batch_size must be at least 1, got 0"));
+        Batches {
+            dataset: &self.dataset,
+            batch_size: self.batch_size,
+            order: self.shuffle_seed.map(|_| self.order(epoch)),
             next: 0,
-            remaining: self.len(),
-        })
+            remaining: if error.is_some() { 1 } else { self.len() },
+            error,
+            batch: PhantomData,
+        }
+    }
+
+    /// The next epoch's batches as the data set's tensors, whatever `B` is
+    /// (what the trainer iterates).
+    pub(crate) fn iter_tensors(&self) -> Batches<'_, Vec<Tensor>> {
+        let epoch = self.epoch.fetch_add(1, Ordering::Relaxed);
+        let batches = self.iter_epoch(epoch);
+        Batches {
+            dataset: batches.dataset,
+            batch_size: batches.batch_size,
+            order: batches.order,
+            next: batches.next,
+            remaining: batches.remaining,
+            error: batches.error,
+            batch: PhantomData,
+        }
     }
 }
 
-/// The iterator of one epoch's batches (see [`DataLoader::try_iter`]).
+/// The iterator of one epoch's batches (see [`DataLoader::iter`]).
 #[derive(Debug)]
-pub struct Batches<'a> {
-    loader: &'a DataLoader,
+pub struct Batches<'a, B = Vec<Tensor>> {
+    dataset: &'a TensorDataset,
+    batch_size: usize,
     order: Option<Vec<i64>>,
     next: usize,
     remaining: usize,
+    error: Option<Error>,
+    batch: PhantomData<fn() -> B>,
 }
 
-impl Iterator for Batches<'_> {
-    type Item = Result<Vec<Tensor>>;
+impl<B: Batch> Iterator for Batches<'_, B> {
+    type Item = Result<B>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.remaining == 0 {
             return None;
         }
         self.remaining -= 1;
-        let n = self.loader.dataset.len();
+        if let Some(e) = self.error.take() {
+            return Some(Err(e));
+        }
+        let n = self.dataset.len();
         let start = self.next;
-        let len = self.loader.batch_size.min(n - start);
+        let len = self.batch_size.min(n - start);
         self.next += len;
-        Some(match &self.order {
-            Some(order) => self.loader.dataset.rows(&order[start..start + len]),
-            None => self.loader.dataset.range(start, len),
-        })
+        let tensors = match &self.order {
+            Some(order) => self.dataset.rows(&order[start..start + len]),
+            None => self.dataset.range(start, len),
+        };
+        Some(tensors.and_then(B::from_tensors))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -276,7 +349,7 @@ impl Iterator for Batches<'_> {
     }
 }
 
-impl ExactSizeIterator for Batches<'_> {}
+impl<B: Batch> ExactSizeIterator for Batches<'_, B> {}
 
 #[cfg(test)]
 mod tests {
@@ -321,7 +394,7 @@ mod tests {
     #[test]
     fn batches_in_order_with_and_without_drop_last() {
         let loader = DataLoader::new(dataset(10), 4);
-        let batches: Vec<_> = loader.iter().collect();
+        let batches = loader.iter().collect::<Result<Vec<_>>>().unwrap();
         assert_eq!(
             batches.iter().map(|b| b[0].dims()[0]).collect::<Vec<_>>(),
             [4, 4, 2]
@@ -334,7 +407,7 @@ mod tests {
         let loader = DataLoader::new(dataset(10), 4).drop_last(true);
         assert_eq!(loader.len(), 2);
         assert_eq!(
-            labels(&loader.iter().collect::<Vec<_>>()),
+            labels(&loader.iter().collect::<Result<Vec<_>>>().unwrap()),
             (0..8).collect::<Vec<_>>()
         );
     }
@@ -342,8 +415,8 @@ mod tests {
     #[test]
     fn shuffle_is_a_seeded_permutation_that_changes_per_epoch() {
         let loader = DataLoader::new(dataset(50), 8).shuffle(3);
-        let e0 = labels(&loader.iter().collect::<Vec<_>>());
-        let e1 = labels(&loader.iter().collect::<Vec<_>>());
+        let e0 = labels(&loader.iter().collect::<Result<Vec<_>>>().unwrap());
+        let e1 = labels(&loader.iter().collect::<Result<Vec<_>>>().unwrap());
         assert_eq!(loader.epoch(), 2);
         let mut sorted = e0.clone();
         sorted.sort_unstable();
@@ -352,6 +425,7 @@ mod tests {
         assert_ne!(e0, e1);
         // Rows stay together across the tensors of the data set.
         for b in DataLoader::new(dataset(50), 8).shuffle(3).iter() {
+            let b = b.unwrap();
             let (x, y) = (b[0].to_f64_vec().unwrap(), b[1].to_vec::<i64>().unwrap());
             for (i, &label) in y.iter().enumerate() {
                 assert_eq!(x[2 * i], 2.0 * label as f64);
@@ -360,15 +434,12 @@ mod tests {
         // Same seed, same epoch: same order; set_epoch rewinds.
         let again = DataLoader::new(dataset(50), 8).shuffle(3);
         again.set_epoch(1);
-        assert_eq!(labels(&again.iter().collect::<Vec<_>>()), e1);
         assert_eq!(
-            labels(
-                &loader
-                    .iter_epoch(0)
-                    .unwrap()
-                    .collect::<Result<Vec<_>>>()
-                    .unwrap()
-            ),
+            labels(&again.iter().collect::<Result<Vec<_>>>().unwrap()),
+            e1
+        );
+        assert_eq!(
+            labels(&loader.iter_epoch(0).collect::<Result<Vec<_>>>().unwrap()),
             e0
         );
         assert_ne!(
@@ -380,7 +451,28 @@ mod tests {
     #[test]
     fn zero_batch_size_is_an_error() {
         let loader = DataLoader::new(dataset(3), 0);
-        let err = loader.try_iter().unwrap_err().to_string();
+        let batches: Vec<_> = loader.iter().collect();
+        assert_eq!(batches.len(), 1);
+        let err = batches[0].as_ref().unwrap_err().to_string();
         assert!(err.contains("batch_size"), "{err}");
+    }
+
+    #[test]
+    fn pairs_are_typed_and_need_two_tensors() {
+        let loader = DataLoader::new(dataset(10), 4).pairs().unwrap();
+        let mut seen = Vec::new();
+        for batch in loader.iter() {
+            let (x, y) = batch.unwrap();
+            assert_eq!(x.dims()[0], y.dims()[0]);
+            seen.extend(y.to_vec::<i64>().unwrap());
+        }
+        assert_eq!(seen, (0..10).collect::<Vec<_>>());
+        let device = Device::reference();
+        let one = TensorDataset::new(vec![Tensor::zeros(&[3], DType::F32, &device).unwrap()]);
+        let err = DataLoader::new(one.unwrap(), 2)
+            .pairs()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("2 tensors") && err.contains("has 1"), "{err}");
     }
 }

@@ -18,8 +18,14 @@ pub struct Dropout {
 }
 
 impl Dropout {
+    /// Dropout with probability `p` in `[0, 1]` (`nn.Dropout(p)`), its masks
+    /// seeded from the process-wide generator.
+    pub fn new(p: f64) -> Result<Dropout> {
+        Dropout::seeded(p, amp_tensor::random::next_seed())
+    }
+
     /// Dropout with probability `p` in `[0, 1]`, seeded by `seed`.
-    pub fn new(p: f64, seed: u64) -> Result<Dropout> {
+    pub fn seeded(p: f64, seed: u64) -> Result<Dropout> {
         if !(0.0..=1.0).contains(&p) {
             return Err(Error::invalid(
                 "Dropout::new",
@@ -49,10 +55,6 @@ impl Module for Dropout {
             0
         };
         ops::dropout(x, self.p, training, seed)
-    }
-
-    fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        Vec::new()
     }
 
     fn set_training(&self, training: bool) {

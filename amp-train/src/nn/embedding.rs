@@ -1,6 +1,6 @@
 //! [`Embedding`]: a lookup table of vectors.
 
-use super::{parameter, sub_seed, Module};
+use super::{sub_seed, Module, Parameter};
 use amp_tensor::{ops, DType, Device, Result, Tensor};
 
 /// A table of `num` vectors of length `dim` (`torch.nn.Embedding`), initialised
@@ -8,14 +8,19 @@ use amp_tensor::{ops, DType, Device, Result, Tensor};
 /// returns `[..., dim]`.
 #[derive(Debug, Clone)]
 pub struct Embedding {
-    weight: Tensor,
+    weight: Parameter,
 }
 
 impl Embedding {
+    /// A table (`nn.Embedding(num, dim)`) seeded from the process-wide generator.
+    pub fn new(num: usize, dim: usize, device: &Device) -> Result<Embedding> {
+        Embedding::seeded(num, dim, device, amp_tensor::random::next_seed())
+    }
+
     /// A table seeded by `seed`.
-    pub fn new(num: usize, dim: usize, device: &Device, seed: u64) -> Result<Embedding> {
+    pub fn seeded(num: usize, dim: usize, device: &Device, seed: u64) -> Result<Embedding> {
         Ok(Embedding {
-            weight: parameter(Tensor::randn(
+            weight: Parameter::new(Tensor::randn(
                 &[num, dim],
                 DType::F32,
                 device,
@@ -35,7 +40,7 @@ impl Module for Embedding {
         ops::embedding(indices, &self.weight)
     }
 
-    fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        vec![("weight".into(), self.weight.clone())]
+    fn own_parameters(&self) -> Vec<(String, Tensor)> {
+        vec![self.weight.named("weight")]
     }
 }

@@ -39,15 +39,8 @@ impl<M: Module> Module for F32Island<M> {
         })
     }
 
-    fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        self.inner.named_parameters()
-    }
-
-    fn set_training(&self, training: bool) {
-        self.inner.set_training(training)
-    }
-
-    fn is_training(&self) -> bool {
-        self.inner.is_training()
+    /// The inner module, transparent: its parameters keep their names.
+    fn children(&self) -> Vec<(String, &dyn Module)> {
+        vec![(String::new(), &self.inner)]
     }
 }

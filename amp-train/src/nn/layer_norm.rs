@@ -1,14 +1,14 @@
 //! [`LayerNorm`] over the last dimension.
 
-use super::{parameter, Module};
+use super::{Module, Parameter};
 use amp_tensor::{ops, DType, Device, Result, Tensor};
 
 /// Layer normalisation over the last dimension (`torch.nn.LayerNorm([n])`),
 /// with affine weight (ones) and bias (zeros), `eps = 1e-5`.
 #[derive(Debug, Clone)]
 pub struct LayerNorm {
-    weight: Tensor,
-    bias: Tensor,
+    weight: Parameter,
+    bias: Parameter,
     eps: f64,
 }
 
@@ -21,8 +21,8 @@ impl LayerNorm {
     /// As [`LayerNorm::new`] with another `eps`.
     pub fn with_eps(n: usize, eps: f64, device: &Device) -> Result<LayerNorm> {
         Ok(LayerNorm {
-            weight: parameter(Tensor::ones(&[n], DType::F32, device)?)?,
-            bias: parameter(Tensor::zeros(&[n], DType::F32, device)?)?,
+            weight: Parameter::new(Tensor::ones(&[n], DType::F32, device)?)?,
+            bias: Parameter::new(Tensor::zeros(&[n], DType::F32, device)?)?,
             eps,
         })
     }
@@ -33,10 +33,7 @@ impl Module for LayerNorm {
         ops::layer_norm(x, Some(&self.weight), Some(&self.bias), self.eps)
     }
 
-    fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        vec![
-            ("weight".into(), self.weight.clone()),
-            ("bias".into(), self.bias.clone()),
-        ]
+    fn own_parameters(&self) -> Vec<(String, Tensor)> {
+        vec![self.weight.named("weight"), self.bias.named("bias")]
     }
 }

@@ -1,6 +1,6 @@
 //! [`Linear`]: `y = x Wᵀ + b`.
 
-use super::{parameter, sub_seed, Module};
+use super::{sub_seed, Module, Parameter};
 use amp_tensor::{ops, DType, Device, Error, Result, Tensor};
 
 /// A fully connected layer (`torch.nn.Linear`): weight `[out, in]`, optional bias `[out]`.
@@ -8,26 +8,31 @@ use amp_tensor::{ops, DType, Device, Error, Result, Tensor};
 /// Initialised as PyTorch does by default: `kaiming_uniform_(a=√5)` for the
 /// weight, which is `U(-1/√in, 1/√in)`, and the bias from the same range —
 /// drawn from the crate's counter-based generator, so a seed gives the same
-/// values on every device.
+/// values on every device. [`Linear::new`] takes its seed from the
+/// process-wide generator ([`amp_tensor::random::manual_seed`]);
+/// [`Linear::seeded`] takes one.
 #[derive(Debug, Clone)]
 pub struct Linear {
-    weight: Tensor,
-    bias: Option<Tensor>,
+    weight: Parameter,
+    bias: Option<Parameter>,
 }
 
 impl Linear {
-    /// A layer with bias, seeded by `seed`.
-    pub fn new(
-        in_features: usize,
-        out_features: usize,
-        device: &Device,
-        seed: u64,
-    ) -> Result<Linear> {
-        Linear::with_bias(in_features, out_features, true, device, seed)
+    /// A layer with bias (`nn.Linear(in_features, out_features)`), seeded
+    /// from the process-wide generator.
+    pub fn new(in_features: usize, out_features: usize, device: &Device) -> Result<Linear> {
+        let seed = amp_tensor::random::next_seed();
+        Linear::seeded(in_features, out_features, true, device, seed)
+    }
+
+    /// A layer without bias (`bias=False`), seeded from the process-wide generator.
+    pub fn new_no_bias(in_features: usize, out_features: usize, device: &Device) -> Result<Linear> {
+        let seed = amp_tensor::random::next_seed();
+        Linear::seeded(in_features, out_features, false, device, seed)
     }
 
     /// A layer with or without bias, seeded by `seed`.
-    pub fn with_bias(
+    pub fn seeded(
         in_features: usize,
         out_features: usize,
         bias: bool,
@@ -50,7 +55,7 @@ impl Linear {
             sub_seed(seed, 0),
         )?;
         let bias = if bias {
-            Some(parameter(Tensor::rand_uniform(
+            Some(Parameter::new(Tensor::rand_uniform(
                 &[out_features],
                 -bound,
                 bound,
@@ -62,7 +67,7 @@ impl Linear {
             None
         };
         Ok(Linear {
-            weight: parameter(weight)?,
+            weight: Parameter::new(weight)?,
             bias,
         })
     }
@@ -85,8 +90,8 @@ impl Linear {
             }
         }
         Ok(Linear {
-            weight: parameter(weight)?,
-            bias: bias.map(parameter).transpose()?,
+            weight: Parameter::new(weight)?,
+            bias: bias.map(Parameter::new).transpose()?,
         })
     }
 
@@ -97,20 +102,18 @@ impl Linear {
 
     /// The bias `[out]`, if any.
     pub fn bias(&self) -> Option<&Tensor> {
-        self.bias.as_ref()
+        self.bias.as_deref()
     }
 }
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        ops::linear(x, &self.weight, self.bias.as_ref())
+        ops::linear(x, &self.weight, self.bias.as_deref())
     }
 
-    fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        let mut p = vec![("weight".to_string(), self.weight.clone())];
-        if let Some(b) = &self.bias {
-            p.push(("bias".to_string(), b.clone()));
-        }
+    fn own_parameters(&self) -> Vec<(String, Tensor)> {
+        let mut p = vec![self.weight.named("weight")];
+        p.extend(self.bias.as_ref().map(|b| b.named("bias")));
         p
     }
 }

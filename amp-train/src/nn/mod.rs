@@ -10,9 +10,9 @@
 //!
 //! let device = Device::reference();
 //! let model = Sequential::new()
-//!     .add(Linear::new(4, 8, &device, 0)?)
+//!     .add(Linear::seeded(4, 8, true, &device, 0)?)
 //!     .add(Gelu::new())
-//!     .add(Linear::new(8, 2, &device, 1)?);
+//!     .add(Linear::seeded(8, 2, true, &device, 1)?);
 //! let y = model.forward(&Tensor::randn(&[3, 4], DType::F32, &device, 2)?)?;
 //! assert_eq!(y.dims(), &[3, 2]);
 //! let names: Vec<String> = model.named_parameters().into_iter().map(|(n, _)| n).collect();
@@ -36,10 +36,45 @@ pub use layer_norm::LayerNorm;
 pub use linear::Linear;
 pub use sequential::Sequential;
 
-use amp_tensor::{Result, Tensor};
+mod state;
 
-/// A layer or model: a forward function of one tensor, its named parameters,
-/// and a training/evaluation mode (as `torch.nn.Module`).
+pub(crate) use state::LoadPlan;
+pub use state::{IncompatibleKeys, Parameter, StateDict};
+
+use amp_tensor::{Result, Tensor};
+use std::collections::HashSet;
+
+/// A layer or model: a forward function of one tensor, its parameters and
+/// child modules, and a training/evaluation mode (as `torch.nn.Module`).
+///
+/// A module implements [`Module::forward`] and says what it holds: its own
+/// parameters ([`Module::own_parameters`], named relative to it: `"weight"`)
+/// and its child modules ([`Module::children`], named by field: `"fc1"`).
+/// Everything else — PyTorch's dotted names (`"fc1.weight"`), the mode passed
+/// down to children, [`Module::state_dict`] and [`Module::load_state_dict`] —
+/// follows from those two:
+///
+/// ```
+/// use amp_tensor::{Device, Tensor};
+/// use amp_train::nn::{self, Gelu, LayerNorm, Linear, Module};
+///
+/// struct Block { norm: LayerNorm, fc: Linear, act: Gelu }
+///
+/// impl Module for Block {
+///     fn forward(&self, x: &Tensor) -> amp_tensor::Result<Tensor> {
+///         self.act.forward(&self.fc.forward(&self.norm.forward(x)?)?)
+///     }
+///     fn children(&self) -> Vec<(String, &dyn Module)> {
+///         nn::children!(self; norm, fc, act)
+///     }
+/// }
+///
+/// let device = Device::reference();
+/// let block = Block { norm: LayerNorm::new(4, &device)?, fc: Linear::new(4, 8, &device)?, act: Gelu::new() };
+/// let names: Vec<String> = block.named_parameters().into_iter().map(|(n, _)| n).collect();
+/// assert_eq!(names, ["norm.weight", "norm.bias", "fc.weight", "fc.bias"]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 ///
 /// Modules start in training mode. The mode is interior state (`&self`), so a
 /// model shared by reference can still be switched with [`Module::eval`].
@@ -47,18 +82,52 @@ pub trait Module: Send + Sync {
     /// Runs the module on `x`.
     fn forward(&self, x: &Tensor) -> Result<Tensor>;
 
-    /// The parameters with PyTorch-style dotted names (`"0.weight"`), in a fixed order.
-    fn named_parameters(&self) -> Vec<(String, Tensor)>;
-
-    /// Sets training (`true`) or evaluation (`false`) mode; modules without
-    /// mode-dependent behaviour ignore it.
-    fn set_training(&self, training: bool) {
-        let _ = training;
+    /// This module's own parameters, not its children's, named relative to it
+    /// (`"weight"`, `"bias"`), in a fixed order. None by default.
+    fn own_parameters(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
     }
 
-    /// True in training mode (the default for modules without a mode).
+    /// This module's own buffers: state that is saved and loaded but not
+    /// trained (running statistics). None by default.
+    fn own_buffers(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+
+    /// The child modules with their names, in a fixed order ([`children!`]
+    /// writes it from field names). A child named `""` is transparent: its
+    /// parameters keep their own names (a wrapper such as [`F32Island`]).
+    fn children(&self) -> Vec<(String, &dyn Module)> {
+        Vec::new()
+    }
+
+    /// Every parameter with its dotted name (`"fc1.weight"`): own ones first,
+    /// then each child's, each tensor once (a parameter shared by two
+    /// children keeps its first name, as PyTorch's `named_parameters`).
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        collect_named(self.own_parameters(), self.children(), &|m| {
+            m.own_parameters()
+        })
+    }
+
+    /// Every buffer with its dotted name.
+    fn named_buffers(&self) -> Vec<(String, Tensor)> {
+        collect_named(self.own_buffers(), self.children(), &|m| m.own_buffers())
+    }
+
+    /// Sets training (`true`) or evaluation (`false`) mode on this module and
+    /// every child. Modules with mode-dependent behaviour ([`Dropout`]) keep
+    /// the flag; others only pass it on.
+    fn set_training(&self, training: bool) {
+        for (_, child) in self.children() {
+            child.set_training(training);
+        }
+    }
+
+    /// True in training mode: the first child's mode, or true for a module
+    /// without children or a mode of its own.
     fn is_training(&self) -> bool {
-        true
+        self.children().first().is_none_or(|(_, c)| c.is_training())
     }
 
     /// Training mode (`module.train()`).
@@ -83,14 +152,49 @@ pub trait Module: Send + Sync {
     fn num_parameters(&self) -> usize {
         self.named_parameters().iter().map(|(_, t)| t.numel()).sum()
     }
+
+    /// The parameters and buffers by dotted name (`module.state_dict()`). The
+    /// tensors are the module's own (no copy): save them, or copy them before
+    /// training on if a snapshot is needed.
+    fn state_dict(&self) -> StateDict {
+        let mut state = self.named_parameters();
+        state.extend(self.named_buffers());
+        state
+    }
+
+    /// Copies `state`'s tensors into the parameters and buffers of the same
+    /// names (`module.load_state_dict(state, strict)`), converting dtype and
+    /// device as needed. Every name and shape is checked before anything is
+    /// copied: a shape mismatch is always an `Err`; with `strict`, so are
+    /// missing and unexpected names — the error lists them all. Without
+    /// `strict` the missing and unexpected names are returned.
+    fn load_state_dict(
+        &self,
+        state: &[(String, Tensor)],
+        strict: bool,
+    ) -> crate::Result<IncompatibleKeys> {
+        state::LoadPlan::new(&self.state_dict(), state, strict)?.apply()
+    }
 }
 
 impl<M: Module + ?Sized> Module for Box<M> {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         (**self).forward(x)
     }
+    fn own_parameters(&self) -> Vec<(String, Tensor)> {
+        (**self).own_parameters()
+    }
+    fn own_buffers(&self) -> Vec<(String, Tensor)> {
+        (**self).own_buffers()
+    }
+    fn children(&self) -> Vec<(String, &dyn Module)> {
+        (**self).children()
+    }
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
         (**self).named_parameters()
+    }
+    fn named_buffers(&self) -> Vec<(String, Tensor)> {
+        (**self).named_buffers()
     }
     fn set_training(&self, training: bool) {
         (**self).set_training(training)
@@ -100,10 +204,59 @@ impl<M: Module + ?Sized> Module for Box<M> {
     }
 }
 
-/// Makes `t` an f32 master parameter: a leaf that requires grad.
-pub(crate) fn parameter(t: Tensor) -> Result<Tensor> {
-    t.set_requires_grad(true)?;
-    Ok(t)
+/// `Vec<(String, &dyn Module)>` from field names, for [`Module::children`]:
+/// `nn::children!(self; norm, fc1, fc2)` names each child after its field.
+#[macro_export]
+macro_rules! children {
+    ($module:expr; $($field:ident),* $(,)?) => {
+        vec![$((
+            ::std::string::String::from(stringify!($field)),
+            &$module.$field as &dyn $crate::nn::Module,
+        )),*]
+    };
+}
+pub use crate::children;
+
+/// `prefix.name`, or `name` under a transparent (empty) prefix.
+fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
+/// What a module holds of one kind (its own parameters, or its own buffers).
+type TensorsOf = dyn Fn(&dyn Module) -> Vec<(String, Tensor)>;
+
+/// `own` (a module's own tensors) and, recursively, what `get` gives for
+/// each of `children`, with dotted names; each tensor (by identity) once.
+fn collect_named(
+    own: Vec<(String, Tensor)>,
+    children: Vec<(String, &dyn Module)>,
+    get: &TensorsOf,
+) -> Vec<(String, Tensor)> {
+    fn walk(
+        own: Vec<(String, Tensor)>,
+        children: Vec<(String, &dyn Module)>,
+        prefix: &str,
+        get: &TensorsOf,
+        seen: &mut HashSet<u64>,
+        out: &mut Vec<(String, Tensor)>,
+    ) {
+        for (name, t) in own {
+            if seen.insert(t.id()) {
+                out.push((join(prefix, &name), t));
+            }
+        }
+        for (name, child) in children {
+            let prefix = join(prefix, &name);
+            walk(get(child), child.children(), &prefix, get, seen, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(own, children, "", get, &mut HashSet::new(), &mut out);
+    out
 }
 
 /// A sub-seed for part `part` of a module seeded with `seed` (independent streams).
@@ -119,7 +272,7 @@ mod tests {
     #[test]
     fn linear_init_follows_pytorch_bounds_and_is_seeded() {
         let device = Device::reference();
-        let l = Linear::new(64, 256, &device, 5).unwrap();
+        let l = Linear::seeded(64, 256, true, &device, 5).unwrap();
         let bound = 1.0 / 8.0;
         for (name, p) in l.named_parameters() {
             assert_eq!(p.dtype(), DType::F32);
@@ -136,12 +289,12 @@ mod tests {
                 "{name}: variance {var}"
             );
         }
-        let again = Linear::new(64, 256, &device, 5).unwrap();
+        let again = Linear::seeded(64, 256, true, &device, 5).unwrap();
         assert_eq!(
             l.weight().to_vec::<f32>().unwrap(),
             again.weight().to_vec::<f32>().unwrap()
         );
-        let other = Linear::new(64, 256, &device, 6).unwrap();
+        let other = Linear::seeded(64, 256, true, &device, 6).unwrap();
         assert_ne!(
             l.weight().to_vec::<f32>().unwrap(),
             other.weight().to_vec::<f32>().unwrap()
@@ -179,11 +332,11 @@ mod tests {
     fn sequential_names_modes_and_shapes() {
         let device = Device::reference();
         let model = Sequential::new()
-            .add(Embedding::new(5, 4, &device, 0).unwrap())
+            .add(Embedding::seeded(5, 4, &device, 0).unwrap())
             .add(LayerNorm::new(4, &device).unwrap())
             .add(Tanh::new())
-            .add(Dropout::new(0.5, 1).unwrap())
-            .add(Linear::with_bias(4, 3, false, &device, 2).unwrap())
+            .add(Dropout::seeded(0.5, 1).unwrap())
+            .add(Linear::seeded(4, 3, false, &device, 2).unwrap())
             .add(Relu::new());
         let names: Vec<String> = model
             .named_parameters()
@@ -207,8 +360,8 @@ mod tests {
     fn f32_island_runs_its_layer_in_f32_inside_a_region() {
         let device = Device::reference();
         let (lin, island) = (
-            Linear::new(4, 3, &device, 0).unwrap(),
-            F32Island::new(Linear::new(4, 3, &device, 0).unwrap()),
+            Linear::seeded(4, 3, true, &device, 0).unwrap(),
+            F32Island::new(Linear::seeded(4, 3, true, &device, 0).unwrap()),
         );
         let x = Tensor::randn(&[2, 4], DType::F32, &device, 1).unwrap();
         let _region = amp_autocast::autocast(device.kind(), DType::BF16).unwrap();
@@ -223,7 +376,7 @@ mod tests {
     #[test]
     fn dropout_scales_kept_elements_and_changes_mask_per_call() {
         let device = Device::reference();
-        let d = Dropout::new(0.25, 3).unwrap();
+        let d = Dropout::seeded(0.25, 3).unwrap();
         let x = Tensor::ones(&[1000], DType::F32, &device).unwrap();
         let a = d.forward(&x).unwrap().to_f64_vec().unwrap();
         let b = d.forward(&x).unwrap().to_f64_vec().unwrap();
@@ -234,7 +387,7 @@ mod tests {
             "{dropped} of 1000 dropped at p = 0.25"
         );
         assert_ne!(a, b);
-        assert!(Dropout::new(1.5, 0).is_err());
+        assert!(Dropout::seeded(1.5, 0).is_err());
     }
 
     #[test]

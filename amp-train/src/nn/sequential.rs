@@ -75,15 +75,11 @@ impl Module for Sequential {
         Ok(y)
     }
 
-    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+    fn children(&self) -> Vec<(String, &dyn Module)> {
         self.layers
             .iter()
             .enumerate()
-            .flat_map(|(i, l)| {
-                l.named_parameters()
-                    .into_iter()
-                    .map(move |(n, t)| (format!("{i}.{n}"), t))
-            })
+            .map(|(i, l)| (i.to_string(), l.as_ref() as &dyn Module))
             .collect()
     }
 

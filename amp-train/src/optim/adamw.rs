@@ -181,7 +181,7 @@ impl AdamW {
     pub fn load_state_dict(&mut self, state: &OptimizerState) -> Result<()> {
         check_state_params(state, "AdamW", &self.params)?;
         let config: AdamWConfig = serde_json::from_value(state.config.clone())
-            .map_err(|e| Error::data("load_state", format!("AdamW hyperparameters: {e}")))?;
+            .map_err(|e| Error::data("load_state_dict", format!("AdamW hyperparameters: {e}")))?;
         let mut new_state: Vec<Option<Moments>> = self.params.iter().map(|_| None).collect();
         for (i, (name, p)) in self.params.iter().enumerate() {
             if let Some((_, step)) = state.steps.iter().find(|(n, _)| n == name) {

@@ -143,13 +143,13 @@ fn state_tensor(state: &OptimizerState, name: &str, like: &Tensor) -> Result<Ten
         .map(|(_, t)| t.clone())
         .ok_or_else(|| {
             Error::data(
-                "load_state",
+                "load_state_dict",
                 format!("{} state has no tensor {name:?}", state.kind),
             )
         })?;
     if t.dims() != like.dims() {
         return Err(Error::data(
-            "load_state",
+            "load_state_dict",
             format!(
                 "{} state tensor {name:?} has shape {:?}, the parameter has {:?}",
                 state.kind,
@@ -178,14 +178,14 @@ fn check_state_params(
 ) -> Result<()> {
     if state.kind != kind {
         return Err(Error::data(
-            "load_state",
+            "load_state_dict",
             format!("state is for {}, this optimizer is {kind}", state.kind),
         ));
     }
     for (name, _) in &state.steps {
         if !params.iter().any(|(n, _)| n == name) {
             return Err(Error::data(
-                "load_state",
+                "load_state_dict",
                 format!("{kind} state has parameter {name:?}, which this optimizer does not"),
             ));
         }

@@ -174,7 +174,7 @@ impl Sgd {
     pub fn load_state_dict(&mut self, state: &OptimizerState) -> Result<()> {
         check_state_params(state, "SGD", &self.params)?;
         let config: SgdConfig = serde_json::from_value(state.config.clone())
-            .map_err(|e| Error::data("load_state", format!("SGD hyperparameters: {e}")))?;
+            .map_err(|e| Error::data("load_state_dict", format!("SGD hyperparameters: {e}")))?;
         let mut buffers = vec![None; self.params.len()];
         for (i, (name, p)) in self.params.iter().enumerate() {
             if let Some((_, step)) = state.steps.iter().find(|(n, _)| n == name) {

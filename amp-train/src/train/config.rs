@@ -1,7 +1,9 @@
 //! The settings: [`FitConfig`] for any model's run through
-//! [`Trainer`](super::Trainer), and [`TrainConfig`] for the digits MLP (the
-//! binary's flags), which adds the model, the data and the optimizer.
+//! [`Trainer`](super::Trainer), and (with the `digits` feature) `TrainConfig`
+//! for the digits MLP (the binary's flags), which adds the model, the data
+//! and the optimizer.
 
+#[cfg(feature = "digits")]
 use crate::data::{DIGITS_CLASSES, DIGITS_FEATURES};
 use crate::precision::Precision;
 use crate::{Error, Result};
@@ -102,6 +104,7 @@ impl FitConfig {
 /// config.validate()?;
 /// # Ok::<(), amp_train::Error>(())
 /// ```
+#[cfg(feature = "digits")]
 #[derive(Debug, Clone)]
 pub struct TrainConfig {
     /// Precision, epochs, checkpoints, progress and the divergence stop.
@@ -116,6 +119,7 @@ pub struct TrainConfig {
     pub layers: Vec<usize>,
 }
 
+#[cfg(feature = "digits")]
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
@@ -128,6 +132,7 @@ impl Default for TrainConfig {
     }
 }
 
+#[cfg(feature = "digits")]
 impl TrainConfig {
     /// Checks the ranges: those of [`FitConfig::validate`], a batch size ≥ 1,
     /// lr finite and > 0, and layers that start at 64 inputs and end at 10

@@ -18,9 +18,10 @@ pub fn mlp(layers: &[usize], device: &Device, seed: u64) -> Result<Sequential> {
         if i > 0 {
             model.push(Gelu::new());
         }
-        model.push(Linear::new(
+        model.push(Linear::seeded(
             w[0],
             w[1],
+            true,
             device,
             seed.wrapping_add(i as u64),
         )?);

@@ -32,9 +32,9 @@
 //! let y = Tensor::from_f64_slice(&labels, &[64], DType::I64, &device)?; // class: sum > 0
 //! let data = TensorDataset::new(vec![x, y])?;
 //! let model = Sequential::new()
-//!     .add(Linear::new(4, 16, &device, 1)?)
+//!     .add(Linear::new(4, 16, &device)?)
 //!     .add(Gelu::new())
-//!     .add(Linear::new(16, 2, &device, 2)?);
+//!     .add(Linear::new(16, 2, &device)?);
 //! let mut opt = AdamW::new(model.named_parameters(), AdamWConfig { lr: 1e-2, ..Default::default() });
 //! let report = Trainer::new(&model, &mut opt)
 //!     .evaluate_on("train", data.clone())
@@ -61,7 +61,7 @@ pub use objective::{CrossEntropy, MeanSquaredError, Objective};
 pub use report::{EpochRecord, OpCounts, TrainReport};
 
 use crate::checkpoint;
-use crate::data::{DataLoader, TensorDataset};
+use crate::data::{Batch, DataLoader, TensorDataset};
 use crate::nn::Module;
 use crate::optim::Optimizer;
 use crate::precision::PrecisionChoice;
@@ -140,7 +140,7 @@ impl<'a, M: Module + ?Sized, O: Optimizer + ?Sized> Trainer<'a, M, O> {
 
     /// Trains for the configured epochs on `loader`'s data (whose device the
     /// model's parameters must be on) and returns the report.
-    pub fn fit(self, loader: &DataLoader) -> Result<TrainReport> {
+    pub fn fit<B: Batch>(self, loader: &DataLoader<B>) -> Result<TrainReport> {
         let Trainer {
             model,
             optimizer: opt,
@@ -218,7 +218,7 @@ impl<'a, M: Module + ?Sized, O: Optimizer + ?Sized> Trainer<'a, M, O> {
         model.train();
         for epoch in report.start_epoch..config.epochs {
             let epoch_start = Instant::now();
-            let batches = loader.try_iter()?;
+            let batches = loader.iter_tensors();
             let pb = progress_bar(&config, epoch, batches.len());
             let (mut loss_sum, mut n_batches, mut skipped) = (0.0, 0usize, 0u64);
             for batch in batches {
@@ -407,7 +407,7 @@ impl<M: Module + ?Sized> Steps<'_, M> {
             let _region = region(self.device, self.choice)?;
             let (mut loss_sum, mut rows) = (0.0, 0usize);
             let mut counted: Option<(usize, usize)> = None;
-            for batch in DataLoader::new(data.clone(), batch_size).iter_epoch(0)? {
+            for batch in DataLoader::new(data.clone(), batch_size).iter_epoch(0) {
                 let batch = batch?;
                 let output = self.model.forward(&batch[0])?;
                 let n = batch[0].dims().first().copied().unwrap_or(1);

@@ -1,21 +1,23 @@
-//! Saving a run after an epoch and resuming it: the model's parameters
-//! (`model.*`), the optimizer's state (`optim.*`), and in the JSON state the
-//! scaler, the loader's epoch, the history and what the caller recorded about
-//! the run. A resume checks everything before it changes anything.
+//! Saving a run after an epoch and resuming it, through the one-call
+//! [`checkpoint::save`] / [`checkpoint::Checkpoint`]: the model, the
+//! optimizer and the scaler, plus (as the checkpoint's extra JSON) the
+//! loader's epoch, the history and what the caller recorded about the run. A
+//! resume checks that the checkpoint is of this run before it changes
+//! anything.
 
 use super::report::{EpochRecord, TrainReport};
-use crate::checkpoint;
+use crate::checkpoint::{self, Checkpoint};
 use crate::nn::Module;
-use crate::optim::{Optimizer, OptimizerState};
+use crate::optim::Optimizer;
 use crate::precision::{Precision, PrecisionChoice};
 use crate::{Error, Result};
-use amp_scaler::{GradScaler, ScalerState};
-use amp_tensor::{Device, Tensor};
+use amp_scaler::GradScaler;
+use amp_tensor::Device;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-/// Everything except tensors that a checkpoint needs to resume.
+/// The run's part of a checkpoint (its extra JSON).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct ResumeState {
     pub epochs_done: usize,
@@ -24,8 +26,6 @@ pub(super) struct ResumeState {
     pub precision: Precision,
     pub dtype: String,
     pub loader_epoch: u64,
-    pub optimizer: OptimizerMeta,
-    pub scaler: ScalerState,
     pub steps: u64,
     pub skipped_steps: u64,
     pub history: Vec<EpochRecord>,
@@ -38,14 +38,6 @@ pub(super) struct ResumeState {
     pub run: BTreeMap<String, serde_json::Value>,
 }
 
-/// The optimizer's state without its tensors.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(super) struct OptimizerMeta {
-    kind: String,
-    config: serde_json::Value,
-    steps: Vec<(String, u64)>,
-}
-
 /// What a resume and a save need to know about the run beyond its parts.
 pub(super) struct RunIdentity<'a> {
     pub choice: &'a PrecisionChoice,
@@ -54,7 +46,7 @@ pub(super) struct RunIdentity<'a> {
     pub run: &'a BTreeMap<String, serde_json::Value>,
 }
 
-/// Writes the checkpoint after `epochs_done` epochs.
+/// Writes the checkpoint after `report.epochs` epochs.
 pub(super) fn save<M: Module + ?Sized, O: Optimizer + ?Sized>(
     path: &Path,
     id: &RunIdentity<'_>,
@@ -63,18 +55,6 @@ pub(super) fn save<M: Module + ?Sized, O: Optimizer + ?Sized>(
     scaler: &GradScaler,
     report: &TrainReport,
 ) -> Result<()> {
-    let optimizer = opt.state_dict()?;
-    let mut tensors: Vec<(String, Tensor)> = model
-        .named_parameters()
-        .into_iter()
-        .map(|(n, t)| (format!("model.{n}"), t))
-        .collect();
-    tensors.extend(
-        optimizer
-            .tensors
-            .iter()
-            .map(|(n, t)| (format!("optim.{n}"), t.clone())),
-    );
     let state = ResumeState {
         epochs_done: report.epochs,
         batch_size: id.batch_size,
@@ -82,12 +62,6 @@ pub(super) fn save<M: Module + ?Sized, O: Optimizer + ?Sized>(
         precision: id.choice.requested,
         dtype: id.choice.dtype.name().to_string(),
         loader_epoch: report.epochs as u64,
-        optimizer: OptimizerMeta {
-            kind: optimizer.kind,
-            config: optimizer.config,
-            steps: optimizer.steps,
-        },
-        scaler: scaler.state(),
         steps: report.steps,
         skipped_steps: report.skipped_steps,
         history: report.history.clone(),
@@ -96,9 +70,9 @@ pub(super) fn save<M: Module + ?Sized, O: Optimizer + ?Sized>(
         skipped_step_indices: report.skipped_step_indices.clone(),
         run: id.run.clone(),
     };
-    let json = serde_json::to_value(&state)
+    let extra = serde_json::to_value(&state)
         .map_err(|e| Error::checkpoint(path, format!("serialising state: {e}")))?;
-    checkpoint::save(path, &tensors, &json)
+    checkpoint::save(path, model, opt, scaler, extra)
 }
 
 /// A JSON value as a message shows it (strings without quotes).
@@ -110,10 +84,25 @@ fn shown(v: Option<&serde_json::Value>) -> String {
     }
 }
 
+/// The first key whose value differs between `saved` and `now`, with both values.
+fn first_difference<'k>(
+    saved: impl IntoIterator<Item = (&'k String, &'k serde_json::Value)>,
+    now: impl IntoIterator<Item = (&'k String, &'k serde_json::Value)>,
+) -> Option<(String, String, String)> {
+    let saved: BTreeMap<_, _> = saved.into_iter().collect();
+    let now: BTreeMap<_, _> = now.into_iter().collect();
+    let keys: BTreeSet<&String> = saved.keys().chain(now.keys()).copied().collect();
+    keys.into_iter().find_map(|k| {
+        let (a, b) = (saved.get(k).copied(), now.get(k).copied());
+        (a != b).then(|| (k.clone(), shown(a), shown(b)))
+    })
+}
+
 /// Restores the run from `path` into `model`, `opt` and `scaler`, after
 /// checking that the checkpoint is of this run (the caller's record, batch
-/// size, shuffle seed, dtype, optimizer and hyperparameters, every
-/// parameter's name, shape and dtype). On `Err` nothing was changed.
+/// size, shuffle seed, dtype, optimizer and hyperparameters; the checkpoint
+/// itself checks every parameter's name and shape). On `Err` nothing was
+/// changed.
 pub(super) fn load<M: Module + ?Sized, O: Optimizer + ?Sized>(
     path: &Path,
     id: &RunIdentity<'_>,
@@ -122,9 +111,9 @@ pub(super) fn load<M: Module + ?Sized, O: Optimizer + ?Sized>(
     opt: &mut O,
     scaler: &mut GradScaler,
 ) -> Result<ResumeState> {
-    let (tensors, state) = checkpoint::load(path, device)?;
+    let ck = Checkpoint::open(path, device)?;
     let bad = |msg: String| Error::checkpoint(path, msg);
-    let state: ResumeState = serde_json::from_value(state).map_err(|e| {
+    let state: ResumeState = serde_json::from_value(ck.extra().clone()).map_err(|e| {
         bad(format!(
             "state.json does not describe an amp-train run: {e}"
         ))
@@ -134,12 +123,8 @@ pub(super) fn load<M: Module + ?Sized, O: Optimizer + ?Sized>(
             "was written with {what} {saved}, this run uses {now}; resume with the same {what}"
         ))
     };
-    let keys: std::collections::BTreeSet<&String> = state.run.keys().chain(id.run.keys()).collect();
-    for key in keys {
-        let (saved, now) = (state.run.get(key), id.run.get(key));
-        if saved != now {
-            return Err(mismatch(key, shown(saved), shown(now)));
-        }
+    if let Some((key, saved, now)) = first_difference(&state.run, id.run) {
+        return Err(mismatch(&key, saved, now));
     }
     if state.batch_size != id.batch_size {
         return Err(mismatch(
@@ -164,78 +149,21 @@ pub(super) fn load<M: Module + ?Sized, O: Optimizer + ?Sized>(
         ));
     }
     let current = opt.state_dict()?;
-    if state.optimizer.kind != current.kind {
+    if ck.optimizer_kind() != current.kind {
         return Err(mismatch(
             "optimizer",
-            state.optimizer.kind.clone(),
+            ck.optimizer_kind().to_string(),
             current.kind,
         ));
     }
     if let (Some(saved), Some(now)) = (
-        state.optimizer.config.as_object(),
+        ck.optimizer_config().as_object(),
         current.config.as_object(),
     ) {
-        let keys: std::collections::BTreeSet<&String> = saved.keys().chain(now.keys()).collect();
-        for key in keys {
-            if saved.get(key) != now.get(key) {
-                return Err(mismatch(key, shown(saved.get(key)), shown(now.get(key))));
-            }
+        if let Some((key, a, b)) = first_difference(saved, now) {
+            return Err(mismatch(&key, a, b));
         }
     }
-    let mut model_tensors = BTreeMap::new();
-    let mut optim_tensors = Vec::new();
-    for (name, t) in tensors {
-        if let Some(n) = name.strip_prefix("model.") {
-            model_tensors.insert(n.to_string(), t);
-        } else if let Some(n) = name.strip_prefix("optim.") {
-            optim_tensors.push((n.to_string(), t));
-        } else {
-            return Err(bad(format!(
-                "unexpected tensor {name:?} (expected model.* and optim.* tensors)"
-            )));
-        }
-    }
-    let params = model.named_parameters();
-    if model_tensors.len() != params.len() {
-        return Err(bad(format!(
-            "has {} model tensors, the model has {} parameters",
-            model_tensors.len(),
-            params.len()
-        )));
-    }
-    let mut assignments = Vec::with_capacity(params.len());
-    for (name, p) in &params {
-        let saved = model_tensors
-            .get(name)
-            .ok_or_else(|| bad(format!("has no tensor for parameter {name:?}")))?;
-        if saved.dims() != p.dims() || saved.dtype() != p.dtype() {
-            return Err(bad(format!(
-                "parameter {name:?} is {:?} {} in the checkpoint, {:?} {} in the model",
-                saved.dims(),
-                saved.dtype(),
-                p.dims(),
-                p.dtype()
-            )));
-        }
-        assignments.push((p, saved));
-    }
-    // The optimizer and the scaler check their state before they take it;
-    // a refusal after the optimizer took its state puts the old one back.
-    opt.load_state_dict(&OptimizerState {
-        kind: state.optimizer.kind.clone(),
-        config: state.optimizer.config.clone(),
-        steps: state.optimizer.steps.clone(),
-        tensors: optim_tensors,
-    })
-    .map_err(|e| bad(format!("optimizer state: {e}")))?;
-    if let Err(e) = scaler.load_state(&state.scaler) {
-        opt.load_state_dict(&current)?;
-        return Err(bad(format!("scaler state: {e}")));
-    }
-    // Only now, with everything checked, overwrite the parameters.
-    let _no_grad = amp_tensor::no_grad();
-    for (p, saved) in assignments {
-        p.assign(saved)?;
-    }
+    ck.restore(model, opt, scaler)?;
     Ok(state)
 }

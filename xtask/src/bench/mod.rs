@@ -58,11 +58,11 @@ fn gemm(device: &Device, dtype: DType, (m, k, n): (usize, usize, usize)) -> Res<
 /// One AdamW training step of the 1024-4096-4096-10 GELU MLP, batch 256, in ms.
 fn mlp_step(device: &Device, low: Option<DType>) -> Res<f64> {
     let model = Sequential::new()
-        .add(Linear::new(1024, 4096, device, 0)?)
+        .add(Linear::seeded(1024, 4096, true, device, 0)?)
         .add(Gelu::new())
-        .add(Linear::new(4096, 4096, device, 1)?)
+        .add(Linear::seeded(4096, 4096, true, device, 1)?)
         .add(Gelu::new())
-        .add(Linear::new(4096, 10, device, 2)?);
+        .add(Linear::seeded(4096, 10, true, device, 2)?);
     let mut opt = AdamW::new(model.named_parameters(), AdamWConfig::default());
     let x = Tensor::randn(&[256, 1024], DType::F32, device, 3)?;
     let y = Tensor::randint(0, 10, &[256], device, 4)?;
