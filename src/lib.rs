@@ -56,7 +56,9 @@ pub use amp_autocast::{autocast, Autocast};
 pub use amp_dtype::{bf16, f16};
 pub use amp_scaler::{clip_grad_norm, GradScaler, StepOutcome};
 pub use amp_tensor::{no_grad, ops, DType, Device, DeviceKind, Layout, Tensor};
-pub use amp_train::{checkpoint, data, nn, optim, train};
+pub use amp_train::{checkpoint, data, nn, optim, train, Precision};
+/// JSON for a checkpoint's extra state: `amp::json!({"epoch": 3})`.
+pub use serde_json::{self, json};
 
 /// Seeds the process-wide generator that constructors without a seed
 /// argument draw from (`torch.manual_seed`): `nn::Linear::new(10, 2,
@@ -71,7 +73,7 @@ pub mod prelude {
     pub use crate::nn::{self, Module};
     pub use crate::optim::{self, Optimizer};
     pub use crate::{
-        autocast, clip_grad_norm, data, no_grad, ops, Autocast, DType, Device, DeviceExt,
-        GradScaler, StepOutcome, Tensor,
+        autocast, clip_grad_norm, data, no_grad, ops, train, Autocast, DType, Device, DeviceExt,
+        GradScaler, Precision, StepOutcome, Tensor,
     };
 }

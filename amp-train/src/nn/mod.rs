@@ -41,7 +41,9 @@ mod state;
 pub(crate) use state::LoadPlan;
 pub use state::{IncompatibleKeys, Parameter, StateDict};
 
-use amp_tensor::{Result, Tensor};
+/// What [`Module::forward`] returns: amp-tensor's `Result`.
+pub use amp_tensor::Result;
+use amp_tensor::Tensor;
 use std::collections::HashSet;
 
 /// A layer or model: a forward function of one tensor, its parameters and
@@ -205,10 +207,11 @@ impl<M: Module + ?Sized> Module for Box<M> {
 }
 
 /// `Vec<(String, &dyn Module)>` from field names, for [`Module::children`]:
-/// `nn::children!(self; norm, fc1, fc2)` names each child after its field.
+/// `nn::children!(self; norm, fc1, fc2)` names each child after its field
+/// (`nn::children!(self; 0, 1)` for a tuple struct's fields).
 #[macro_export]
 macro_rules! children {
-    ($module:expr; $($field:ident),* $(,)?) => {
+    ($module:expr; $($field:tt),* $(,)?) => {
         vec![$((
             ::std::string::String::from(stringify!($field)),
             &$module.$field as &dyn $crate::nn::Module,

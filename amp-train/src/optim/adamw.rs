@@ -32,6 +32,11 @@ impl Default for AdamWConfig {
 }
 
 impl AdamWConfig {
+    /// PyTorch's defaults with learning rate `lr` (`AdamW(params, lr=lr)`).
+    pub fn lr(lr: f64) -> AdamWConfig {
+        AdamWConfig { lr, ..Default::default() }
+    }
+
     /// Checks the ranges PyTorch checks: lr, eps, weight_decay ≥ 0; betas in [0, 1).
     pub fn validate(&self) -> Result<()> {
         check_non_negative("AdamW lr", self.lr)?;
