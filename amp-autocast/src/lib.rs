@@ -126,6 +126,9 @@
 //! |----|------|-----|----------------------|
 //! | `matmul` | lower | lower | `lower_precision_fp` on both |
 //! | `linear` | lower | lower | `lower_precision_fp` on both |
+//! | `bmm` | lower | lower | `lower_precision_fp` on both |
+//! | `baddbmm` | lower | lower | `lower_precision_fp` on both |
+//! | `scaled_dot_product_attention` | lower | lower | `lower_precision_fp` on both |
 //! | `add` | passthrough | passthrough | not listed |
 //! | `sub` | passthrough | passthrough | not listed |
 //! | `mul` | passthrough | passthrough | not listed |

@@ -262,6 +262,9 @@ pub(crate) const CPU_PROMOTE: &[&str] = &["stack", "cat", "index_copy"];
 pub(crate) const PROJECT_OPS: &[(&str, CastRule, CastRule)] = &[
     ("matmul", Lower, Lower),
     ("linear", Lower, Lower),
+    ("bmm", Lower, Lower),
+    ("baddbmm", Lower, Lower),
+    ("scaled_dot_product_attention", Lower, Lower),
     ("add", Pass, Pass),
     ("sub", Pass, Pass),
     ("mul", Pass, Pass),

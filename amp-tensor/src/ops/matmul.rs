@@ -77,7 +77,7 @@ fn matmul_impl(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 
 /// [`matmul`] with the product rounded to `out` (the backward passes ask for
 /// their inputs' [`Tensor::grad_dtype`]).
-fn matmul_to(a: &Tensor, b: &Tensor, out: DType) -> Result<Tensor> {
+pub(crate) fn matmul_to(a: &Tensor, b: &Tensor, out: DType) -> Result<Tensor> {
     same_device("matmul", &[a, b])?;
     if a.dtype() != b.dtype() {
         return Err(Error::DTypeMismatch {

@@ -2,6 +2,7 @@
 //! [`crate::dispatch::dispatch()`], runs a backend kernel and records its backward pass.
 //! Most are also methods on [`Tensor`].
 
+mod attention;
 mod elementwise;
 mod matmul;
 mod nn;
@@ -9,6 +10,7 @@ mod optim;
 mod reduce;
 mod shape;
 
+pub use attention::*;
 pub use elementwise::*;
 pub use matmul::*;
 pub use nn::*;
