@@ -47,6 +47,11 @@ fn exact_attention(
     out
 }
 
+/// A mask case: name, mask, causal, and the additive bias it stands for.
+type Case<'a> = (&'a str, Option<&'a Tensor>, bool, Option<&'a [f64]>);
+/// A scalar function of one input, for finite differences.
+type Loss = dyn Fn(&Tensor) -> Result<f64>;
+
 /// Inputs rounded to `dtype`, and their values.
 fn input(shape: &[usize], dtype: DType, device: &Device, seed: u64) -> Result<(Tensor, Vec<f64>)> {
     let t = Tensor::randn(shape, DType::F32, device, seed)?.to_dtype(dtype)?;
@@ -76,7 +81,7 @@ on_every_device!(
             let bool_mask = Tensor::from_vec(allowed, &[l, s], d)?;
             let float_mask = Tensor::from_f64_slice(&float_bias, &[l, s], dtype, d)?;
             let float_bias_rounded = float_mask.to_f64_vec()?;
-            let cases: [(&str, Option<&Tensor>, bool, Option<&[f64]>); 4] = [
+            let cases: [Case<'_>; 4] = [
                 ("no mask", None, false, None),
                 ("causal", None, true, Some(&causal)),
                 (
@@ -212,7 +217,7 @@ on_every_device!(
 );
 
 /// Numerical gradient of `f` at `x` in f64 (central differences).
-fn numerical_grad(x: &Tensor, f: &dyn Fn(&Tensor) -> Result<f64>) -> Result<Vec<f64>> {
+fn numerical_grad(x: &Tensor, f: &Loss) -> Result<Vec<f64>> {
     let values = x.to_f64_vec()?;
     let h = 1e-6;
     let mut grad = Vec::with_capacity(values.len());
@@ -256,7 +261,7 @@ fn attention_gradients_match_finite_differences_in_f64() -> Result<()> {
             t.set_requires_grad(true)?;
         }
         loss(&q, &k, &v)?.backward()?;
-        let checks: [(&str, &Tensor, &dyn Fn(&Tensor) -> Result<f64>); 3] = [
+        let checks: [(&str, &Tensor, &Loss); 3] = [
             ("q", &q, &|x| {
                 loss(x, &k.detach(), &v.detach())?.scalar_f64()
             }),
