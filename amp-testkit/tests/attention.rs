@@ -50,7 +50,7 @@ fn exact_attention(
 /// A mask case: name, mask, causal, and the additive bias it stands for.
 type Case<'a> = (&'a str, Option<&'a Tensor>, bool, Option<&'a [f64]>);
 /// A scalar function of one input, for finite differences.
-type Loss = dyn Fn(&Tensor) -> Result<f64>;
+type Loss<'a> = dyn Fn(&Tensor) -> Result<f64> + 'a;
 
 /// Inputs rounded to `dtype`, and their values.
 fn input(shape: &[usize], dtype: DType, device: &Device, seed: u64) -> Result<(Tensor, Vec<f64>)> {
@@ -217,7 +217,7 @@ on_every_device!(
 );
 
 /// Numerical gradient of `f` at `x` in f64 (central differences).
-fn numerical_grad(x: &Tensor, f: &Loss) -> Result<Vec<f64>> {
+fn numerical_grad(x: &Tensor, f: &Loss<'_>) -> Result<Vec<f64>> {
     let values = x.to_f64_vec()?;
     let h = 1e-6;
     let mut grad = Vec::with_capacity(values.len());
@@ -261,7 +261,7 @@ fn attention_gradients_match_finite_differences_in_f64() -> Result<()> {
             t.set_requires_grad(true)?;
         }
         loss(&q, &k, &v)?.backward()?;
-        let checks: [(&str, &Tensor, &Loss); 3] = [
+        let checks: [(&str, &Tensor, &Loss<'_>); 3] = [
             ("q", &q, &|x| {
                 loss(x, &k.detach(), &v.detach())?.scalar_f64()
             }),
