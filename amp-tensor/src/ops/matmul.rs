@@ -157,6 +157,14 @@ pub(crate) fn matmul_to(a: &Tensor, b: &Tensor, out: DType) -> Result<Tensor> {
         "matmul",
         &[&a2, &b2],
         move |g| {
+            // A product kept wider than its operands (attention's f32 scores
+            // of bf16 q and k) brings a gradient of that width: the backward
+            // products take it in the operands' dtype, as PyTorch's do.
+            let g = &if g.dtype() == a_saved.dtype() {
+                g.clone()
+            } else {
+                g.to_dtype(a_saved.dtype())?
+            };
             let ga = matmul_to(g, &b_saved.transpose(-1, -2)?, a_grad)?;
             // A transposed `b` (a linear layer's `weight.t()`) gets its gradient
             // computed as `(gᵀ a)ᵀ`: the same sums, laid out so that the

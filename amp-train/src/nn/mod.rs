@@ -21,20 +21,24 @@
 //! ```
 
 mod activation;
+mod attention;
 mod dropout;
 mod embedding;
 mod island;
 mod layer_norm;
 mod linear;
 mod sequential;
+mod transformer;
 
 pub use activation::{Gelu, Relu, Tanh};
+pub use attention::MultiheadAttention;
 pub use dropout::Dropout;
 pub use embedding::Embedding;
 pub use island::F32Island;
 pub use layer_norm::LayerNorm;
 pub use linear::Linear;
 pub use sequential::Sequential;
+pub use transformer::{Gpt, GptConfig, TransformerBlock};
 
 mod state;
 
@@ -126,10 +130,11 @@ pub trait Module: Send + Sync {
         }
     }
 
-    /// True in training mode: the first child's mode, or true for a module
-    /// without children or a mode of its own.
+    /// True in training mode: true unless a child is in evaluation mode
+    /// (modules without a mode of their own, and without children, always
+    /// say true: nothing they do depends on it).
     fn is_training(&self) -> bool {
-        self.children().first().is_none_or(|(_, c)| c.is_training())
+        self.children().iter().all(|(_, c)| c.is_training())
     }
 
     /// Training mode (`module.train()`).
