@@ -337,3 +337,47 @@ fn mismatched_devices_and_batches_are_errors() {
         .to_string();
     assert!(err.contains("epochs"), "{err}");
 }
+
+#[test]
+fn batch_limits_train_and_evaluate_on_part_of_an_epoch() {
+    let device = Device::reference();
+    let model = Regression {
+        linear: Linear::seeded(2, 1, true, &device, 5).unwrap(),
+    };
+    let data = plane(&device); // 96 rows: 6 batches of 16
+    let report = Trainer::new(&model, &mut sgd(&model))
+        .objective(MeanSquaredError)
+        .evaluate_on("train", data.clone())
+        .config(FitConfig {
+            precision: Precision::F32,
+            epochs: 3,
+            max_batches_per_epoch: Some(2),
+            max_eval_batches: Some(1),
+            eval_batch_size: 10,
+            ..Default::default()
+        })
+        .fit(&DataLoader::new(data.clone(), 16).shuffle(2))
+        .unwrap();
+    assert_eq!(report.steps, 3 * 2);
+    assert_eq!(report.step_losses.len(), 6);
+    // The evaluation saw the first 10 rows only: their mean squared error, in f64.
+    let x = data.tensors()[0].to_f64_vec().unwrap();
+    let y = data.tensors()[1].to_f64_vec().unwrap();
+    let w = model.linear.weight().to_f64_vec().unwrap();
+    let b = model.linear.bias().unwrap().to_f64_vec().unwrap()[0];
+    let want = (0..10)
+        .map(|i| (x[2 * i] * w[0] + x[2 * i + 1] * w[1] + b - y[i]).powi(2))
+        .sum::<f64>()
+        / 10.0;
+    let got = report.eval_loss.unwrap();
+    assert!((got - want).abs() < 1e-5 * want.max(1.0), "{got} vs {want}");
+    let err = Trainer::new(&model, &mut sgd(&model))
+        .config(FitConfig {
+            max_batches_per_epoch: Some(0),
+            ..Default::default()
+        })
+        .fit(&DataLoader::new(data, 16))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("max_batches_per_epoch"), "{err}");
+}

@@ -24,6 +24,8 @@
 
 #[cfg(feature = "digits")]
 mod digits;
+#[cfg(feature = "text")]
+pub mod text;
 
 #[cfg(feature = "digits")]
 pub use digits::{digits, DIGITS_CLASSES, DIGITS_FEATURES, DIGITS_ROWS, DIGITS_TRAIN_ROWS};

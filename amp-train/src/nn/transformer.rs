@@ -138,6 +138,84 @@ impl Gpt {
     pub fn config(&self) -> GptConfig {
         self.config
     }
+
+    /// Continues `prompt` (token ids) by `new_tokens` tokens, each drawn from
+    /// the softmax of the last position's logits divided by `temperature`
+    /// (the most likely token when `temperature` is 0), reproducibly from
+    /// `seed`; the model sees at most the last `context` tokens. Runs under
+    /// `no_grad` in evaluation mode (restored afterwards), in whatever
+    /// autocast region the caller opened. Returns the new tokens.
+    pub fn generate(
+        &self,
+        prompt: &[i64],
+        new_tokens: usize,
+        temperature: f64,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Vec<i64>> {
+        if prompt.is_empty() || !(temperature >= 0.0 && temperature.is_finite()) {
+            return Err(Error::invalid(
+                "Gpt::generate",
+                format!(
+                    "needs a non-empty prompt and a finite temperature >= 0, got {} tokens and {temperature}",
+                    prompt.len()
+                ),
+            ));
+        }
+        let was_training = self.is_training();
+        self.eval();
+        let _no_grad = amp_tensor::no_grad();
+        let mut tokens = prompt.to_vec();
+        let result = (|| {
+            for step in 0..new_tokens {
+                let window = &tokens[tokens.len().saturating_sub(self.config.context)..];
+                let idx = Tensor::from_vec(window.to_vec(), &[1, window.len()], device)?;
+                let logits = self.forward(&idx)?;
+                let last = logits.narrow(1, window.len() - 1, 1)?.to_f64_vec()?;
+                tokens.push(sample(&last, temperature, seed, step as u64) as i64);
+            }
+            Ok(tokens[prompt.len()..].to_vec())
+        })();
+        self.set_training(was_training);
+        result
+    }
+}
+
+/// A draw from `softmax(logits / temperature)` (the argmax at temperature 0).
+fn sample(logits: &[f64], temperature: f64, seed: u64, index: u64) -> usize {
+    let argmax = || {
+        logits
+            .iter()
+            .enumerate()
+            .fold((0, f64::NEG_INFINITY), |best, (i, &l)| {
+                if l > best.1 {
+                    (i, l)
+                } else {
+                    best
+                }
+            })
+            .0
+    };
+    if temperature == 0.0 {
+        return argmax();
+    }
+    let max = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let weights: Vec<f64> = logits
+        .iter()
+        .map(|l| ((l - max) / temperature).exp())
+        .collect();
+    let total: f64 = weights.iter().sum();
+    if !(total.is_finite() && total > 0.0) {
+        return argmax();
+    }
+    let mut u = amp_tensor::random::uniform(seed, index) * total;
+    for (i, w) in weights.iter().enumerate() {
+        if u < *w {
+            return i;
+        }
+        u -= w;
+    }
+    weights.len() - 1
 }
 
 impl Module for Gpt {

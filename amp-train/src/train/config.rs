@@ -37,6 +37,12 @@ pub struct FitConfig {
     pub min_loss_scale: f64,
     /// Rows per batch when evaluating.
     pub eval_batch_size: usize,
+    /// Train on at most this many batches per epoch (PyTorch Lightning's
+    /// `limit_train_batches`): with a shuffled loader each epoch is a fresh
+    /// random subset, so a large data set trains in evaluated chunks.
+    pub max_batches_per_epoch: Option<usize>,
+    /// Evaluate on at most this many batches (the first ones, in order).
+    pub max_eval_batches: Option<usize>,
 }
 
 impl Default for FitConfig {
@@ -50,6 +56,8 @@ impl Default for FitConfig {
             max_consecutive_skips: Some(50),
             min_loss_scale: 1.0,
             eval_batch_size: 512,
+            max_batches_per_epoch: None,
+            max_eval_batches: None,
         }
     }
 }
@@ -60,6 +68,17 @@ impl FitConfig {
     pub fn validate(&self) -> Result<()> {
         if self.epochs == 0 {
             return Err(Error::config("epochs", "must be at least 1, got 0"));
+        }
+        for (what, limit) in [
+            ("max_batches_per_epoch", self.max_batches_per_epoch),
+            ("max_eval_batches", self.max_eval_batches),
+        ] {
+            if limit == Some(0) {
+                return Err(Error::config(
+                    what,
+                    "must be at least 1 (None: no limit), got 0",
+                ));
+            }
         }
         if self.eval_batch_size == 0 {
             return Err(Error::config(

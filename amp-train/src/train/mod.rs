@@ -219,7 +219,9 @@ impl<'a, M: Module + ?Sized, O: Optimizer + ?Sized> Trainer<'a, M, O> {
         for epoch in report.start_epoch..config.epochs {
             let epoch_start = Instant::now();
             let batches = loader.iter_tensors();
-            let pb = progress_bar(&config, epoch, batches.len());
+            let limit = config.max_batches_per_epoch.unwrap_or(usize::MAX);
+            let pb = progress_bar(&config, epoch, batches.len().min(limit));
+            let batches = batches.take(limit);
             let (mut loss_sum, mut n_batches, mut skipped) = (0.0, 0usize, 0u64);
             for batch in batches {
                 let batch = batch?;
@@ -241,7 +243,9 @@ impl<'a, M: Module + ?Sized, O: Optimizer + ?Sized> Trainer<'a, M, O> {
                 pb.inc(1);
             }
             let evaluation = match &eval {
-                Some((_, data)) => Some(steps.evaluate(data, config.eval_batch_size)?),
+                Some((_, data)) => {
+                    Some(steps.evaluate(data, config.eval_batch_size, config.max_eval_batches)?)
+                }
                 None => None,
             };
             last_eval = evaluation;
@@ -266,7 +270,9 @@ impl<'a, M: Module + ?Sized, O: Optimizer + ?Sized> Trainer<'a, M, O> {
         // A resumed run that had nothing left to train evaluates once.
         let evaluation = match (&eval, last_eval) {
             (Some(_), Some(e)) => Some(e),
-            (Some((_, data)), None) => Some(steps.evaluate(data, config.eval_batch_size)?),
+            (Some((_, data)), None) => {
+                Some(steps.evaluate(data, config.eval_batch_size, config.max_eval_batches)?)
+            }
             (None, _) => None,
         };
         report.eval_loss = evaluation.map(|e| e.loss);
@@ -399,7 +405,12 @@ impl<M: Module + ?Sized> Steps<'_, M> {
 
     /// Mean loss and accuracy of the model on `data`, under `no_grad` and the
     /// run's autocast region, in evaluation mode (restored afterwards).
-    fn evaluate(&self, data: &TensorDataset, batch_size: usize) -> Result<Evaluation> {
+    fn evaluate(
+        &self,
+        data: &TensorDataset,
+        batch_size: usize,
+        max_batches: Option<usize>,
+    ) -> Result<Evaluation> {
         let was_training = self.model.is_training();
         self.model.eval();
         let result = (|| {
@@ -407,7 +418,8 @@ impl<M: Module + ?Sized> Steps<'_, M> {
             let _region = region(self.device, self.choice)?;
             let (mut loss_sum, mut rows) = (0.0, 0usize);
             let mut counted: Option<(usize, usize)> = None;
-            for batch in DataLoader::new(data.clone(), batch_size).iter_epoch(0) {
+            let loader = DataLoader::new(data.clone(), batch_size);
+            for batch in loader.iter_epoch(0).take(max_batches.unwrap_or(usize::MAX)) {
                 let batch = batch?;
                 let output = self.model.forward(&batch[0])?;
                 let n = batch[0].dims().first().copied().unwrap_or(1);
@@ -444,7 +456,7 @@ pub fn evaluate(
         max_consecutive_skips: None,
         non_finite_run: Cell::new(0),
     }
-    .evaluate(data, FitConfig::default().eval_batch_size)
+    .evaluate(data, FitConfig::default().eval_batch_size, None)
 }
 
 /// The scaler's divergence stop as this crate's error, naming the parameters.
