@@ -1,7 +1,8 @@
 //! `amp-train`: trains a GELU MLP on the bundled digits set in mixed
-//! precision and reports what it did. `amp-train demo` runs the mission's loop.
+//! precision and reports what it did. `amp-train lm` trains a character-level
+//! GPT on the bundled text; `amp-train demo` runs the mission's loop.
 
-use amp_train::train::{train, FitConfig, TrainConfig};
+use amp_train::train::{train, train_lm, FitConfig, LmConfig, TrainConfig, TrainReport};
 use amp_train::{DeviceSpec, Precision};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -29,25 +30,20 @@ enum Command {
         #[arg(long, default_value = "auto", value_parser = parse_device)]
         device: DeviceSpec,
     },
+    /// A character-level GPT on the bundled text (regex-automata's source): trains, reports
+    /// train/validation loss, tokens/s, peak memory and skipped steps, then samples text.
+    Lm(Box<LmArgs>),
 }
 
+/// The flags every training run has.
 #[derive(Args, Debug)]
-struct TrainArgs {
+struct RunArgs {
     /// Precision: auto picks bf16 where native, else f16 with loss scaling on CUDA, else f32.
     #[arg(long, value_enum, default_value_t = Precision::Auto)]
     precision: Precision,
     /// Device: auto (CUDA if usable, else CPU), cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto", value_parser = parse_device)]
     device: DeviceSpec,
-    /// Epochs to train (in total, when resuming).
-    #[arg(long, default_value_t = 30, value_parser = parse_positive, allow_negative_numbers = true)]
-    epochs: usize,
-    /// Rows per batch.
-    #[arg(long, default_value_t = 64, value_parser = parse_positive, allow_negative_numbers = true)]
-    batch_size: usize,
-    /// AdamW learning rate.
-    #[arg(long, default_value_t = 1e-3, value_parser = parse_lr, allow_negative_numbers = true)]
-    lr: f64,
     /// Seed for initialisation and shuffling (a whole number >= 0).
     #[arg(long, default_value_t = 0, value_parser = parse_seed, allow_negative_numbers = true)]
     seed: u64,
@@ -67,12 +63,105 @@ struct TrainArgs {
     /// Write the run's metrics as JSON here.
     #[arg(long, value_name = "PATH")]
     metrics: Option<PathBuf>,
-    /// Write an SVG loss curve here.
+    /// Write an SVG chart of the run here.
     #[arg(long, value_name = "PATH")]
     plot: Option<PathBuf>,
     /// No progress bar or per-epoch lines.
     #[arg(long, short)]
     quiet: bool,
+}
+
+impl RunArgs {
+    /// Checks `--metrics` and `--plot` before training, so a bad path fails at once.
+    fn check_outputs(&self) -> Result<(), Box<dyn std::error::Error>> {
+        if let Some(path) = &self.metrics {
+            amp_train::output::check_writable("--metrics", path)?;
+        }
+        if let Some(path) = &self.plot {
+            amp_train::output::check_writable("--plot", path)?;
+        }
+        Ok(())
+    }
+
+    /// The trainer's settings for `epochs` epochs.
+    fn fit(&self, epochs: usize) -> FitConfig {
+        FitConfig {
+            precision: self.precision,
+            epochs,
+            checkpoint: self.checkpoint.clone(),
+            resume: self.resume.clone(),
+            progress: !self.quiet,
+            max_consecutive_skips: (self.max_consecutive_skips > 0)
+                .then_some(self.max_consecutive_skips),
+            min_loss_scale: self.min_loss_scale,
+            ..FitConfig::default()
+        }
+    }
+
+    /// Writes `--metrics` and `--plot`, each on its own: one failing does not stop the other.
+    fn write_outputs(&self, report: &TrainReport) -> Result<(), Box<dyn std::error::Error>> {
+        let (written, failed) =
+            amp_train::output::write_outputs(report, self.metrics.as_deref(), self.plot.as_deref());
+        for line in written {
+            println!("{line}");
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(failed.join("; ").into())
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+struct TrainArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Epochs to train (in total, when resuming).
+    #[arg(long, default_value_t = 30, value_parser = parse_positive, allow_negative_numbers = true)]
+    epochs: usize,
+    /// Rows per batch.
+    #[arg(long, default_value_t = 64, value_parser = parse_positive, allow_negative_numbers = true)]
+    batch_size: usize,
+    /// AdamW learning rate.
+    #[arg(long, default_value_t = 1e-3, value_parser = parse_lr, allow_negative_numbers = true)]
+    lr: f64,
+}
+
+#[derive(Args, Debug)]
+struct LmArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Optimizer steps in total.
+    #[arg(long, default_value_t = 600, value_parser = parse_positive, allow_negative_numbers = true)]
+    steps: usize,
+    /// Steps between validation losses.
+    #[arg(long, default_value_t = 100, value_parser = parse_positive, allow_negative_numbers = true)]
+    eval_interval: usize,
+    /// Sequences per batch.
+    #[arg(long, default_value_t = 32, value_parser = parse_positive, allow_negative_numbers = true)]
+    batch_size: usize,
+    /// AdamW learning rate.
+    #[arg(long, default_value_t = 3e-3, value_parser = parse_lr, allow_negative_numbers = true)]
+    lr: f64,
+    /// Tokens per sequence.
+    #[arg(long, default_value_t = 128, value_parser = parse_positive, allow_negative_numbers = true)]
+    context: usize,
+    /// Transformer blocks.
+    #[arg(long, default_value_t = 4, value_parser = parse_positive, allow_negative_numbers = true)]
+    layers: usize,
+    /// Width of the model.
+    #[arg(long, default_value_t = 128, value_parser = parse_positive, allow_negative_numbers = true)]
+    d_model: usize,
+    /// Attention heads (d-model must be a multiple).
+    #[arg(long, default_value_t = 4, value_parser = parse_positive, allow_negative_numbers = true)]
+    heads: usize,
+    /// Characters to sample at the end (0: none).
+    #[arg(long, default_value_t = 400)]
+    sample: usize,
+    /// Sampling temperature (0: always the most likely character).
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f64,
 }
 
 fn parse_device(s: &str) -> Result<DeviceSpec, String> {
@@ -118,29 +207,13 @@ fn parse_lr(s: &str) -> Result<f64, String> {
 }
 
 fn run_train(args: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
-    // Outputs are checked before training, so a bad path fails at once.
-    if let Some(path) = &args.metrics {
-        amp_train::output::check_writable("--metrics", path)?;
-    }
-    if let Some(path) = &args.plot {
-        amp_train::output::check_writable("--plot", path)?;
-    }
-    let device = args.device.device()?;
+    args.run.check_outputs()?;
+    let device = args.run.device.device()?;
     let config = TrainConfig {
-        fit: FitConfig {
-            precision: args.precision,
-            epochs: args.epochs,
-            checkpoint: args.checkpoint,
-            resume: args.resume,
-            progress: !args.quiet,
-            max_consecutive_skips: (args.max_consecutive_skips > 0)
-                .then_some(args.max_consecutive_skips),
-            min_loss_scale: args.min_loss_scale,
-            ..FitConfig::default()
-        },
+        fit: args.run.fit(args.epochs),
         batch_size: args.batch_size,
         lr: args.lr,
-        seed: args.seed,
+        seed: args.run.seed,
         ..TrainConfig::default()
     };
     let choice = config.fit.precision.resolve(&device);
@@ -157,20 +230,84 @@ fn run_train(args: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
     );
     let outcome = train(&config, &device)?;
     print!("{}", outcome.report.summary());
-    // Each output is written on its own: one failing does not stop the other.
-    let (written, failed) = amp_train::output::write_outputs(
-        &outcome.report,
-        args.metrics.as_deref(),
-        args.plot.as_deref(),
+    args.run.write_outputs(&outcome.report)
+}
+
+/// This process's peak resident memory in MiB (Linux `VmHWM`), if known.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn run_lm(args: LmArgs) -> Result<(), Box<dyn std::error::Error>> {
+    args.run.check_outputs()?;
+    if !(args.temperature >= 0.0 && args.temperature.is_finite()) {
+        return Err(format!(
+            "--temperature must be a finite number >= 0, got {}",
+            args.temperature
+        )
+        .into());
+    }
+    let device = args.run.device.device()?;
+    let config = LmConfig {
+        fit: args.run.fit(1),
+        steps: args.steps,
+        eval_interval: args.eval_interval,
+        batch_size: args.batch_size,
+        lr: args.lr,
+        seed: args.run.seed,
+        context: args.context,
+        layers: args.layers,
+        d_model: args.d_model,
+        heads: args.heads,
+        ..LmConfig::default()
+    };
+    let choice = config.fit.precision.resolve(&device);
+    println!("dtype is {} ({})", choice.dtype, choice.reason);
+    println!(
+        "training a character-level GPT ({} layers, d_model {}, {} heads, context {}) on regex-automata's source: \
+         {} steps, batch {}, AdamW lr {}, seed {}, on {}",
+        config.layers,
+        config.d_model,
+        config.heads,
+        config.context,
+        config.steps,
+        config.batch_size,
+        config.lr,
+        config.seed,
+        device
     );
-    for line in written {
-        println!("{line}");
+    let outcome = train_lm(&config, &device)?;
+    let report = &outcome.report;
+    print!("{}", report.summary());
+    println!(
+        "tokens/s:        {:.0} (training)",
+        report.samples_per_s * config.context as f64
+    );
+    match peak_rss_mib() {
+        Some(mib) => println!("peak memory:     {mib:.0} MiB (resident, whole process)"),
+        None => println!("peak memory:     unknown (no /proc/self/status)"),
     }
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        Err(failed.join("; ").into())
+    if args.sample > 0 {
+        let vocab = outcome.corpus.vocab();
+        let prompt = vocab.encode(b"/// ")?;
+        let _region = choice
+            .autocast_dtype()
+            .map(|dt| amp_autocast::autocast(device.kind(), dt))
+            .transpose()?;
+        let tokens =
+            outcome
+                .model
+                .generate(&prompt, args.sample, args.temperature, config.seed, &device)?;
+        println!(
+            "sample (temperature {}):\n/// {}",
+            args.temperature,
+            vocab.decode(&tokens)?
+        );
     }
+    args.run.write_outputs(report)
 }
 
 fn main() -> ExitCode {
@@ -182,6 +319,7 @@ fn main() -> ExitCode {
             .device()
             .map_err(Into::into)
             .and_then(|d| amp_train::demo::mission_loop(&d, &mut std::io::stdout().lock())),
+        Some(Command::Lm(args)) => run_lm(*args),
         None => run_train(cli.train),
     };
     match result {

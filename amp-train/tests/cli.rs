@@ -165,3 +165,63 @@ fn cuda_is_refused_with_a_reason_when_absent() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("device:          cpu"));
 }
+
+#[test]
+fn lm_trains_reports_and_samples() {
+    let dir = std::env::temp_dir().join(format!("amp-cli-lm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let metrics = dir.join("m.json");
+    let out = amp_train(&[
+        "lm",
+        "--device",
+        "cpu",
+        "--precision",
+        "f16",
+        "--steps",
+        "4",
+        "--eval-interval",
+        "2",
+        "--layers",
+        "1",
+        "--d-model",
+        "16",
+        "--heads",
+        "2",
+        "--context",
+        "16",
+        "--batch-size",
+        "4",
+        "--sample",
+        "30",
+        "--quiet",
+        "--metrics",
+        metrics.to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}{}", stdout, text(&out.stderr));
+    for needle in [
+        "dtype is f16",
+        "validation loss:",
+        "train loss:",
+        "tokens/s:",
+        "peak memory:",
+        "steps skipped:",
+        "final loss scale",
+        "sample (temperature 0.8):",
+    ] {
+        assert!(stdout.contains(needle), "{needle:?} not in {stdout}");
+    }
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&metrics).unwrap()).unwrap();
+    assert_eq!(m["step_losses"].as_array().unwrap().len(), 4);
+    assert_eq!(m["eval_split"], "validation");
+    // Bad model shapes are refused by name.
+    let out = amp_train(&["lm", "--d-model", "10", "--heads", "4", "--steps", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("d_model"),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

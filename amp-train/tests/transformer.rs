@@ -211,3 +211,47 @@ fn a_tiny_gpt_learns_a_repeating_sequence_in_every_precision() {
         );
     }
 }
+
+#[test]
+fn a_short_f32_language_model_run_lowers_its_validation_loss() {
+    use amp_train::train::{train_lm, FitConfig, LmConfig};
+    let config = LmConfig {
+        fit: FitConfig {
+            precision: amp_train::Precision::F32,
+            ..Default::default()
+        },
+        steps: 60,
+        eval_interval: 20,
+        batch_size: 8,
+        context: 32,
+        layers: 1,
+        d_model: 32,
+        heads: 2,
+        ..Default::default()
+    };
+    let outcome = train_lm(&config, &amp_cpu::device()).unwrap();
+    let history: Vec<f64> = outcome
+        .report
+        .history
+        .iter()
+        .map(|r| r.eval_loss.unwrap())
+        .collect();
+    assert_eq!(history.len(), 3);
+    let vocab = outcome.corpus.vocab().len() as f64;
+    // From about ln(vocab) (uniform guessing) to clearly below it, every evaluation lower.
+    assert!(
+        history[0] < vocab.ln() && history.windows(2).all(|w| w[1] < w[0]),
+        "{history:?}"
+    );
+    assert!(
+        history[2] < 0.8 * vocab.ln(),
+        "{history:?} vs ln {vocab} = {}",
+        vocab.ln()
+    );
+    let sample = outcome
+        .model
+        .generate(&[1, 2, 3], 10, 0.8, 0, &amp_cpu::device())
+        .unwrap();
+    assert_eq!(sample.len(), 10);
+    assert!(outcome.corpus.vocab().decode(&sample).is_ok());
+}

@@ -47,6 +47,8 @@
 mod config;
 #[cfg(feature = "digits")]
 mod digits;
+#[cfg(feature = "text")]
+mod lm;
 mod objective;
 mod progress;
 mod report;
@@ -57,6 +59,8 @@ pub use config::FitConfig;
 pub use config::TrainConfig;
 #[cfg(feature = "digits")]
 pub use digits::{mlp, train, TrainOutcome};
+#[cfg(feature = "text")]
+pub use lm::{train_lm, LmConfig, LmOutcome};
 pub use objective::{CrossEntropy, MeanSquaredError, Objective};
 pub use report::{EpochRecord, OpCounts, TrainReport};
 

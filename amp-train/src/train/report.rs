@@ -128,16 +128,17 @@ impl TrainReport {
         );
         s += &format!("dtype:           {} — {}\n", p.dtype, p.reason);
         if let Some(split) = &self.eval_split {
-            let label = |what: &str| format!("{split} {what}:");
+            // Padded to the other lines' column, one space at least.
+            let label = |what: &str| format!("{:<16} ", format!("{split} {what}:"));
             if let Some(accuracy) = self.eval_accuracy {
                 s += &format!(
-                    "{:<17}{accuracy:.4} after {} epochs\n",
+                    "{}{accuracy:.4} after {} epochs\n",
                     label("accuracy"),
                     self.epochs
                 );
             }
             if let Some(loss) = self.eval_loss {
-                s += &format!("{:<17}{loss:.4} ({})\n", label("loss"), self.objective);
+                s += &format!("{}{loss:.4} ({})\n", label("loss"), self.objective);
             }
         }
         if let Some(last) = self.history.last() {
