@@ -233,6 +233,39 @@ impl AdamWStep {
     }
 }
 
+/// One fused attention problem ([`Backend::attention`],
+/// [`Backend::attention_backward`]): `softmax(q·kᵀ·scale + bias) · v` for
+/// each of `N` independent slices (the batch and head dimensions flattened).
+///
+/// - `q` is `[N, L, E]`, `k` `[N, S, E]`, `v` `[N, S, Ev]`, all of one float
+///   dtype (f32, bf16, f16 or f64). The views may have any strides; the op
+///   hands over contiguous ones where the tensors are.
+/// - `bias`, when given, is an **f32** view of shape `[N, L, S]` added to the
+///   scaled scores; its strides may be zero where it is broadcast (a mask
+///   shared by every head). A bool mask arrives as `0` / `-inf`. Never given
+///   together with `causal`.
+/// - `causal`: query `i` attends to keys `0..=i` only (the top-left aligned
+///   lower triangle, as PyTorch's `is_causal`), so a kernel can skip the
+///   blocks above the diagonal.
+/// - A query row whose every key is masked (bias `-inf` throughout) attends
+///   to nothing: its output is 0, its log-sum-exp `-inf`, and it contributes
+///   no gradient to anything.
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionProblem<'a> {
+    /// Queries `[N, L, E]`.
+    pub q: View<'a>,
+    /// Keys `[N, S, E]`, `q`'s dtype.
+    pub k: View<'a>,
+    /// Values `[N, S, Ev]`, `q`'s dtype.
+    pub v: View<'a>,
+    /// An f32 additive mask `[N, L, S]` (possibly broadcast, zero strides).
+    pub bias: Option<View<'a>>,
+    /// Mask the keys after each query.
+    pub causal: bool,
+    /// The factor of `q·kᵀ` (before the bias is added).
+    pub scale: f64,
+}
+
 /// The kernels one device provides. See the module docs for the conventions.
 pub trait Backend: Send + Sync + fmt::Debug {
     /// A short name of the implementation (`"reference"`, `"cpu"`, `"cuda"`).
@@ -431,6 +464,53 @@ pub trait Backend: Send + Sync + fmt::Debug {
         hyper: &AdamWStep,
     ) -> Result<()> {
         composed_adamw_step(self, param, grad, exp_avg, exp_avg_sq, hyper)
+    }
+
+    /// Fused attention (a flash-attention kernel): for `problem` (see
+    /// [`AttentionProblem`]) returns `Some((out, lse))` with `out` the
+    /// contiguous `[N, L, Ev]` result in `q`'s dtype and `lse` the
+    /// contiguous f32 `[N, L]` natural log-sum-exp of each query's scaled,
+    /// biased scores (`-inf` for a fully masked row), which
+    /// [`Backend::attention_backward`] takes to recompute the weights.
+    ///
+    /// Numerics are those of the composed op
+    /// ([`crate::ops::scaled_dot_product_attention`]) up to rounding: scores
+    /// and softmax in f32 (or better), the weights rounded to `q`'s dtype
+    /// before their product with `v`, which accumulates in f32.
+    ///
+    /// `Ok(None)` (the provided implementation) means "not fused here": the
+    /// op then composes the attention from this backend's other kernels. A
+    /// backend may also answer `None` for the dtypes or shapes it does not
+    /// cover (the CPU backend: f64 and empty problems). A backend that
+    /// implements this must implement
+    /// [`Backend::attention_backward`] for every problem it answers `Some`:
+    /// the op records one autograd node that calls it.
+    fn attention(&self, problem: &AttentionProblem<'_>) -> Result<Option<(Storage, Storage)>> {
+        let _ = problem;
+        Ok(None)
+    }
+
+    /// The gradients of [`Backend::attention`]: for the same `problem`, its
+    /// `out` (`[N, L, Ev]`, `q`'s dtype), the gradient `grad_out` of `out`
+    /// (same shape and dtype) and the f32 `lse` `[N, L]` that the forward
+    /// returned, `Some((dq, dk, dv))`: contiguous `[N, L, E]`, `[N, S, E]`,
+    /// `[N, S, Ev]` in `q`'s dtype, accumulated in f32 (FlashAttention-2's
+    /// backward: the weights recomputed from `lse`, `D = rowsum(grad_out ∘
+    /// out)`, `dS = P ∘ (dP − D)`). Fully masked rows give no gradient. No
+    /// gradient is computed for the bias.
+    ///
+    /// `Ok(None)` (the provided implementation) means "not fused here"; a
+    /// backend whose [`Backend::attention`] answered `Some` for `problem` must
+    /// answer `Some` here too (the op reports an error otherwise).
+    fn attention_backward(
+        &self,
+        problem: &AttentionProblem<'_>,
+        out: View<'_>,
+        grad_out: View<'_>,
+        lse: View<'_>,
+    ) -> Result<Option<(Storage, Storage, Storage)>> {
+        let _ = (problem, out, grad_out, lse);
+        Ok(None)
     }
 }
 
