@@ -2,9 +2,11 @@
 //! [`scaled_dot_product_attention`].
 
 use super::{matmul, matmul_to, require_float, same_device, softmax};
+use crate::backend::AttentionProblem;
 use crate::dispatch::dispatch;
-use crate::{Error, Result, Tensor};
+use crate::{Error, Layout, Result, Tensor};
 use amp_dtype::DType;
+use std::cell::Cell;
 
 /// Batched matrix product of `[B, n, m]` and `[B, m, p]` (`torch.bmm`): no
 /// broadcasting, both operands 3-D, the same floating dtype.
@@ -81,6 +83,16 @@ pub fn baddbmm(input: &Tensor, b1: &Tensor, b2: &Tensor, beta: f64, alpha: f64) 
 /// the softmax runs in f32, and its result is rounded to the inputs' dtype
 /// for the product with `v` (accumulated in f32) — the numerics of PyTorch's
 /// fused CPU kernel. Under autocast the op runs in the region's dtype.
+///
+/// Without dropout, the op runs on the device's fused kernel when it has one
+/// ([`crate::backend::Backend::attention`]: the CPU backend's flash-attention
+/// kernel never stores the `[.., L, S]` scores) and records one autograd node
+/// whose backward is the fused backward; the result equals the composition
+/// above up to rounding (the fused kernel rounds the weights before they are
+/// normalised, as PyTorch's does). Otherwise — with dropout, a float mask
+/// that requires a gradient, batch dimensions that broadcast between `q`,
+/// `k` and `v`, a device without the kernel, or on a thread that called
+/// [`set_fused_attention`]`(false)` — it is computed as composed above.
 pub fn scaled_dot_product_attention(
     q: &Tensor,
     k: &Tensor,
@@ -99,6 +111,11 @@ pub fn scaled_dot_product_attention(
         let (l, e) = (q.dims()[q.rank() - 2], q.dims()[q.rank() - 1]);
         let s = k.dims()[k.rank() - 2];
         let scale = scale.unwrap_or(1.0 / (e as f64).sqrt());
+        if dropout_p == 0.0 && fused_attention_enabled() {
+            if let Some(y) = fused_attention(q, k, v, mask, is_causal, scale)? {
+                return Ok(y);
+            }
+        }
         // Scores in f32 (f64 for f64 inputs), straight from the accumulation.
         let acc = if q.dtype() == DType::F64 {
             DType::F64
@@ -217,4 +234,172 @@ fn additive_mask(mask: &Tensor, dtype: DType) -> Result<Tensor> {
     } else {
         mask.to_dtype(dtype)
     }
+}
+
+const OP: &str = "scaled_dot_product_attention";
+
+thread_local! {
+    /// Whether [`scaled_dot_product_attention`] may use a fused kernel on this thread.
+    static FUSED: Cell<bool> = const { Cell::new(true) };
+}
+
+/// Allows (`true`, the default) or forbids (`false`)
+/// [`scaled_dot_product_attention`] to run on the device's fused kernel on
+/// the calling thread, and returns the previous setting. Forbidden, the op
+/// is always the composition (scores, softmax, product) — the switch that
+/// tests and benchmarks use to compare the two paths on one device. The
+/// choice is made when the forward pass runs; its backward follows it.
+pub fn set_fused_attention(enabled: bool) -> bool {
+    FUSED.with(|f| f.replace(enabled))
+}
+
+/// Whether [`scaled_dot_product_attention`] may use a fused kernel on this
+/// thread (see [`set_fused_attention`]).
+pub fn fused_attention_enabled() -> bool {
+    FUSED.with(|f| f.get())
+}
+
+/// The attention on the device's fused kernel ([`crate::backend::Backend::attention`])
+/// with one autograd node, or `None` where the composed path must run: batch
+/// dimensions that differ between `q`, `k` and `v` (or a mask with more), a
+/// float mask that needs a gradient, or a backend without the kernel.
+fn fused_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    causal: bool,
+    scale: f64,
+) -> Result<Option<Tensor>> {
+    let (qr, kr, vr) = (q.rank(), k.rank(), v.rank());
+    let batch = &q.dims()[..qr - 2];
+    if &k.dims()[..kr - 2] != batch || &v.dims()[..vr - 2] != batch {
+        return Ok(None);
+    }
+    let (l, e) = (q.dims()[qr - 2], q.dims()[qr - 1]);
+    let (s, ev) = (k.dims()[kr - 2], v.dims()[vr - 1]);
+    let n: usize = batch.iter().product();
+    let mut scores_shape = batch.to_vec();
+    scores_shape.extend([l, s]);
+    let bias = match mask {
+        Some(m) if m.requires_grad() => return Ok(None),
+        Some(m) => {
+            // A mask that widens the batch (or does not broadcast) is left to
+            // the composition, which broadcasts (or reports) it.
+            let fits = m.rank() <= scores_shape.len()
+                && crate::layout::broadcast_shapes(OP, m.dims(), &scores_shape)
+                    .is_ok_and(|b| b == scores_shape);
+            if !fits {
+                return Ok(None);
+            }
+            Some(flat_bias(m, &scores_shape, n)?)
+        }
+        None => None,
+    };
+    // [N, L, E] views: the batch dimensions flattened (a copy only where the
+    // layout cannot be viewed so).
+    let q3 = q.detach().reshape(&[n, l, e])?;
+    let k3 = k.detach().reshape(&[n, s, e])?;
+    let v3 = v.detach().reshape(&[n, s, ev])?;
+    let device = q.device().clone();
+    let forward = {
+        let (qs, ks, vs) = (q3.storage()?, k3.storage()?, v3.storage()?);
+        let bs = bias.as_ref().map(|(t, _)| t.storage()).transpose()?;
+        let problem = AttentionProblem {
+            q: (&qs, q3.layout()),
+            k: (&ks, k3.layout()),
+            v: (&vs, v3.layout()),
+            bias: bias
+                .as_ref()
+                .zip(bs.as_ref())
+                .map(|((_, layout), s)| (&**s, layout)),
+            causal,
+            scale,
+        };
+        device.backend().attention(&problem)?
+    };
+    let Some((out, lse)) = forward else {
+        return Ok(None);
+    };
+    let mut out_shape = batch.to_vec();
+    out_shape.extend([l, ev]);
+    let y = Tensor::from_storage(out, &out_shape, &device);
+    let lse = Tensor::from_storage(lse, &[n, l], &device);
+    let saved = y.clone();
+    let (q_dims, k_dims, v_dims) = (q.shape(), k.shape(), v.shape());
+    let dtype = q.dtype();
+    Ok(Some(y.view_op_multi(
+        y.layout().clone(),
+        OP,
+        &[q, k, v],
+        move |g| {
+            let g3 = g.to_dtype(dtype)?.reshape(&[n, l, ev])?;
+            let out3 = Layout::contiguous(&[n, l, ev]);
+            let grads = {
+                let (qs, ks, vs) = (q3.storage()?, k3.storage()?, v3.storage()?);
+                let bs = bias.as_ref().map(|(t, _)| t.storage()).transpose()?;
+                let (ys, gs, ls) = (saved.storage()?, g3.storage()?, lse.storage()?);
+                let problem = AttentionProblem {
+                    q: (&qs, q3.layout()),
+                    k: (&ks, k3.layout()),
+                    v: (&vs, v3.layout()),
+                    bias: bias
+                        .as_ref()
+                        .zip(bs.as_ref())
+                        .map(|((_, layout), s)| (&**s, layout)),
+                    causal,
+                    scale,
+                };
+                device.backend().attention_backward(
+                    &problem,
+                    (&ys, &out3),
+                    (&gs, g3.layout()),
+                    (&ls, lse.layout()),
+                )?
+            };
+            let Some((dq, dk, dv)) = grads else {
+                return Err(Error::invalid(
+                    OP,
+                    format!(
+                        "backend {:?} ran the fused forward pass but has no fused backward",
+                        device.backend().name()
+                    ),
+                ));
+            };
+            Ok(vec![
+                Some(Tensor::from_storage(dq, &q_dims, &device)),
+                Some(Tensor::from_storage(dk, &k_dims, &device)),
+                Some(Tensor::from_storage(dv, &v_dims, &device)),
+            ])
+        },
+    )))
+}
+
+/// The mask as the f32 additive bias of the fused kernel: broadcast to
+/// `scores_shape` (`[batch.., L, S]`) and viewed as `[N, L, S]` — without a
+/// copy when the broadcast batch dimensions merge into one stride (a mask
+/// shared by every batch and head has stride 0), else copied.
+fn flat_bias(mask: &Tensor, scores_shape: &[usize], n: usize) -> Result<(Tensor, Layout)> {
+    let bias = additive_mask(&mask.detach(), DType::F32)?.broadcast_to(scores_shape)?;
+    let rank = scores_shape.len();
+    let (l, s) = (scores_shape[rank - 2], scores_shape[rank - 1]);
+    let layout = bias.layout();
+    let strides = layout.strides();
+    // The batch dimensions of size > 1, outermost first, with their strides.
+    let dims: Vec<(usize, usize)> = (0..rank - 2)
+        .filter(|&d| scores_shape[d] > 1)
+        .map(|d| (scores_shape[d], strides[d]))
+        .collect();
+    let merged = dims.windows(2).all(|w| w[0].1 == w[1].1 * w[1].0);
+    if merged {
+        let stride = dims.last().map_or(0, |d| d.1);
+        let flat = Layout::new(
+            vec![n, l, s],
+            vec![stride, strides[rank - 2], strides[rank - 1]],
+            layout.offset(),
+        );
+        return Ok((bias, flat));
+    }
+    let bias = bias.contiguous()?;
+    Ok((bias, Layout::contiguous(&[n, l, s])))
 }
