@@ -668,4 +668,21 @@ impl Backend for CpuBackend {
         }));
         Ok(())
     }
+
+    fn attention(
+        &self,
+        problem: &amp_tensor::backend::AttentionProblem<'_>,
+    ) -> Result<Option<(Storage, Storage)>> {
+        crate::attention::attention(self.isa, problem)
+    }
+
+    fn attention_backward(
+        &self,
+        problem: &amp_tensor::backend::AttentionProblem<'_>,
+        out: View<'_>,
+        grad_out: View<'_>,
+        lse: View<'_>,
+    ) -> Result<Option<(Storage, Storage, Storage)>> {
+        crate::attention::attention_backward(self.isa, problem, out, grad_out, lse)
+    }
 }

@@ -63,6 +63,7 @@
 //! more are written with non-temporal stores.
 
 mod alloc;
+mod attention;
 mod backend;
 mod convert;
 mod elementwise;
