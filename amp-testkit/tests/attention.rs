@@ -309,3 +309,142 @@ on_every_device!(
         Ok(())
     }
 );
+
+// ----- The fused kernel against the composed path ---------------------------
+
+/// The fused-vs-composed shapes: batch dimensions, L, S, E, Ev. Odd lengths
+/// (1, 7, 33, 130) cut the query and key blocks anywhere; 130 and 200 span
+/// two blocks; L ≠ S both ways; one slice (`[]`) with 200 keys makes the
+/// backward pass split its key blocks between tasks.
+type Shape = (&'static [usize], usize, usize, usize, usize);
+const FUSED_SHAPES: [Shape; 8] = [
+    (&[2, 2], 1, 1, 16, 16),
+    (&[2, 2], 7, 7, 64, 64),
+    (&[1, 3], 33, 33, 80, 80),
+    (&[2, 2], 130, 130, 64, 64),
+    (&[3], 7, 33, 16, 80),
+    (&[2, 1], 130, 33, 80, 16),
+    (&[1], 33, 130, 64, 64),
+    (&[], 200, 200, 64, 64),
+];
+
+/// The output and the gradients of q, k, v of `sum(attention(q, k, v) ∘ w)`,
+/// on the fused path or the composed one.
+fn attention_and_grads(
+    (q, k, v, w): (&Tensor, &Tensor, &Tensor, &Tensor),
+    mask: Option<&Tensor>,
+    causal: bool,
+    fused: bool,
+) -> Result<(Tensor, Vec<Tensor>, Option<&'static str>)> {
+    for t in [q, k, v] {
+        t.zero_grad();
+        t.set_requires_grad(true)?;
+    }
+    let before = ops::set_fused_attention(fused);
+    let y = ops::scaled_dot_product_attention(q, k, v, mask, 0.0, causal, None);
+    ops::set_fused_attention(before);
+    let y = y?;
+    let node = y.grad_fn_name();
+    y.mul(w)?.sum_all()?.backward()?;
+    let grads = [q, k, v]
+        .iter()
+        .map(|t| t.grad().expect("a gradient"))
+        .collect();
+    for t in [q, k, v] {
+        t.set_requires_grad(false)?;
+        t.zero_grad();
+    }
+    Ok((y.detach(), grads, node))
+}
+
+/// The largest magnitude among a tensor's values.
+fn max_abs(t: &Tensor) -> Result<f64> {
+    Ok(t.to_f64_vec()?.iter().fold(0.0, |m, x| m.max(x.abs())))
+}
+
+on_every_device!(
+    fused_attention_matches_the_composed_path,
+    |d: &Device| -> Result<()> {
+        let fused_here = d.backend_name() == "cpu";
+        for (si, &(batch, l, s, e, ev)) in FUSED_SHAPES.iter().enumerate() {
+            let dims = |x: usize, y: usize| [batch, &[x, y]].concat();
+            for dtype in [DType::F32, DType::BF16, DType::F16] {
+                let seed = 10 * si as u64;
+                let (q, _) = input(&dims(l, e), dtype, d, seed + 1)?;
+                let (k, _) = input(&dims(s, e), dtype, d, seed + 2)?;
+                let (v, _) = input(&dims(s, ev), dtype, d, seed + 3)?;
+                let (w, _) = input(&dims(l, ev), dtype, d, seed + 4)?;
+                // A bool mask whose row 2 (or the only row) masks every key, and a
+                // float mask with a fully masked row 0 (-inf throughout).
+                let dead = 2.min(l - 1);
+                let allowed: Vec<bool> = (0..l * s)
+                    .map(|x| x / s != dead && (x * 7) % 3 != 0)
+                    .collect();
+                let bool_mask = Tensor::from_vec(allowed, &[l, s], d)?;
+                let float_bias: Vec<f64> = (0..l * s)
+                    .map(|x| {
+                        if x / s == 0 && l > 1 {
+                            f64::NEG_INFINITY
+                        } else {
+                            ((x % 5) as f64 - 2.0) * 0.5
+                        }
+                    })
+                    .collect();
+                let float_mask = Tensor::from_f64_slice(&float_bias, &[l, s], dtype, d)?;
+                let cases: [(&str, Option<&Tensor>, bool, Option<usize>); 4] = [
+                    ("no mask", None, false, None),
+                    ("causal", None, true, None),
+                    ("bool mask", Some(&bool_mask), false, Some(dead)),
+                    ("float mask", Some(&float_mask), false, (l > 1).then_some(0)),
+                ];
+                for (case, mask, causal, dead_row) in cases {
+                    let what = format!("{dtype} {case} batch {batch:?} L {l} S {s} E {e} Ev {ev}");
+                    let inputs = (&q, &k, &v, &w);
+                    let (got, got_grads, node) = attention_and_grads(inputs, mask, causal, true)?;
+                    let (want, want_grads, composed) =
+                        attention_and_grads(inputs, mask, causal, false)?;
+                    if fused_here {
+                        assert_eq!(node, Some("scaled_dot_product_attention"), "{what}");
+                    }
+                    assert_ne!(composed, Some("scaled_dot_product_attention"), "{what}");
+                    // Both paths round the weights once to the dtype (the fused one
+                    // before normalising, the composed one after): each output is
+                    // off by at most u·Σ w|v| ≤ u·max|v| from the unrounded one
+                    // (u = eps/2), so the two differ by eps·max|v| absolute, and by
+                    // the two roundings of the output (rel twice the preset).
+                    let u = dtype.finfo().map_or(0.0, |f| f.eps);
+                    let preset = Tolerance::for_dtype(dtype);
+                    let tol = Tolerance {
+                        rel: 2.0 * preset.rel,
+                        abs: preset.abs + u * max_abs(&v)?,
+                    };
+                    assert_close(&got.to_dtype(DType::F64)?, &want.to_dtype(DType::F64)?, tol)
+                        .unwrap_or_else(|err| panic!("{what} output: {err}"));
+                    for ((name, g), want) in
+                        ["dq", "dk", "dv"].iter().zip(&got_grads).zip(&want_grads)
+                    {
+                        // The gradients go through more rounded products (P, dP, dS in
+                        // the dtype on the composed path, P and dS on the fused one):
+                        // each differs by a few roundings of the terms of its sums,
+                        // bounded by the largest gradient's magnitude times 4·eps.
+                        let tol = Tolerance {
+                            rel: 4.0 * preset.rel,
+                            abs: preset.abs + 4.0 * u * max_abs(want)?,
+                        };
+                        assert_close(&g.to_dtype(DType::F64)?, &want.to_dtype(DType::F64)?, tol)
+                            .unwrap_or_else(|err| panic!("{what} {name}: {err}"));
+                    }
+                    if let Some(row) = dead_row {
+                        let out_row = got.narrow(-2, row, 1)?.to_f64_vec()?;
+                        let dq_row = got_grads[0].narrow(-2, row, 1)?.to_f64_vec()?;
+                        assert!(
+                            out_row.iter().chain(&dq_row).all(|&x| x == 0.0),
+                            "{what}: a fully masked row gives 0 and no gradient"
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+);
