@@ -212,6 +212,7 @@ fn a_tiny_gpt_learns_a_repeating_sequence_in_every_precision() {
     }
 }
 
+#[cfg(feature = "text")]
 #[test]
 fn a_short_f32_language_model_run_lowers_its_validation_loss() {
     use amp_train::train::{train_lm, FitConfig, LmConfig};

@@ -3,7 +3,7 @@
 //! replaced atomically and checked byte for byte when read.
 //!
 //! A checkpoint at `PATH` is a directory holding exactly two files,
-//! [`TENSORS_FILE`] and [`STATE_FILE`]. [`write`] writes both into a fresh
+//! [`TENSORS_FILE`] and [`STATE_FILE`]. [`write()`] writes both into a fresh
 //! temporary directory next to `PATH`, flushes them to disk, and only then
 //! moves the directory into place — with one atomic exchange on Linux, so
 //! that at every moment `PATH` holds either the old checkpoint or the new one.
@@ -25,7 +25,7 @@
 //!
 //! [`STATE_FILE`] records the length and an FNV-1a checksum of the tensor
 //! file and of every tensor's bytes, and ends with a checksum of its own
-//! bytes. [`read`] verifies all of them, so a changed digit anywhere — an
+//! bytes. [`read()`] verifies all of them, so a changed digit anywhere — an
 //! epoch count, a hyper-parameter, the loss scale, one weight — is an error
 //! that names the damaged part (`state.json`, the tensor file's header, or
 //! the tensor), never a resume with different numbers. Files are read only
@@ -80,7 +80,7 @@ pub const STATE_FILE: &str = "state.json";
 pub const FORMAT: &str = "amp-train-checkpoint";
 /// The checkpoint format version this crate writes and reads.
 pub const VERSION: u64 = 2;
-/// The largest [`STATE_FILE`] that [`read`] reads (256 MiB).
+/// The largest [`STATE_FILE`] that [`read()`] reads (256 MiB).
 pub const MAX_STATE_BYTES: u64 = 256 << 20;
 
 /// The files a checkpoint directory holds, and nothing else.
@@ -89,7 +89,7 @@ const OUR_FILES: [&str; 2] = [TENSORS_FILE, STATE_FILE];
 /// that checksum is computed.
 const CHECKSUM_PLACEHOLDER: &str = "0000000000000000";
 
-/// Errors unless [`write`] may write a checkpoint at `path`: nothing is
+/// Errors unless [`write()`] may write a checkpoint at `path`: nothing is
 /// there, or an empty directory, or a checkpoint of ours (see the module
 /// docs). Changes nothing. A training run calls it before its first epoch.
 pub fn check_target(path: impl AsRef<Path>) -> Result<()> {
@@ -176,7 +176,7 @@ pub fn write(
 }
 
 /// Reads the checkpoint directory `path`: its tensors (on `device`, sorted by
-/// name) and the `state` JSON given to [`write`]. Every inconsistency is an
+/// name) and the `state` JSON given to [`write()`]. Every inconsistency is an
 /// `Err` that says which part is damaged (see the module docs).
 pub fn read(
     path: impl AsRef<Path>,

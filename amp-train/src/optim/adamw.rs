@@ -34,7 +34,10 @@ impl Default for AdamWConfig {
 impl AdamWConfig {
     /// PyTorch's defaults with learning rate `lr` (`AdamW(params, lr=lr)`).
     pub fn lr(lr: f64) -> AdamWConfig {
-        AdamWConfig { lr, ..Default::default() }
+        AdamWConfig {
+            lr,
+            ..Default::default()
+        }
     }
 
     /// Checks the ranges PyTorch checks: lr, eps, weight_decay ≥ 0; betas in [0, 1).

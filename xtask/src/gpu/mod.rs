@@ -69,7 +69,7 @@ const PRECOMPILE_WITH: u32 = 12;
 /// The architectures precompiled as CUBINs: a CUBIN runs on its major
 /// architecture at the same or a later minor (sm_80 covers 8.6 and 8.9).
 const CUBIN_ARCHS: [u32; 5] = [75, 80, 90, 100, 120];
-/// The headers NVRTC needs, with what they include (collected by [`header_closure`]).
+/// The headers NVRTC needs, with what they include (collected by [`kernels::header_closure`]).
 const HEADER_ROOTS: [&str; 3] = ["cuda_fp16.h", "cuda_bf16.h", "cuda.h"];
 /// The virtual architecture of the PTX fallback (the driver compiles it for any newer GPU).
 const PTX_ARCH: u32 = 80;
