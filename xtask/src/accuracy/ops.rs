@@ -213,6 +213,25 @@ fn cases(full: bool) -> Vec<Case> {
         |v| ops::matmul(&v[0], &v[1].transpose(-1, -2)?),
     );
     add(
+        "bmm",
+        "8x64x96x48".into(),
+        vec![randn(&[8, 64, 96], 1.0, 40), randn(&[8, 96, 48], 1.0, 41)],
+        vec![],
+        |v| ops::bmm(&v[0], &v[1]),
+    );
+    add(
+        "baddbmm",
+        "4x33x200x17, beta 0.5, alpha 0.125".into(),
+        vec![
+            randn(&[4, 33, 17], 1.0, 42),
+            randn(&[4, 33, 200], 1.0, 43),
+            randn(&[4, 200, 17], 1.0, 44),
+        ],
+        vec![],
+        |v| ops::baddbmm(&v[0], &v[1], &v[2], 0.5, 0.125),
+    );
+    attention_cases(&mut add, big);
+    add(
         "linear",
         "256x64 -> 256, bias".into(),
         vec![
@@ -371,6 +390,99 @@ fn cases(full: bool) -> Vec<Case> {
         |v| v[0].mul(&v[1].t()?),
     );
     c
+}
+
+/// `scaled_dot_product_attention` (the fused kernel where the backend has
+/// one, against the reference's composed f64 computation): a long causal
+/// sequence, large logits, a float mask with fully masked rows and L ≠ S,
+/// and the gradients of q, k and v.
+fn attention_cases(
+    add: &mut impl FnMut(
+        &'static str,
+        String,
+        Vec<(Vec<f64>, Vec<usize>)>,
+        Vec<(Vec<i64>, Vec<usize>)>,
+        OpFn,
+    ),
+    big: usize,
+) {
+    let qkv = |b: usize, h: usize, l: usize, s: usize, d: usize, scale: f64, seed: u64| {
+        vec![
+            randn(&[b, h, l, d], scale, seed),
+            randn(&[b, h, s, d], scale, seed + 1),
+            randn(&[b, h, s, d], 1.0, seed + 2),
+        ]
+    };
+    fn sdpa(v: &[Tensor], causal: bool) -> Result<Tensor> {
+        ops::scaled_dot_product_attention(&v[0], &v[1], &v[2], None, 0.0, causal, None)
+    }
+    let t = 512 * big;
+    add(
+        "sdpa",
+        "2x4x128x64, no mask".into(),
+        qkv(2, 4, 128, 128, 64, 1.0, 45),
+        vec![],
+        |v| sdpa(v, false),
+    );
+    add(
+        "sdpa",
+        format!("causal, long: 1x2x{t}x64"),
+        qkv(1, 2, t, t, 64, 1.0, 48),
+        vec![],
+        |v| sdpa(v, true),
+    );
+    add(
+        "sdpa",
+        "large logits (q, k ~ N(0, 4²)), head dim 80".into(),
+        qkv(1, 2, 100, 100, 80, 4.0, 51),
+        vec![],
+        |v| sdpa(v, false),
+    );
+    // -inf where (i·7 + j) % 5 == 0, and every key of rows i % 10 == 3:
+    // those rows attend to nothing and give zeros.
+    let (l, s) = (77, 130);
+    let mask = (0..l * s)
+        .map(|x| {
+            let (i, j) = (x / s, x % s);
+            if i % 10 == 3 || (i * 7 + j) % 5 == 0 {
+                f64::NEG_INFINITY
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let mut inputs = qkv(2, 3, l, s, 48, 1.0, 54);
+    inputs.push((mask, vec![l, s]));
+    add(
+        "sdpa",
+        format!("float mask, fully masked rows, L {l} ≠ S {s}"),
+        inputs,
+        vec![],
+        |v| ops::scaled_dot_product_attention(&v[0], &v[1], &v[2], Some(&v[3]), 0.0, false, None),
+    );
+    let mut inputs = qkv(1, 4, 200, 200, 64, 1.0, 57);
+    inputs.push(randn(&[1, 4, 200, 64], 1.0, 60));
+    add(
+        "sdpa backward",
+        "causal 1x4x200x64: dq, dk, dv of Σ y·w".into(),
+        inputs,
+        vec![],
+        |v| {
+            for x in &v[..3] {
+                x.set_requires_grad(true)?;
+            }
+            sdpa(v, true)?.mul(&v[3])?.sum_all()?.backward()?;
+            let grads = v[..3]
+                .iter()
+                .map(|x| {
+                    x.grad()
+                        .ok_or_else(|| amp_tensor::Error::invalid("sdpa backward", "no gradient"))?
+                        .flatten_all()
+                })
+                .collect::<Result<Vec<_>>>()?;
+            ops::cat(&grads.iter().collect::<Vec<_>>(), 0)
+        },
+    );
 }
 
 /// Runs every case in `dtype` on `backend`; one row per case.
