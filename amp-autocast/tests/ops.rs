@@ -47,6 +47,19 @@ fn cases() -> Vec<Case> {
         c("linear", vec![f(&[2, 3]), f(&[4, 3]), f(&[4])], |t| {
             ops::linear(&t[0], &t[1], Some(&t[2]))
         }),
+        c("bmm", vec![f(&[2, 2, 3]), f(&[2, 3, 4])], |t| {
+            ops::bmm(&t[0], &t[1])
+        }),
+        c(
+            "baddbmm",
+            vec![f(&[2, 2, 4]), f(&[2, 2, 3]), f(&[2, 3, 4])],
+            |t| ops::baddbmm(&t[0], &t[1], &t[2], 0.5, 2.0),
+        ),
+        c(
+            "scaled_dot_product_attention",
+            vec![f(&[1, 2, 3, 4]), f(&[1, 2, 5, 4]), f(&[1, 2, 5, 4])],
+            |t| ops::scaled_dot_product_attention(&t[0], &t[1], &t[2], None, 0.0, true, None),
+        ),
         c("add", vec![f(&[2, 3]), f(&[2, 3])], |t| t[0].add(&t[1])),
         c("sub", vec![f(&[2, 3]), f(&[1, 3])], |t| t[0].sub(&t[1])),
         c("mul", vec![f(&[2, 3]), f(&[2, 3])], |t| t[0].mul(&t[1])),
