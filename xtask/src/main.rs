@@ -35,8 +35,8 @@ commands:
   gpu [--out DIR]
       builds the bundle for a machine with an NVIDIA GPU and no Rust.
   bench [--torch PYTHON]
-      the CPU performance table (GEMM, training step, casts, unscale, digits
-      run); with --torch (or AMP_BENCH_TORCH) PyTorch runs the same
+      the CPU performance table (GEMM, MLP step, attention, GPT step and
+      their peak memory, casts, unscale, digits run); with --torch (or AMP_BENCH_TORCH) PyTorch runs the same
       workloads and the table shows the ratios.
 ";
 
@@ -148,6 +148,7 @@ fn main() -> ExitCode {
             Err(message) => usage_error(&message),
         },
         Some("bench") => bench::run(&args[1..]),
+        Some("bench-rss") => bench::run_rss(&args[1..]),
         Some("kernels") => kernels::run(),
         Some("gpu") => gpu::run(&args[1..]),
         Some("gpu-kernels") => gpu::precompile_here(&args[1..]),

@@ -8,6 +8,12 @@
 //! 3 by default) and each figure is the median over the rounds: this
 //! machine's speed drifts by up to 2× over seconds, and alternating rounds
 //! give both sides the same slow and fast phases.
+//!
+//! The transformer rows (attention at T = 512, 1024, 2048 and a training
+//! step of `amp-train lm`'s default GPT, with each one's peak resident
+//! memory from a process of its own) are in [`transformer`].
+
+pub mod transformer;
 
 use amp_autocast::autocast;
 use amp_tensor::ops;
@@ -18,12 +24,12 @@ use std::collections::BTreeMap;
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
-type Res<T> = Result<T, Box<dyn std::error::Error>>;
+pub(crate) type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 const TORCH_SCRIPT: &str = include_str!("torch_bench.py");
 
 /// Median seconds of `reps` runs of `f` after one warm-up run.
-fn median_time(reps: usize, mut f: impl FnMut() -> Res<()>) -> Res<f64> {
+pub(crate) fn median_time(reps: usize, mut f: impl FnMut() -> Res<()>) -> Res<f64> {
     f()?;
     let mut times = Vec::with_capacity(reps);
     for _ in 0..reps {
@@ -239,6 +245,7 @@ fn measure(device: &Device) -> Res<Vec<Figure>> {
         false,
         "≥ 3×",
     ));
+    transformer_rows(device, &mut figs)?;
     eprintln!("  casts, unscale, copy");
     let [c_bf16, c_f16, c_wide, u, copy] = bandwidths(device)?;
     for (gbs, key) in [
@@ -318,13 +325,130 @@ fn measure(device: &Device) -> Res<Vec<Figure>> {
     Ok(figs)
 }
 
+/// Attention forward + backward and the GPT step, with their peak memory.
+fn transformer_rows(device: &Device, figs: &mut Vec<Figure>) -> Res<()> {
+    let mut add = |name: String, unit, ours, torch: bool, lower, target| {
+        figs.push(Figure {
+            torch_key: torch.then(|| name.clone()),
+            name,
+            unit,
+            ours,
+            lower_is_better: lower,
+            target,
+        })
+    };
+    eprintln!("  attention bf16 forward + backward");
+    for t in transformer::LENGTHS {
+        let ms = transformer::attention_ms(device, t)?;
+        add(
+            format!("attn_bf16_T{t}_ms"),
+            "ms",
+            ms,
+            true,
+            true,
+            "≥ 1.0× torch",
+        );
+    }
+    let mut above = Vec::new();
+    for t in transformer::LENGTHS {
+        let (peak, base) = transformer::rss_in_child(&format!("attn-{t}"))?;
+        above.push(peak - base);
+        add(
+            format!("attn_bf16_T{t}_rss_mib"),
+            "MiB",
+            peak - base,
+            true,
+            true,
+            "",
+        );
+    }
+    add(
+        "attn memory T2048 / T1024 (linear: 2)".into(),
+        "×",
+        above[2] / above[1],
+        false,
+        true,
+        "≈ 2× (not 4×)",
+    );
+    eprintln!("  GPT step f32 / bf16");
+    let f32_tok = transformer::gpt_tokens_per_s(device, None)?;
+    let bf16_tok = transformer::gpt_tokens_per_s(device, Some(DType::BF16))?;
+    add(
+        "gpt_step_f32_tok_s".into(),
+        "tok/s",
+        f32_tok,
+        true,
+        false,
+        "",
+    );
+    add(
+        "gpt_step_bf16_tok_s".into(),
+        "tok/s",
+        bf16_tok,
+        true,
+        false,
+        "≥ 1.25× torch",
+    );
+    add(
+        "gpt bf16 speed-up over our f32".into(),
+        "×",
+        bf16_tok / f32_tok,
+        false,
+        false,
+        "≥ 2×",
+    );
+    for (workload, key) in [("gpt-f32", "gpt_f32"), ("gpt-bf16", "gpt_bf16")] {
+        let (peak, base) = transformer::rss_in_child(workload)?;
+        add(
+            format!("{key}_peak_rss_mib"),
+            "MiB",
+            peak,
+            true,
+            true,
+            "report",
+        );
+        add(
+            format!("{key}_step_rss_mib"),
+            "MiB",
+            peak - base,
+            true,
+            true,
+            "report",
+        );
+    }
+    Ok(())
+}
+
+/// `cargo xtask bench-rss WORKLOAD`: see [`transformer::rss`].
+pub fn run_rss(args: &[String]) -> ExitCode {
+    let Some(workload) = args.first() else {
+        eprintln!("error: bench-rss needs a workload (gpt-f32, gpt-bf16, attn-T)");
+        return ExitCode::from(2);
+    };
+    if std::env::var("AMP_CPU_KEEP_FREED_BUFFERS").map_or(true, |v| v != "0") {
+        amp_cpu::keep_freed_buffers();
+    }
+    match transformer::rss(workload, &amp_cpu::device()) {
+        Ok((peak, base)) => {
+            println!("{peak} {base}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn run_torch(python: &str) -> Result<BTreeMap<String, f64>, String> {
     let dir = std::env::temp_dir().join(format!("amp-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let script = dir.join("torch_bench.py");
     std::fs::write(&script, TORCH_SCRIPT).map_err(|e| e.to_string())?;
+    let vocab = transformer::vocab().map_err(|e| e.to_string())?;
     let out = Command::new(python)
         .arg(&script)
+        .args(["--vocab", &vocab.to_string()])
         .output()
         .map_err(|e| format!("cannot run {python}: {e}"))?;
     let _ = std::fs::remove_dir_all(&dir);

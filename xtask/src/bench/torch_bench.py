@@ -1,7 +1,110 @@
 # The PyTorch side of `cargo xtask bench`: the same workloads, printed as one
 # JSON object {name: value} on the last line. Units match the Rust side.
-import json, sys, time
+import json, subprocess, sys, time
 import torch
+import torch.nn.functional as F
+
+# The vocabulary of the bundled corpus (`--vocab N`, passed by the Rust side).
+VOCAB = int(sys.argv[sys.argv.index("--vocab") + 1]) if "--vocab" in sys.argv else 96
+HEADS, HEAD_DIM = 8, 64
+# amp-train lm's defaults: batch 32, context 128, 4 layers, d_model 128, 4 heads, AdamW lr 3e-3.
+BATCH, CONTEXT, LAYERS, D_MODEL, GPT_HEADS, LR = 32, 128, 4, 128, 4, 3e-3
+
+
+class Block(torch.nn.Module):
+    # Pre-LN: x + attn(norm1(x)), then x + linear2(gelu_tanh(linear1(norm2(x)))), as nanoGPT.
+    def __init__(self, d, heads):
+        super().__init__()
+        self.heads = heads
+        self.norm1 = torch.nn.LayerNorm(d)
+        self.in_proj = torch.nn.Linear(d, 3 * d)
+        self.out_proj = torch.nn.Linear(d, d)
+        self.norm2 = torch.nn.LayerNorm(d)
+        self.linear1 = torch.nn.Linear(d, 4 * d)
+        self.linear2 = torch.nn.Linear(4 * d, d)
+
+    def forward(self, x):
+        b, t, e = x.shape
+        q, k, v = self.in_proj(self.norm1(x)).split(e, dim=2)
+        q, k, v = (z.view(b, t, self.heads, e // self.heads).transpose(1, 2) for z in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.out_proj(y.transpose(1, 2).contiguous().view(b, t, e))
+        return x + self.linear2(F.gelu(self.linear1(self.norm2(x)), approximate="tanh"))
+
+
+class Gpt(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.wte = torch.nn.Embedding(VOCAB, D_MODEL)
+        self.wpe = torch.nn.Embedding(CONTEXT, D_MODEL)
+        self.blocks = torch.nn.ModuleList(Block(D_MODEL, GPT_HEADS) for _ in range(LAYERS))
+        self.ln_f = torch.nn.LayerNorm(D_MODEL)
+
+    def forward(self, idx):
+        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
+        for block in self.blocks:
+            x = block(x)
+        return self.ln_f(x) @ self.wte.weight.t()  # the tied head
+
+
+def gpt_step_fn(autocast):
+    torch.manual_seed(0)
+    model = Gpt()
+    opt = torch.optim.AdamW(model.parameters(), lr=LR)
+    x = torch.randint(0, VOCAB, (BATCH, CONTEXT))
+    y = torch.randint(0, VOCAB, (BATCH, CONTEXT))
+    def step():
+        opt.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            logits = model(x)
+            loss = F.cross_entropy(logits.reshape(-1, VOCAB).float(), y.reshape(-1))
+        loss.backward()
+        opt.step()
+    return step
+
+
+def attention_pass_fn(t):
+    shape = (1, HEADS, t, HEAD_DIM)
+    q, k, v, w = (torch.randn(shape).to(torch.bfloat16) for _ in range(4))
+    for z in (q, k, v):
+        z.requires_grad_(True)
+    def run():
+        for z in (q, k, v):
+            z.grad = None
+        y = F.scaled_dot_product_attention(q, k, v)
+        (y * w).sum().backward()
+    return run
+
+
+def memory_mib():
+    fields = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            fields[key] = value
+    kb = lambda k: float(fields[k].strip().split()[0]) / 1024.0
+    return kb("VmHWM"), kb("VmRSS")
+
+
+if len(sys.argv) > 2 and sys.argv[1] == "rss":
+    # One workload in this process: prints "peak base" in MiB (as `cargo xtask bench-rss`).
+    workload = sys.argv[2]
+    _, base = memory_mib()
+    if workload.startswith("gpt-"):
+        fn = gpt_step_fn(workload == "gpt-bf16")
+    else:
+        fn = attention_pass_fn(int(workload.split("-")[1]))
+    for _ in range(3):
+        fn()
+    peak, _ = memory_mib()
+    print(peak, base)
+    sys.exit(0)
+
+
+def rss_in_child(workload):
+    out = subprocess.run([sys.executable, __file__, "rss", workload, "--vocab", str(VOCAB)],
+                         check=True, capture_output=True, text=True).stdout.split()
+    return float(out[0]), float(out[1])
 
 def median_time(fn, reps):
     fn()
@@ -38,6 +141,18 @@ def mlp_step(autocast):
 
 out["step_f32_ms"] = mlp_step(False)
 out["step_bf16_ms"] = mlp_step(True)
+
+for t in (512, 1024, 2048):
+    out[f"attn_bf16_T{t}_ms"] = median_time(attention_pass_fn(t), 5 if t >= 2048 else 9) * 1e3
+for t in (512, 1024, 2048):
+    peak, base = rss_in_child(f"attn-{t}")
+    out[f"attn_bf16_T{t}_rss_mib"] = peak - base
+out["gpt_step_f32_tok_s"] = BATCH * CONTEXT / median_time(gpt_step_fn(False), 5)
+out["gpt_step_bf16_tok_s"] = BATCH * CONTEXT / median_time(gpt_step_fn(True), 5)
+for workload, key in (("gpt-f32", "gpt_f32"), ("gpt-bf16", "gpt_bf16")):
+    peak, base = rss_in_child(workload)
+    out[f"{key}_peak_rss_mib"] = peak
+    out[f"{key}_step_rss_mib"] = peak - base
 
 n = 1 << 24
 x = torch.randn(n)
