@@ -136,8 +136,16 @@ fn verify(out: &Path) -> Result<(), String> {
             missing.push(exe.to_string());
         }
     }
-    if std::fs::read_dir(out.join("tests")).map_or(0, |d| d.count()) == 0 {
-        missing.push("tests/*".into());
+    let tests: Vec<String> = std::fs::read_dir(out.join("tests"))
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    for krate in SUITES {
+        if !tests.iter().any(|t| t.starts_with(&format!("{krate}-"))) {
+            missing.push(format!("tests/{krate}-*"));
+        }
     }
     if missing.is_empty() {
         Ok(())
@@ -149,6 +157,21 @@ fn verify(out: &Path) -> Result<(), String> {
     }
 }
 
+/// The crates whose test executables the bundle carries.
+const SUITES: [&str; 2] = ["amp-cuda", "amp-testkit"];
+
+/// The bundle's name of a test executable cargo named `stem`:
+/// `cuda-0123abcd` of amp-cuda -> `amp-cuda-cuda`; a library's unit tests
+/// (`amp_cuda-…`) -> `amp-cuda-unit`.
+fn test_name(krate: &str, stem: &str) -> String {
+    let base = stem.rsplit_once('-').map_or(stem, |(b, _)| b);
+    if base == krate.replace('-', "_") {
+        format!("{krate}-unit")
+    } else {
+        format!("{krate}-{base}")
+    }
+}
+
 fn build(out: &Path) -> Result<(), String> {
     let tools = tools()?;
     if out.exists() {
@@ -157,21 +180,18 @@ fn build(out: &Path) -> Result<(), String> {
     let tests = out.join("tests");
     std::fs::create_dir_all(&tests).map_err(|e| format!("{}: {e}", tests.display()))?;
 
-    // The CUDA test binaries (amp-cuda's unit tests and tests/*.rs).
-    let exes = zigbuild(&tools, &["--release", "--tests", "-p", "amp-cuda"], true)?;
-    if exes.is_empty() {
-        return Err("cargo built no amp-cuda test executables".into());
-    }
-    for exe in &exes {
-        let stem = exe.file_name().and_then(|n| n.to_str()).unwrap_or("test");
-        // `cuda-0123abcd` -> `amp-cuda-cuda`; the lib's unit tests `amp_cuda-…` -> `amp-cuda-unit`.
-        let base = stem.rsplit_once('-').map_or(stem, |(b, _)| b);
-        let name = if base == "amp_cuda" {
-            "amp-cuda-unit".to_string()
-        } else {
-            format!("amp-cuda-{base}")
-        };
-        copy_exe(exe, &tests.join(name))?;
+    // The CUDA tests: amp-cuda's own (unit tests and tests/*.rs) and the
+    // conformance suite in amp-testkit, whose `on_every_device!` cases have
+    // a `cuda` slot (run.sh runs only those: the CPU rows are CI's job).
+    for krate in SUITES {
+        let exes = zigbuild(&tools, &["--release", "--tests", "-p", krate], true)?;
+        if exes.is_empty() {
+            return Err(format!("cargo built no {krate} test executables"));
+        }
+        for exe in &exes {
+            let stem = exe.file_name().and_then(|n| n.to_str()).unwrap_or("test");
+            copy_exe(exe, &tests.join(test_name(krate, stem)))?;
+        }
     }
     for example in ["cuda_bench", "cuda_doctor"] {
         let built = zigbuild(
@@ -501,7 +521,8 @@ mod tests {
             "kernels/cuda12/copy.sm_*.cubin",
             "kernels/cuda12/amp.compute_*.ptx",
             "cuda_bench",
-            "tests/*",
+            "tests/amp-cuda-*",
+            "tests/amp-testkit-*",
         ] {
             assert!(err.contains(needle), "{needle:?} not in {err}");
         }
@@ -510,5 +531,19 @@ mod tests {
             "{err}"
         );
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn test_executables_are_named_after_their_crate_and_file() {
+        assert_eq!(test_name("amp-cuda", "amp_cuda-0123abcd"), "amp-cuda-unit");
+        assert_eq!(test_name("amp-cuda", "cuda-0123abcd"), "amp-cuda-cuda");
+        assert_eq!(
+            test_name("amp-testkit", "amp_testkit-ff00"),
+            "amp-testkit-unit"
+        );
+        assert_eq!(
+            test_name("amp-testkit", "matmul-ff00"),
+            "amp-testkit-matmul"
+        );
     }
 }
