@@ -76,24 +76,61 @@ pub fn device(slot: &str) -> Result<Device, String> {
     }
 }
 
-/// Every device this machine has, with its slot name (see the crate docs).
+/// The devices of `slot`: one for the reference and each CPU path, every
+/// CUDA device of the machine for `cuda`; `Err` saying why there is none.
+/// Panics for CUDA when CUDA is required but a device cannot be opened.
+pub fn devices(slot: &str) -> Result<Vec<Device>, String> {
+    if slot != "cuda" {
+        return device(slot).map(|d| vec![d]);
+    }
+    let first = device(slot)?;
+    let mut all = vec![first];
+    for ordinal in 1..amp_cuda::device_count() {
+        match amp_cuda::device(ordinal) {
+            Ok(d) => all.push(d),
+            Err(e) => panic!("CUDA device {ordinal} is present but cannot be used: {e}"),
+        }
+    }
+    Ok(all)
+}
+
+/// Every device this machine has, with its slot name (see the crate docs);
+/// each CUDA device appears under the slot `cuda`.
 pub fn all_devices() -> Vec<(&'static str, Device)> {
     SLOTS
         .iter()
-        .filter_map(|&slot| device(slot).ok().map(|d| (slot, d)))
+        .flat_map(|&slot| {
+            devices(slot)
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |d| (slot, d))
+        })
         .collect()
 }
 
 /// The result type of the tests [`on_every_device!`] defines.
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-/// Runs `body` on the device of `slot`, or says it is skipped.
+/// Runs `body` on each device of `slot` (every CUDA device for `cuda`),
+/// or says the slot is skipped. A failure names the device it happened on.
 pub fn run_on<E: std::error::Error + 'static>(
     slot: &str,
-    body: impl FnOnce(&Device) -> Result<(), E>,
+    body: impl Fn(&Device) -> Result<(), E>,
 ) -> TestResult {
-    match device(slot) {
-        Ok(d) => body(&d).map_err(|e| -> Box<dyn std::error::Error> { Box::new(e) }),
+    match devices(slot) {
+        Ok(all) => {
+            let many = all.len() > 1;
+            for d in &all {
+                body(d).map_err(|e| -> Box<dyn std::error::Error> {
+                    if many {
+                        format!("on {d:?}: {e}").into()
+                    } else {
+                        Box::new(e)
+                    }
+                })?;
+            }
+            Ok(())
+        }
         Err(why) => {
             eprintln!("skipped: {slot} not available ({why})");
             Ok(())
