@@ -2,35 +2,13 @@
 //! uninterrupted run, bit for bit; bad checkpoints are errors that change nothing.
 
 use amp_train::checkpoint::{STATE_FILE, TENSORS_FILE};
-use amp_train::nn::Module;
 use amp_train::train::{train, FitConfig, TrainConfig};
 use amp_train::Precision;
 use std::fs;
 use std::path::PathBuf;
 
-fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("amp-train-resume-{}-{name}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    dir
-}
-
-fn params(outcome: &amp_train::train::TrainOutcome) -> Vec<(String, Vec<u32>)> {
-    outcome
-        .model
-        .named_parameters()
-        .into_iter()
-        .map(|(n, t)| {
-            (
-                n,
-                t.to_vec::<f32>()
-                    .unwrap()
-                    .into_iter()
-                    .map(f32::to_bits)
-                    .collect(),
-            )
-        })
-        .collect()
-}
+mod common;
+use common::{param_bits as params, temp_path as temp};
 
 #[test]
 fn resumed_runs_are_bit_identical_to_uninterrupted_ones() {

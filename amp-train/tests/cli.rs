@@ -1,18 +1,8 @@
 //! The `amp-train` binary: the demo prints the mission's lines, bad flags exit
 //! with code 2 naming the flag and its valid values, runs write metrics and plots.
 
-use std::process::{Command, Output};
-
-fn amp_train(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_amp-train"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
-fn text(o: &[u8]) -> String {
-    String::from_utf8_lossy(o).into_owned()
-}
+mod common;
+use common::{amp_train, text};
 
 #[test]
 fn demo_prints_the_missions_lines() {

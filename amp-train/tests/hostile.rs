@@ -5,49 +5,15 @@
 //! storm. Nothing is lost, nothing resumes wrongly, nothing hangs.
 
 use amp_train::checkpoint::{self, STATE_FILE, TENSORS_FILE};
-use amp_train::nn::Module;
-use amp_train::train::{train, FitConfig, TrainConfig, TrainOutcome};
+use amp_train::train::{train, FitConfig, TrainConfig};
 use amp_train::Precision;
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
-fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("amp-train-hostile-{}-{name}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn amp_train(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_amp-train"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
-fn text(o: &[u8]) -> String {
-    String::from_utf8_lossy(o).into_owned()
-}
-
-fn param_bits(outcome: &TrainOutcome) -> Vec<(String, Vec<u32>)> {
-    outcome
-        .model
-        .named_parameters()
-        .into_iter()
-        .map(|(n, t)| {
-            (
-                n,
-                t.to_vec::<f32>()
-                    .unwrap()
-                    .into_iter()
-                    .map(f32::to_bits)
-                    .collect(),
-            )
-        })
-        .collect()
-}
+mod common;
+use common::{amp_train, param_bits, temp_dir as temp, text};
 
 #[test]
 fn a_folder_that_merely_holds_a_state_json_is_never_replaced() {
