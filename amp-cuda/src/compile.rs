@@ -123,7 +123,11 @@ pub fn header_version(dir: &std::path::Path) -> Option<CudaVersion> {
 /// then folders whose version cannot be read. An `Err` names what was found
 /// when nothing fits: NVRTC has no built-in `cuda_fp16.h`.
 pub fn matching_include_dirs(nvrtc: CudaVersion) -> CudaResult<Vec<PathBuf>> {
-    let all = include_dirs();
+    choose_include_dirs(nvrtc, include_dirs())
+}
+
+/// [`matching_include_dirs`] among the folders `all`, in their order.
+fn choose_include_dirs(nvrtc: CudaVersion, all: Vec<PathBuf>) -> CudaResult<Vec<PathBuf>> {
     let versions: Vec<(PathBuf, Option<CudaVersion>)> = all
         .into_iter()
         .map(|d| {
@@ -325,4 +329,73 @@ pub fn compile_to(source: &KernelSource, target: Target) -> CudaResult<Compiled>
         cubin: image,
         log,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    /// A folder with `cuda_fp16.h` and, when given, `file` saying `#define NAME code`.
+    fn headers(name: &str, file: Option<(&str, &str, i32)>) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("amp-cuda-headers-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("cuda_fp16.h"), "").unwrap();
+        if let Some((file, define, code)) = file {
+            let text = format!("/* header */\n#define {define}_EXTRA 1\n#define {define} {code}\n");
+            fs::write(dir.join(file), text).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn the_header_version_is_read_from_cuda_h_or_the_runtime_header() {
+        let a = headers("cuda-h", Some(("cuda.h", "CUDA_VERSION", 13000)));
+        let b = headers(
+            "runtime",
+            Some(("cuda_runtime_api.h", "CUDART_VERSION", 12080)),
+        );
+        let c = headers("unknown", None);
+        assert_eq!(header_version(&a), Some(CudaVersion::new(13, 0)));
+        assert_eq!(header_version(&b), Some(CudaVersion::new(12, 8)));
+        assert_eq!(header_version(&c), None);
+        for d in [a, b, c] {
+            fs::remove_dir_all(d).unwrap();
+        }
+    }
+
+    #[test]
+    fn headers_of_nvrtcs_major_version_come_first_and_others_are_refused() {
+        let h13 = headers("pick13", Some(("cuda.h", "CUDA_VERSION", 13020)));
+        let h12 = headers("pick12", Some(("cuda.h", "CUDA_VERSION", 12080)));
+        let unknown = headers("pick-unknown", None);
+        let all = vec![h13.clone(), unknown.clone(), h12.clone()];
+        assert_eq!(
+            choose_include_dirs(CudaVersion::new(12, 4), all.clone()).unwrap(),
+            vec![h12.clone(), unknown.clone()]
+        );
+        assert_eq!(
+            choose_include_dirs(CudaVersion::new(13, 0), all).unwrap(),
+            vec![h13.clone(), unknown.clone()]
+        );
+        // Only CUDA 13 headers under NVRTC 12: an error naming what was found.
+        let err = choose_include_dirs(CudaVersion::new(12, 4), vec![h13.clone()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no CUDA headers for NVRTC 12.4")
+                && err.contains("(CUDA 13.2)")
+                && err.contains("AMP_CUDA_INCLUDE"),
+            "{err}"
+        );
+        let none = choose_include_dirs(CudaVersion::new(13, 0), Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(none.contains("none found"), "{none}");
+        for d in [h13, h12, unknown] {
+            fs::remove_dir_all(d).unwrap();
+        }
+    }
 }

@@ -96,10 +96,12 @@ pub fn adamw_step(
             format!("hyperparameters out of range: {hyper:?} (betas in [0, 1), step ≥ 1)"),
         ));
     }
-    let g = grad.storage()?;
+    // The write guards first, then the read guard, held until the backend
+    // returns (a reader never waits while holding a write guard).
     let mut p = param.storage_mut()?;
     let mut m = exp_avg.storage_mut()?;
     let mut v = exp_avg_sq.storage_mut()?;
+    let g = grad.storage()?;
     param
         .device()
         .backend()

@@ -362,6 +362,29 @@ mod tests {
     }
 
     #[test]
+    fn the_step_count_keeps_counting_past_2_pow_24() {
+        // A step count kept in f32 (as PyTorch keeps `step`) stops there.
+        let two24 = 16_777_216f32;
+        assert_eq!(two24 + 1.0, two24);
+        let p0 = [0.5, -1.5, 2.0, 1e-3];
+        let p = param(&p0);
+        let mut a = AdamW::new(vec![("p".into(), p.clone())], AdamWConfig::default());
+        set_grad(&p, &grads()[0]);
+        a.step().unwrap();
+        let mut state = a.state_dict().unwrap();
+        state.steps[0].1 = 1 << 24;
+        a.load_state_dict(&state).unwrap();
+        let before = p.to_vec::<f32>().unwrap();
+        for g in &grads()[1..3] {
+            set_grad(&p, g);
+            a.step().unwrap();
+        }
+        assert_eq!(a.steps(), (1 << 24) + 2);
+        assert_eq!(a.state_dict().unwrap().steps[0].1, (1 << 24) + 2);
+        assert_ne!(p.to_vec::<f32>().unwrap(), before, "the parameter moved");
+    }
+
+    #[test]
     fn state_round_trip_continues_identically() {
         let p0 = [0.5, -1.5, 2.0, 1e-3];
         let config = AdamWConfig {
