@@ -366,3 +366,32 @@ fn an_overflow_storm_stops_loudly_with_the_documented_default() {
         text(&out.stdout)
     );
 }
+
+#[test]
+fn non_finite_losses_without_loss_scaling_stop_loudly() {
+    // bf16 and f32 have no scaler to skip steps: a run of NaN losses is the sign.
+    for precision in ["bf16", "f32"] {
+        let out = amp_train(&[
+            "--device",
+            "cpu",
+            "--precision",
+            precision,
+            "--lr",
+            "1e30",
+            "--epochs",
+            "3",
+            "-q",
+            "--max-consecutive-skips",
+            "5",
+        ]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        let expected = format!(
+            "the loss was not finite (NaN) in 5 consecutive steps (no loss scaling in {precision})"
+        );
+        assert!(
+            stderr.contains("training diverged") && stderr.contains(&expected),
+            "{stderr}"
+        );
+    }
+}

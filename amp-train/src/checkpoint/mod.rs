@@ -356,6 +356,17 @@ mod tests {
             "{err}"
         );
 
+        // A damaged header of the tensor file: named as such.
+        let mut header = bytes.clone();
+        assert_eq!(header[8], b'{');
+        header[8] = b'[';
+        fs::write(&tensors, &header).unwrap();
+        let err = read(&dir, &device).unwrap_err().to_string();
+        assert!(
+            err.contains("tensors.safetensors is damaged (its header no longer parses)"),
+            "{err}"
+        );
+
         fs::write(&tensors, &bytes).unwrap();
         let json = fs::read(dir.join(STATE_FILE)).unwrap();
         fs::write(dir.join(STATE_FILE), &json[..json.len() / 2]).unwrap();
@@ -365,6 +376,29 @@ mod tests {
         fs::remove_file(dir.join(STATE_FILE)).unwrap();
         let err = read(&dir, &device).unwrap_err().to_string();
         assert!(err.contains("state.json"), "{err}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_state_file_over_the_cap_is_refused_unread() {
+        let device = Device::reference();
+        let dir = temp("cap");
+        write(&dir, &sample(&device), &serde_json::json!({})).unwrap();
+        // A sparse file one byte over the cap: refused from its length alone.
+        let state = fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join(STATE_FILE))
+            .unwrap();
+        state.set_len(MAX_STATE_BYTES + 1).unwrap();
+        drop(state);
+        let err = read(&dir, &device).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!(
+                "state.json has {} bytes, more than the {MAX_STATE_BYTES} this loader reads",
+                MAX_STATE_BYTES + 1
+            )),
+            "{err}"
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 
