@@ -245,7 +245,6 @@ fn measure(device: &Device) -> Res<Vec<Figure>> {
         false,
         "≥ 3×",
     ));
-    transformer_rows(device, &mut figs)?;
     eprintln!("  casts, unscale, copy");
     let [c_bf16, c_f16, c_wide, u, copy] = bandwidths(device)?;
     for (gbs, key) in [
@@ -322,6 +321,8 @@ fn measure(device: &Device) -> Res<Vec<Figure>> {
         false,
         "≥ 1×",
     ));
+    // Last: the GPT leaves a heap of freed buffers that the rows above should not see.
+    transformer_rows(device, &mut figs)?;
     Ok(figs)
 }
 
