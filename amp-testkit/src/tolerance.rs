@@ -17,6 +17,15 @@ impl Tolerance {
     /// Exact equality (NaN still never passes; inf must match inf).
     pub const EXACT: Tolerance = Tolerance { rel: 0.0, abs: 0.0 };
 
+    /// An f32 sum or mean accumulated in f32 (blocked or pairwise): rel 1e-6,
+    /// abs 1e-6 — tighter than [`Tolerance::for_dtype`]'s f32 preset, which
+    /// allows for polynomial approximations that a sum does not have. Scale
+    /// the absolute part with the number of terms for long sums.
+    pub const F32_SUM: Tolerance = Tolerance {
+        rel: 1e-6,
+        abs: 1e-6,
+    };
+
     /// The tolerance for one rounding to `dtype` plus a few f32 ulps of
     /// computation — the presets every backend test uses, stated here once:
     ///
@@ -94,6 +103,9 @@ pub struct NormTolerance {
 }
 
 impl NormTolerance {
+    /// Exact: what a row that could not be measured (an op error) is held to.
+    pub const EXACT: NormTolerance = NormTolerance { rel: 0.0, abs: 0.0 };
+
     /// The preset for results computed with f32 accumulation and rounded to `dtype`.
     ///
     /// - f32: 1e-5. A K = 4096 dot product accumulated in f32 has a typical
@@ -124,7 +136,7 @@ impl NormTolerance {
                 rel: 1e-2,
                 abs: 1e-30,
             },
-            _ => NormTolerance { rel: 0.0, abs: 0.0 },
+            _ => NormTolerance::EXACT,
         }
     }
 }

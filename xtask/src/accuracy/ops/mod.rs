@@ -230,15 +230,14 @@ fn cast_rows(backend: &Backend) -> Vec<OpRow> {
                     .zip(&want)
                     .filter(|(a, b)| a.to_bits() != b.to_bits() && !(a.is_nan() && b.is_nan()))
                     .count();
-                let (mut row, _) =
-                    compare(&got, &want, dtype, NormTolerance { rel: 0.0, abs: 0.0 });
+                let (mut row, _) = compare(&got, &want, dtype, NormTolerance::EXACT);
                 row.pass = mismatches == 0;
                 row.note = (mismatches > 0).then(|| {
                     format!("{mismatches} casts differ from amp-dtype's scalar conversion")
                 });
                 row
             }
-            Err(e) => error_row(dtype, NormTolerance { rel: 0.0, abs: 0.0 }, &e),
+            Err(e) => error_row(dtype, NormTolerance::EXACT, &e),
         };
         row.op = "cast";
         row.case = "f32 -> dtype, bit-exact".into();
@@ -265,12 +264,7 @@ fn unscale_rows(backend: &Backend) -> Vec<OpRow> {
     let want: Vec<f64> = vals.iter().map(|&x| (x * inv_scale) as f64).collect();
     let mut row = match result {
         Ok((got, counts)) => {
-            let (mut row, _) = compare(
-                &got,
-                &want,
-                DType::F32,
-                NormTolerance { rel: 0.0, abs: 0.0 },
-            );
+            let (mut row, _) = compare(&got, &want, DType::F32, NormTolerance::EXACT);
             let exact = got
                 .iter()
                 .zip(&want)
@@ -284,7 +278,7 @@ fn unscale_rows(backend: &Backend) -> Vec<OpRow> {
             }
             row
         }
-        Err(e) => error_row(DType::F32, NormTolerance { rel: 0.0, abs: 0.0 }, &e),
+        Err(e) => error_row(DType::F32, NormTolerance::EXACT, &e),
     };
     row.op = "non_finite_check_and_unscale";
     row.case = "100003 f32, 1 inf + 1 NaN".into();
