@@ -32,7 +32,9 @@
 //! `arch_prctl` tile permission, [`amx_bf16_available`]), AVX2 + FMA + F16C,
 //! or portable Rust. `AMP_CPU_ISA=scalar|avx2|avx512|avx512bf16|amx` forces a
 //! lower level; [`CpuBackend::with_isa`] builds a backend at any supported
-//! level, so tests compare every path on one machine.
+//! level, so tests compare every path on one machine. [`peak`] measures the
+//! peak rate of the instruction each GEMM kernel is built on, against which
+//! `cargo xtask bench` reports the GEMM rows.
 //!
 //! # Numerics
 //!
@@ -72,6 +74,7 @@ mod index;
 mod isa;
 mod math;
 mod optim;
+pub mod peak;
 mod reduce;
 mod unscale;
 

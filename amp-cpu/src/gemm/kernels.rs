@@ -295,7 +295,7 @@ fn portable(kc: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize, overwrit
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(crate) mod x86 {
     use std::arch::x86_64::*;
 
     /// Writes a 12 × 32 accumulator tile `acc` to C (row stride `ldc`): added to
@@ -380,6 +380,54 @@ mod x86 {
             }
             cfg
         }
+    }
+
+    /// `iters` rounds of four independent `tdpbf16ps` (16 × 16 f32 tiles
+    /// += 16 × 32 bf16 · 32 × 16 bf16) on tiles loaded once from bf16 ones:
+    /// the AMX peak loop of [`crate::peak`]. Returns element (0, 0) of the
+    /// first accumulator, `32·iters` (exact below 2²⁴).
+    ///
+    /// # Safety
+    /// AMX-TILE and AMX-BF16 available with the tile state permitted.
+    pub unsafe fn amx_peak_loop(iters: usize) -> f32 {
+        let cfg = TileConfig::eight_full_tiles();
+        let ones = [0x3F80u16; 16 * 32];
+        let mut out = [0f32; 16 * 16];
+        // SAFETY: the caller guarantees AMX; `ones` holds 16 rows of 64 bytes
+        // (stride 64) for the source tiles, `out` 16 rows of 64 bytes for the
+        // store. The tiles are configured and released inside the block.
+        unsafe {
+            std::arch::asm!(
+                "ldtilecfg [{cfg}]",
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                "tileloadd tmm4, [{src} + {stride}*1]",
+                "tileloadd tmm5, [{src} + {stride}*1]",
+                "tileloadd tmm6, [{src} + {stride}*1]",
+                "tileloadd tmm7, [{src} + {stride}*1]",
+                "test {n}, {n}",
+                "jz 3f",
+                "2:",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                "sub {n}, 1",
+                "jnz 2b",
+                "3:",
+                "tilestored [{dst} + {stride}*1], tmm0",
+                "tilerelease",
+                cfg = in(reg) &cfg as *const TileConfig,
+                src = in(reg) ones.as_ptr(),
+                dst = in(reg) out.as_mut_ptr(),
+                stride = in(reg) 64usize,
+                n = inout(reg) iters => _,
+                options(nostack),
+            );
+        }
+        out[0]
     }
 
     /// Tile registers are not renamed: a `tileloadd` waits for every earlier

@@ -50,6 +50,8 @@ use packing::{AmxPacker, F32Packer, PairPacker, RoundB};
 use panels::Panels;
 use schedule::{depth_block, parallel_flops, takes_columns, Product};
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) use kernels::x86::amx_peak_loop;
 pub(crate) use kernels::Kernel;
 
 /// Depth block: one `NR × KC` B panel (32 KiB for NR = 32) stays in L1.

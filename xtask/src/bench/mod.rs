@@ -16,6 +16,7 @@
 pub mod transformer;
 
 use amp_autocast::autocast;
+use amp_cpu::peak::Instruction;
 use amp_tensor::ops;
 use amp_tensor::{DType, Device, Tensor};
 use amp_train::nn::{Gelu, Linear, Module, Sequential};
@@ -59,6 +60,24 @@ fn gemm(device: &Device, dtype: DType, (m, k, n): (usize, usize, usize)) -> Res<
         Ok(())
     })?;
     Ok(2.0 * (m * k * n) as f64 / s / 1e9)
+}
+
+/// The bench's name of the measured peak of `ins`.
+fn peak_name(ins: Instruction) -> String {
+    format!("peak_{}_gflops", ins.name())
+}
+
+/// The CPU's model name (`/proc/cpuinfo`), or what is known without it.
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| format!("unknown {} CPU", std::env::consts::ARCH))
 }
 
 /// One AdamW training step of the 1024-4096-4096-10 GELU MLP, batch 256, in ms.
@@ -189,6 +208,8 @@ struct Figure {
     lower_is_better: bool,
     /// The target, as text.
     target: &'static str,
+    /// The figure (a measured instruction peak) this one is a fraction of.
+    peak: Option<String>,
 }
 
 fn measure(device: &Device) -> Res<Vec<Figure>> {
@@ -200,7 +221,29 @@ fn measure(device: &Device) -> Res<Vec<Figure>> {
         torch_key: key,
         lower_is_better: lower,
         target,
+        peak: None,
     };
+    // The peak of the instruction each GEMM row's kernel is built on.
+    let isa = amp_cpu::isa();
+    let mut peaks: Vec<Instruction> = Vec::new();
+    for dtype in [DType::BF16, DType::F32] {
+        let ins = Instruction::of_gemm(isa, dtype);
+        if peaks.contains(&ins) {
+            continue;
+        }
+        if let Some(gflops) = amp_cpu::peak::peak_gflops(ins, rayon_threads()) {
+            eprintln!("  peak of {}", ins.name());
+            figs.push(fig(
+                peak_name(ins),
+                "GFLOP/s",
+                gflops,
+                None,
+                false,
+                "measured",
+            ));
+            peaks.push(ins);
+        }
+    }
     for (dtype, tag, target) in [
         (DType::BF16, "bf16", "≥ 1.0× torch"),
         (DType::F32, "f32", "≥ 0.9× torch"),
@@ -208,14 +251,18 @@ fn measure(device: &Device) -> Res<Vec<Figure>> {
         for shape in GEMM_SHAPES {
             let key = format!("gemm_{tag}_{}x{}x{}", shape.0, shape.1, shape.2);
             eprintln!("  {key}");
-            figs.push(fig(
-                key.clone(),
-                "GFLOP/s",
-                gemm(device, dtype, shape)?,
-                Some(key),
-                false,
-                target,
-            ));
+            let ins = Instruction::of_gemm(isa, dtype);
+            figs.push(Figure {
+                peak: peaks.contains(&ins).then(|| peak_name(ins)),
+                ..fig(
+                    key.clone(),
+                    "GFLOP/s",
+                    gemm(device, dtype, shape)?,
+                    Some(key),
+                    false,
+                    target,
+                )
+            });
         }
     }
     eprintln!("  mlp step f32 / bf16");
@@ -336,6 +383,7 @@ fn transformer_rows(device: &Device, figs: &mut Vec<Figure>) -> Res<()> {
             ours,
             lower_is_better: lower,
             target,
+            peak: None,
         })
     };
     eprintln!("  attention bf16 forward + backward");
@@ -547,9 +595,18 @@ pub fn run(args: &[String]) -> ExitCode {
             .collect()
     });
     println!(
-        "{:<40} {:>12} {:>12} {:>8}  {:<8} target",
-        "figure", "amp", "pytorch", "ratio", "unit"
+        "cpu: {} ({} threads; GEMM kernels: bf16 {}, f32 {}, at isa {})",
+        cpu_model(),
+        rayon_threads(),
+        Instruction::of_gemm(amp_cpu::isa(), DType::BF16).name(),
+        Instruction::of_gemm(amp_cpu::isa(), DType::F32).name(),
+        amp_cpu::isa().name()
     );
+    println!(
+        "{:<40} {:>12} {:>12} {:>8}  {:<8} {:<16} target",
+        "figure", "amp", "pytorch", "ratio", "unit", "of peak"
+    );
+    let value_of = |name: &str| figs.iter().find(|f| f.name == name).map(|f| f.ours);
     for f in &figs {
         let t = f
             .torch_key
@@ -562,13 +619,19 @@ pub fn run(args: &[String]) -> ExitCode {
                 f.ours / t
             }
         });
+        let of_peak = f.peak.as_deref().and_then(|p| {
+            let peak = value_of(p)?;
+            let ins = p.trim_start_matches("peak_").trim_end_matches("_gflops");
+            Some(format!("{:.0}% {ins}", 100.0 * f.ours / peak))
+        });
         println!(
-            "{:<40} {:>12.3} {:>12} {:>8}  {:<8} {}",
+            "{:<40} {:>12.3} {:>12} {:>8}  {:<8} {:<16} {}",
             f.name,
             f.ours,
             t.map_or("-".into(), |t| format!("{t:.3}")),
             ratio.map_or("-".into(), |r| format!("{r:.2}×")),
             f.unit,
+            of_peak.as_deref().unwrap_or("-"),
             f.target
         );
     }
