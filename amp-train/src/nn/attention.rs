@@ -120,10 +120,15 @@ impl Module for MultiheadAttention {
             ));
         }
         let (b, t) = (x.dims()[0], x.dims()[1]);
-        let qkv = ops::linear(x, &self.in_proj_weight, Some(&self.in_proj_bias))?;
-        let q = self.heads(&qkv.narrow(2, 0, e)?.contiguous()?)?;
-        let k = self.heads(&qkv.narrow(2, e, e)?.contiguous()?)?;
-        let v = self.heads(&qkv.narrow(2, 2 * e, e)?.contiguous()?)?;
+        // One product per third of the packed projection: q, k and v come out
+        // contiguous, and their gradients flow back without the zero padding
+        // and sums that splitting one [B, T, 3E] product would cost.
+        let project = |i: usize| -> Result<Tensor> {
+            let w = self.in_proj_weight.narrow(0, i * e, e)?;
+            let bias = self.in_proj_bias.narrow(0, i * e, e)?;
+            self.heads(&ops::linear(x, &w, Some(&bias))?)
+        };
+        let (q, k, v) = (project(0)?, project(1)?, project(2)?);
         let p = if self.is_training() {
             self.dropout
         } else {
