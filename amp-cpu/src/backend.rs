@@ -462,6 +462,61 @@ impl Backend for CpuBackend {
         ))
     }
 
+    fn layer_norm_backward(
+        &self,
+        src: View<'_>,
+        weight: Option<View<'_>>,
+        mean: View<'_>,
+        rstd: View<'_>,
+        grad: View<'_>,
+        out: DType,
+    ) -> Result<Option<(Storage, Storage, Storage)>> {
+        const OP: &str = "layer_norm_backward";
+        let (h, l) = host(OP, src)?;
+        let (gh, gl) = host(OP, grad)?;
+        let len = l.shape().last().copied().unwrap_or(0);
+        if !fast(h.dtype()) || !fast(gh.dtype()) || !fast(out) || len == 0 {
+            return Ok(None);
+        }
+        if gl.shape() != l.shape() {
+            return Err(Error::ShapeMismatch {
+                op: OP,
+                lhs: l.shape().to_vec(),
+                rhs: gl.shape().to_vec(),
+            });
+        }
+        let rows = l.numel() / len;
+        let f32s = |v: View<'_>, n: usize, what: &str| -> Result<Vec<f32>> {
+            let (vh, vl) = host(OP, v)?;
+            if vl.numel() != n {
+                return Err(Error::invalid(
+                    OP,
+                    format!("{what} has {} elements, expected {n}", vl.numel()),
+                ));
+            }
+            let (buf, off) = dense(vh, vl);
+            match elementwise::cast_range(self.isa, &buf, off, n, DType::F32) {
+                HostStorage::F32(v) => Ok(v),
+                _ => unreachable!("cast to f32"),
+            }
+        };
+        let w = weight.map(|v| f32s(v, len, "weight")).transpose()?;
+        let (mean, rstd) = (f32s(mean, rows, "mean")?, f32s(rstd, rows, "rstd")?);
+        let g = f32s(grad, l.numel(), "grad")?;
+        let (xs, off) = dense(h, l);
+        let mut dx = zeros(out, l.numel());
+        let (dw, db) = with_fast!(&*xs, x, S => with_host_storage!(&mut dx, d => reduce::layer_norm_backward::<S, _>(
+            self.isa, &x[off..], &g, w.as_deref(), &mean, &rstd, len, d
+        )));
+        let narrow =
+            |v: Vec<f32>| elementwise::cast_range(self.isa, &HostStorage::F32(v), 0, len, out);
+        Ok(Some((
+            Storage::Host(dx),
+            Storage::Host(narrow(dw)),
+            Storage::Host(narrow(db)),
+        )))
+    }
+
     fn cat(&self, inputs: &[View<'_>], dim: usize, out: DType) -> Result<Storage> {
         let first = inputs
             .first()

@@ -50,6 +50,9 @@
 //! - `non_finite_check_and_unscale` multiplies by `inv_scale` in f32 (bit-exact
 //!   with `x * inv_scale`) and counts the infs and NaNs among the stored
 //!   results, in one pass.
+//! - `layer_norm`'s backward is one pass per row in f64 from the saved f32
+//!   statistics; the weight and bias gradients are summed over blocks of 32
+//!   rows and the blocks in order, so they do not depend on the thread count.
 //! - `linear` runs the product and its epilogue (bias added and the optional
 //!   activation applied in f32, then one rounding to the output dtype) in one
 //!   pass over the output.

@@ -314,3 +314,68 @@ multiversion! {
         }
     }
 }
+
+/// Rows per task of [`layer_norm_backward`]: fixed, so that the weight and
+/// bias gradients are summed in the same order on any number of threads.
+const NORM_BACKWARD_ROWS: usize = 32;
+
+/// The gradients of [`layer_norm`] over rows of `len` (see
+/// `Backend::layer_norm_backward`), every step in f64 from the f32 statistics:
+/// `x̂ = (x − mean)·rstd`, `gx̂ = g·w`, `dx = rstd·(gx̂ − mean(gx̂) − x̂·mean(gx̂·x̂))`
+/// rounded once into `dx`; returns `(Σ g·x̂, Σ g)` over the rows, rounded to f32.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn layer_norm_backward<S: F32Convert, D: F32Convert>(
+    isa: Isa,
+    x: &[S],
+    g: &[f32],
+    weight: Option<&[f32]>,
+    mean: &[f32],
+    rstd: &[f32],
+    len: usize,
+    dx: &mut [D],
+) -> (Vec<f32>, Vec<f32>) {
+    let task = |(c, out): (usize, &mut [D])| {
+        let (mut dw, mut db) = (vec![0f64; len], vec![0f64; len]);
+        let (mut xr, mut o) = (vec![0f32; len], vec![0f32; len]);
+        let (mut xhat, mut gxhat) = (vec![0f64; len], vec![0f64; len]);
+        for (i, orow) in out.chunks_mut(len).enumerate() {
+            let r = c * NORM_BACKWARD_ROWS + i;
+            S::load(isa, &x[r * len..(r + 1) * len], &mut xr);
+            let gr = &g[r * len..(r + 1) * len];
+            let (m, rs) = (mean[r] as f64, rstd[r] as f64);
+            let (mut s1, mut s2) = (0f64, 0f64);
+            for j in 0..len {
+                let xh = (xr[j] as f64 - m) * rs;
+                let gj = gr[j] as f64;
+                let gxh = weight.map_or(gj, |w| gj * w[j] as f64);
+                xhat[j] = xh;
+                gxhat[j] = gxh;
+                s1 += gxh;
+                s2 += gxh * xh;
+                dw[j] += gj * xh;
+                db[j] += gj;
+            }
+            let (m1, m2) = (s1 / len as f64, s2 / len as f64);
+            for j in 0..len {
+                o[j] = (rs * (gxhat[j] - m1 - xhat[j] * m2)) as f32;
+            }
+            D::store(isa, &o, orow);
+        }
+        (dw, db)
+    };
+    let chunk = NORM_BACKWARD_ROWS * len;
+    let partials: Vec<(Vec<f64>, Vec<f64>)> = if dx.len() >= PARALLEL_MIN && dx.len() > chunk {
+        dx.par_chunks_mut(chunk).enumerate().map(task).collect()
+    } else {
+        dx.chunks_mut(chunk).enumerate().map(task).collect()
+    };
+    let (mut dw, mut db) = (vec![0f64; len], vec![0f64; len]);
+    for (pw, pb) in &partials {
+        for j in 0..len {
+            dw[j] += pw[j];
+            db[j] += pb[j];
+        }
+    }
+    let f32s = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect();
+    (f32s(dw), f32s(db))
+}

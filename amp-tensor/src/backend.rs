@@ -319,6 +319,25 @@ pub trait Backend: Send + Sync + fmt::Debug {
         eps: f64,
         out: DType,
     ) -> Result<(Storage, Storage, Storage)>;
+    /// The gradients of [`Backend::layer_norm`] over the last dimension of
+    /// `src`, from the f32 `mean` and `rstd` it returned (one per row) and the
+    /// gradient `grad` of its output (`src`'s shape): `Some((dx, dweight,
+    /// dbias))`, `dx` in `out` (`src`'s shape), `dweight = Σ grad·x̂` and
+    /// `dbias = Σ grad` over the rows (length of the last dimension, in `out`;
+    /// `dweight` with no `weight` is still `Σ grad·x̂`). `Ok(None)` (the
+    /// default): the op composes them from elementwise ops and reductions.
+    fn layer_norm_backward(
+        &self,
+        src: View<'_>,
+        weight: Option<View<'_>>,
+        mean: View<'_>,
+        rstd: View<'_>,
+        grad: View<'_>,
+        out: DType,
+    ) -> Result<Option<(Storage, Storage, Storage)>> {
+        let _ = (src, weight, mean, rstd, grad, out);
+        Ok(None)
+    }
     /// Concatenates views (same dtype, same shape except along `dim`) along `dim`.
     fn cat(&self, inputs: &[View<'_>], dim: usize, out: DType) -> Result<Storage>;
     /// `torch.index_select`: rows of `src` along `dim` picked by the i64 `index` (1-D).

@@ -481,7 +481,7 @@ on_every_device!(
             check(
                 &format!("embedding backward (scatter_add) {dtype}"),
                 &w.grad().unwrap(),
-                &rw.grad().unwrap(),
+                &rw.grad().unwrap().to_dtype(dtype)?,
                 Tolerance::for_dtype(DType::F32),
             )?;
         }
@@ -536,6 +536,98 @@ on_every_device!(
         let x = Tensor::randn(&[2, 4], DType::F32, device, 4)?;
         let w16 = Tensor::ones(&[4], DType::F16, device)?;
         assert!(ops::layer_norm(&x, Some(&w16), None, 1e-5).is_err());
+        Ok(())
+    }
+);
+
+on_every_device!(
+    layer_norm_gradients_match_an_f64_evaluation,
+    |device: &Device| -> Result<()> {
+        // The CPU backend's fused backward (one pass per row, weight and bias
+        // gradients summed over fixed row blocks), and the composed one
+        // elsewhere, against the same op in f64 on the reference backend from
+        // the same rounded values. Shapes: fewer rows than one block, many
+        // blocks, and enough elements for the parallel path.
+        let r = Device::reference();
+        let f64_on_ref = |t: &Tensor| -> Result<Tensor> {
+            let c = t.detach().to_device(&r)?.to_dtype(DType::F64)?;
+            c.set_requires_grad(true)?;
+            Ok(c)
+        };
+        for dtype in FLOATS {
+            for (si, shape) in [&[4usize, 7][..], &[3, 70, 48], &[64, 40, 32]]
+                .iter()
+                .enumerate()
+            {
+                let n = shape[shape.len() - 1];
+                let rows = shape.iter().product::<usize>() / n;
+                let seed = 70 + 3 * si as u64;
+                for (kind, x) in views(device, shape, dtype, seed, 2.0)? {
+                    for affine in ["none", "weight", "both"] {
+                        let x = x.add_scalar(0.5)?.detach();
+                        x.set_requires_grad(true)?;
+                        let w = Tensor::randn(&[n], dtype, device, seed + 1)?;
+                        let b = Tensor::randn(&[n], dtype, device, seed + 2)?;
+                        w.set_requires_grad(true)?;
+                        b.set_requires_grad(true)?;
+                        let up = Tensor::randn(shape, dtype, device, seed + 3)?;
+                        let (wv, bv) = match affine {
+                            "none" => (None, None),
+                            "weight" => (Some(&w), None),
+                            _ => (Some(&w), Some(&b)),
+                        };
+                        ops::layer_norm(&x, wv, bv, 1e-5)?
+                            .mul(&up)?
+                            .sum_all()?
+                            .backward()?;
+                        let (rx, rw, rb, rup) = (
+                            f64_on_ref(&x)?,
+                            f64_on_ref(&w)?,
+                            f64_on_ref(&b)?,
+                            f64_on_ref(&up)?,
+                        );
+                        let (rwv, rbv) = match affine {
+                            "none" => (None, None),
+                            "weight" => (Some(&rw), None),
+                            _ => (Some(&rw), Some(&rb)),
+                        };
+                        ops::layer_norm(&rx, rwv, rbv, 1e-5)?
+                            .mul(&rup)?
+                            .sum_all()?
+                            .backward()?;
+                        let case = format!("layer_norm backward {affine} {dtype} {shape:?} {kind}");
+                        // dx: a difference of O(|g·w|) terms, each rounded in
+                        // the dtype on the composed path: a few units of the
+                        // preset's absolute part.
+                        let preset = Tolerance::for_dtype(dtype);
+                        check(
+                            &format!("{case}: x"),
+                            &x.grad().unwrap(),
+                            &rx.grad().unwrap().to_dtype(dtype)?,
+                            preset.scale_abs(8.0),
+                        )?;
+                        // Sums over the rows: the error of a sum grows like √rows.
+                        let sums = preset.scale_abs(8.0 * (rows as f64).sqrt());
+                        if affine != "none" {
+                            check(
+                                &format!("{case}: weight"),
+                                &w.grad().unwrap(),
+                                &rw.grad().unwrap().to_dtype(dtype)?,
+                                sums,
+                            )?;
+                        }
+                        if affine == "both" {
+                            check(
+                                &format!("{case}: bias"),
+                                &b.grad().unwrap(),
+                                &rb.grad().unwrap().to_dtype(dtype)?,
+                                sums,
+                            )?;
+                        }
+                    }
+                }
+            }
+        }
         Ok(())
     }
 );

@@ -3,10 +3,12 @@
 //! parameter), cross-entropy), f32 and bf16 autocast, with every backend call
 //! timed by a wrapping [`Backend`].
 //!
-//! `cargo run --release -p amp-train --example profile_step`
+//! `cargo run --release -p amp-train --example profile_step` (`gpt`: the
+//! default `amp-train lm` model instead).
 
 use amp_tensor::backend::{
-    AdamWStep, Backend, BinaryOp, HostStorage, NonFiniteCount, ReduceOp, Storage, UnaryOp, View,
+    AdamWStep, AttentionProblem, Backend, BinaryOp, HostStorage, NonFiniteCount, ReduceOp, Storage,
+    UnaryOp, View,
 };
 use amp_tensor::{ops, DType, Device, DeviceKind, Layout, Result, Tensor};
 use std::collections::BTreeMap;
@@ -204,6 +206,107 @@ impl Backend for Timed {
             },
         )
     }
+    fn layer_norm_backward(
+        &self,
+        src: View<'_>,
+        weight: Option<View<'_>>,
+        mean: View<'_>,
+        rstd: View<'_>,
+        grad: View<'_>,
+        out: DType,
+    ) -> Result<Option<(Storage, Storage, Storage)>> {
+        self.time(
+            || format!("layer_norm_backward {} -> {out}", dt(&src)),
+            || {
+                self.inner
+                    .layer_norm_backward(src, weight, mean, rstd, grad, out)
+            },
+        )
+    }
+    fn attention(&self, problem: &AttentionProblem<'_>) -> Result<Option<(Storage, Storage)>> {
+        self.time(
+            || format!("attention {}", dt(&problem.q)),
+            || self.inner.attention(problem),
+        )
+    }
+    fn attention_backward(
+        &self,
+        problem: &AttentionProblem<'_>,
+        out: View<'_>,
+        grad_out: View<'_>,
+        lse: View<'_>,
+    ) -> Result<Option<(Storage, Storage, Storage)>> {
+        self.time(
+            || format!("attention_backward {}", dt(&problem.q)),
+            || self.inner.attention_backward(problem, out, grad_out, lse),
+        )
+    }
+}
+
+/// `profile_step gpt`: the default `amp-train lm` model (batch 32, context
+/// 128, 4 layers, d 128, 4 heads, AdamW) on random tokens, f32 and bf16.
+fn gpt(backend: &Timed, device: &Device) -> Result<()> {
+    use amp_train::nn::{Gpt, GptConfig, Module};
+    use amp_train::optim::{AdamW, AdamWConfig};
+    let c = amp_train::train::LmConfig::default();
+    let vocab = 96;
+    let config = GptConfig {
+        vocab,
+        context: c.context,
+        layers: c.layers,
+        d_model: c.d_model,
+        heads: c.heads,
+    };
+    let model = Gpt::seeded(config, 0.0, device, 0)?;
+    let mut opt = AdamW::new(model.named_parameters(), AdamWConfig::lr(c.lr));
+    let shape = [c.batch_size, c.context];
+    let x = Tensor::randint(0, vocab as i64, &shape, device, 21)?;
+    let y = Tensor::randint(0, vocab as i64, &[x.numel()], device, 22)?;
+    for low in [None, Some(DType::BF16)] {
+        let name = low.map_or("gpt f32".to_string(), |d| format!("gpt {d} autocast"));
+        for rep in 0..3 {
+            backend.table.lock().expect("lock").clear();
+            let t = Instant::now();
+            opt.zero_grad();
+            let loss = {
+                let _region = low
+                    .map(|d| amp_autocast::autocast(DeviceKind::Cpu, d))
+                    .transpose()?;
+                let logits = model.forward(&x)?;
+                ops::cross_entropy(&logits.reshape(&[x.numel(), vocab])?, &y)?
+            };
+            let fwd = t.elapsed().as_secs_f64();
+            loss.backward()?;
+            let bwd = t.elapsed().as_secs_f64() - fwd;
+            opt.step()
+                .map_err(|e| amp_tensor::Error::invalid("AdamW::step", e.to_string()))?;
+            let total = t.elapsed().as_secs_f64();
+            println!(
+                "{name} rep {rep}: step {:.1} ms (fwd {:.1}, bwd {:.1}, adamw {:.1})",
+                total * 1e3,
+                fwd * 1e3,
+                bwd * 1e3,
+                (total - fwd - bwd) * 1e3
+            );
+        }
+        print_table(backend);
+    }
+    Ok(())
+}
+
+/// The backend calls of the last step, the slowest first.
+fn print_table(backend: &Timed) {
+    let table = backend.table.lock().expect("lock");
+    let mut rows: Vec<_> = table.iter().collect();
+    rows.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
+    let sum: f64 = rows.iter().map(|r| r.1 .0).sum();
+    println!(
+        "  backend total {:.1} ms; top calls of the last step:",
+        sum * 1e3
+    );
+    for (k, (s, c)) in rows.iter().take(25) {
+        println!("  {:8.2} ms {c:4}x  {k}", s * 1e3);
+    }
 }
 
 struct Adam {
@@ -248,6 +351,9 @@ fn main() -> Result<()> {
     });
     let device = Device::new(backend.clone());
     println!("isa {}", amp_cpu::isa());
+    if std::env::args().nth(1).as_deref() == Some("gpt") {
+        return gpt(&backend, &device);
+    }
     let dims = [1024usize, 4096, 4096, 10];
     let mut params = Vec::new();
     for (i, w) in dims.windows(2).enumerate() {
@@ -309,17 +415,7 @@ fn main() -> Result<()> {
                 optt * 1e3
             );
         }
-        let table = backend.table.lock().expect("lock");
-        let mut rows: Vec<_> = table.iter().collect();
-        rows.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
-        let sum: f64 = rows.iter().map(|r| r.1 .0).sum();
-        println!(
-            "  backend total {:.1} ms; top calls of the last step:",
-            sum * 1e3
-        );
-        for (k, (s, c)) in rows.iter().take(25) {
-            println!("  {:8.2} ms {c:4}x  {k}", s * 1e3);
-        }
+        print_table(&backend);
     }
     Ok(())
 }

@@ -170,6 +170,35 @@ pub fn layer_norm(
         let dtype = x.dtype();
         Ok(
             y.view_op_multi(y.layout().clone(), "layer_norm", &recorded, move |g| {
+                // One fused pass where the backend has one.
+                let fused = {
+                    let xs = x_saved.storage()?;
+                    let ws = w_saved.as_ref().map(|t| t.storage()).transpose()?;
+                    let (ms, rs, gs) = (mean.storage()?, rstd.storage()?, g.storage()?);
+                    g.device().backend().layer_norm_backward(
+                        (&xs, x_saved.layout()),
+                        w_saved
+                            .as_ref()
+                            .zip(ws.as_ref())
+                            .map(|(t, s)| (&**s, t.layout())),
+                        (&ms, mean.layout()),
+                        (&rs, rstd.layout()),
+                        (&gs, g.layout()),
+                        dtype,
+                    )?
+                };
+                if let Some((gx, gw, gb)) = fused {
+                    let n = [x_saved.dims()[x_saved.rank() - 1]];
+                    let mut grads =
+                        vec![Some(Tensor::from_storage(gx, x_saved.dims(), g.device()))];
+                    if has_w {
+                        grads.push(Some(Tensor::from_storage(gw, &n, g.device())));
+                    }
+                    if has_b {
+                        grads.push(Some(Tensor::from_storage(gb, &n, g.device())));
+                    }
+                    return Ok(grads);
+                }
                 // In f32 (or f64): x̂ = (x - mean)·rstd, gx̂ = g·w,
                 // gx = rstd·(gx̂ - mean(gx̂) - x̂·mean(gx̂·x̂)), gw = Σ g·x̂, gb = Σ g.
                 let acc = if dtype == DType::F64 {
