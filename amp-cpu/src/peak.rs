@@ -137,32 +137,47 @@ pub fn peak_gflops(ins: Instruction, threads: usize) -> Option<f64> {
 mod x86 {
     use std::arch::x86_64::*;
 
-    /// The value of lane 0 of a 512-bit vector.
-    macro_rules! lane0 {
-        ($v:expr) => {
-            _mm_cvtss_f32(_mm512_castps512_ps128($v))
-        };
+    /// `iters` rounds of `$step` on each of `$chains` independent accumulators
+    /// (started at `$zero`), then the minimum over the chains (each equals the
+    /// first; the minimum keeps every chain live) read out by `$lane0`.
+    macro_rules! chains {
+        ($iters:expr, $chains:expr, $zero:expr, $min:ident, $lane0:expr, |$a:ident| $step:expr) => {{
+            let mut acc = [$zero; $chains];
+            for _ in 0..$iters {
+                for $a in acc.iter_mut() {
+                    *$a = $step;
+                }
+            }
+            let mut m = acc[0];
+            for a in &acc[1..] {
+                m = $min(m, *a);
+            }
+            $lane0(m)
+        }};
     }
 
-    /// `iters` rounds of 16 chains `a = a·one + one`: lane 0 of chain 0 ends at `iters`.
+    /// Lane 0 of a 512-bit vector.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn lane0_512(v: __m512) -> f32 {
+        _mm_cvtss_f32(_mm512_castps512_ps128(v))
+    }
+
+    /// `iters` rounds of 16 chains `a = a·one + one`: lane 0 ends at `iters`.
     ///
     /// # Safety
     /// AVX-512F available.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn fma512(iters: usize, one: f32) -> f32 {
         let x = _mm512_set1_ps(one);
-        let mut acc = [_mm512_setzero_ps(); 16];
-        for _ in 0..iters {
-            for a in acc.iter_mut() {
-                *a = _mm512_fmadd_ps(*a, x, x);
-            }
-        }
-        let mut sum = acc[0];
-        for a in &acc[1..] {
-            // Keeps every chain live; each equals chain 0.
-            sum = _mm512_min_ps(sum, *a);
-        }
-        lane0!(sum)
+        chains!(
+            iters,
+            16,
+            _mm512_setzero_ps(),
+            _mm512_min_ps,
+            lane0_512,
+            |a| _mm512_fmadd_ps(*a, x, x)
+        )
     }
 
     /// `iters` rounds of 12 chains `a = a·one + one` on 256-bit vectors.
@@ -172,38 +187,32 @@ mod x86 {
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn fma256(iters: usize, one: f32) -> f32 {
         let x = _mm256_set1_ps(one);
-        let mut acc = [_mm256_setzero_ps(); 12];
-        for _ in 0..iters {
-            for a in acc.iter_mut() {
-                *a = _mm256_fmadd_ps(*a, x, x);
-            }
-        }
-        let mut sum = acc[0];
-        for a in &acc[1..] {
-            sum = _mm256_min_ps(sum, *a);
-        }
-        _mm256_cvtss_f32(sum)
+        chains!(
+            iters,
+            12,
+            _mm256_setzero_ps(),
+            _mm256_min_ps,
+            _mm256_cvtss_f32,
+            |a| _mm256_fmadd_ps(*a, x, x)
+        )
     }
 
     /// `iters` rounds of 16 chains `a += one·one + one·one` (bf16 pairs of
-    /// ones): lane 0 of chain 0 ends at `2·iters`.
+    /// ones): lane 0 ends at `2·iters`.
     ///
     /// # Safety
     /// AVX-512F and AVX512-BF16 available.
     #[target_feature(enable = "avx512f,avx512bf16")]
     pub unsafe fn dpbf16(iters: usize, one: f32) -> f32 {
         let pair = _mm512_cvtne2ps_pbh(_mm512_set1_ps(one), _mm512_set1_ps(one));
-        let mut acc = [_mm512_setzero_ps(); 16];
-        for _ in 0..iters {
-            for a in acc.iter_mut() {
-                *a = _mm512_dpbf16_ps(*a, pair, pair);
-            }
-        }
-        let mut sum = acc[0];
-        for a in &acc[1..] {
-            sum = _mm512_min_ps(sum, *a);
-        }
-        lane0!(sum)
+        chains!(
+            iters,
+            16,
+            _mm512_setzero_ps(),
+            _mm512_min_ps,
+            lane0_512,
+            |a| _mm512_dpbf16_ps(*a, pair, pair)
+        )
     }
 }
 
