@@ -246,18 +246,11 @@ impl Backend for Timed {
 /// `profile_step gpt`: the default `amp-train lm` model (batch 32, context
 /// 128, 4 layers, d 128, 4 heads, AdamW) on random tokens, f32 and bf16.
 fn gpt(backend: &Timed, device: &Device) -> Result<()> {
-    use amp_train::nn::{Gpt, GptConfig, Module};
+    use amp_train::nn::{Gpt, Module};
     use amp_train::optim::{AdamW, AdamWConfig};
     let c = amp_train::train::LmConfig::default();
     let vocab = 96;
-    let config = GptConfig {
-        vocab,
-        context: c.context,
-        layers: c.layers,
-        d_model: c.d_model,
-        heads: c.heads,
-    };
-    let model = Gpt::seeded(config, 0.0, device, 0)?;
+    let model = Gpt::seeded(c.gpt(vocab), 0.0, device, 0)?;
     let mut opt = AdamW::new(model.named_parameters(), AdamWConfig::lr(c.lr));
     let shape = [c.batch_size, c.context];
     let x = Tensor::randint(0, vocab as i64, &shape, device, 21)?;

@@ -56,6 +56,17 @@ impl Default for LmConfig {
 }
 
 impl LmConfig {
+    /// The model these settings describe, for a vocabulary of `vocab` tokens.
+    pub fn gpt(&self, vocab: usize) -> GptConfig {
+        GptConfig {
+            vocab,
+            context: self.context,
+            layers: self.layers,
+            d_model: self.d_model,
+            heads: self.heads,
+        }
+    }
+
     /// Checks the ranges: positive sizes, `d_model` a multiple of `heads`,
     /// lr finite and > 0, dropout in [0, 1).
     pub fn validate(&self) -> Result<()> {
@@ -126,14 +137,12 @@ pub fn train_lm(config: &LmConfig, device: &Device) -> Result<LmOutcome> {
     let corpus = regex_automata()?;
     let train = corpus.windows(config.context, false, device)?;
     let valid = corpus.windows(config.context, true, device)?;
-    let gpt = GptConfig {
-        vocab: corpus.vocab().len(),
-        context: config.context,
-        layers: config.layers,
-        d_model: config.d_model,
-        heads: config.heads,
-    };
-    let model = Gpt::seeded(gpt, config.dropout, device, config.seed)?;
+    let model = Gpt::seeded(
+        config.gpt(corpus.vocab().len()),
+        config.dropout,
+        device,
+        config.seed,
+    )?;
     let mut opt = AdamW::new(model.named_parameters(), AdamWConfig::lr(config.lr));
     let loader = DataLoader::new(train, config.batch_size).shuffle(config.seed);
     let report = Trainer::new(&model, &mut opt)

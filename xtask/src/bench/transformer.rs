@@ -10,7 +10,7 @@
 use super::{median_time, Res};
 use amp_autocast::autocast;
 use amp_tensor::{ops, DType, Device, Tensor};
-use amp_train::nn::{Gpt, GptConfig, Module};
+use amp_train::nn::{Gpt, Module};
 use amp_train::optim::{AdamW, AdamWConfig};
 use amp_train::train::LmConfig;
 
@@ -64,14 +64,7 @@ struct GptStep {
 impl GptStep {
     fn new(device: &Device, vocab: usize) -> Res<GptStep> {
         let c = LmConfig::default();
-        let config = GptConfig {
-            vocab,
-            context: c.context,
-            layers: c.layers,
-            d_model: c.d_model,
-            heads: c.heads,
-        };
-        let model = Gpt::seeded(config, 0.0, device, 0)?;
+        let model = Gpt::seeded(c.gpt(vocab), 0.0, device, 0)?;
         let opt = AdamW::new(model.named_parameters(), AdamWConfig::lr(c.lr));
         let shape = [c.batch_size, c.context];
         let x = Tensor::randint(0, vocab as i64, &shape, device, 21)?;
