@@ -194,3 +194,127 @@ fn the_unmutated_checkpoint_loads() {
     assert_eq!(loaded.len(), 4);
     fs::remove_dir_all(&dir).unwrap();
 }
+
+/// What a training checkpoint restores into: a model's parameters, the AdamW
+/// state and the scaler state, as bits and JSON.
+fn training_snapshot(
+    model: &amp_train::nn::Linear,
+    opt: &amp_train::optim::AdamW,
+    scaler: &amp_scaler::GradScaler,
+) -> (Vec<Vec<u64>>, Vec<(String, u64)>, Vec<Vec<u64>>, String) {
+    use amp_train::nn::Module;
+    let bits = |t: &Tensor| -> Vec<u64> {
+        t.to_f64_vec()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect()
+    };
+    let params = model
+        .named_parameters()
+        .iter()
+        .map(|(_, t)| bits(t))
+        .collect();
+    let state = opt.state_dict().unwrap();
+    let moments = state.tensors.iter().map(|(_, t)| bits(t)).collect();
+    let scaler = serde_json::to_string(&scaler.state_dict()).unwrap();
+    (params, state.steps, moments, scaler)
+}
+
+/// A model, optimizer and scaler one step into training (seed `seed`).
+fn trained(
+    seed: u64,
+) -> (
+    amp_train::nn::Linear,
+    amp_train::optim::AdamW,
+    amp_scaler::GradScaler,
+) {
+    use amp_train::nn::Module;
+    let device = Device::reference();
+    let model = amp_train::nn::Linear::seeded(4, 3, true, &device, seed).unwrap();
+    let mut opt = amp_train::optim::AdamW::new(
+        model.named_parameters(),
+        amp_train::optim::AdamWConfig::lr(0.01),
+    );
+    let mut scaler = amp_scaler::GradScaler::new();
+    let x = Tensor::randn(&[5, 4], DType::F32, &device, seed + 1).unwrap();
+    let loss = model.forward(&x).unwrap().sum_all().unwrap();
+    scaler.scale(&loss).unwrap().backward().unwrap();
+    scaler.step(&mut opt).unwrap();
+    scaler.update().unwrap();
+    (model, opt, scaler)
+}
+
+/// The files of a training checkpoint (`checkpoint::save`) of [`trained`]`(1)`.
+fn training_original() -> (Vec<u8>, Vec<u8>) {
+    let (model, opt, scaler) = trained(1);
+    let dir = case_dir();
+    checkpoint::save(&dir, &model, &opt, &scaler, serde_json::json!({"epoch": 3})).unwrap();
+    let files = (
+        fs::read(dir.join(STATE_FILE)).unwrap(),
+        fs::read(dir.join(TENSORS_FILE)).unwrap(),
+    );
+    fs::remove_dir_all(&dir).unwrap();
+    files
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, .. ProptestConfig::default() })]
+
+    /// The resume path (`checkpoint::load` = `Checkpoint::open` + `restore`) on
+    /// a damaged training checkpoint: it restores exactly what was saved, or
+    /// refuses and leaves the model, optimizer and scaler as they were.
+    #[test]
+    fn a_damaged_training_checkpoint_restores_exactly_or_changes_nothing(
+        mutations in prop::collection::vec((any::<bool>(), mutation()), 1..4),
+    ) {
+        let (mut state_bytes, mut tensor_bytes) = training_original();
+        for (in_state, m) in &mutations {
+            if *in_state {
+                state_bytes = apply(&state_bytes, m);
+            } else {
+                tensor_bytes = apply(&tensor_bytes, m);
+            }
+        }
+        let dir = case_dir();
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(STATE_FILE), &state_bytes).unwrap();
+        fs::write(dir.join(TENSORS_FILE), &tensor_bytes).unwrap();
+        let (saved_model, saved_opt, saved_scaler) = trained(1);
+        let saved = training_snapshot(&saved_model, &saved_opt, &saved_scaler);
+        // Another run's objects, to restore into.
+        let (model, mut opt, mut scaler) = trained(7);
+        let before = training_snapshot(&model, &opt, &scaler);
+        let result = checkpoint::load(&dir, &model, &mut opt, &mut scaler);
+        fs::remove_dir_all(&dir).unwrap();
+        let after = training_snapshot(&model, &opt, &scaler);
+        match result {
+            Ok(extra) => {
+                prop_assert_eq!(extra, serde_json::json!({"epoch": 3}));
+                prop_assert_eq!(after, saved);
+            }
+            Err(_) => prop_assert_eq!(after, before),
+        }
+    }
+}
+
+#[test]
+fn an_undamaged_training_checkpoint_restores_exactly() {
+    let (s, t) = training_original();
+    let dir = case_dir();
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join(STATE_FILE), &s).unwrap();
+    fs::write(dir.join(TENSORS_FILE), &t).unwrap();
+    let (saved_model, saved_opt, saved_scaler) = trained(1);
+    let (model, mut opt, mut scaler) = trained(7);
+    assert_ne!(
+        training_snapshot(&model, &opt, &scaler),
+        training_snapshot(&saved_model, &saved_opt, &saved_scaler)
+    );
+    checkpoint::load(&dir, &model, &mut opt, &mut scaler).unwrap();
+    assert_eq!(
+        training_snapshot(&model, &opt, &scaler),
+        training_snapshot(&saved_model, &saved_opt, &saved_scaler)
+    );
+    fs::remove_dir_all(&dir).unwrap();
+}
