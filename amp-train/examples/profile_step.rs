@@ -243,8 +243,9 @@ impl Backend for Timed {
     }
 }
 
-/// `profile_step gpt`: the default `amp-train lm` model (batch 32, context
+/// `profile_step gpt` (with the `text` feature, a default): the default `amp-train lm` model (batch 32, context
 /// 128, 4 layers, d 128, 4 heads, AdamW) on random tokens, f32 and bf16.
+#[cfg(feature = "text")]
 fn gpt(backend: &Timed, device: &Device) -> Result<()> {
     use amp_train::nn::{Gpt, Module};
     use amp_train::optim::{AdamW, AdamWConfig};
@@ -344,6 +345,7 @@ fn main() -> Result<()> {
     });
     let device = Device::new(backend.clone());
     println!("isa {}", amp_cpu::isa());
+    #[cfg(feature = "text")]
     if std::env::args().nth(1).as_deref() == Some("gpt") {
         return gpt(&backend, &device);
     }

@@ -195,13 +195,21 @@ fn the_unmutated_checkpoint_loads() {
     fs::remove_dir_all(&dir).unwrap();
 }
 
-/// What a training checkpoint restores into: a model's parameters, the AdamW
-/// state and the scaler state, as bits and JSON.
+/// What a training checkpoint restores into: the model's parameters (bits),
+/// AdamW's step counts and moments (bits) and the scaler's state (JSON).
+#[derive(Debug, PartialEq)]
+struct Snapshot {
+    params: Vec<Vec<u64>>,
+    steps: Vec<(String, u64)>,
+    moments: Vec<Vec<u64>>,
+    scaler: String,
+}
+
 fn training_snapshot(
     model: &amp_train::nn::Linear,
     opt: &amp_train::optim::AdamW,
     scaler: &amp_scaler::GradScaler,
-) -> (Vec<Vec<u64>>, Vec<(String, u64)>, Vec<Vec<u64>>, String) {
+) -> Snapshot {
     use amp_train::nn::Module;
     let bits = |t: &Tensor| -> Vec<u64> {
         t.to_f64_vec()
@@ -218,7 +226,12 @@ fn training_snapshot(
     let state = opt.state_dict().unwrap();
     let moments = state.tensors.iter().map(|(_, t)| bits(t)).collect();
     let scaler = serde_json::to_string(&scaler.state_dict()).unwrap();
-    (params, state.steps, moments, scaler)
+    Snapshot {
+        params,
+        steps: state.steps,
+        moments,
+        scaler,
+    }
 }
 
 /// A model, optimizer and scaler one step into training (seed `seed`).
