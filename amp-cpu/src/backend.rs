@@ -117,6 +117,17 @@ macro_rules! with_fast {
 }
 
 impl CpuBackend {
+    /// The values of `v` in logical order, as f32 (the parameters and
+    /// statistics of the normalisation kernels).
+    fn f32_values(&self, op: &'static str, v: View<'_>) -> Result<Vec<f32>> {
+        let (h, l) = host(op, v)?;
+        let (buf, off) = dense(h, l);
+        match elementwise::cast_range(self.isa, &buf, off, l.numel(), DType::F32) {
+            HostStorage::F32(v) => Ok(v),
+            _ => unreachable!("cast to f32"),
+        }
+    }
+
     /// `matmul`: an f32 `rhs` with a bf16/f16 `lhs` is a deferred cast read
     /// as `lhs`'s dtype, rounded while packing ([`Backend::fuses_cast`]).
     fn product(&self, lhs: View<'_>, rhs: View<'_>, out: DType) -> Result<Storage> {
@@ -434,19 +445,14 @@ impl Backend for CpuBackend {
         let len = l.shape()[l.rank() - 1];
         let param = |v: Option<View<'_>>| -> Result<Option<Vec<f32>>> {
             let Some(v) = v else { return Ok(None) };
-            let (ph, pl) = host("layer_norm", v)?;
-            if pl.numel() != len {
+            if v.1.numel() != len {
                 return Err(Error::ShapeMismatch {
                     op: "layer_norm",
                     lhs: l.shape().to_vec(),
-                    rhs: pl.shape().to_vec(),
+                    rhs: v.1.shape().to_vec(),
                 });
             }
-            let (buf, off) = dense(ph, pl);
-            match elementwise::cast_range(self.isa, &buf, off, len, DType::F32) {
-                HostStorage::F32(v) => Ok(Some(v)),
-                _ => unreachable!("cast to f32"),
-            }
+            self.f32_values("layer_norm", v).map(Some)
         };
         let (w, b) = (param(weight)?, param(bias)?);
         let rows = l.numel().checked_div(len).unwrap_or(0);
@@ -487,18 +493,13 @@ impl Backend for CpuBackend {
         }
         let rows = l.numel() / len;
         let f32s = |v: View<'_>, n: usize, what: &str| -> Result<Vec<f32>> {
-            let (vh, vl) = host(OP, v)?;
-            if vl.numel() != n {
+            if v.1.numel() != n {
                 return Err(Error::invalid(
                     OP,
-                    format!("{what} has {} elements, expected {n}", vl.numel()),
+                    format!("{what} has {} elements, expected {n}", v.1.numel()),
                 ));
             }
-            let (buf, off) = dense(vh, vl);
-            match elementwise::cast_range(self.isa, &buf, off, n, DType::F32) {
-                HostStorage::F32(v) => Ok(v),
-                _ => unreachable!("cast to f32"),
-            }
+            self.f32_values(OP, v)
         };
         let w = weight.map(|v| f32s(v, len, "weight")).transpose()?;
         let (mean, rstd) = (f32s(mean, rows, "mean")?, f32s(rstd, rows, "rstd")?);
