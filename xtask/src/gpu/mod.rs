@@ -176,6 +176,52 @@ fn test_name(krate: &str, stem: &str) -> String {
     }
 }
 
+/// What a bundle folder holds: what `build` writes and what `run.sh` adds.
+const BUNDLE_ENTRIES: [&str; 10] = [
+    "run.sh",
+    PAYLOAD,
+    ".unpacked",
+    "results",
+    "cuda_bench",
+    "cuda_doctor",
+    "xtask",
+    "include",
+    "kernels",
+    "tests",
+];
+
+/// `Ok` when `out` may be replaced: an empty folder, or a bundle (our
+/// `run.sh` and nothing but a bundle's entries). Anything else — a `--out`
+/// pointing at a folder of the user's — is refused, never deleted.
+fn replaceable(out: &Path) -> Result<(), String> {
+    let refuse = |why: String| {
+        Err(format!(
+            "{} is not a GPU bundle ({why}); refusing to replace it: pass an empty or new folder to --out",
+            out.display()
+        ))
+    };
+    let entries: Vec<String> = std::fs::read_dir(out)
+        .map_err(|e| format!("{}: {e}", out.display()))?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: {e}", out.display()))?;
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let ours = std::fs::read_to_string(out.join("run.sh"))
+        .is_ok_and(|t| t.starts_with("#!/usr/bin/env bash\n# amp's GPU bundle"));
+    if !ours {
+        return refuse("no run.sh of amp's".into());
+    }
+    match entries
+        .iter()
+        .find(|e| !BUNDLE_ENTRIES.contains(&e.as_str()))
+    {
+        Some(other) => refuse(format!("it also holds {other:?}")),
+        None => Ok(()),
+    }
+}
+
 /// Moves everything in `out` but `run.sh` into [`PAYLOAD`] (run.sh unpacks it).
 fn pack(out: &Path) -> Result<(), String> {
     let mut entries: Vec<String> = std::fs::read_dir(out)
@@ -210,6 +256,7 @@ fn pack(out: &Path) -> Result<(), String> {
 fn build(out: &Path) -> Result<(), String> {
     let tools = tools()?;
     if out.exists() {
+        replaceable(out)?;
         std::fs::remove_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
     }
     let tests = out.join("tests");
@@ -610,6 +657,32 @@ mod tests {
         let (code, text) = preflight(&dir, Some(&bin), &extra);
         assert_eq!(code, 2, "{text}");
         assert!(text.contains("PREFLIGHT FAILED: cannot unpack"), "{text}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn only_an_empty_folder_or_a_bundle_is_replaced() {
+        let dir = bundle("replace", &[READY_DOCTOR]);
+        pack(&dir).unwrap();
+        fs::create_dir_all(dir.join("results")).unwrap();
+        assert_eq!(replaceable(&dir), Ok(()));
+        // A file of the user's beside the bundle: refused, and kept.
+        fs::write(dir.join("notes.txt"), "mine").unwrap();
+        let err = replaceable(&dir).unwrap_err();
+        assert!(err.contains("it also holds \"notes.txt\""), "{err}");
+        // A folder without our run.sh.
+        let other =
+            std::env::temp_dir().join(format!("amp-gpu-not-a-bundle-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&other);
+        fs::create_dir_all(other.join("src")).unwrap();
+        let err = replaceable(&other).unwrap_err();
+        assert!(
+            err.contains("no run.sh of amp's") && err.contains("--out"),
+            "{err}"
+        );
+        fs::remove_dir_all(other.join("src")).unwrap();
+        assert_eq!(replaceable(&other), Ok(()), "an empty folder");
+        fs::remove_dir_all(&other).unwrap();
         fs::remove_dir_all(&dir).unwrap();
     }
 
