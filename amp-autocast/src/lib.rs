@@ -129,6 +129,13 @@
 //! | `bmm` | lower | lower | `lower_precision_fp` on both |
 //! | `baddbmm` | lower | lower | `lower_precision_fp` on both |
 //! | `scaled_dot_product_attention` | lower | lower | `lower_precision_fp` on both |
+//! | `conv1d` | lower | lower | `lower_precision_fp` on both |
+//! | `conv2d` | lower | lower | `lower_precision_fp` on both |
+//! | `batch_norm` | passthrough | passthrough | not listed (a bf16/f16 input takes f32 parameters) |
+//! | `group_norm` | f32 | passthrough | CUDA `fp32` (not in the CPU list) |
+//! | `max_pool2d` | passthrough | passthrough | not listed |
+//! | `avg_pool2d` | passthrough | passthrough | not listed |
+//! | `adaptive_avg_pool2d` | passthrough | passthrough | not listed |
 //! | `add` | passthrough | passthrough | not listed |
 //! | `sub` | passthrough | passthrough | not listed |
 //! | `mul` | passthrough | passthrough | not listed |

@@ -265,6 +265,15 @@ pub(crate) const PROJECT_OPS: &[(&str, CastRule, CastRule)] = &[
     ("bmm", Lower, Lower),
     ("baddbmm", Lower, Lower),
     ("scaled_dot_product_attention", Lower, Lower),
+    ("conv1d", Lower, Lower),
+    ("conv2d", Lower, Lower),
+    // batch_norm and the poolings are in no list: they run in the input's
+    // dtype (batch_norm with mixed-type f32 parameters); group_norm is CUDA fp32.
+    ("batch_norm", Pass, Pass),
+    ("group_norm", F32, Pass),
+    ("max_pool2d", Pass, Pass),
+    ("avg_pool2d", Pass, Pass),
+    ("adaptive_avg_pool2d", Pass, Pass),
     ("add", Pass, Pass),
     ("sub", Pass, Pass),
     ("mul", Pass, Pass),

@@ -60,6 +60,42 @@ fn cases() -> Vec<Case> {
             vec![f(&[1, 2, 3, 4]), f(&[1, 2, 5, 4]), f(&[1, 2, 5, 4])],
             |t| ops::scaled_dot_product_attention(&t[0], &t[1], &t[2], None, 0.0, true, None),
         ),
+        c("conv1d", vec![f(&[2, 4, 7]), f(&[6, 2, 3]), f(&[6])], |t| {
+            let o = ops::Conv1dOptions {
+                padding: 1,
+                groups: 2,
+                ..Default::default()
+            };
+            ops::conv1d(&t[0], &t[1], Some(&t[2]), o)
+        }),
+        c(
+            "conv2d",
+            vec![f(&[2, 3, 5, 4]), f(&[4, 3, 3, 2]), f(&[4])],
+            |t| {
+                let o = ops::Conv2dOptions::default().stride(2).padding(1);
+                ops::conv2d(&t[0], &t[1], Some(&t[2]), o)
+            },
+        ),
+        c(
+            "batch_norm",
+            vec![f(&[3, 2, 2, 2]), f(&[2]), f(&[2])],
+            |t| {
+                let o = ops::BatchNormOptions::default();
+                ops::batch_norm(&t[0], None, Some(&t[1]), Some(&t[2]), o)
+            },
+        ),
+        c("group_norm", vec![f(&[2, 4, 3]), f(&[4]), f(&[4])], |t| {
+            ops::group_norm(&t[0], 2, Some(&t[1]), Some(&t[2]), 1e-5)
+        }),
+        c("max_pool2d", vec![f(&[2, 2, 5, 5])], |t| {
+            ops::max_pool2d(&t[0], ops::Pool2dOptions::new(3).stride(2).padding(1))
+        }),
+        c("avg_pool2d", vec![f(&[2, 2, 5, 5])], |t| {
+            ops::avg_pool2d(&t[0], ops::Pool2dOptions::new(2), true)
+        }),
+        c("adaptive_avg_pool2d", vec![f(&[2, 2, 5, 7])], |t| {
+            ops::adaptive_avg_pool2d(&t[0], [2, 3])
+        }),
         c("add", vec![f(&[2, 3]), f(&[2, 3])], |t| t[0].add(&t[1])),
         c("sub", vec![f(&[2, 3]), f(&[1, 3])], |t| t[0].sub(&t[1])),
         c("mul", vec![f(&[2, 3]), f(&[2, 3])], |t| t[0].mul(&t[1])),

@@ -192,6 +192,111 @@ proptest! {
 }
 
 #[test]
+fn convolutions_pass_gradcheck() {
+    use ops::{Conv1dOptions, Conv2dOptions};
+    let cases = [
+        (
+            [2, 2, 5, 4],
+            [3, 2, 3, 2],
+            Conv2dOptions::default().padding(1),
+        ),
+        (
+            [1, 4, 6, 5],
+            [4, 2, 2, 3],
+            Conv2dOptions {
+                stride: [2, 1],
+                padding: [1, 2],
+                dilation: [1, 2],
+                groups: 2,
+            },
+        ),
+        (
+            [2, 3, 4, 4],
+            [3, 1, 3, 3],
+            Conv2dOptions::default().groups(3).padding(1),
+        ),
+    ];
+    for (i, (xs, ws, o)) in cases.into_iter().enumerate() {
+        let seed = 10 * i as u64;
+        let (x, w, b) = (
+            rand(&xs, seed),
+            rand(&ws, seed + 1),
+            rand(&[ws[0]], seed + 2),
+        );
+        gradcheck(&[x, w, b], &|v| ops::conv2d(&v[0], &v[1], Some(&v[2]), o)).unwrap();
+    }
+    let o = Conv1dOptions {
+        stride: 2,
+        padding: 1,
+        dilation: 1,
+        groups: 1,
+    };
+    gradcheck(&[rand(&[2, 3, 7], 40), rand(&[2, 3, 3], 41)], &|v| {
+        ops::conv1d(&v[0], &v[1], None, o)
+    })
+    .unwrap();
+}
+
+#[test]
+fn poolings_pass_gradcheck() {
+    use ops::Pool2dOptions;
+    // Distinct values, so no window has a tie for its maximum.
+    let x = Tensor::from_f64_slice(
+        &(0..2 * 2 * 5 * 6)
+            .map(|i| ((i * 37) % 120) as f64 * 0.1 - 6.0)
+            .collect::<Vec<_>>(),
+        &[2, 2, 5, 6],
+        DType::F64,
+        &Device::reference(),
+    )
+    .unwrap();
+    let overlapping = Pool2dOptions::new(3).stride(2).padding(1);
+    gradcheck(&[x.clone()], &|v| ops::max_pool2d(&v[0], overlapping)).unwrap();
+    for include in [true, false] {
+        gradcheck(&[x.clone()], &|v| {
+            ops::avg_pool2d(&v[0], overlapping, include)
+        })
+        .unwrap();
+    }
+    gradcheck(&[x.clone()], &|v| ops::adaptive_avg_pool2d(&v[0], [3, 4])).unwrap();
+    gradcheck(&[x], &|v| ops::adaptive_avg_pool2d(&v[0], [1, 1])).unwrap();
+}
+
+#[test]
+fn batch_and_group_norm_pass_gradcheck() {
+    use ops::BatchNormOptions;
+    let (x, w, b) = (rand(&[3, 2, 2, 3], 50), rand(&[2], 51), rand(&[2], 52));
+    gradcheck(&[x.clone(), w.clone(), b.clone()], &|v| {
+        ops::batch_norm(
+            &v[0],
+            None,
+            Some(&v[1]),
+            Some(&v[2]),
+            BatchNormOptions::default(),
+        )
+    })
+    .unwrap();
+    let (rm, rv) = (rand(&[2], 53), positive(&[2], 54));
+    let eval = BatchNormOptions {
+        training: false,
+        ..Default::default()
+    };
+    gradcheck(&[x, w, b], &|v| {
+        let running = ops::RunningStats {
+            mean: &rm,
+            var: &rv,
+        };
+        ops::batch_norm(&v[0], Some(running), Some(&v[1]), Some(&v[2]), eval)
+    })
+    .unwrap();
+    let (x, w, b) = (rand(&[2, 4, 3], 55), rand(&[4], 56), rand(&[4], 57));
+    gradcheck(&[x, w, b], &|v| {
+        ops::group_norm(&v[0], 2, Some(&v[1]), Some(&v[2]), 1e-5)
+    })
+    .unwrap();
+}
+
+#[test]
 fn gradients_flow_through_casts() {
     // f64 -> f32 -> f64 is a differentiable round trip; the f32 rounding
     // perturbs values by ~1e-7 relative, so check with f32-level tolerance.

@@ -2,7 +2,9 @@
 //! precision and reports what it did. `amp-train lm` trains a character-level
 //! GPT on the bundled text; `amp-train demo` runs the mission's loop.
 
-use amp_train::train::{train, train_lm, FitConfig, LmConfig, TrainConfig, TrainReport};
+use amp_train::train::{
+    train, train_cnn, train_lm, CnnConfig, FitConfig, LmConfig, TrainConfig, TrainReport,
+};
 use amp_train::{DeviceSpec, Precision};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -33,6 +35,9 @@ enum Command {
     /// A character-level GPT on the bundled text (regex-automata's source): trains, reports
     /// train/validation loss, tokens/s, peak memory and skipped steps, then samples text.
     Lm(Box<LmArgs>),
+    /// A residual CNN (conv, batch norm, pooling) on the digits images (1×8×8): trains and
+    /// reports test accuracy, like the default MLP run.
+    Cnn(Box<CnnArgs>),
 }
 
 /// The flags every training run has.
@@ -164,6 +169,24 @@ struct LmArgs {
     temperature: f64,
 }
 
+#[derive(Args, Debug)]
+struct CnnArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Epochs to train (in total, when resuming).
+    #[arg(long, default_value_t = 15, value_parser = parse_positive, allow_negative_numbers = true)]
+    epochs: usize,
+    /// Images per batch.
+    #[arg(long, default_value_t = 64, value_parser = parse_positive, allow_negative_numbers = true)]
+    batch_size: usize,
+    /// AdamW learning rate.
+    #[arg(long, default_value_t = 3e-3, value_parser = parse_lr, allow_negative_numbers = true)]
+    lr: f64,
+    /// Channels of the stem (the last residual block has twice as many).
+    #[arg(long, default_value_t = 16, value_parser = parse_positive, allow_negative_numbers = true)]
+    channels: usize,
+}
+
 fn parse_device(s: &str) -> Result<DeviceSpec, String> {
     s.parse()
 }
@@ -229,6 +252,34 @@ fn run_train(args: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
         device
     );
     let outcome = train(&config, &device)?;
+    print!("{}", outcome.report.summary());
+    args.run.write_outputs(&outcome.report)
+}
+
+fn run_cnn(args: CnnArgs) -> Result<(), Box<dyn std::error::Error>> {
+    args.run.check_outputs()?;
+    let device = args.run.device.device()?;
+    let config = CnnConfig {
+        fit: args.run.fit(args.epochs),
+        batch_size: args.batch_size,
+        lr: args.lr,
+        seed: args.run.seed,
+        channels: args.channels,
+    };
+    let choice = config.fit.precision.resolve(&device);
+    println!("dtype is {} ({})", choice.dtype, choice.reason);
+    println!(
+        "training a residual CNN ({} and {} channels) on the digits images: {} epochs, batch {}, \
+         AdamW lr {}, seed {}, on {}",
+        config.channels,
+        2 * config.channels,
+        config.fit.epochs,
+        config.batch_size,
+        config.lr,
+        config.seed,
+        device
+    );
+    let outcome = train_cnn(&config, &device)?;
     print!("{}", outcome.report.summary());
     args.run.write_outputs(&outcome.report)
 }
@@ -320,6 +371,7 @@ fn main() -> ExitCode {
             .map_err(Into::into)
             .and_then(|d| amp_train::demo::mission_loop(&d, &mut std::io::stdout().lock())),
         Some(Command::Lm(args)) => run_lm(*args),
+        Some(Command::Cnn(args)) => run_cnn(*args),
         None => run_train(cli.train),
     };
     match result {

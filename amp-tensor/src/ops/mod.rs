@@ -3,17 +3,21 @@
 //! Most are also methods on [`Tensor`].
 
 mod attention;
+mod conv;
 mod elementwise;
 mod matmul;
 mod nn;
+mod norm;
 mod optim;
 mod reduce;
 mod shape;
 
 pub use attention::*;
+pub use conv::*;
 pub use elementwise::*;
 pub use matmul::*;
 pub use nn::*;
+pub use norm::*;
 pub use optim::*;
 pub use reduce::*;
 pub use shape::*;

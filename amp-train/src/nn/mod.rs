@@ -22,6 +22,7 @@
 
 mod activation;
 mod attention;
+mod conv;
 mod dropout;
 mod embedding;
 mod island;
@@ -32,6 +33,9 @@ mod transformer;
 
 pub use activation::{Gelu, Relu, Tanh};
 pub use attention::MultiheadAttention;
+pub use conv::{
+    AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Conv2d, Flatten, MaxPool2d, ResidualBlock,
+};
 pub use dropout::Dropout;
 pub use embedding::Embedding;
 pub use island::F32Island;

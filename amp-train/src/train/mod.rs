@@ -44,6 +44,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#[cfg(feature = "digits")]
+mod cnn;
 mod config;
 #[cfg(feature = "digits")]
 mod digits;
@@ -54,6 +56,8 @@ mod progress;
 mod report;
 mod resume;
 
+#[cfg(feature = "digits")]
+pub use cnn::{train_cnn, CnnConfig, CnnOutcome, DigitsCnn};
 pub use config::FitConfig;
 #[cfg(feature = "digits")]
 pub use config::TrainConfig;

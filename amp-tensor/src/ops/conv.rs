@@ -1,0 +1,679 @@
+//! Convolution and pooling over NCHW tensors: `conv1d`, `conv2d`,
+//! `max_pool2d`, `avg_pool2d`, `adaptive_avg_pool2d`.
+//!
+//! Every op here is composed from one gather of sliding windows (im2col,
+//! `torch.nn.functional.unfold`: an `index_select` over the flattened planes,
+//! with one extra slot of padding value that out-of-bounds taps read) and the
+//! ops that already run on every backend: a matrix product for convolution
+//! (cuBLAS / the packed CPU GEMM with f32 accumulation), a max or mean over
+//! the window for pooling. The backward passes follow from theirs: the
+//! gather's gradient is a scatter-add of the window gradients (col2im), the
+//! max's gradient goes to the index of the first maximum of each window.
+//!
+//! The windows of a convolution are laid out `[C·KH·KW, N·OH·OW]`, so the
+//! whole batch is one product `[OC, C·KH·KW] · [C·KH·KW, N·OH·OW]` (one per
+//! group), and the result is viewed back as `[N, OC, OH, OW]`.
+
+use super::{output_fits, require_float, same_device};
+use crate::dispatch::dispatch;
+use crate::{Error, Result, Tensor};
+use amp_dtype::DType;
+
+/// Stride, padding, dilation and groups of a 2-D convolution
+/// (`torch.nn.functional.conv2d`'s keyword arguments; `Default` is PyTorch's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dOptions {
+    /// Step between windows, `[height, width]`.
+    pub stride: [usize; 2],
+    /// Zeros added on both sides, `[height, width]`.
+    pub padding: [usize; 2],
+    /// Spacing between kernel taps, `[height, width]`.
+    pub dilation: [usize; 2],
+    /// Channel groups: input and output channels split into this many
+    /// independent convolutions (`groups == in_channels` is depthwise).
+    pub groups: usize,
+}
+
+impl Default for Conv2dOptions {
+    fn default() -> Self {
+        Conv2dOptions {
+            stride: [1, 1],
+            padding: [0, 0],
+            dilation: [1, 1],
+            groups: 1,
+        }
+    }
+}
+
+impl Conv2dOptions {
+    /// The same stride in both directions.
+    pub fn stride(mut self, s: usize) -> Self {
+        self.stride = [s, s];
+        self
+    }
+    /// The same padding in both directions.
+    pub fn padding(mut self, p: usize) -> Self {
+        self.padding = [p, p];
+        self
+    }
+    /// The same dilation in both directions.
+    pub fn dilation(mut self, d: usize) -> Self {
+        self.dilation = [d, d];
+        self
+    }
+    /// Channel groups.
+    pub fn groups(mut self, g: usize) -> Self {
+        self.groups = g;
+        self
+    }
+}
+
+/// Stride, padding, dilation and groups of a 1-D convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv1dOptions {
+    /// Step between windows.
+    pub stride: usize,
+    /// Zeros added on both sides.
+    pub padding: usize,
+    /// Spacing between kernel taps.
+    pub dilation: usize,
+    /// Channel groups.
+    pub groups: usize,
+}
+
+impl Default for Conv1dOptions {
+    fn default() -> Self {
+        Conv1dOptions {
+            stride: 1,
+            padding: 0,
+            dilation: 1,
+            groups: 1,
+        }
+    }
+}
+
+/// Window, stride and padding of a 2-D pooling (`kernel_size`, `stride`,
+/// `padding` of `torch.nn.functional.max_pool2d` / `avg_pool2d`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pool2dOptions {
+    /// Window size, `[height, width]`.
+    pub kernel: [usize; 2],
+    /// Step between windows (PyTorch's default: the window size).
+    pub stride: [usize; 2],
+    /// Padding on both sides (at most half the window).
+    pub padding: [usize; 2],
+}
+
+impl Pool2dOptions {
+    /// A square `k × k` window with stride `k` and no padding (PyTorch's defaults).
+    pub fn new(k: usize) -> Self {
+        Pool2dOptions {
+            kernel: [k, k],
+            stride: [k, k],
+            padding: [0, 0],
+        }
+    }
+    /// The same stride in both directions.
+    pub fn stride(mut self, s: usize) -> Self {
+        self.stride = [s, s];
+        self
+    }
+    /// The same padding in both directions.
+    pub fn padding(mut self, p: usize) -> Self {
+        self.padding = [p, p];
+        self
+    }
+}
+
+/// The geometry of a sliding window over `[h, w]` planes.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    plane: [usize; 2],
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+    dilation: [usize; 2],
+}
+
+impl Window {
+    /// The output size `[oh, ow]`, or an `Err` naming the op and the shapes
+    /// when a size is 0 or the window does not fit the padded input.
+    fn output(&self, op: &'static str, input: &[usize]) -> Result<[usize; 2]> {
+        let mut out = [0; 2];
+        for (i, out) in out.iter_mut().enumerate() {
+            for (what, v) in [
+                ("kernel size", self.kernel[i]),
+                ("stride", self.stride[i]),
+                ("dilation", self.dilation[i]),
+            ] {
+                if v == 0 {
+                    return Err(Error::invalid(
+                        op,
+                        format!("{what} must be at least 1, got {v} (input shape {input:?})"),
+                    ));
+                }
+            }
+            let span = (self.kernel[i] - 1)
+                .checked_mul(self.dilation[i])
+                .and_then(|s| s.checked_add(1));
+            let padded = self.padding[i]
+                .checked_mul(2)
+                .and_then(|p| p.checked_add(self.plane[i]));
+            match (span, padded) {
+                (Some(span), Some(padded)) if span <= padded => {
+                    *out = (padded - span) / self.stride[i] + 1;
+                }
+                _ => {
+                    return Err(Error::invalid(
+                        op,
+                        format!(
+                            "input of shape {input:?} padded by {:?} is smaller than the kernel \
+                             {:?} with dilation {:?}",
+                            self.padding, self.kernel, self.dilation
+                        ),
+                    ))
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// For each kernel tap `(kh, kw)`, each of `batch` planes and each output
+    /// position `(oh, ow)`, in that order: the flat index `b·H·W + ih·W + iw`
+    /// of the element the tap reads, or `batch·H·W` (the padding slot) where
+    /// it reads padding. Also says whether any tap reads padding.
+    fn taps(&self, out: [usize; 2], batch: usize) -> (Vec<i64>, bool) {
+        let [h, w] = self.plane;
+        let pad = (batch * h * w) as i64;
+        let mut index =
+            Vec::with_capacity(self.kernel[0] * self.kernel[1] * batch * out[0] * out[1]);
+        let mut padded = false;
+        let coord = |o: usize, k: usize, d: usize| -> Option<usize> {
+            // o·stride + k·dilation - padding, when it lies inside the plane.
+            (o * self.stride[d] + k * self.dilation[d])
+                .checked_sub(self.padding[d])
+                .filter(|&c| c < self.plane[d])
+        };
+        for kh in 0..self.kernel[0] {
+            for kw in 0..self.kernel[1] {
+                for b in 0..batch {
+                    for oh in 0..out[0] {
+                        let ih = coord(oh, kh, 0);
+                        for ow in 0..out[1] {
+                            match (ih, coord(ow, kw, 1)) {
+                                (Some(ih), Some(iw)) => {
+                                    index.push((b * h * w + ih * w + iw) as i64)
+                                }
+                                _ => {
+                                    padded = true;
+                                    index.push(pad);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        (index, padded)
+    }
+
+    /// For each of `batch` images, each output position `(oh, ow)`, each of
+    /// `channels` channels and each kernel tap `(kh, kw)`, in that order: the
+    /// flat index `((b·C + c)·H + ih)·W + iw` of the element the tap reads
+    /// in an NCHW tensor, or its element count (the padding slot) where it
+    /// reads padding. Also says whether any tap reads padding.
+    fn conv_taps(&self, batch: usize, channels: usize, out: [usize; 2]) -> (Vec<i64>, bool) {
+        let [h, w] = self.plane;
+        let pad = (batch * channels * h * w) as i64;
+        // The input row (column) of each (output row, kernel row) pair, if inside.
+        let coords = |d: usize| -> Vec<Option<usize>> {
+            (0..out[d])
+                .flat_map(|o| {
+                    (0..self.kernel[d]).map(move |k| {
+                        (o * self.stride[d] + k * self.dilation[d])
+                            .checked_sub(self.padding[d])
+                            .filter(|&c| c < self.plane[d])
+                    })
+                })
+                .collect()
+        };
+        let (rows, cols) = (coords(0), coords(1));
+        let [kh, kw] = self.kernel;
+        let mut index = Vec::with_capacity(batch * out[0] * out[1] * channels * kh * kw);
+        let mut padded = false;
+        for b in 0..batch {
+            for oh in 0..out[0] {
+                for ow in 0..out[1] {
+                    for c in 0..channels {
+                        let plane = (b * channels + c) * h * w;
+                        for &ih in &rows[oh * kh..(oh + 1) * kh] {
+                            for &iw in &cols[ow * kw..(ow + 1) * kw] {
+                                match (ih, iw) {
+                                    (Some(ih), Some(iw)) => {
+                                        index.push((plane + ih * w + iw) as i64)
+                                    }
+                                    _ => {
+                                        padded = true;
+                                        index.push(pad);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        (index, padded)
+    }
+
+    /// The windows of `rows` (`[R, batch·H·W]`: `batch` planes per row) as
+    /// `[R, KH·KW·batch·OH·OW]`, reading `pad_value` outside the planes.
+    fn gather(
+        &self,
+        rows: &Tensor,
+        out: [usize; 2],
+        batch: usize,
+        pad_value: f64,
+    ) -> Result<Tensor> {
+        let (index, padded) = self.taps(out, batch);
+        let r = rows.dims()[0];
+        let source = if padded {
+            let pad = Tensor::full(&[r, 1], pad_value, rows.dtype(), rows.device())?;
+            super::cat(&[rows, &pad], 1)?
+        } else {
+            rows.clone()
+        };
+        let count = index.len();
+        source.index_select(1, &Tensor::from_vec(index, &[count], rows.device())?)
+    }
+}
+
+/// The dtype the windows are gathered in for an input of `dtype`: f32 (f64
+/// for f64), so the gradients of overlapping windows are summed before one
+/// rounding to the input's dtype, as PyTorch's kernels accumulate.
+fn accumulation(dtype: DType) -> DType {
+    if dtype == DType::F64 {
+        DType::F64
+    } else {
+        DType::F32
+    }
+}
+
+/// Errors unless `x` is `[N, C, H, W]` (or unbatched `[C, H, W]`); returns
+/// it batched, and whether a batch dimension was added.
+fn batched_4d(op: &'static str, x: &Tensor) -> Result<(Tensor, bool)> {
+    match x.rank() {
+        4 => Ok((x.clone(), false)),
+        3 => Ok((x.unsqueeze(0)?, true)),
+        _ => Err(Error::invalid(
+            op,
+            format!(
+                "expects a [N, C, H, W] or [C, H, W] input, got shape {:?}",
+                x.dims()
+            ),
+        )),
+    }
+}
+
+/// Errors unless `t` has `x`'s dtype.
+fn same_dtype(op: &'static str, x: &Tensor, t: &Tensor) -> Result<()> {
+    if t.dtype() != x.dtype() {
+        return Err(Error::DTypeMismatch {
+            op,
+            lhs: x.dtype(),
+            rhs: t.dtype(),
+        });
+    }
+    Ok(())
+}
+
+/// 2-D convolution (`torch.nn.functional.conv2d`): `x` `[N, C, H, W]` (or
+/// `[C, H, W]`), `weight` `[OC, C/groups, KH, KW]`, optional `bias` `[OC]`,
+/// all of one floating dtype; products accumulate in f32 (f64 for f64).
+pub fn conv2d(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    options: Conv2dOptions,
+) -> Result<Tensor> {
+    let mut inputs = vec![x, weight];
+    inputs.extend(bias);
+    dispatch("conv2d", &inputs, |inputs| {
+        conv2d_impl("conv2d", &inputs[0], &inputs[1], inputs.get(2), options)
+    })
+}
+
+/// 1-D convolution (`torch.nn.functional.conv1d`): `x` `[N, C, L]` (or
+/// `[C, L]`), `weight` `[OC, C/groups, K]`, optional `bias` `[OC]`.
+pub fn conv1d(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    options: Conv1dOptions,
+) -> Result<Tensor> {
+    let mut inputs = vec![x, weight];
+    inputs.extend(bias);
+    dispatch("conv1d", &inputs, |inputs| {
+        let (x, w) = (&inputs[0], &inputs[1]);
+        if !matches!(x.rank(), 2 | 3) || w.rank() != 3 {
+            return Err(Error::invalid(
+                "conv1d",
+                format!(
+                    "expects a [N, C, L] or [C, L] input and a [OC, C/groups, K] weight, \
+                     got shapes {:?} and {:?}",
+                    x.dims(),
+                    w.dims()
+                ),
+            ));
+        }
+        let y = conv2d_impl(
+            "conv1d",
+            &x.unsqueeze(-2)?,
+            &w.unsqueeze(-2)?,
+            inputs.get(2),
+            Conv2dOptions {
+                stride: [1, options.stride],
+                padding: [0, options.padding],
+                dilation: [1, options.dilation],
+                groups: options.groups,
+            },
+        )?;
+        y.squeeze(-2)
+    })
+}
+
+fn conv2d_impl(
+    op: &'static str,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    options: Conv2dOptions,
+) -> Result<Tensor> {
+    require_float(op, x)?;
+    let mut all = vec![x, w];
+    all.extend(bias);
+    same_device(op, &all)?;
+    same_dtype(op, x, w)?;
+    if let Some(b) = bias {
+        same_dtype(op, x, b)?;
+    }
+    let (xb, unbatched) = batched_4d(op, x)?;
+    let [n, c, h, wd] = [xb.dims()[0], xb.dims()[1], xb.dims()[2], xb.dims()[3]];
+    let g = options.groups;
+    let shapes = format!("input {:?}, weight {:?}, groups {g}", x.dims(), w.dims());
+    if w.rank() != 4 || g == 0 {
+        return Err(Error::invalid(
+            op,
+            format!("expects a [OC, C/groups, KH, KW] weight and groups >= 1: {shapes}"),
+        ));
+    }
+    let [oc, cg, kh, kw] = [w.dims()[0], w.dims()[1], w.dims()[2], w.dims()[3]];
+    if cg.checked_mul(g) != Some(c) || oc % g != 0 || oc == 0 {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "input channels ({c}) must equal weight.shape[1] × groups and output channels \
+                 ({oc}) a positive multiple of groups: {shapes}"
+            ),
+        ));
+    }
+    if let Some(b) = bias {
+        if b.dims() != [oc] {
+            return Err(Error::ShapeMismatch {
+                op,
+                lhs: w.shape(),
+                rhs: b.shape(),
+            });
+        }
+    }
+    let window = Window {
+        plane: [h, wd],
+        kernel: [kh, kw],
+        stride: options.stride,
+        padding: options.padding,
+        dilation: options.dilation,
+    };
+    let out = window.output(op, x.dims())?;
+    let l = out[0] * out[1];
+    output_fits(op, &[c, kh, kw, n, l], x.dtype())?;
+    output_fits(op, &[n, oc, l], x.dtype())?;
+    // The windows as rows, [N·OH·OW, C·KH·KW]: one product with the weight
+    // [OC, C·KH·KW] per group, the bias added in the product's f32
+    // accumulator (one rounding, as oneDNN and cuDNN do).
+    //
+    // The windows are gathered from an f32 copy of a bf16/f16 input and
+    // read by the product through a deferred cast (the CPU GEMM rounds them
+    // while packing): the product then computes their gradient in f32, the
+    // gather sums the overlapping windows' gradients in f32 (col2im), and
+    // the input's gradient is rounded once — as oneDNN's and cuDNN's
+    // backward-data kernels accumulate.
+    let (index, padded) = window.conv_taps(n, c, out);
+    let acc = accumulation(x.dtype());
+    let flat = xb.to_dtype(acc)?.reshape(&[n * c * h * wd])?;
+    let source = if padded {
+        super::cat(&[&flat, &Tensor::zeros(&[1], acc, x.device())?], 0)?
+    } else {
+        flat
+    };
+    let taps = kh * kw;
+    let count = index.len();
+    let cols = source
+        .index_select(0, &Tensor::from_vec(index, &[count], x.device())?)?
+        .reshape(&[n * l, c * taps])?;
+    let operand = |t: Tensor| {
+        if acc == x.dtype() {
+            Ok(t)
+        } else {
+            t.to_dtype_deferred(x.dtype())
+        }
+    };
+    let y = if g == 1 {
+        super::linear(&operand(cols)?, &w.reshape(&[oc, c * taps])?, bias)?
+    } else {
+        let og = oc / g;
+        let parts = (0..g)
+            .map(|i| {
+                super::linear(
+                    &operand(cols.narrow(1, i * cg * taps, cg * taps)?)?,
+                    &w.narrow(0, i * og, og)?.reshape(&[og, cg * taps])?,
+                    bias.map(|b| b.narrow(0, i * og, og)).transpose()?.as_ref(),
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        super::cat(&parts.iter().collect::<Vec<_>>(), 1)?
+    };
+    // [N, OH, OW, OC] in memory (channels last), viewed as [N, OC, OH, OW].
+    let y = y
+        .reshape(&[n, out[0], out[1], oc])?
+        .permute(&[0, 3, 1, 2])?;
+    if unbatched {
+        y.squeeze(0)
+    } else {
+        Ok(y)
+    }
+}
+
+/// The windows of every plane of `x` (`[N, C, H, W]`) as `[N·C, KH·KW, OH·OW]`.
+fn pool_windows(
+    op: &'static str,
+    x: &Tensor,
+    options: Pool2dOptions,
+    pad_value: f64,
+) -> Result<(Tensor, [usize; 2])> {
+    let [n, c, h, w] = [x.dims()[0], x.dims()[1], x.dims()[2], x.dims()[3]];
+    for i in 0..2 {
+        if options.padding[i].saturating_mul(2) > options.kernel[i] {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "padding {:?} must be at most half the kernel {:?} (input shape {:?})",
+                    options.padding,
+                    options.kernel,
+                    x.dims()
+                ),
+            ));
+        }
+    }
+    let window = Window {
+        plane: [h, w],
+        kernel: options.kernel,
+        stride: options.stride,
+        padding: options.padding,
+        dilation: [1, 1],
+    };
+    let out = window.output(op, x.dims())?;
+    let taps = options.kernel[0] * options.kernel[1];
+    output_fits(op, &[n, c, taps, out[0], out[1]], x.dtype())?;
+    let rows = x
+        .to_dtype(accumulation(x.dtype()))?
+        .reshape(&[n * c, h * w])?;
+    let windows =
+        window
+            .gather(&rows, out, 1, pad_value)?
+            .reshape(&[n * c, taps, out[0] * out[1]])?;
+    Ok((windows, out))
+}
+
+/// Checks a pooling input: floating, `[N, C, H, W]` or `[C, H, W]`.
+fn pool_input(op: &'static str, x: &Tensor) -> Result<(Tensor, bool)> {
+    require_float(op, x)?;
+    batched_4d(op, x)
+}
+
+/// Back to `[N, C, OH, OW]` (or `[C, OH, OW]`) from `[N·C, OH·OW]`,
+/// in `x`'s dtype.
+fn pool_output(y: &Tensor, x: &Tensor, out: [usize; 2], unbatched: bool) -> Result<Tensor> {
+    let y = y
+        .to_dtype(x.dtype())?
+        .reshape(&[x.dims()[0], x.dims()[1], out[0], out[1]])?;
+    if unbatched {
+        y.squeeze(0)
+    } else {
+        Ok(y)
+    }
+}
+
+/// 2-D max pooling (`torch.nn.functional.max_pool2d`): the maximum of each
+/// window (padding never wins); the gradient goes to the first maximum of
+/// each window, and a window holding NaN gives NaN.
+pub fn max_pool2d(x: &Tensor, options: Pool2dOptions) -> Result<Tensor> {
+    dispatch("max_pool2d", &[x], |inputs| {
+        let (xb, unbatched) = pool_input("max_pool2d", &inputs[0])?;
+        let (windows, out) = pool_windows("max_pool2d", &xb, options, f64::NEG_INFINITY)?;
+        let (y, _) = windows.max_dim(1, false)?;
+        pool_output(&y, &xb, out, unbatched)
+    })
+}
+
+/// 2-D average pooling (`torch.nn.functional.avg_pool2d`): the mean of each
+/// window, accumulated in f32; with `count_include_pad` (PyTorch's default)
+/// padding counts towards the divisor, without it only the input's elements.
+pub fn avg_pool2d(x: &Tensor, options: Pool2dOptions, count_include_pad: bool) -> Result<Tensor> {
+    dispatch("avg_pool2d", &[x], |inputs| {
+        let (xb, unbatched) = pool_input("avg_pool2d", &inputs[0])?;
+        let (windows, out) = pool_windows("avg_pool2d", &xb, options, 0.0)?;
+        let y = if count_include_pad || options.padding == [0, 0] {
+            windows.mean_dim(1, false)?
+        } else {
+            // Each output position divided by the count of its in-plane taps.
+            let window = Window {
+                plane: [xb.dims()[2], xb.dims()[3]],
+                kernel: options.kernel,
+                stride: options.stride,
+                padding: options.padding,
+                dilation: [1, 1],
+            };
+            let (taps, _) = window.taps(out, 1);
+            let pad = (xb.dims()[2] * xb.dims()[3]) as i64;
+            let l = out[0] * out[1];
+            let mut counts = vec![0.0; l];
+            for (i, &t) in taps.iter().enumerate() {
+                if t != pad {
+                    counts[i % l] += 1.0;
+                }
+            }
+            let inverse: Vec<f64> = counts.iter().map(|&c| 1.0 / c).collect();
+            let inverse = Tensor::from_f64_slice(&inverse, &[1, l], windows.dtype(), xb.device())?;
+            windows.sum_dim(1, false)?.mul(&inverse)?
+        };
+        pool_output(&y, &xb, out, unbatched)
+    })
+}
+
+/// Adaptive average pooling to `[oh, ow]` (`torch.nn.functional.adaptive_avg_pool2d`):
+/// output cell `(i, j)` averages rows `⌊i·H/oh⌋ .. ⌈(i+1)·H/oh⌉` and the
+/// columns likewise, accumulating in f32.
+pub fn adaptive_avg_pool2d(x: &Tensor, output: [usize; 2]) -> Result<Tensor> {
+    dispatch("adaptive_avg_pool2d", &[x], |inputs| {
+        let op = "adaptive_avg_pool2d";
+        let (xb, unbatched) = pool_input(op, &inputs[0])?;
+        let [h, w] = [xb.dims()[2], xb.dims()[3]];
+        if output.contains(&0) || h == 0 || w == 0 {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "output size {output:?} and the input's planes (shape {:?}) must be non-empty",
+                    inputs[0].dims()
+                ),
+            ));
+        }
+        let y = if h % output[0] == 0 && w % output[1] == 0 {
+            // Equal windows: an average pooling.
+            let (kh, kw) = (h / output[0], w / output[1]);
+            let options = Pool2dOptions {
+                kernel: [kh, kw],
+                stride: [kh, kw],
+                padding: [0, 0],
+            };
+            let (windows, _) = pool_windows(op, &xb, options, 0.0)?;
+            pool_output(&windows.mean_dim(1, false)?, &xb, output, false)?
+        } else {
+            let xa = xb.to_dtype(accumulation(xb.dtype()))?;
+            let bounds = |i: usize, size: usize, out: usize| {
+                (i * size / out, ((i + 1) * size).div_ceil(out))
+            };
+            let mut rows = Vec::with_capacity(output[0]);
+            for i in 0..output[0] {
+                let (r0, r1) = bounds(i, h, output[0]);
+                let band = xa.narrow(2, r0, r1 - r0)?;
+                let mut cells = Vec::with_capacity(output[1]);
+                for j in 0..output[1] {
+                    let (c0, c1) = bounds(j, w, output[1]);
+                    cells.push(band.narrow(3, c0, c1 - c0)?.mean_dims(&[2, 3], true)?);
+                }
+                rows.push(super::cat(&cells.iter().collect::<Vec<_>>(), 3)?);
+            }
+            super::cat(&rows.iter().collect::<Vec<_>>(), 2)?.to_dtype(xb.dtype())?
+        };
+        if unbatched {
+            y.squeeze(0)
+        } else {
+            Ok(y)
+        }
+    })
+}
+
+impl Tensor {
+    /// Merges dimensions `start..=end` into one (`torch.flatten`; negative
+    /// dims count from the end). A view where the layout allows it.
+    pub fn flatten(&self, start: isize, end: isize) -> Result<Tensor> {
+        if self.rank() == 0 {
+            return self.reshape(&[1]);
+        }
+        let s = self.layout().dim("flatten", start)?;
+        let e = self.layout().dim("flatten", end)?;
+        if s > e {
+            return Err(Error::invalid(
+                "flatten",
+                format!(
+                    "start dim {start} comes after end dim {end} (shape {:?})",
+                    self.dims()
+                ),
+            ));
+        }
+        let mut shape = self.dims()[..s].to_vec();
+        shape.push(self.dims()[s..=e].iter().product());
+        shape.extend_from_slice(&self.dims()[e + 1..]);
+        self.reshape(&shape)
+    }
+}
