@@ -82,6 +82,7 @@ pub(super) fn cases(full: bool) -> Vec<Case> {
         |v| ops::baddbmm(&v[0], &v[1], &v[2], 0.5, 0.125),
     );
     attention_cases(&mut add, big);
+    conv_cases(&mut add, big);
     add(
         "linear",
         "256x64 -> 256, bias".into(),
@@ -333,5 +334,187 @@ pub(super) fn attention_cases(
                 .collect::<Result<Vec<_>>>()?;
             ops::cat(&grads.iter().collect::<Vec<_>>(), 0)
         },
+    );
+}
+
+/// Σ y·probe's gradients of the first `n` inputs, flattened and concatenated.
+fn input_gradients(v: &[Tensor], y: Tensor, n: usize, op: &'static str) -> Result<Tensor> {
+    y.mul(&v[v.len() - 1])?.sum_all()?.backward()?;
+    let grads = v[..n]
+        .iter()
+        .map(|x| {
+            x.grad()
+                .ok_or_else(|| amp_tensor::Error::invalid(op, "no gradient"))?
+                .flatten_all()
+        })
+        .collect::<Result<Vec<_>>>()?;
+    ops::cat(&grads.iter().collect::<Vec<_>>(), 0)
+}
+
+/// Convolution, pooling and normalisation: large channel counts (long
+/// products), depthwise with stride and dilation, batch norm over a long
+/// reduction of inputs with a large mean and a small spread, and the
+/// gradients of every input.
+pub(super) fn conv_cases(
+    add: &mut impl FnMut(
+        &'static str,
+        String,
+        Vec<(Vec<f64>, Vec<usize>)>,
+        Vec<(Vec<i64>, Vec<usize>)>,
+        OpFn,
+    ),
+    big: usize,
+) {
+    use ops::{BatchNormOptions, Conv2dOptions, Pool2dOptions};
+    let n = 4 * big;
+    add(
+        "conv2d",
+        format!("{n}x128x14x14 -> 128, 3x3 pad 1 (K = 1152)"),
+        vec![
+            randn(&[n, 128, 14, 14], 1.0, 70),
+            randn(&[128, 128, 3, 3], 1.0 / 34.0, 71),
+            randn(&[128], 0.1, 72),
+        ],
+        vec![],
+        |v| {
+            ops::conv2d(
+                &v[0],
+                &v[1],
+                Some(&v[2]),
+                Conv2dOptions::default().padding(1),
+            )
+        },
+    );
+    add(
+        "conv2d",
+        "depthwise 2x64x17x15, 3x3 stride 2 dilation 2 pad 2".into(),
+        vec![
+            randn(&[2, 64, 17, 15], 1.0, 73),
+            randn(&[64, 1, 3, 3], 0.3, 74),
+        ],
+        vec![],
+        |v| {
+            let o = Conv2dOptions::default()
+                .stride(2)
+                .dilation(2)
+                .padding(2)
+                .groups(64);
+            ops::conv2d(&v[0], &v[1], None, o)
+        },
+    );
+    add(
+        "conv2d backward",
+        "2x32x9x11 -> 48, 3x3 pad 1: dx, dw, db of Σ y·w".into(),
+        vec![
+            randn(&[2, 32, 9, 11], 1.0, 75),
+            randn(&[48, 32, 3, 3], 0.06, 76),
+            randn(&[48], 0.1, 77),
+            randn(&[2, 48, 9, 11], 1.0, 78),
+        ],
+        vec![],
+        |v| {
+            for x in &v[..3] {
+                x.set_requires_grad(true)?;
+            }
+            let y = ops::conv2d(
+                &v[0],
+                &v[1],
+                Some(&v[2]),
+                Conv2dOptions::default().padding(1),
+            )?;
+            input_gradients(v, y, 3, "conv2d backward")
+        },
+    );
+    let plane = 16 * big;
+    let (mean, sd) = (100.0, 0.5);
+    let shifted: Vec<f64> = randn(&[32, 8, plane, plane], sd, 79)
+        .0
+        .into_iter()
+        .map(|x| x + mean)
+        .collect();
+    add(
+        "batch_norm",
+        format!(
+            "32x8x{plane}x{plane} ({} per channel), mean {mean}, sd {sd}",
+            32 * plane * plane
+        ),
+        vec![
+            (shifted.clone(), vec![32, 8, plane, plane]),
+            randn(&[8], 1.0, 80),
+            randn(&[8], 1.0, 81),
+        ],
+        vec![],
+        |v| {
+            ops::batch_norm(
+                &v[0],
+                None,
+                Some(&v[1]),
+                Some(&v[2]),
+                BatchNormOptions::default(),
+            )
+        },
+    );
+    add(
+        "batch_norm backward",
+        format!("32x8x{plane}x{plane}, mean {mean}: dx, dw, db of Σ y·w"),
+        vec![
+            (shifted, vec![32, 8, plane, plane]),
+            randn(&[8], 1.0, 82),
+            randn(&[8], 1.0, 83),
+            randn(&[32, 8, plane, plane], 1.0, 84),
+        ],
+        vec![],
+        |v| {
+            for x in &v[..3] {
+                x.set_requires_grad(true)?;
+            }
+            let y = ops::batch_norm(
+                &v[0],
+                None,
+                Some(&v[1]),
+                Some(&v[2]),
+                BatchNormOptions::default(),
+            )?;
+            input_gradients(v, y, 3, "batch_norm backward")
+        },
+    );
+    add(
+        "group_norm",
+        "8x32x16x16, 8 groups".into(),
+        vec![
+            randn(&[8, 32, 16, 16], 2.0, 85),
+            randn(&[32], 1.0, 86),
+            randn(&[32], 1.0, 87),
+        ],
+        vec![],
+        |v| ops::group_norm(&v[0], 8, Some(&v[1]), Some(&v[2]), 1e-5),
+    );
+    add(
+        "max_pool2d",
+        "8x16x31x29, 3x3 stride 2 pad 1".into(),
+        vec![randn(&[8, 16, 31, 29], 1.0, 88)],
+        vec![],
+        |v| ops::max_pool2d(&v[0], Pool2dOptions::new(3).stride(2).padding(1)),
+    );
+    add(
+        "avg_pool2d backward",
+        "8x16x31x29, 3x3 stride 2 pad 1: dx of Σ y·w".into(),
+        vec![
+            randn(&[8, 16, 31, 29], 1.0, 89),
+            randn(&[8, 16, 16, 15], 1.0, 90),
+        ],
+        vec![],
+        |v| {
+            v[0].set_requires_grad(true)?;
+            let y = ops::avg_pool2d(&v[0], Pool2dOptions::new(3).stride(2).padding(1), true)?;
+            input_gradients(v, y, 1, "avg_pool2d backward")
+        },
+    );
+    add(
+        "adaptive_avg_pool2d",
+        "8x16x7x7 -> 3x3 (uneven bins)".into(),
+        vec![randn(&[8, 16, 7, 7], 1.0, 91)],
+        vec![],
+        |v| ops::adaptive_avg_pool2d(&v[0], [3, 3]),
     );
 }
