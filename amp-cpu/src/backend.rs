@@ -11,8 +11,8 @@ use crate::isa::{self, Isa};
 use crate::{index, optim, reduce, unscale};
 use amp_dtype::DType;
 use amp_tensor::backend::{
-    AdamWStep, Backend, BinaryOp, HostElement, HostStorage, NonFiniteCount, ReduceOp, Storage,
-    UnaryOp, View,
+    AdamWStep, Backend, BinaryOp, HostElement, HostStorage, Im2col, NonFiniteCount, ReduceOp,
+    Storage, UnaryOp, View,
 };
 use amp_tensor::reference::ReferenceBackend;
 use amp_tensor::{with_host_storage, DeviceKind, Error, Layout, Result};
@@ -723,6 +723,36 @@ impl Backend for CpuBackend {
             optim::adamw::<P, G>(self.isa, p, &g[range.clone()], m, v, hyper)
         }));
         Ok(())
+    }
+
+    fn im2col(&self, x: View<'_>, geometry: &Im2col, out: DType) -> Result<Option<Storage>> {
+        let (h, l) = host("im2col", x)?;
+        let numel = geometry.batch * geometry.channels * geometry.plane[0] * geometry.plane[1];
+        if !fast(h.dtype()) || out != DType::F32 || l.numel() != numel {
+            return Ok(None);
+        }
+        let (buf, off) = dense(h, l);
+        let cols =
+            with_fast!(&*buf, v, S => crate::conv::im2col::<S>(&v[off..off + numel], geometry));
+        Ok(Some(Storage::Host(HostStorage::F32(cols))))
+    }
+
+    fn col2im(&self, cols: View<'_>, geometry: &Im2col, out: DType) -> Result<Option<Storage>> {
+        let (h, l) = host("col2im", cols)?;
+        let numel = geometry.rows() * geometry.cols();
+        if h.dtype() != DType::F32 || !fast(out) || l.numel() != numel {
+            return Ok(None);
+        }
+        let (buf, off) = dense(h, l);
+        let HostStorage::F32(v) = &*buf else {
+            unreachable!("checked f32")
+        };
+        let sums = HostStorage::F32(crate::conv::col2im(&v[off..off + numel], geometry));
+        Ok(Some(Storage::Host(if out == DType::F32 {
+            sums
+        } else {
+            elementwise::cast_range(self.isa, &sums, 0, sums.len(), out)
+        })))
     }
 
     fn attention(

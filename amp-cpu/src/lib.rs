@@ -70,6 +70,7 @@
 mod alloc;
 mod attention;
 mod backend;
+mod conv;
 mod convert;
 mod elementwise;
 mod gemm;

@@ -485,6 +485,29 @@ pub trait Backend: Send + Sync + fmt::Debug {
         composed_adamw_step(self, param, grad, exp_avg, exp_avg_sq, hyper)
     }
 
+    /// The windows of a convolution (im2col) of the NCHW input `x` as a
+    /// row-major `[batch·oh·ow, channels·kh·kw]` matrix in `out`: row
+    /// `(b, oh, ow)`, column `(c, kh, kw)` holds the element tap `(kh, kw)` of
+    /// window `(oh, ow)` reads in plane `(b, c)`, or 0 where it reads padding.
+    ///
+    /// `Ok(None)` (the provided implementation) means "not here": `conv2d`
+    /// then gathers the windows with [`Backend::index_select`] and sums
+    /// their gradients with [`Backend::scatter_add`].
+    fn im2col(&self, x: View<'_>, geometry: &Im2col, out: DType) -> Result<Option<Storage>> {
+        let _ = (x, geometry, out);
+        Ok(None)
+    }
+
+    /// The adjoint of [`Backend::im2col`] (col2im): `cols`
+    /// `[batch·oh·ow, channels·kh·kw]` summed back into NCHW `[batch,
+    /// channels, h, w]`, accumulated in f32 or better and rounded once to
+    /// `out`. A backend that answers `Some` from [`Backend::im2col`] must
+    /// answer `Some` here for the same geometry.
+    fn col2im(&self, cols: View<'_>, geometry: &Im2col, out: DType) -> Result<Option<Storage>> {
+        let _ = (cols, geometry, out);
+        Ok(None)
+    }
+
     /// Fused attention (a flash-attention kernel): for `problem` (see
     /// [`AttentionProblem`]) returns `Some((out, lse))` with `out` the
     /// contiguous `[N, L, Ev]` result in `q`'s dtype and `lse` the
@@ -530,6 +553,49 @@ pub trait Backend: Send + Sync + fmt::Debug {
     ) -> Result<Option<(Storage, Storage, Storage)>> {
         let _ = (problem, out, grad_out, lse);
         Ok(None)
+    }
+}
+
+/// The windows of a 2-D convolution ([`Backend::im2col`]): `batch` NCHW
+/// images of `channels` planes `plane = [h, w]`, a `kernel` with `stride`,
+/// `padding` and `dilation` per direction, giving `out = [oh, ow]` positions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Im2col {
+    /// Images.
+    pub batch: usize,
+    /// Channels per image.
+    pub channels: usize,
+    /// `[height, width]` of each plane.
+    pub plane: [usize; 2],
+    /// `[height, width]` of the kernel.
+    pub kernel: [usize; 2],
+    /// Step between windows.
+    pub stride: [usize; 2],
+    /// Zeros on both sides.
+    pub padding: [usize; 2],
+    /// Spacing between taps.
+    pub dilation: [usize; 2],
+    /// Output positions `[oh, ow]`.
+    pub out: [usize; 2],
+}
+
+impl Im2col {
+    /// Rows of the window matrix: `batch · oh · ow`.
+    pub fn rows(&self) -> usize {
+        self.batch * self.out[0] * self.out[1]
+    }
+
+    /// Columns of the window matrix: `channels · kh · kw`.
+    pub fn cols(&self) -> usize {
+        self.channels * self.kernel[0] * self.kernel[1]
+    }
+
+    /// The input coordinate along direction `d` (0: rows, 1: columns) that
+    /// output position `o` reads at kernel tap `k`, if it lies inside the plane.
+    pub fn source(&self, d: usize, o: usize, k: usize) -> Option<usize> {
+        (o * self.stride[d] + k * self.dilation[d])
+            .checked_sub(self.padding[d])
+            .filter(|&c| c < self.plane[d])
     }
 }
 

@@ -174,7 +174,7 @@ struct CnnArgs {
     #[command(flatten)]
     run: RunArgs,
     /// Epochs to train (in total, when resuming).
-    #[arg(long, default_value_t = 15, value_parser = parse_positive, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 20, value_parser = parse_positive, allow_negative_numbers = true)]
     epochs: usize,
     /// Images per batch.
     #[arg(long, default_value_t = 64, value_parser = parse_positive, allow_negative_numbers = true)]
@@ -183,7 +183,7 @@ struct CnnArgs {
     #[arg(long, default_value_t = 3e-3, value_parser = parse_lr, allow_negative_numbers = true)]
     lr: f64,
     /// Channels of the stem (the last residual block has twice as many).
-    #[arg(long, default_value_t = 16, value_parser = parse_positive, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 32, value_parser = parse_positive, allow_negative_numbers = true)]
     channels: usize,
 }
 

@@ -34,10 +34,12 @@ commands:
       compiles every CUDA kernel with NVRTC for sm_80 and sm_90.
   gpu [--out DIR]
       builds the bundle for a machine with an NVIDIA GPU and no Rust.
-  bench [--torch PYTHON]
-      the CPU performance table (GEMM, MLP step, attention, GPT step and
-      their peak memory, casts, unscale, digits run); with --torch (or AMP_BENCH_TORCH) PyTorch runs the same
-      workloads and the table shows the ratios.
+  bench [--torch PYTHON] [--rounds N] [--only cnn]
+      the CPU performance table (GEMM, MLP step, conv2d and ResNet step,
+      attention, GPT step and their peak memory, casts, unscale, digits
+      run); with --torch (or AMP_BENCH_TORCH) PyTorch runs the same
+      workloads and the table shows the ratios. --only cnn: the conv2d and
+      ResNet rows alone.
 ";
 
 fn usage_error(message: &str) -> ExitCode {

@@ -15,6 +15,7 @@
 //! group), and the result is viewed back as `[N, OC, OH, OW]`.
 
 use super::{output_fits, require_float, same_device};
+use crate::backend::Im2col;
 use crate::dispatch::dispatch;
 use crate::{Error, Result, Tensor};
 use amp_dtype::DType;
@@ -441,25 +442,41 @@ fn conv2d_impl(
     // [OC, C·KH·KW] per group, the bias added in the product's f32
     // accumulator (one rounding, as oneDNN and cuDNN do).
     //
-    // The windows are gathered from an f32 copy of a bf16/f16 input and
-    // read by the product through a deferred cast (the CPU GEMM rounds them
-    // while packing): the product then computes their gradient in f32, the
-    // gather sums the overlapping windows' gradients in f32 (col2im), and
-    // the input's gradient is rounded once — as oneDNN's and cuDNN's
-    // backward-data kernels accumulate.
-    let (index, padded) = window.conv_taps(n, c, out);
+    // The windows are gathered in f32 (f64 for f64) — by the backend's
+    // im2col where it has one, else from an f32 copy of a bf16/f16 input —
+    // and read by the product through a deferred cast (the CPU GEMM rounds
+    // them while packing): the product then computes their gradient in f32,
+    // the windows' gradients are summed in f32 (col2im), and the input's
+    // gradient is rounded once — as oneDNN's and cuDNN's backward-data
+    // kernels accumulate.
     let acc = accumulation(x.dtype());
-    let flat = xb.to_dtype(acc)?.reshape(&[n * c * h * wd])?;
-    let source = if padded {
-        super::cat(&[&flat, &Tensor::zeros(&[1], acc, x.device())?], 0)?
-    } else {
-        flat
+    let geometry = Im2col {
+        batch: n,
+        channels: c,
+        plane: [h, wd],
+        kernel: [kh, kw],
+        stride: options.stride,
+        padding: options.padding,
+        dilation: options.dilation,
+        out,
     };
     let taps = kh * kw;
-    let count = index.len();
-    let cols = source
-        .index_select(0, &Tensor::from_vec(index, &[count], x.device())?)?
-        .reshape(&[n * l, c * taps])?;
+    let cols = match unfold(&xb, &geometry, acc)? {
+        Some(cols) => cols,
+        None => {
+            let (index, padded) = window.conv_taps(n, c, out);
+            let flat = xb.to_dtype(acc)?.reshape(&[n * c * h * wd])?;
+            let source = if padded {
+                super::cat(&[&flat, &Tensor::zeros(&[1], acc, x.device())?], 0)?
+            } else {
+                flat
+            };
+            let count = index.len();
+            source
+                .index_select(0, &Tensor::from_vec(index, &[count], x.device())?)?
+                .reshape(&[n * l, c * taps])?
+        }
+    };
     let operand = |t: Tensor| {
         if acc == x.dtype() {
             Ok(t)
@@ -491,6 +508,44 @@ fn conv2d_impl(
     } else {
         Ok(y)
     }
+}
+
+/// The backend's im2col of `x` (NCHW) in `acc` as a tensor whose backward
+/// is the backend's col2im, or `None` where the backend has no im2col.
+fn unfold(x: &Tensor, geometry: &Im2col, acc: DType) -> Result<Option<Tensor>> {
+    let x = x.contiguous()?;
+    let storage = {
+        let input = x.materialised_input()?;
+        x.device().backend().im2col(input.view(), geometry, acc)?
+    };
+    let Some(storage) = storage else {
+        return Ok(None);
+    };
+    let (g, shape, grad_dtype) = (*geometry, x.shape(), x.grad_dtype());
+    Ok(Some(Tensor::from_op(
+        storage,
+        &[geometry.rows(), geometry.cols()],
+        x.device(),
+        "im2col",
+        &[&x],
+        move |grad| {
+            let sums = {
+                let input = grad.materialised_input()?;
+                grad.device().backend().col2im(input.view(), &g, grad_dtype)?
+            }
+            .ok_or_else(|| {
+                Error::invalid(
+                    "conv2d",
+                    "the backend gathered the windows (im2col) but has no col2im for their gradient",
+                )
+            })?;
+            Ok(vec![Some(Tensor::from_storage(
+                sums,
+                &shape,
+                grad.device(),
+            ))])
+        },
+    )))
 }
 
 /// The windows of every plane of `x` (`[N, C, H, W]`) as `[N·C, KH·KW, OH·OW]`.

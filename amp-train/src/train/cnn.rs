@@ -30,13 +30,13 @@ impl Default for CnnConfig {
     fn default() -> Self {
         CnnConfig {
             fit: FitConfig {
-                epochs: 15,
+                epochs: 20,
                 ..FitConfig::default()
             },
             batch_size: 64,
             lr: 3e-3,
             seed: 0,
-            channels: 16,
+            channels: 32,
         }
     }
 }

@@ -11,8 +11,10 @@
 //!
 //! The transformer rows (attention at T = 512, 1024, 2048 and a training
 //! step of `amp-train lm`'s default GPT, with each one's peak resident
-//! memory from a process of its own) are in [`transformer`].
+//! memory from a process of its own) are in [`transformer`]; the CNN rows
+//! (3×3 convolutions forward + backward, a ResNet-style training step) in [`cnn`].
 
+pub mod cnn;
 pub mod transformer;
 
 use amp_autocast::autocast;
@@ -212,8 +214,12 @@ struct Figure {
     peak: Option<String>,
 }
 
-fn measure(device: &Device) -> Res<Vec<Figure>> {
+fn measure(device: &Device, only: Option<&str>) -> Res<Vec<Figure>> {
     let mut figs = Vec::new();
+    if only == Some("cnn") {
+        cnn_rows(device, &mut figs)?;
+        return Ok(figs);
+    }
     let fig = |name: String, unit, ours, key: Option<String>, lower, target| Figure {
         name,
         unit,
@@ -368,9 +374,62 @@ fn measure(device: &Device) -> Res<Vec<Figure>> {
         false,
         "≥ 1×",
     ));
+    cnn_rows(device, &mut figs)?;
     // Last: the GPT leaves a heap of freed buffers that the rows above should not see.
     transformer_rows(device, &mut figs)?;
     Ok(figs)
+}
+
+/// Convolution forward + backward and the ResNet step, f32 and bf16 autocast.
+fn cnn_rows(device: &Device, figs: &mut Vec<Figure>) -> Res<()> {
+    let mut add = |name: String, ours, torch: bool, unit, target| {
+        figs.push(Figure {
+            torch_key: torch.then(|| name.clone()),
+            name,
+            unit,
+            ours,
+            lower_is_better: unit == "ms",
+            target,
+            peak: None,
+        })
+    };
+    eprintln!("  conv2d 3x3 forward + backward, ResNet step");
+    for (tag, c, hw) in cnn::CONVS {
+        let f32_ms = cnn::conv_ms(device, c, hw, None)?;
+        let bf16_ms = cnn::conv_ms(device, c, hw, Some(DType::BF16))?;
+        add(
+            format!("conv_f32_{tag}_ms"),
+            f32_ms,
+            true,
+            "ms",
+            "≥ 0.8× torch",
+        );
+        add(
+            format!("conv_bf16_{tag}_ms"),
+            bf16_ms,
+            true,
+            "ms",
+            "≥ 1.0× torch",
+        );
+    }
+    let f32_ms = cnn::resnet_step_ms(device, None)?;
+    let bf16_ms = cnn::resnet_step_ms(device, Some(DType::BF16))?;
+    add("resnet_step_f32_ms".into(), f32_ms, true, "ms", "");
+    add(
+        "resnet_step_bf16_ms".into(),
+        bf16_ms,
+        true,
+        "ms",
+        "≥ 1.0× torch",
+    );
+    add(
+        "resnet bf16 speed-up over our f32".into(),
+        f32_ms / bf16_ms,
+        false,
+        "×",
+        "≥ 2×",
+    );
+    Ok(())
 }
 
 /// Attention forward + backward and the GPT step, with their peak memory.
@@ -489,7 +548,7 @@ pub fn run_rss(args: &[String]) -> ExitCode {
     }
 }
 
-fn run_torch(python: &str) -> Result<BTreeMap<String, f64>, String> {
+fn run_torch(python: &str, only: Option<&str>) -> Result<BTreeMap<String, f64>, String> {
     let dir = std::env::temp_dir().join(format!("amp-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let script = dir.join("torch_bench.py");
@@ -498,6 +557,7 @@ fn run_torch(python: &str) -> Result<BTreeMap<String, f64>, String> {
     let out = Command::new(python)
         .arg(&script)
         .args(["--vocab", &vocab.to_string()])
+        .args(only.map(|o| ["--only", o]).into_iter().flatten())
         .output()
         .map_err(|e| format!("cannot run {python}: {e}"))?;
     let _ = std::fs::remove_dir_all(&dir);
@@ -516,6 +576,7 @@ fn run_torch(python: &str) -> Result<BTreeMap<String, f64>, String> {
 pub fn run(args: &[String]) -> ExitCode {
     let mut python = std::env::var("AMP_BENCH_TORCH").ok();
     let mut rounds = None;
+    let mut only = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -523,6 +584,13 @@ pub fn run(args: &[String]) -> ExitCode {
                 Some(r) if r > 0 => rounds = Some(r),
                 _ => {
                     eprintln!("error: --rounds needs a positive number");
+                    return ExitCode::from(2);
+                }
+            },
+            "--only" => match it.next().map(String::as_str) {
+                Some("cnn") => only = Some("cnn"),
+                _ => {
+                    eprintln!("error: --only takes a group of rows: cnn");
                     return ExitCode::from(2);
                 }
             },
@@ -534,7 +602,7 @@ pub fn run(args: &[String]) -> ExitCode {
                 }
             },
             other => {
-                eprintln!("error: unknown argument to bench: {other:?}\nusage: cargo xtask bench [--torch PYTHON] [--rounds N]");
+                eprintln!("error: unknown argument to bench: {other:?}\nusage: cargo xtask bench [--torch PYTHON] [--rounds N] [--only cnn]");
                 return ExitCode::from(2);
             }
         }
@@ -559,7 +627,7 @@ pub fn run(args: &[String]) -> ExitCode {
         if rounds > 1 {
             eprintln!("round {} of {rounds}", round + 1);
         }
-        figs = match measure(&device) {
+        figs = match measure(&device, only) {
             Ok(f) => f,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -572,7 +640,7 @@ pub fn run(args: &[String]) -> ExitCode {
         }
         if let Some(p) = &python {
             eprintln!("  PyTorch workloads with {p}");
-            match run_torch(p) {
+            match run_torch(p, only) {
                 Ok(t) => {
                     for (k, v) in t {
                         theirs.entry(k).or_default().push(v);

@@ -117,6 +117,60 @@ def median_time(fn, reps):
     return times[len(times) // 2]
 
 out = {}
+def conv_ms(c, hw, autocast):
+    # One 3x3 convolution (padding 1), forward + backward of input and weight, batch 32.
+    x = torch.randn(32, c, hw, hw, requires_grad=True)
+    w = (torch.randn(c, c, 3, 3) * 0.04).requires_grad_(True)
+    probe = torch.randn(32, c, hw, hw)
+    def run():
+        x.grad = None
+        w.grad = None
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            y = F.conv2d(x, w, padding=1)
+        y.backward(probe.to(y.dtype))
+    return median_time(run, 5) * 1e3
+class BasicBlock(torch.nn.Module):
+    # torchvision's BasicBlock.
+    def __init__(self, a, b, stride):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(a, b, 3, stride, 1, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(b)
+        self.conv2 = torch.nn.Conv2d(b, b, 3, 1, 1, bias=False)
+        self.bn2 = torch.nn.BatchNorm2d(b)
+        self.downsample = None
+        if stride != 1 or a != b:
+            self.downsample = torch.nn.Sequential(torch.nn.Conv2d(a, b, 1, stride, bias=False), torch.nn.BatchNorm2d(b))
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += x if self.downsample is None else self.downsample(x)
+        return F.relu(out)
+def resnet_step_ms(autocast):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False), torch.nn.BatchNorm2d(64), torch.nn.ReLU(),
+        BasicBlock(64, 64, 1), BasicBlock(64, 64, 1), BasicBlock(64, 128, 2), BasicBlock(128, 128, 1),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(128, 10))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x = torch.randn(32, 3, 32, 32)
+    y = torch.randint(0, 10, (32,))
+    def step():
+        opt.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+    return median_time(step, 3) * 1e3
+# `--only cnn`: these rows alone (as `cargo xtask bench --only cnn`).
+ONLY = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
+for tag, c, hw in (("64c56", 64, 56), ("128c28", 128, 28)):
+    out[f"conv_f32_{tag}_ms"] = conv_ms(c, hw, False)
+    out[f"conv_bf16_{tag}_ms"] = conv_ms(c, hw, True)
+out["resnet_step_f32_ms"] = resnet_step_ms(False)
+out["resnet_step_bf16_ms"] = resnet_step_ms(True)
+if ONLY == "cnn":
+    print(json.dumps(out))
+    sys.exit(0)
 torch.manual_seed(0)
 for dtype, tag in ((torch.bfloat16, "bf16"), (torch.float32, "f32")):
     for (m, k, n) in [(512, 512, 512), (1024, 1024, 1024), (2048, 2048, 2048), (256, 1024, 4096), (256, 4096, 4096), (256, 4096, 10)]:
