@@ -2,9 +2,9 @@
 //! `conv2d`'s product on the packed GEMM: f32/bf16/f16 inputs, f32 windows.
 //!
 //! im2col writes each row `(b, oh, ow)` — its `C·KH·KW` taps — in one
-//! pass, rows in parallel; col2im accumulates each plane `(b, c)` in f32
-//! from every row that reads it, planes in parallel, so no two threads
-//! write the same element and the sums do not depend on the thread count.
+//! pass, rows in parallel; col2im accumulates each image in f32 from its
+//! rows in order, images in parallel, so no two threads write the same
+//! element and the sums do not depend on the thread count.
 
 use crate::convert::F32Convert;
 use amp_tensor::backend::Im2col;
@@ -56,28 +56,40 @@ pub(crate) fn im2col<S: F32Convert + Sync>(x: &[S], g: &Im2col) -> Vec<f32> {
 }
 
 /// The adjoint of [`im2col`]: the f32 window matrix `cols` summed back into
-/// NCHW planes, in f32.
+/// NCHW planes, in f32. Images in parallel: each reads its rows of `cols`
+/// in order (one stream) and adds every tap into its own planes, which stay
+/// in cache (`C·H·W` f32 per image).
 pub(crate) fn col2im(cols: &[f32], g: &Im2col) -> Vec<f32> {
     let [h, w] = g.plane;
     let [kh, kw] = g.kernel;
     let [oh, ow] = g.out;
     let width = g.cols();
-    let mut out = vec![0f32; g.batch * g.channels * h * w];
-    out.par_chunks_mut(h * w)
+    let image = g.channels * h * w;
+    let mut out = vec![0f32; g.batch * image];
+    let sources = |d: usize, outs: usize, taps: usize| -> Vec<Option<usize>> {
+        (0..outs)
+            .flat_map(|o| (0..taps).map(move |k| (o, k)))
+            .map(|(o, k)| g.source(d, o, k))
+            .collect()
+    };
+    let (ih_of, iw_of) = (sources(0, oh, kh), sources(1, ow, kw));
+    out.par_chunks_mut(image)
         .enumerate()
-        .for_each(|(plane_index, plane)| {
-            let (b, c) = (plane_index / g.channels, plane_index % g.channels);
+        .for_each(|(b, planes)| {
             for y in 0..oh {
+                let ihs = &ih_of[y * kh..(y + 1) * kh];
                 for x0 in 0..ow {
-                    let row = (b * oh + y) * ow + x0;
-                    let taps = &cols[row * width + c * kh * kw..][..kh * kw];
-                    for ky in 0..kh {
-                        let Some(ih) = g.source(0, y, ky) else {
-                            continue;
-                        };
-                        for kx in 0..kw {
-                            if let Some(iw) = g.source(1, x0, kx) {
-                                plane[ih * w + iw] += taps[ky * kw + kx];
+                    let iws = &iw_of[x0 * kw..(x0 + 1) * kw];
+                    let row = &cols[((b * oh + y) * ow + x0) * width..][..width];
+                    for (c, taps) in row.chunks(kh * kw).enumerate() {
+                        let plane = &mut planes[c * h * w..(c + 1) * h * w];
+                        for (ky, line) in taps.chunks(kw).enumerate() {
+                            let Some(ih) = ihs[ky] else { continue };
+                            let dst = &mut plane[ih * w..(ih + 1) * w];
+                            for (v, iw) in line.iter().zip(iws) {
+                                if let Some(iw) = iw {
+                                    dst[*iw] += v;
+                                }
                             }
                         }
                     }

@@ -4,11 +4,12 @@
 //! timed by a wrapping [`Backend`].
 //!
 //! `cargo run --release -p amp-train --example profile_step` (`gpt`: the
-//! default `amp-train lm` model instead).
+//! default `amp-train lm` model instead; `conv`: one 3×3 convolution of the
+//! bench, forward and backward).
 
 use amp_tensor::backend::{
-    AdamWStep, AttentionProblem, Backend, BinaryOp, HostStorage, NonFiniteCount, ReduceOp, Storage,
-    UnaryOp, View,
+    AdamWStep, AttentionProblem, Backend, BinaryOp, HostStorage, Im2col, NonFiniteCount, ReduceOp,
+    Storage, UnaryOp, View,
 };
 use amp_tensor::{ops, DType, Device, DeviceKind, Layout, Result, Tensor};
 use std::collections::BTreeMap;
@@ -223,6 +224,18 @@ impl Backend for Timed {
             },
         )
     }
+    fn im2col(&self, x: View<'_>, geometry: &Im2col, out: DType) -> Result<Option<Storage>> {
+        self.time(
+            || format!("im2col {} -> {out}", dt(&x)),
+            || self.inner.im2col(x, geometry, out),
+        )
+    }
+    fn col2im(&self, cols: View<'_>, geometry: &Im2col, out: DType) -> Result<Option<Storage>> {
+        self.time(
+            || format!("col2im {} -> {out}", dt(&cols)),
+            || self.inner.col2im(cols, geometry, out),
+        )
+    }
     fn attention(&self, problem: &AttentionProblem<'_>) -> Result<Option<(Storage, Storage)>> {
         self.time(
             || format!("attention {}", dt(&problem.q)),
@@ -288,6 +301,43 @@ fn gpt(backend: &Timed, device: &Device) -> Result<()> {
     Ok(())
 }
 
+/// `profile_step conv`: one 3×3 convolution (batch 32, 64→64 channels,
+/// 56×56, padding 1) forward and backward, f32 and bf16 autocast — the
+/// bench's `conv_*_64c56` row.
+fn conv(backend: &Timed, device: &Device) -> Result<()> {
+    let x = Tensor::randn(&[32, 64, 56, 56], DType::F32, device, 31)?;
+    let w = Tensor::randn(&[64, 64, 3, 3], DType::F32, device, 32)?.mul_scalar(0.04)?;
+    let probe = Tensor::randn(&[32, 64, 56, 56], DType::F32, device, 33)?;
+    x.set_requires_grad(true)?;
+    w.set_requires_grad(true)?;
+    for low in [None, Some(DType::BF16)] {
+        let name = low.map_or("conv f32".to_string(), |d| format!("conv {d} autocast"));
+        for rep in 0..3 {
+            backend.table.lock().expect("lock").clear();
+            x.zero_grad();
+            w.zero_grad();
+            let t = Instant::now();
+            let y = {
+                let _region = low
+                    .map(|d| amp_autocast::autocast(DeviceKind::Cpu, d))
+                    .transpose()?;
+                ops::conv2d(&x, &w, None, ops::Conv2dOptions::default().padding(1))?
+            };
+            let fwd = t.elapsed().as_secs_f64();
+            y.backward_with(&probe.to_dtype(y.dtype())?)?;
+            let total = t.elapsed().as_secs_f64();
+            println!(
+                "{name} rep {rep}: {:.1} ms (fwd {:.1}, bwd {:.1})",
+                total * 1e3,
+                fwd * 1e3,
+                (total - fwd) * 1e3
+            );
+        }
+        print_table(backend);
+    }
+    Ok(())
+}
+
 /// The backend calls of the last step, the slowest first.
 fn print_table(backend: &Timed) {
     let table = backend.table.lock().expect("lock");
@@ -345,6 +395,9 @@ fn main() -> Result<()> {
     });
     let device = Device::new(backend.clone());
     println!("isa {}", amp_cpu::isa());
+    if std::env::args().nth(1).as_deref() == Some("conv") {
+        return conv(&backend, &device);
+    }
     #[cfg(feature = "text")]
     if std::env::args().nth(1).as_deref() == Some("gpt") {
         return gpt(&backend, &device);
