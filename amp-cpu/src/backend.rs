@@ -728,13 +728,19 @@ impl Backend for CpuBackend {
     fn im2col(&self, x: View<'_>, geometry: &Im2col, out: DType) -> Result<Option<Storage>> {
         let (h, l) = host("im2col", x)?;
         let numel = geometry.batch * geometry.channels * geometry.plane[0] * geometry.plane[1];
-        if !fast(h.dtype()) || out != DType::F32 || l.numel() != numel {
+        if !fast(h.dtype()) || !(out == DType::F32 || out == h.dtype()) || l.numel() != numel {
             return Ok(None);
         }
         let (buf, off) = dense(h, l);
-        let cols =
-            with_fast!(&*buf, v, S => crate::conv::im2col::<S>(&v[off..off + numel], geometry));
-        Ok(Some(Storage::Host(HostStorage::F32(cols))))
+        let cols = with_fast!(&*buf, v, S => {
+            let x = &v[off..off + numel];
+            if out == DType::F32 {
+                HostStorage::F32(crate::conv::im2col(x, geometry, 0f32, |v: &S| amp_dtype::Element::to_f32(*v)))
+            } else {
+                S::into_host(crate::conv::im2col(x, geometry, <S as amp_dtype::Element>::from_f32(0.0), |v: &S| *v))
+            }
+        });
+        Ok(Some(Storage::Host(cols)))
     }
 
     fn col2im(&self, cols: View<'_>, geometry: &Im2col, out: DType) -> Result<Option<Storage>> {

@@ -1,26 +1,31 @@
 //! The windows of a convolution (im2col) and their adjoint (col2im), for
-//! `conv2d`'s product on the packed GEMM: f32/bf16/f16 inputs, f32 windows.
+//! `conv2d`'s product on the packed GEMM: f32/bf16/f16 inputs, windows in
+//! the input's dtype or f32.
 //!
 //! im2col writes each row `(b, oh, ow)` — its `C·KH·KW` taps — in one
 //! pass, rows in parallel; col2im accumulates each image in f32 from its
 //! rows in order, images in parallel, so no two threads write the same
 //! element and the sums do not depend on the thread count.
 
-use crate::convert::F32Convert;
 use amp_tensor::backend::Im2col;
 use rayon::prelude::*;
 
 /// Rows of the window matrix written per parallel task.
 const ROWS_PER_TASK: usize = 64;
 
-/// The windows of the contiguous NCHW `x` as a row-major
-/// `[rows, cols]` f32 matrix (zeros where a tap reads padding).
-pub(crate) fn im2col<S: F32Convert + Sync>(x: &[S], g: &Im2col) -> Vec<f32> {
+/// The windows of the contiguous NCHW `x` as a row-major `[rows, cols]`
+/// matrix of `D` (`zero` where a tap reads padding), each element `read`.
+pub(crate) fn im2col<S: Sync, D: Copy + Send>(
+    x: &[S],
+    g: &Im2col,
+    zero: D,
+    read: impl Fn(&S) -> D + Sync,
+) -> Vec<D> {
     let (rows, cols) = (g.rows(), g.cols());
     let [h, w] = g.plane;
     let [kh, kw] = g.kernel;
     let [oh, ow] = g.out;
-    let mut out = vec![0f32; rows * cols];
+    let mut out = vec![zero; rows * cols];
     // The source row (column) of each (output row, kernel row) pair.
     let sources = |d: usize, outs: usize, taps: usize| -> Vec<Option<usize>> {
         (0..outs)
@@ -45,7 +50,7 @@ pub(crate) fn im2col<S: F32Convert + Sync>(x: &[S], g: &Im2col) -> Vec<f32> {
                         let src = &plane[ih * w..(ih + 1) * w];
                         for (v, iw) in line.iter_mut().zip(iws) {
                             if let Some(iw) = iw {
-                                *v = src[*iw].to_f32();
+                                *v = read(&src[*iw]);
                             }
                         }
                     }
@@ -118,7 +123,7 @@ mod tests {
             out: [3, 3],
         };
         let x: Vec<f32> = (0..2 * 3 * 5 * 4).map(|i| (i % 17) as f32 - 8.0).collect();
-        let cols = im2col(&x, &g);
+        let cols = im2col(&x, &g, 0.0, |v| *v);
         assert_eq!(cols.len(), g.rows() * g.cols());
         for r in 0..g.rows() {
             let (b, y, x0) = (r / 9, (r % 9) / 3, r % 3);

@@ -129,6 +129,25 @@ fn conv_cases() -> Vec<ConvCase> {
             kernel: [1, 1],
             options: o().stride(2),
         },
+        // Stride 1 with groups, dilation and uneven padding (the input's
+        // gradient as a convolution of the output's).
+        ConvCase {
+            x: [2, 4, 7, 7],
+            oc: 8,
+            kernel: [3, 3],
+            options: Conv2dOptions {
+                padding: [2, 0],
+                dilation: [2, 1],
+                ..o().groups(2)
+            },
+        },
+        // Stride 1 with more padding than the kernel spans.
+        ConvCase {
+            x: [1, 3, 4, 4],
+            oc: 2,
+            kernel: [1, 1],
+            options: o().padding(1),
+        },
         // A longer reduction: 16 channels × 9 taps.
         ConvCase {
             x: [2, 16, 6, 6],

@@ -15,7 +15,7 @@
 //! group), and the result is viewed back as `[N, OC, OH, OW]`.
 
 use super::{output_fits, require_float, same_device};
-use crate::backend::Im2col;
+use crate::backend::{Im2col, ReduceOp};
 use crate::dispatch::dispatch;
 use crate::{Error, Result, Tensor};
 use amp_dtype::DType;
@@ -441,15 +441,6 @@ fn conv2d_impl(
     // The windows as rows, [N·OH·OW, C·KH·KW]: one product with the weight
     // [OC, C·KH·KW] per group, the bias added in the product's f32
     // accumulator (one rounding, as oneDNN and cuDNN do).
-    //
-    // The windows are gathered in f32 (f64 for f64) — by the backend's
-    // im2col where it has one, else from an f32 copy of a bf16/f16 input —
-    // and read by the product through a deferred cast (the CPU GEMM rounds
-    // them while packing): the product then computes their gradient in f32,
-    // the windows' gradients are summed in f32 (col2im), and the input's
-    // gradient is rounded once — as oneDNN's and cuDNN's backward-data
-    // kernels accumulate.
-    let acc = accumulation(x.dtype());
     let geometry = Im2col {
         batch: n,
         channels: c,
@@ -460,10 +451,15 @@ fn conv2d_impl(
         dilation: options.dilation,
         out,
     };
-    let taps = kh * kw;
-    let cols = match unfold(&xb, &geometry, acc)? {
-        Some(cols) => cols,
+    let y = match fused_conv(&xb, w, bias, &geometry, g)? {
+        Some(y) => y,
         None => {
+            // Composed: the windows gathered with index_select from an f32
+            // (f64) copy and read by the product through a deferred cast, so
+            // the product computes their gradient in f32, scatter_add sums
+            // the overlapping windows' gradients in f32 (col2im), and the
+            // input's gradient is rounded once.
+            let acc = accumulation(x.dtype());
             let (index, padded) = window.conv_taps(n, c, out);
             let flat = xb.to_dtype(acc)?.reshape(&[n * c * h * wd])?;
             let source = if padded {
@@ -472,32 +468,17 @@ fn conv2d_impl(
                 flat
             };
             let count = index.len();
-            source
+            let cols = source
                 .index_select(0, &Tensor::from_vec(index, &[count], x.device())?)?
-                .reshape(&[n * l, c * taps])?
+                .reshape(&[n * l, c * kh * kw])?;
+            grouped_product(&cols, w, bias, g, &|t| {
+                if acc == x.dtype() {
+                    Ok(t)
+                } else {
+                    t.to_dtype_deferred(x.dtype())
+                }
+            })?
         }
-    };
-    let operand = |t: Tensor| {
-        if acc == x.dtype() {
-            Ok(t)
-        } else {
-            t.to_dtype_deferred(x.dtype())
-        }
-    };
-    let y = if g == 1 {
-        super::linear(&operand(cols)?, &w.reshape(&[oc, c * taps])?, bias)?
-    } else {
-        let og = oc / g;
-        let parts = (0..g)
-            .map(|i| {
-                super::linear(
-                    &operand(cols.narrow(1, i * cg * taps, cg * taps)?)?,
-                    &w.narrow(0, i * og, og)?.reshape(&[og, cg * taps])?,
-                    bias.map(|b| b.narrow(0, i * og, og)).transpose()?.as_ref(),
-                )
-            })
-            .collect::<Result<Vec<_>>>()?;
-        super::cat(&parts.iter().collect::<Vec<_>>(), 1)?
     };
     // [N, OH, OW, OC] in memory (channels last), viewed as [N, OC, OH, OW].
     let y = y
@@ -510,42 +491,163 @@ fn conv2d_impl(
     }
 }
 
-/// The backend's im2col of `x` (NCHW) in `acc` as a tensor whose backward
-/// is the backend's col2im, or `None` where the backend has no im2col.
-fn unfold(x: &Tensor, geometry: &Im2col, acc: DType) -> Result<Option<Tensor>> {
-    let x = x.contiguous()?;
-    let storage = {
-        let input = x.materialised_input()?;
-        x.device().backend().im2col(input.view(), geometry, acc)?
+/// `[rows, OC]`: the windows `cols` `[rows, groups·K]` times the weight
+/// `[OC, C/groups, KH, KW]` (one `linear` per group, each group's windows
+/// passed through `operand`), plus the bias.
+fn grouped_product(
+    cols: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    groups: usize,
+    operand: &dyn Fn(Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let (oc, k) = (w.dims()[0], cols.dims()[1] / groups);
+    if groups == 1 {
+        return super::linear(&operand(cols.clone())?, &w.reshape(&[oc, k])?, bias);
+    }
+    let og = oc / groups;
+    let parts = (0..groups)
+        .map(|i| {
+            super::linear(
+                &operand(cols.narrow(1, i * k, k)?)?,
+                &w.narrow(0, i * og, og)?.reshape(&[og, k])?,
+                bias.map(|b| b.narrow(0, i * og, og)).transpose()?.as_ref(),
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    super::cat(&parts.iter().collect::<Vec<_>>(), 1)
+}
+
+/// `conv2d` as one autograd node where the backend has an im2col for `x`:
+/// the windows in `x`'s dtype (kept for the weight's gradient), one product
+/// per group; `None` otherwise. Backward: the weight's gradient `gᵀ ·
+/// windows`; the input's as the convolution of `g` with the flipped,
+/// transposed weight where the stride is 1 (one product with f32
+/// accumulation, rounded once), else the backend's col2im of the f32 `g · W`.
+fn fused_conv(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    geometry: &Im2col,
+    groups: usize,
+) -> Result<Option<Tensor>> {
+    let xd = x.detach().contiguous()?;
+    let cols = {
+        let input = xd.materialised_input()?;
+        xd.device()
+            .backend()
+            .im2col(input.view(), geometry, x.dtype())?
     };
-    let Some(storage) = storage else {
+    let Some(cols) = cols else {
         return Ok(None);
     };
-    let (g, shape, grad_dtype) = (*geometry, x.shape(), x.grad_dtype());
-    Ok(Some(Tensor::from_op(
-        storage,
-        &[geometry.rows(), geometry.cols()],
-        x.device(),
-        "im2col",
-        &[&x],
+    let cols = Tensor::from_storage(cols, &[geometry.rows(), geometry.cols()], x.device());
+    let (wd, bd) = (w.detach(), bias.map(Tensor::detach));
+    let y = grouped_product(&cols, &wd, bd.as_ref(), groups, &Ok)?;
+    let mut recorded = vec![x, w];
+    recorded.extend(bias);
+    let (g, x_shape) = (*geometry, x.shape());
+    let (x_grad, w_grad, b_grad) = (x.grad_dtype(), w.grad_dtype(), bias.map(|b| b.grad_dtype()));
+    Ok(Some(y.view_op_multi(
+        y.layout().clone(),
+        "conv2d",
+        &recorded,
         move |grad| {
-            let sums = {
-                let input = grad.materialised_input()?;
-                grad.device().backend().col2im(input.view(), &g, grad_dtype)?
+            let grad = if grad.dtype() == cols.dtype() {
+                grad.contiguous()?
+            } else {
+                grad.to_dtype(cols.dtype())?.contiguous()?
+            };
+            let (oc, k) = (wd.dims()[0], cols.dims()[1] / groups);
+            let og = oc / groups;
+            let gw = (0..groups)
+                .map(|i| {
+                    super::matmul::matmul_to(
+                        &grad.narrow(1, i * og, og)?.t()?,
+                        &cols.narrow(1, i * k, k)?,
+                        w_grad,
+                    )
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let gw = super::cat(&gw.iter().collect::<Vec<_>>(), 0)?.reshape(wd.dims())?;
+            let gx = input_gradient(&grad, &wd, &g, groups, x_grad)?.reshape(&x_shape)?;
+            let mut grads = vec![Some(gx), Some(gw)];
+            if let Some(dtype) = b_grad {
+                let sum = super::reduce::reduce_kernel(ReduceOp::Sum, &grad, &[0], dtype)?;
+                grads.push(Some(Tensor::from_storage(sum, &[oc], grad.device())));
             }
-            .ok_or_else(|| {
-                Error::invalid(
-                    "conv2d",
-                    "the backend gathered the windows (im2col) but has no col2im for their gradient",
-                )
-            })?;
-            Ok(vec![Some(Tensor::from_storage(
-                sums,
-                &shape,
-                grad.device(),
-            ))])
+            Ok(grads)
         },
     )))
+}
+
+/// The gradient of a convolution's input `[N, C, H, W]` in `dtype` from
+/// the gradient `grad` `[N·OH·OW, OC]` of its output and the weight `w`.
+fn input_gradient(
+    grad: &Tensor,
+    w: &Tensor,
+    g: &Im2col,
+    groups: usize,
+    dtype: DType,
+) -> Result<Tensor> {
+    let [oc, cg, kh, kw] = [w.dims()[0], w.dims()[1], w.dims()[2], w.dims()[3]];
+    let og = oc / groups;
+    let transposable =
+        g.stride == [1, 1] && (0..2).all(|d| g.padding[d] <= g.dilation[d] * (g.kernel[d] - 1));
+    if transposable {
+        // Stride 1: the input's gradient is the convolution of the output's
+        // gradient (padded by dilation·(k − 1) − padding) with the weight
+        // flipped in space and with in and out channels swapped per group.
+        let taps = kh * kw;
+        let reversed: Vec<i64> = (0..taps as i64).rev().collect();
+        let reversed = Tensor::from_vec(reversed, &[taps], w.device())?;
+        let flipped = w
+            .reshape(&[groups, og, cg, taps])?
+            .permute(&[0, 2, 1, 3])?
+            .index_select(3, &reversed)?
+            .reshape(&[groups * cg, og, kh, kw])?;
+        let image = grad
+            .reshape(&[g.batch, g.out[0], g.out[1], oc])?
+            .permute(&[0, 3, 1, 2])?;
+        let options = Conv2dOptions {
+            stride: [1, 1],
+            padding: [
+                g.dilation[0] * (kh - 1) - g.padding[0],
+                g.dilation[1] * (kw - 1) - g.padding[1],
+            ],
+            dilation: g.dilation,
+            groups,
+        };
+        return conv2d_impl("conv2d", &image, &flipped, None, options)?
+            .to_dtype(dtype)?
+            .contiguous();
+    }
+    let k = cg * kh * kw;
+    let windows = (0..groups)
+        .map(|i| {
+            super::matmul::matmul_to(
+                &grad.narrow(1, i * og, og)?,
+                &w.narrow(0, i * og, og)?.reshape(&[og, k])?,
+                DType::F32,
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let windows = super::cat(&windows.iter().collect::<Vec<_>>(), 1)?;
+    let sums = {
+        let input = windows.materialised_input()?;
+        windows.device().backend().col2im(input.view(), g, dtype)?
+    }
+    .ok_or_else(|| {
+        Error::invalid(
+            "conv2d",
+            "the backend gathered the windows (im2col) but has no col2im for their gradient",
+        )
+    })?;
+    Ok(Tensor::from_storage(
+        sums,
+        &[g.batch, g.channels, g.plane[0], g.plane[1]],
+        windows.device(),
+    ))
 }
 
 /// The windows of every plane of `x` (`[N, C, H, W]`) as `[N·C, KH·KW, OH·OW]`.
