@@ -13,6 +13,14 @@ use rayon::prelude::*;
 /// Rows of the window matrix written per parallel task.
 const ROWS_PER_TASK: usize = 64;
 
+/// The source row (`d` = 0) or column (1) of each (output position, kernel
+/// tap) pair along direction `d`, output-major, if it lies inside the plane.
+fn sources(g: &Im2col, d: usize) -> Vec<Option<usize>> {
+    (0..g.out[d])
+        .flat_map(|o| (0..g.kernel[d]).map(move |k| g.source(d, o, k)))
+        .collect()
+}
+
 /// The windows of the contiguous NCHW `x` as a row-major `[rows, cols]`
 /// matrix of `D` (`zero` where a tap reads padding), each element `read`.
 pub(crate) fn im2col<S: Sync, D: Copy + Send>(
@@ -26,14 +34,7 @@ pub(crate) fn im2col<S: Sync, D: Copy + Send>(
     let [kh, kw] = g.kernel;
     let [oh, ow] = g.out;
     let mut out = vec![zero; rows * cols];
-    // The source row (column) of each (output row, kernel row) pair.
-    let sources = |d: usize, outs: usize, taps: usize| -> Vec<Option<usize>> {
-        (0..outs)
-            .flat_map(|o| (0..taps).map(move |k| (o, k)))
-            .map(|(o, k)| g.source(d, o, k))
-            .collect()
-    };
-    let (ih_of, iw_of) = (sources(0, oh, kh), sources(1, ow, kw));
+    let (ih_of, iw_of) = (sources(g, 0), sources(g, 1));
     out.par_chunks_mut(ROWS_PER_TASK * cols)
         .enumerate()
         .for_each(|(task, chunk)| {
@@ -71,13 +72,7 @@ pub(crate) fn col2im(cols: &[f32], g: &Im2col) -> Vec<f32> {
     let width = g.cols();
     let image = g.channels * h * w;
     let mut out = vec![0f32; g.batch * image];
-    let sources = |d: usize, outs: usize, taps: usize| -> Vec<Option<usize>> {
-        (0..outs)
-            .flat_map(|o| (0..taps).map(move |k| (o, k)))
-            .map(|(o, k)| g.source(d, o, k))
-            .collect()
-    };
-    let (ih_of, iw_of) = (sources(0, oh, kh), sources(1, ow, kw));
+    let (ih_of, iw_of) = (sources(g, 0), sources(g, 1));
     out.par_chunks_mut(image)
         .enumerate()
         .for_each(|(b, planes)| {

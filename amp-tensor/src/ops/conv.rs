@@ -179,36 +179,40 @@ impl Window {
         Ok(out)
     }
 
-    /// For each kernel tap `(kh, kw)`, each of `batch` planes and each output
-    /// position `(oh, ow)`, in that order: the flat index `b·H·W + ih·W + iw`
-    /// of the element the tap reads, or `batch·H·W` (the padding slot) where
-    /// it reads padding. Also says whether any tap reads padding.
-    fn taps(&self, out: [usize; 2], batch: usize) -> (Vec<i64>, bool) {
+    /// This window over `batch` images of `channels` planes, with `out` positions.
+    fn geometry(&self, batch: usize, channels: usize, out: [usize; 2]) -> Im2col {
+        Im2col {
+            batch,
+            channels,
+            plane: self.plane,
+            kernel: self.kernel,
+            stride: self.stride,
+            padding: self.padding,
+            dilation: self.dilation,
+            out,
+        }
+    }
+
+    /// For each kernel tap `(kh, kw)` and each output position `(oh, ow)`,
+    /// in that order: the flat index `ih·W + iw` of the element the tap reads
+    /// in one plane, or `H·W` (the padding slot) where it reads padding. Also
+    /// says whether any tap reads padding.
+    fn taps(&self, out: [usize; 2]) -> (Vec<i64>, bool) {
+        let g = self.geometry(1, 1, out);
         let [h, w] = self.plane;
-        let pad = (batch * h * w) as i64;
-        let mut index =
-            Vec::with_capacity(self.kernel[0] * self.kernel[1] * batch * out[0] * out[1]);
+        let pad = (h * w) as i64;
+        let mut index = Vec::with_capacity(g.cols() * g.rows());
         let mut padded = false;
-        let coord = |o: usize, k: usize, d: usize| -> Option<usize> {
-            // o·stride + k·dilation - padding, when it lies inside the plane.
-            (o * self.stride[d] + k * self.dilation[d])
-                .checked_sub(self.padding[d])
-                .filter(|&c| c < self.plane[d])
-        };
         for kh in 0..self.kernel[0] {
             for kw in 0..self.kernel[1] {
-                for b in 0..batch {
-                    for oh in 0..out[0] {
-                        let ih = coord(oh, kh, 0);
-                        for ow in 0..out[1] {
-                            match (ih, coord(ow, kw, 1)) {
-                                (Some(ih), Some(iw)) => {
-                                    index.push((b * h * w + ih * w + iw) as i64)
-                                }
-                                _ => {
-                                    padded = true;
-                                    index.push(pad);
-                                }
+                for oh in 0..out[0] {
+                    let ih = g.source(0, oh, kh);
+                    for ow in 0..out[1] {
+                        match (ih, g.source(1, ow, kw)) {
+                            (Some(ih), Some(iw)) => index.push((ih * w + iw) as i64),
+                            _ => {
+                                padded = true;
+                                index.push(pad);
                             }
                         }
                     }
@@ -227,15 +231,10 @@ impl Window {
         let [h, w] = self.plane;
         let pad = (batch * channels * h * w) as i64;
         // The input row (column) of each (output row, kernel row) pair, if inside.
+        let g = self.geometry(batch, channels, out);
         let coords = |d: usize| -> Vec<Option<usize>> {
             (0..out[d])
-                .flat_map(|o| {
-                    (0..self.kernel[d]).map(move |k| {
-                        (o * self.stride[d] + k * self.dilation[d])
-                            .checked_sub(self.padding[d])
-                            .filter(|&c| c < self.plane[d])
-                    })
-                })
+                .flat_map(|o| (0..self.kernel[d]).map(move |k| g.source(d, o, k)))
                 .collect()
         };
         let (rows, cols) = (coords(0), coords(1));
@@ -267,16 +266,10 @@ impl Window {
         (index, padded)
     }
 
-    /// The windows of `rows` (`[R, batch·H·W]`: `batch` planes per row) as
-    /// `[R, KH·KW·batch·OH·OW]`, reading `pad_value` outside the planes.
-    fn gather(
-        &self,
-        rows: &Tensor,
-        out: [usize; 2],
-        batch: usize,
-        pad_value: f64,
-    ) -> Result<Tensor> {
-        let (index, padded) = self.taps(out, batch);
+    /// The windows of `rows` (`[R, H·W]`: one plane per row) as
+    /// `[R, KH·KW·OH·OW]`, reading `pad_value` outside the planes.
+    fn gather(&self, rows: &Tensor, out: [usize; 2], pad_value: f64) -> Result<Tensor> {
+        let (index, padded) = self.taps(out);
         let r = rows.dims()[0];
         let source = if padded {
             let pad = Tensor::full(&[r, 1], pad_value, rows.dtype(), rows.device())?;
@@ -441,16 +434,7 @@ fn conv2d_impl(
     // The windows as rows, [N·OH·OW, C·KH·KW]: one product with the weight
     // [OC, C·KH·KW] per group, the bias added in the product's f32
     // accumulator (one rounding, as oneDNN and cuDNN do).
-    let geometry = Im2col {
-        batch: n,
-        channels: c,
-        plane: [h, wd],
-        kernel: [kh, kw],
-        stride: options.stride,
-        padding: options.padding,
-        dilation: options.dilation,
-        out,
-    };
+    let geometry = window.geometry(n, c, out);
     let y = match fused_conv(&xb, w, bias, &geometry, g)? {
         Some(y) => y,
         None => {
@@ -684,10 +668,9 @@ fn pool_windows(
     let rows = x
         .to_dtype(accumulation(x.dtype()))?
         .reshape(&[n * c, h * w])?;
-    let windows =
-        window
-            .gather(&rows, out, 1, pad_value)?
-            .reshape(&[n * c, taps, out[0] * out[1]])?;
+    let windows = window
+        .gather(&rows, out, pad_value)?
+        .reshape(&[n * c, taps, out[0] * out[1]])?;
     Ok((windows, out))
 }
 
@@ -740,7 +723,7 @@ pub fn avg_pool2d(x: &Tensor, options: Pool2dOptions, count_include_pad: bool) -
                 padding: options.padding,
                 dilation: [1, 1],
             };
-            let (taps, _) = window.taps(out, 1);
+            let (taps, _) = window.taps(out);
             let pad = (xb.dims()[2] * xb.dims()[3]) as i64;
             let l = out[0] * out[1];
             let mut counts = vec![0.0; l];
