@@ -56,7 +56,7 @@ pub fn clip_grad_norm<'a>(
         coefficient
     };
     if coefficient != 1.0 {
-        scale_grads_in_place(&params, coefficient, true)?;
+        scale_grads_in_place(&params, coefficient, true, &crate::SingleProcess)?;
     }
     Ok(total_norm)
 }

@@ -71,8 +71,8 @@
 //!     scaler.scale(&loss)?.backward()?;
 //!     match scaler.step(&mut opt)? {
 //!         StepOutcome::Stepped => {}
-//!         StepOutcome::Skipped { inf_params, nan_params } => {
-//!             println!("skipped: inf in {inf_params:?}, NaN in {nan_params:?}")
+//!         StepOutcome::Skipped { inf_params, nan_params, ranks } => {
+//!             println!("skipped: inf in {inf_params:?}, NaN in {nan_params:?} on ranks {ranks:?}")
 //!         }
 //!     }
 //!     scaler.update()?;
@@ -105,7 +105,10 @@
 //!   `max_consecutive_skips`, which makes [`GradScaler::update`] return
 //!   [`Error::Diverged`] instead of letting a diverged run spin.
 //! - [`FoundInfReduce`]: the hook that combines found-inf across
-//!   data-parallel replicas (max-reduce); [`SingleProcess`] by default.
+//!   data-parallel replicas (one sum over the ranks that carries each rank's
+//!   flag and every parameter's counts, so every replica skips together and
+//!   its [`StepOutcome`] names the ranks and parameters that overflowed);
+//!   [`SingleProcess`] by default, amp-dist's process groups for MPI/NCCL.
 //! - The scale never backs off below [`SCALE_FLOOR`] (2⁻¹²⁶, the smallest
 //!   normal f32), and the fused unscale counts the infs and NaNs of the
 //!   *unscaled* values: PyTorch's scale can underflow to 0 in an overflow

@@ -3,20 +3,24 @@
 use serde::{Deserialize, Serialize};
 
 /// Whether [`GradScaler::step`](crate::GradScaler::step) ran the optimizer,
-/// and if not, which gradients held infinities or NaNs.
+/// and if not, which gradients held infinities or NaNs, and on which
+/// data-parallel ranks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StepOutcome {
     /// Every gradient was finite; `optimizer.step()` ran.
     Stepped,
     /// Some gradient held inf or NaN; `optimizer.step()` was skipped.
     ///
-    /// Both lists are empty when only another data-parallel replica saw an
-    /// overflow (reported through [`FoundInfReduce`](crate::FoundInfReduce)).
+    /// In a data-parallel job (see [`FoundInfReduce`](crate::FoundInfReduce))
+    /// every replica gets the same outcome: the counts are summed over the
+    /// ranks, and `ranks` lists the ranks whose own gradients overflowed.
     Skipped {
         /// Parameters whose (scaled) gradients held ±inf, with the number of such elements.
         inf_params: Vec<(String, usize)>,
         /// Parameters whose gradients held NaN, with the number of such elements.
         nan_params: Vec<(String, usize)>,
+        /// The ranks whose gradients held inf or NaN (`[0]` in a single process).
+        ranks: Vec<usize>,
     },
 }
 

@@ -1,27 +1,51 @@
-//! Combining the found-inf flag across data-parallel replicas.
+//! Combining the found-inf decision across data-parallel replicas.
 
 use crate::Result;
 
-/// Combines this process's found-inf flag with those of the other
-/// data-parallel replicas, by maximum: if any replica saw an inf or NaN, every
-/// replica must skip the step so that the replicas' parameters stay equal.
+/// The collective the scaler needs from a data-parallel job: which replica am
+/// I, how many are there, and an element-wise sum over all of them.
 ///
-/// The scaler calls [`max_reduce`](FoundInfReduce::max_reduce) once per
-/// `unscale` (so once per optimizer per iteration, on every replica, also when
-/// this replica's optimizer has no gradients), with `0.0` or `1.0`; a result
-/// other than `0.0` counts as found. This is the `all_reduce(MAX)` that
-/// PyTorch's sharded scaler performs. [`SingleProcess`] is the default.
+/// Once per `unscale` (so once per optimizer per iteration, on every replica,
+/// also when this replica's optimizer has no gradients) the scaler sums one
+/// vector over the replicas: a flag per rank (`1` at this replica's own rank
+/// when any of its gradients held inf or NaN) followed by the inf and NaN
+/// counts of every parameter of the optimizer. The step is skipped when any
+/// rank's flag is set — every replica takes the same decision from the same
+/// sums, so the replicas' parameters and scales stay equal — and the
+/// [`StepOutcome`](crate::StepOutcome) of every replica names the ranks that
+/// overflowed and the parameters with their counts summed over the ranks.
+/// This is the `all_reduce(MAX)` of PyTorch's sharded scaler, carrying the
+/// diagnosis along in the same message.
+///
+/// Every replica must hold the same parameters in the same order (the
+/// data-parallel wrapper checks this when it is built), so the vectors have
+/// the same length everywhere. [`SingleProcess`] is the default.
 pub trait FoundInfReduce: Send + Sync {
-    /// Returns the maximum of `local_found_inf` over all replicas.
-    fn max_reduce(&self, local_found_inf: f32) -> Result<f32>;
+    /// This replica's rank, `0..world_size()`.
+    fn rank(&self) -> usize;
+
+    /// The number of replicas.
+    fn world_size(&self) -> usize;
+
+    /// Replaces every element of `values` by its sum over all replicas.
+    /// Counts are small integers, exact in f64.
+    fn sum_reduce(&self, values: &mut [f64]) -> Result<()>;
 }
 
-/// The single-process [`FoundInfReduce`]: returns the local flag unchanged.
+/// The single-process [`FoundInfReduce`]: rank 0 of 1, sums are the local values.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SingleProcess;
 
 impl FoundInfReduce for SingleProcess {
-    fn max_reduce(&self, local_found_inf: f32) -> Result<f32> {
-        Ok(local_found_inf)
+    fn rank(&self) -> usize {
+        0
+    }
+
+    fn world_size(&self) -> usize {
+        1
+    }
+
+    fn sum_reduce(&self, _values: &mut [f64]) -> Result<()> {
+        Ok(())
     }
 }

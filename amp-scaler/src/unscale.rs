@@ -1,39 +1,45 @@
 //! The scaler's pass over an optimizer's gradients: the fused op
 //! `non_finite_check_and_unscale_`, with the counts mapped to parameter names.
 
-use crate::{Error, Result};
+use crate::{Error, FoundInfReduce, Result};
 use amp_tensor::{ops, DType, Tensor};
 
-/// Per-parameter non-finite counts from one pass, in the optimizer's parameter order.
+/// Per-parameter non-finite counts from one pass, in the optimizer's parameter
+/// order, combined over the data-parallel replicas.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct GradReport {
-    /// At least one gradient was checked (PyTorch's "inf checks were recorded").
+    /// At least one gradient was checked (PyTorch's "inf checks were recorded"),
+    /// or another replica found an overflow.
     pub checked: bool,
-    /// Parameters whose gradients held ±inf, with counts.
+    /// Parameters whose gradients held ±inf, with counts (summed over ranks).
     pub inf_params: Vec<(String, usize)>,
-    /// Parameters whose gradients held NaN, with counts.
+    /// Parameters whose gradients held NaN, with counts (summed over ranks).
     pub nan_params: Vec<(String, usize)>,
+    /// The ranks whose gradients held inf or NaN.
+    pub ranks: Vec<usize>,
 }
 
 impl GradReport {
     pub fn found_inf(&self) -> bool {
-        !self.inf_params.is_empty() || !self.nan_params.is_empty()
+        !self.ranks.is_empty()
     }
 }
 
 /// Multiplies every gradient of `params` by `factor` in place and counts the
 /// non-finite values of the results, per parameter, with the fused op
 /// [`amp_tensor::ops::non_finite_check_and_unscale_`] (one backend pass per
-/// device and dtype). f16 gradients are an `Err` unless `allow_f16`; every
+/// device and dtype), then sums the counts over the replicas with `reduce`
+/// (one collective). f16 gradients are an `Err` unless `allow_f16`; every
 /// check runs before any gradient is modified.
 pub(crate) fn scale_grads_in_place(
     params: &[(String, Tensor)],
     factor: f32,
     allow_f16: bool,
+    reduce: &dyn FoundInfReduce,
 ) -> Result<GradReport> {
-    let mut names = Vec::new();
+    let mut slots = Vec::new();
     let mut grads = Vec::new();
-    for (name, param) in params {
+    for (slot, (name, param)) in params.iter().enumerate() {
         let Some(grad) = param.grad() else { continue };
         let dtype = grad.dtype();
         if dtype == DType::F16 && !allow_f16 {
@@ -49,22 +55,36 @@ pub(crate) fn scale_grads_in_place(
             }
             .into());
         }
-        names.push(name.clone());
+        slots.push(slot);
         grads.push(grad);
     }
     let refs: Vec<&Tensor> = grads.iter().collect();
     let counts = ops::non_finite_check_and_unscale_(&refs, factor)?;
-    let mut report = GradReport {
-        checked: !names.is_empty(),
-        ..GradReport::default()
-    };
-    for (name, count) in names.into_iter().zip(counts) {
-        if count.inf > 0 {
-            report.inf_params.push((name.clone(), count.inf));
-        }
-        if count.nan > 0 {
-            report.nan_params.push((name, count.nan));
-        }
+    // [a flag per rank | inf count per parameter | NaN count per parameter]
+    let (world, n) = (reduce.world_size(), params.len());
+    let mut sums = vec![0.0f64; world + 2 * n];
+    for (&slot, count) in slots.iter().zip(&counts) {
+        sums[world + slot] = count.inf as f64;
+        sums[world + n + slot] = count.nan as f64;
     }
-    Ok(report)
+    if counts.iter().any(|c| c.inf > 0 || c.nan > 0) {
+        sums[reduce.rank()] = 1.0;
+    }
+    // Whether any replica had a gradient to check.
+    sums.push(f64::from(u8::from(!slots.is_empty())));
+    reduce.sum_reduce(&mut sums)?;
+    let nonzero = |i: usize| sums[i] != 0.0;
+    let ranks: Vec<usize> = (0..world).filter(|&r| nonzero(r)).collect();
+    let named = |base: usize| -> Vec<(String, usize)> {
+        (0..n)
+            .filter(|&i| nonzero(base + i))
+            .map(|i| (params[i].0.clone(), sums[base + i] as usize))
+            .collect()
+    };
+    Ok(GradReport {
+        checked: nonzero(world + 2 * n) || !ranks.is_empty(),
+        inf_params: named(world),
+        nan_params: named(world + n),
+        ranks,
+    })
 }

@@ -10,28 +10,35 @@ use common::Sgd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// A stand-in for an all-reduce(MAX) over replicas: the other replicas report `remote_found_inf`.
+/// A stand-in for the sum over replicas: this process is rank 1 of 3, and the
+/// other two replicas add `remote` element-wise (a real group is amp-dist's).
 #[derive(Default)]
 struct FakeReplicas {
-    remote_found_inf: AtomicBool,
+    remote: std::sync::Mutex<Vec<f64>>,
     calls: AtomicUsize,
     fail: AtomicBool,
 }
 
 impl FoundInfReduce for FakeReplicas {
-    fn max_reduce(&self, local: f32) -> amp_scaler::Result<f32> {
+    fn rank(&self) -> usize {
+        1
+    }
+    fn world_size(&self) -> usize {
+        3
+    }
+    fn sum_reduce(&self, values: &mut [f64]) -> amp_scaler::Result<()> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if self.fail.load(Ordering::SeqCst) {
             return Err(Error::Optimizer(
-                "all_reduce failed: replica 3 unreachable".into(),
+                "all_reduce failed: replica 2 unreachable".into(),
             ));
         }
-        let remote = if self.remote_found_inf.load(Ordering::SeqCst) {
-            1.0
-        } else {
-            0.0
-        };
-        Ok(local.max(remote))
+        let remote = self.remote.lock().unwrap();
+        if !remote.is_empty() {
+            assert_eq!(remote.len(), values.len(), "same layout on every replica");
+            values.iter_mut().zip(remote.iter()).for_each(|(v, r)| *v += r);
+        }
+        Ok(())
     }
 }
 
@@ -44,7 +51,7 @@ fn param(device: &Device, grad: f64) -> (String, Tensor) {
 }
 
 #[test]
-fn remote_overflow_skips_the_local_step() {
+fn an_overflow_on_another_rank_skips_every_rank_and_names_it() {
     for (_, device) in amp_testkit::all_devices() {
         let replicas = Arc::new(FakeReplicas::default());
         let mut scaler = GradScaler::builder()
@@ -61,34 +68,55 @@ fn remote_overflow_skips_the_local_step() {
         scaler.update().unwrap();
         assert_eq!(opt.params[0].1.to_f64_vec().unwrap(), vec![0.0; 2]);
 
-        // Another replica overflowed: every replica skips, with no local culprit, and backs off.
-        replicas.remote_found_inf.store(true, Ordering::SeqCst);
+        // Rank 2 saw 3 infs in "p" (layout: 3 rank flags, inf per parameter,
+        // NaN per parameter, any-gradient flag): every rank skips and backs off,
+        // and the outcome names rank 2 and the parameter with its count.
+        *replicas.remote.lock().unwrap() = vec![0.0, 0.0, 1.0, 3.0, 0.0, 1.0];
         let mut opt = Sgd::new(vec![param(&device, 8.0)], 1.0);
         scaler.scale(&one).unwrap();
         assert_eq!(
             scaler.step(&mut opt).unwrap(),
             StepOutcome::Skipped {
-                inf_params: vec![],
-                nan_params: vec![]
+                inf_params: vec![("p".into(), 3)],
+                nan_params: vec![],
+                ranks: vec![2],
             }
         );
         scaler.update().unwrap();
         assert_eq!(scaler.get_scale(), 4.0);
         assert_eq!(opt.params[0].1.to_f64_vec().unwrap(), vec![1.0; 2]);
+
+        // This rank (1) holds a NaN as well: both ranks are named, counts summed.
+        let mut opt = Sgd::new(vec![param(&device, f64::NAN)], 1.0);
+        *replicas.remote.lock().unwrap() = vec![0.0, 0.0, 1.0, 0.0, 2.0, 1.0];
+        scaler.scale(&one).unwrap();
+        assert_eq!(
+            scaler.step(&mut opt).unwrap(),
+            StepOutcome::Skipped {
+                inf_params: vec![],
+                nan_params: vec![("p".into(), 4)],
+                ranks: vec![1, 2],
+            }
+        );
+        scaler.update().unwrap();
         assert_eq!(
             replicas.calls.load(Ordering::SeqCst),
-            2,
-            "one reduce per unscale"
+            3,
+            "one collective per unscale"
         );
 
         // A failing collective is the step's error.
         replicas.fail.store(true, Ordering::SeqCst);
         scaler.scale(&one).unwrap();
         let m = scaler.step(&mut opt).unwrap_err().to_string();
-        assert!(m.contains("replica 3 unreachable"), "{m}");
+        assert!(m.contains("replica 2 unreachable"), "{m}");
     }
-    assert_eq!(SingleProcess.max_reduce(1.0).unwrap(), 1.0);
-    assert_eq!(SingleProcess.max_reduce(0.0).unwrap(), 0.0);
+    let mut v = [1.0, 2.0];
+    SingleProcess.sum_reduce(&mut v).unwrap();
+    assert_eq!(
+        (v, SingleProcess.rank(), SingleProcess.world_size()),
+        ([1.0, 2.0], 0, 1)
+    );
 }
 
 #[test]

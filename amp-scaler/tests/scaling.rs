@@ -55,7 +55,8 @@ fn expect_one_skip(outcomes: &[StepOutcome]) {
                 o,
                 &StepOutcome::Skipped {
                     inf_params: vec![("1.weight".into(), 64)],
-                    nan_params: vec![]
+                    nan_params: vec![],
+                    ranks: vec![0],
                 }
             );
         } else {

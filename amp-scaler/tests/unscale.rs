@@ -144,6 +144,7 @@ fn unscale_views_and_find_non_finite_values() {
                     let want = StepOutcome::Skipped {
                         inf_params: name(want_inf),
                         nan_params: name(want_nan),
+                        ranks: vec![0],
                     };
                     assert_eq!(outcome, want, "case {i} {dtype} {device:?}");
                 }
@@ -210,7 +211,8 @@ fn gradients_sharing_one_storage_are_each_unscaled_once() {
             outcome,
             StepOutcome::Skipped {
                 inf_params: vec![("right".into(), 1)],
-                nan_params: vec![]
+                nan_params: vec![],
+                ranks: vec![0],
             }
         );
         let all = flat.to_f64_vec().unwrap();
@@ -231,7 +233,8 @@ fn gradients_sharing_one_storage_are_each_unscaled_once() {
             outcome,
             StepOutcome::Skipped {
                 inf_params: vec![],
-                nan_params: vec![("tied.a".into(), 1), ("tied.b".into(), 1)]
+                nan_params: vec![("tied.a".into(), 1), ("tied.b".into(), 1)],
+                ranks: vec![0],
             }
         );
         assert_eq!(
@@ -284,7 +287,8 @@ fn mixed_dtypes_are_unscaled_in_separate_groups() {
             outcome,
             StepOutcome::Skipped {
                 inf_params: vec![("bf16".into(), 4)],
-                nan_params: vec![]
+                nan_params: vec![],
+                ranks: vec![0],
             }
         );
     }

@@ -71,7 +71,8 @@ fn nan_counts_as_overflow_and_growth_restarts_after_it() {
             outcome,
             StepOutcome::Skipped {
                 inf_params: vec![],
-                nan_params: vec![("w".into(), 4)]
+                nan_params: vec![("w".into(), 4)],
+                ranks: vec![0],
             }
         );
         assert_eq!((scaler.growth_tracker(), scaler.get_scale()), (0, 8.0));
@@ -338,7 +339,8 @@ fn found_inf_combines_over_all_optimizers_stepped() {
             scaler.step(&mut opt1).unwrap(),
             StepOutcome::Skipped {
                 inf_params: vec![("w".into(), 4)],
-                nan_params: vec![]
+                nan_params: vec![],
+                ranks: vec![0],
             }
         );
         scaler.update().unwrap();

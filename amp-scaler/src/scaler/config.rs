@@ -233,7 +233,8 @@ impl GradScalerBuilder {
         self
     }
 
-    /// How found-inf flags are combined across data-parallel replicas (default [`SingleProcess`]).
+    /// How the overflow check is combined across data-parallel replicas (default
+    /// [`SingleProcess`]; amp-dist provides one over MPI or NCCL).
     pub fn found_inf_reduce(mut self, reduce: Arc<dyn FoundInfReduce>) -> Self {
         self.found_inf_reduce = reduce;
         self

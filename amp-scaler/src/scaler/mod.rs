@@ -275,11 +275,14 @@ impl GradScaler {
             Stage::Ready => {}
         }
         let inv_scale = (1.0 / self.scale as f64) as f32;
-        let report = scale_grads_in_place(&opt.params(), inv_scale, false)?;
-        let local = if report.found_inf() { 1.0 } else { 0.0 };
-        let combined = self.found_inf_reduce.max_reduce(local)?;
-        let found_inf = combined != 0.0;
-        let checked = report.checked || found_inf;
+        let report = scale_grads_in_place(
+            &opt.params(),
+            inv_scale,
+            false,
+            self.found_inf_reduce.as_ref(),
+        )?;
+        let found_inf = report.found_inf();
+        let checked = report.checked;
         self.per_optimizer.insert(
             key,
             PerOptimizer {
@@ -350,6 +353,7 @@ impl GradScaler {
             StepOutcome::Skipped {
                 inf_params: state.report.inf_params,
                 nan_params: state.report.nan_params,
+                ranks: state.report.ranks,
             }
         } else {
             opt.step()?;
