@@ -117,7 +117,10 @@ pub(crate) fn run_backward(root: &Tensor, grad: Tensor) -> Result<()> {
                     grads.insert(input.id(), merged);
                 }
             }
-            None => t.accumulate_grad(&g)?,
+            None => {
+                t.accumulate_grad(&g)?;
+                t.run_grad_hooks()?;
+            }
         }
     }
     Ok(())

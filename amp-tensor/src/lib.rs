@@ -61,4 +61,4 @@ pub use backend::DeviceKind;
 pub use device::Device;
 pub use error::{Error, Result};
 pub use layout::Layout;
-pub use tensor::Tensor;
+pub use tensor::{GradHook, GradHookId, Tensor};

@@ -23,7 +23,20 @@ struct TensorImpl {
     grad_fn: Option<Arc<Node>>,
     /// For a deferred cast and its views: what `storage` will be filled from.
     deferred: Option<Arc<Deferred>>,
+    /// Run after backward has accumulated this leaf's gradient.
+    grad_hooks: Mutex<Vec<(u64, GradHook)>>,
 }
+
+/// A hook run after backward has accumulated a leaf's gradient
+/// ([`Tensor::register_post_accumulate_grad_hook`]).
+pub type GradHook = Arc<dyn Fn(&Tensor) -> Result<()> + Send + Sync>;
+
+static NEXT_HOOK: AtomicU64 = AtomicU64::new(1);
+
+/// Identifies a hook registered with [`Tensor::register_post_accumulate_grad_hook`],
+/// for [`Tensor::remove_grad_hook`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct GradHookId(u64);
 
 /// A cast computed when first read ([`Tensor::to_dtype_deferred`]): until
 /// then the tensor's storage is an empty placeholder, and kernels that can
@@ -127,6 +140,7 @@ impl Tensor {
             grad: Mutex::new(None),
             grad_fn,
             deferred,
+            grad_hooks: Mutex::new(Vec::new()),
         }))
     }
 
@@ -605,6 +619,59 @@ impl Tensor {
         }
         *self.0.grad.lock().unwrap_or_else(|e| e.into_inner()) = grad;
         Ok(())
+    }
+
+    /// Registers `hook` to run each time a backward pass has accumulated this
+    /// leaf's gradient — once per backward, after the gradient of this pass
+    /// is final, while the rest of the pass may still be running (PyTorch's
+    /// `register_post_accumulate_grad_hook`). The hook receives this tensor
+    /// (read its [`grad`](Self::grad)); an `Err` from it stops the backward
+    /// pass and is returned by it. Data-parallel training starts a bucket's
+    /// all-reduce from here. Only leaves that require grad take hooks.
+    pub fn register_post_accumulate_grad_hook(
+        &self,
+        hook: impl Fn(&Tensor) -> Result<()> + Send + Sync + 'static,
+    ) -> Result<GradHookId> {
+        if !self.is_leaf() || !self.requires_grad() {
+            return Err(Error::invalid(
+                "register_post_accumulate_grad_hook",
+                format!(
+                    "post accumulate grad hooks go on leaves that require grad; this {:?} {} tensor is {}",
+                    self.dims(),
+                    self.dtype(),
+                    if self.is_leaf() { "a leaf without requires_grad" } else { "not a leaf" }
+                ),
+            ));
+        }
+        let id = NEXT_HOOK.fetch_add(1, Ordering::Relaxed);
+        self.0
+            .grad_hooks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((id, Arc::new(hook)));
+        Ok(GradHookId(id))
+    }
+
+    /// Removes a hook registered on this tensor; false if it was not there.
+    pub fn remove_grad_hook(&self, id: GradHookId) -> bool {
+        let mut hooks = self.0.grad_hooks.lock().unwrap_or_else(|e| e.into_inner());
+        let before = hooks.len();
+        hooks.retain(|(h, _)| *h != id.0);
+        hooks.len() != before
+    }
+
+    /// Runs the post-accumulate hooks (outside the lock, so a hook may read
+    /// the gradient or register hooks).
+    pub(crate) fn run_grad_hooks(&self) -> Result<()> {
+        let hooks: Vec<GradHook> = self
+            .0
+            .grad_hooks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(_, h)| h.clone())
+            .collect();
+        hooks.iter().try_for_each(|h| h(self))
     }
 
     /// Drops the gradient (`set_to_none=True`, PyTorch's default).

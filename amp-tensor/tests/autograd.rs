@@ -133,3 +133,61 @@ fn views_share_storage_and_route_gradients() {
         vec![0.0, 0.0, 0.0, 1.0, 1.0, 1.0]
     );
 }
+
+#[test]
+fn post_accumulate_hooks_see_each_leafs_final_gradient_once_per_pass() {
+    use std::sync::{Arc, Mutex};
+    // y = sum(a * b) + sum(a): a's gradient has two contributions, b's one.
+    let a = leaf(&[1.0, 2.0], DType::F32);
+    let b = leaf(&[3.0, 5.0], DType::F32);
+    let seen: Arc<Mutex<Vec<(&str, Vec<f64>)>>> = Arc::default();
+    let mut ids = Vec::new();
+    for (name, t) in [("a", &a), ("b", &b)] {
+        let seen = seen.clone();
+        ids.push(
+            t.register_post_accumulate_grad_hook(move |t| {
+                let g = t.grad().expect("the gradient is there").to_f64_vec()?;
+                seen.lock().unwrap().push((name, g));
+                Ok(())
+            })
+            .unwrap(),
+        );
+    }
+    let y = a
+        .mul(&b)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .add(&a.sum_all().unwrap())
+        .unwrap();
+    y.backward().unwrap();
+    let mut got = seen.lock().unwrap().clone();
+    got.sort_by(|x, y| x.0.cmp(y.0));
+    assert_eq!(got, vec![("a", vec![4.0, 6.0]), ("b", vec![1.0, 2.0])]);
+
+    // A second pass accumulates; each hook runs once more and sees the sum.
+    seen.lock().unwrap().clear();
+    y.backward().unwrap();
+    let mut got = seen.lock().unwrap().clone();
+    got.sort_by(|x, y| x.0.cmp(y.0));
+    assert_eq!(got, vec![("a", vec![8.0, 12.0]), ("b", vec![2.0, 4.0])]);
+
+    // Removed hooks stay quiet; an Err from a hook is the backward's error.
+    assert!(a.remove_grad_hook(ids[0]) && !a.remove_grad_hook(ids[0]));
+    b.register_post_accumulate_grad_hook(|_| Err(Error::invalid("test hook", "refused")))
+        .unwrap();
+    seen.lock().unwrap().clear();
+    let err = y.backward().unwrap_err().to_string();
+    assert!(err.contains("refused"), "{err}");
+    assert!(seen.lock().unwrap().iter().all(|(n, _)| *n == "b"));
+
+    // Only leaves that require grad take hooks.
+    let e = y
+        .register_post_accumulate_grad_hook(|_| Ok(()))
+        .unwrap_err();
+    assert!(e.to_string().contains("not a leaf"), "{e}");
+    let plain = Tensor::zeros(&[2], DType::F32, &Device::reference()).unwrap();
+    assert!(plain
+        .register_post_accumulate_grad_hook(|_| Ok(()))
+        .is_err());
+}
