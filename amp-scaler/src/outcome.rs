@@ -19,7 +19,8 @@ pub enum StepOutcome {
         inf_params: Vec<(String, usize)>,
         /// Parameters whose gradients held NaN, with the number of such elements.
         nan_params: Vec<(String, usize)>,
-        /// The ranks whose gradients held inf or NaN (`[0]` in a single process).
+        /// The ranks whose own gradients held inf or NaN (`[0]` in a single
+        /// process; empty when the overflow arose in the sum over the ranks).
         ranks: Vec<usize>,
     },
 }

@@ -10,7 +10,7 @@ use crate::Result;
 /// vector over the replicas: a flag per rank (`1` at this replica's own rank
 /// when any of its gradients held inf or NaN) followed by the inf and NaN
 /// counts of every parameter of the optimizer. The step is skipped when any
-/// rank's flag is set — every replica takes the same decision from the same
+/// rank's flag is set or any count is not zero — every replica takes the same decision from the same
 /// sums, so the replicas' parameters and scales stay equal — and the
 /// [`StepOutcome`](crate::StepOutcome) of every replica names the ranks that
 /// overflowed and the parameters with their counts summed over the ranks.
@@ -30,6 +30,16 @@ pub trait FoundInfReduce: Send + Sync {
     /// Replaces every element of `values` by its sum over all replicas.
     /// Counts are small integers, exact in f64.
     fn sum_reduce(&self, values: &mut [f64]) -> Result<()>;
+
+    /// Whether this replica's own gradients held inf or NaN before they were
+    /// averaged with the other replicas' (data-parallel training averages
+    /// them before the scaler sees them, after which every replica holds the
+    /// infs). `None` (the default): the scaler's own check names the rank.
+    /// The skip decision does not depend on it: any inf or NaN after
+    /// averaging skips, also one that arose in the sum itself.
+    fn local_overflow(&self) -> Option<bool> {
+        None
+    }
 }
 
 /// The single-process [`FoundInfReduce`]: rank 0 of 1, sums are the local values.

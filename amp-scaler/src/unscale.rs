@@ -15,13 +15,15 @@ pub(crate) struct GradReport {
     pub inf_params: Vec<(String, usize)>,
     /// Parameters whose gradients held NaN, with counts (summed over ranks).
     pub nan_params: Vec<(String, usize)>,
-    /// The ranks whose gradients held inf or NaN.
+    /// The ranks whose own gradients held inf or NaN.
     pub ranks: Vec<usize>,
+    /// Some replica's gradients held inf or NaN: skip.
+    pub found: bool,
 }
 
 impl GradReport {
     pub fn found_inf(&self) -> bool {
-        !self.ranks.is_empty()
+        self.found
     }
 }
 
@@ -60,18 +62,20 @@ pub(crate) fn scale_grads_in_place(
     }
     let refs: Vec<&Tensor> = grads.iter().collect();
     let counts = ops::non_finite_check_and_unscale_(&refs, factor)?;
-    // [a flag per rank | inf count per parameter | NaN count per parameter]
+    // [a flag per rank | inf count per parameter | NaN count per parameter |
+    //  any gradient checked | any overflow]
     let (world, n) = (reduce.world_size(), params.len());
-    let mut sums = vec![0.0f64; world + 2 * n];
+    let mut sums = vec![0.0f64; world + 2 * n + 2];
     for (&slot, count) in slots.iter().zip(&counts) {
         sums[world + slot] = count.inf as f64;
         sums[world + n + slot] = count.nan as f64;
     }
-    if counts.iter().any(|c| c.inf > 0 || c.nan > 0) {
+    let found_here = counts.iter().any(|c| c.inf > 0 || c.nan > 0);
+    if reduce.local_overflow().unwrap_or(found_here) {
         sums[reduce.rank()] = 1.0;
     }
-    // Whether any replica had a gradient to check.
-    sums.push(f64::from(u8::from(!slots.is_empty())));
+    sums[world + 2 * n] = f64::from(u8::from(!slots.is_empty()));
+    sums[world + 2 * n + 1] = f64::from(u8::from(found_here));
     reduce.sum_reduce(&mut sums)?;
     let nonzero = |i: usize| sums[i] != 0.0;
     let ranks: Vec<usize> = (0..world).filter(|&r| nonzero(r)).collect();
@@ -81,8 +85,10 @@ pub(crate) fn scale_grads_in_place(
             .map(|i| (params[i].0.clone(), sums[base + i] as usize))
             .collect()
     };
+    let found = nonzero(world + 2 * n + 1) || !ranks.is_empty();
     Ok(GradReport {
-        checked: nonzero(world + 2 * n) || !ranks.is_empty(),
+        checked: nonzero(world + 2 * n) || found,
+        found,
         inf_params: named(world),
         nan_params: named(world + n),
         ranks,

@@ -36,7 +36,10 @@ impl FoundInfReduce for FakeReplicas {
         let remote = self.remote.lock().unwrap();
         if !remote.is_empty() {
             assert_eq!(remote.len(), values.len(), "same layout on every replica");
-            values.iter_mut().zip(remote.iter()).for_each(|(v, r)| *v += r);
+            values
+                .iter_mut()
+                .zip(remote.iter())
+                .for_each(|(v, r)| *v += r);
         }
         Ok(())
     }
@@ -69,9 +72,10 @@ fn an_overflow_on_another_rank_skips_every_rank_and_names_it() {
         assert_eq!(opt.params[0].1.to_f64_vec().unwrap(), vec![0.0; 2]);
 
         // Rank 2 saw 3 infs in "p" (layout: 3 rank flags, inf per parameter,
-        // NaN per parameter, any-gradient flag): every rank skips and backs off,
-        // and the outcome names rank 2 and the parameter with its count.
-        *replicas.remote.lock().unwrap() = vec![0.0, 0.0, 1.0, 3.0, 0.0, 1.0];
+        // NaN per parameter, any-gradient flag, any-overflow flag): every
+        // rank skips and backs off, and the outcome names rank 2 and the
+        // parameter with its count.
+        *replicas.remote.lock().unwrap() = vec![0.0, 0.0, 1.0, 3.0, 0.0, 1.0, 1.0];
         let mut opt = Sgd::new(vec![param(&device, 8.0)], 1.0);
         scaler.scale(&one).unwrap();
         assert_eq!(
@@ -88,7 +92,7 @@ fn an_overflow_on_another_rank_skips_every_rank_and_names_it() {
 
         // This rank (1) holds a NaN as well: both ranks are named, counts summed.
         let mut opt = Sgd::new(vec![param(&device, f64::NAN)], 1.0);
-        *replicas.remote.lock().unwrap() = vec![0.0, 0.0, 1.0, 0.0, 2.0, 1.0];
+        *replicas.remote.lock().unwrap() = vec![0.0, 0.0, 1.0, 0.0, 2.0, 1.0, 1.0];
         scaler.scale(&one).unwrap();
         assert_eq!(
             scaler.step(&mut opt).unwrap(),
@@ -99,9 +103,23 @@ fn an_overflow_on_another_rank_skips_every_rank_and_names_it() {
             }
         );
         scaler.update().unwrap();
+        // An overflow in the replicas' sum itself (every rank's own gradients
+        // finite): still skipped everywhere, with no rank to blame.
+        let mut opt = Sgd::new(vec![param(&device, 8.0)], 1.0);
+        *replicas.remote.lock().unwrap() = vec![0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0];
+        scaler.scale(&one).unwrap();
+        assert_eq!(
+            scaler.step(&mut opt).unwrap(),
+            StepOutcome::Skipped {
+                inf_params: vec![],
+                nan_params: vec![],
+                ranks: vec![],
+            }
+        );
+        scaler.update().unwrap();
         assert_eq!(
             replicas.calls.load(Ordering::SeqCst),
-            3,
+            4,
             "one collective per unscale"
         );
 

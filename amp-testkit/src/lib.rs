@@ -189,3 +189,18 @@ mod tests {
         assert!(device("tpu").is_err());
     }
 }
+
+/// A `mpirun -np <ranks>` command for tests of data-parallel code: ranks may
+/// outnumber cores (`--oversubscribe`, CI has 2), root may launch
+/// (`--allow-run-as-root`, CI runs as root), and ranks talk over shared
+/// memory (`--mca btl self,vader`) with the copy mechanism that needs no
+/// ptrace permission (containers often lack it). Add the program and its
+/// arguments.
+pub fn mpirun(ranks: usize) -> std::process::Command {
+    let mut cmd = std::process::Command::new("mpirun");
+    cmd.args(["-np", &ranks.to_string()])
+        .args(["--oversubscribe", "--allow-run-as-root"])
+        .args(["--mca", "btl", "self,vader"])
+        .args(["--mca", "btl_vader_single_copy_mechanism", "none"]);
+    cmd
+}
