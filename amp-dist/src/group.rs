@@ -57,6 +57,13 @@ pub trait ProcessGroup: Send + Sync + fmt::Debug {
     /// Returns once every rank has called it.
     fn barrier(&self) -> Result<()>;
 
+    /// Ends this process, and with it the job, with exit status `code`:
+    /// what a rank does after an error that would leave the others waiting
+    /// in a collective (MPI: `MPI_Abort`, which ends every rank).
+    fn abort(&self, code: i32) -> ! {
+        std::process::exit(code)
+    }
+
     /// [`start_all_reduce`](Self::start_all_reduce) and wait.
     fn all_reduce(&self, tensor: &Tensor, op: ReduceOp) -> Result<Tensor> {
         self.start_all_reduce(tensor, op)?.wait()

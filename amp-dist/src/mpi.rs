@@ -138,14 +138,6 @@ impl MpiGroup {
         self.inner.timeout
     }
 
-    /// Ends every process of the job with `code` (`MPI_Abort`): what a rank
-    /// does after an error that leaves the others waiting in a collective.
-    pub fn abort(&self, code: i32) -> ! {
-        // SAFETY: the communicator is valid; MPI_Abort does not return.
-        unsafe { ffi::MPI_Abort(self.inner.comm, code) };
-        std::process::exit(code)
-    }
-
     fn collective_error(&self, op: &'static str, rc: c_int) -> Error {
         Error::Collective {
             op,
@@ -430,6 +422,12 @@ impl ProcessGroup for MpiGroup {
         let reduced = self.start(values.to_vec(), op)?.finish()?;
         values.copy_from_slice(&reduced);
         Ok(())
+    }
+
+    fn abort(&self, code: i32) -> ! {
+        // SAFETY: the communicator is valid; MPI_Abort ends every rank.
+        unsafe { ffi::MPI_Abort(self.inner.comm, code) };
+        std::process::exit(code)
     }
 
     fn barrier(&self) -> Result<()> {

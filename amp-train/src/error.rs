@@ -14,6 +14,9 @@ pub enum Error {
     /// The gradient scaler refused a call or a state.
     #[error(transparent)]
     Scaler(#[from] amp_scaler::Error),
+    /// A data-parallel collective failed, timed out, or the ranks disagree.
+    #[error(transparent)]
+    Distributed(#[from] amp_dist::Error),
     /// A data set or data loader was given inconsistent input.
     #[error("{op}: {msg}")]
     Data {

@@ -67,6 +67,8 @@ pub mod optim;
 pub mod output;
 pub mod train;
 
+/// Data-parallel training (the amp-dist crate): process groups, DDP, the scaler across ranks.
+pub use amp_dist as dist;
 pub use device::{best_device, cuda_device, DeviceSpec};
 pub use error::{Error, Result};
 pub use precision::{Precision, PrecisionChoice};

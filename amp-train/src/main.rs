@@ -2,6 +2,7 @@
 //! precision and reports what it did. `amp-train lm` trains a character-level
 //! GPT on the bundled text; `amp-train demo` runs the mission's loop.
 
+use amp_train::dist::ProcessGroup;
 use amp_train::train::{
     train, train_cnn, train_lm, CnnConfig, FitConfig, LmConfig, TrainConfig, TrainReport,
 };
@@ -9,6 +10,7 @@ use amp_train::{DeviceSpec, Precision};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -74,6 +76,14 @@ struct RunArgs {
     /// No progress bar or per-epoch lines.
     #[arg(long, short)]
     quiet: bool,
+    /// Data-parallel training over MPI, one process per rank:
+    /// `mpirun -np N amp-train --distributed ...` (the batch size is per rank).
+    #[arg(long)]
+    distributed: bool,
+    /// Seconds a collective may wait for the other ranks before the job stops
+    /// with an error (a rank died or hangs).
+    #[arg(long, default_value_t = 300, value_name = "SECONDS", value_parser = parse_positive_u64, requires = "distributed")]
+    dist_timeout: u64,
 }
 
 impl RunArgs {
@@ -88,6 +98,31 @@ impl RunArgs {
         Ok(())
     }
 
+    /// The process group of a `--distributed` run (`None` otherwise): the
+    /// MPI job this process was launched into by `mpirun`. A clear error
+    /// without MPI support compiled in, or without `mpirun`.
+    fn process_group(&self) -> Result<Option<Arc<dyn ProcessGroup>>, Box<dyn std::error::Error>> {
+        if !self.distributed {
+            return Ok(None);
+        }
+        #[cfg(feature = "mpi")]
+        {
+            let group = amp_train::dist::MpiGroup::init_with_timeout(
+                "amp-train",
+                std::time::Duration::from_secs(self.dist_timeout),
+            )?;
+            Ok(Some(Arc::new(group)))
+        }
+        #[cfg(not(feature = "mpi"))]
+        {
+            Err("--distributed needs MPI, and this amp-train was built without it: install Open MPI \
+                 (Debian: apt-get install openmpi-bin libopenmpi-dev libclang-dev), build with \
+                 `cargo build --release -p amp-train --features mpi`, and launch with \
+                 `mpirun -np 2 target/release/amp-train --distributed`"
+                .into())
+        }
+    }
+
     /// The trainer's settings for `epochs` epochs.
     fn fit(&self, epochs: usize) -> FitConfig {
         FitConfig {
@@ -100,6 +135,14 @@ impl RunArgs {
                 .then_some(self.max_consecutive_skips),
             min_loss_scale: self.min_loss_scale,
             ..FitConfig::default()
+        }
+    }
+
+    /// [`fit`](Self::fit) with the process group of a `--distributed` run.
+    fn fit_in(&self, epochs: usize, group: &Option<Arc<dyn ProcessGroup>>) -> FitConfig {
+        FitConfig {
+            process_group: group.clone(),
+            ..self.fit(epochs)
         }
     }
 
@@ -198,6 +241,13 @@ fn parse_positive(s: &str) -> Result<usize, String> {
     }
 }
 
+fn parse_positive_u64(s: &str) -> Result<u64, String> {
+    match s.trim().parse::<u64>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{s:?} is not valid: expected a whole number >= 1")),
+    }
+}
+
 fn parse_seed(s: &str) -> Result<u64, String> {
     s.trim()
         .parse::<u64>()
@@ -229,59 +279,67 @@ fn parse_lr(s: &str) -> Result<f64, String> {
     }
 }
 
-fn run_train(args: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
+fn run_train(
+    args: TrainArgs,
+    group: &Option<Arc<dyn ProcessGroup>>,
+) -> Result<(), Box<dyn std::error::Error>> {
     args.run.check_outputs()?;
     let device = args.run.device.device()?;
     let config = TrainConfig {
-        fit: args.run.fit(args.epochs),
+        fit: args.run.fit_in(args.epochs, group),
         batch_size: args.batch_size,
         lr: args.lr,
         seed: args.run.seed,
         ..TrainConfig::default()
     };
     let choice = config.fit.precision.resolve(&device);
-    println!("dtype is {} ({})", choice.dtype, choice.reason);
-    let layers: Vec<String> = config.layers.iter().map(|w| w.to_string()).collect();
-    println!(
-        "training a {} GELU MLP on digits: {} epochs, batch {}, AdamW lr {}, seed {}, on {}",
-        layers.join("-"),
-        config.fit.epochs,
-        config.batch_size,
-        config.lr,
-        config.seed,
-        device
-    );
+    if leads(group) {
+        println!("dtype is {} ({})", choice.dtype, choice.reason);
+        let layers: Vec<String> = config.layers.iter().map(|w| w.to_string()).collect();
+        println!(
+            "training a {} GELU MLP on digits: {} epochs, batch {}, AdamW lr {}, seed {}, on {}",
+            layers.join("-"),
+            config.fit.epochs,
+            config.batch_size,
+            config.lr,
+            config.seed,
+            device
+        );
+    }
     let outcome = train(&config, &device)?;
-    print!("{}", outcome.report.summary());
-    args.run.write_outputs(&outcome.report)
+    finish(&args.run, &outcome.report, group)
 }
 
-fn run_cnn(args: CnnArgs) -> Result<(), Box<dyn std::error::Error>> {
+fn run_cnn(
+    args: CnnArgs,
+    group: &Option<Arc<dyn ProcessGroup>>,
+) -> Result<(), Box<dyn std::error::Error>> {
     args.run.check_outputs()?;
     let device = args.run.device.device()?;
     let config = CnnConfig {
-        fit: args.run.fit(args.epochs),
+        fit: args.run.fit_in(args.epochs, group),
         batch_size: args.batch_size,
         lr: args.lr,
         seed: args.run.seed,
         channels: args.channels,
     };
     let choice = config.fit.precision.resolve(&device);
-    println!("dtype is {} ({})", choice.dtype, choice.reason);
-    println!(
-        "training a residual CNN ({} and {} channels) on the digits images: {} epochs, batch {}, \
-         AdamW lr {}, seed {}, on {}",
-        config.channels,
-        2 * config.channels,
-        config.fit.epochs,
-        config.batch_size,
-        config.lr,
-        config.seed,
-        device
-    );
+    if leads(group) {
+        println!("dtype is {} ({})", choice.dtype, choice.reason);
+        println!(
+            "training a residual CNN ({} and {} channels) on the digits images: {} epochs, batch {}, \
+             AdamW lr {}, seed {}, on {}",
+            config.channels,
+            2 * config.channels,
+            config.fit.epochs,
+            config.batch_size,
+            config.lr,
+            config.seed,
+            device
+        );
+    }
     let outcome = train_cnn(&config, &device)?;
-    print!("{}", outcome.report.summary());
-    args.run.write_outputs(&outcome.report)
+    finish(&args.run, &outcome.report, group)
 }
 
 /// This process's peak resident memory in MiB (Linux `VmHWM`), if known.
@@ -292,7 +350,10 @@ fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-fn run_lm(args: LmArgs) -> Result<(), Box<dyn std::error::Error>> {
+fn run_lm(
+    args: LmArgs,
+    group: &Option<Arc<dyn ProcessGroup>>,
+) -> Result<(), Box<dyn std::error::Error>> {
     args.run.check_outputs()?;
     if !(args.temperature >= 0.0 && args.temperature.is_finite()) {
         return Err(format!(
@@ -303,7 +364,7 @@ fn run_lm(args: LmArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     let device = args.run.device.device()?;
     let config = LmConfig {
-        fit: args.run.fit(1),
+        fit: args.run.fit_in(1, group),
         steps: args.steps,
         eval_interval: args.eval_interval,
         batch_size: args.batch_size,
@@ -316,21 +377,26 @@ fn run_lm(args: LmArgs) -> Result<(), Box<dyn std::error::Error>> {
         ..LmConfig::default()
     };
     let choice = config.fit.precision.resolve(&device);
-    println!("dtype is {} ({})", choice.dtype, choice.reason);
-    println!(
-        "training a character-level GPT ({} layers, d_model {}, {} heads, context {}) on regex-automata's source: \
-         {} steps, batch {}, AdamW lr {}, seed {}, on {}",
-        config.layers,
-        config.d_model,
-        config.heads,
-        config.context,
-        config.steps,
-        config.batch_size,
-        config.lr,
-        config.seed,
-        device
-    );
+    if leads(group) {
+        println!("dtype is {} ({})", choice.dtype, choice.reason);
+        println!(
+            "training a character-level GPT ({} layers, d_model {}, {} heads, context {}) on regex-automata's source: \
+             {} steps, batch {}, AdamW lr {}, seed {}, on {}",
+            config.layers,
+            config.d_model,
+            config.heads,
+            config.context,
+            config.steps,
+            config.batch_size,
+            config.lr,
+            config.seed,
+            device
+        );
+    }
     let outcome = train_lm(&config, &device)?;
+    if !leads(group) {
+        return Ok(()); // rank 0 reports and samples
+    }
     let report = &outcome.report;
     print!("{}", report.summary());
     println!(
@@ -361,23 +427,81 @@ fn run_lm(args: LmArgs) -> Result<(), Box<dyn std::error::Error>> {
     args.run.write_outputs(report)
 }
 
+/// True for the process that reports: rank 0, or the only one.
+fn leads(group: &Option<Arc<dyn ProcessGroup>>) -> bool {
+    group.as_ref().is_none_or(|g| g.rank() == 0)
+}
+
+/// The end of a run: rank 0 (or the only process) prints the summary and
+/// writes `--metrics` and `--plot`.
+fn finish(
+    run: &RunArgs,
+    report: &TrainReport,
+    group: &Option<Arc<dyn ProcessGroup>>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    if !leads(group) {
+        return Ok(());
+    }
+    print!("{}", report.summary());
+    run.write_outputs(report)
+}
+
 fn main() -> ExitCode {
     // This program's decision: large freed buffers stay mapped for reuse.
     amp_cpu::keep_freed_buffers();
     let cli = Cli::parse();
+    let run = match &cli.command {
+        Some(Command::Lm(args)) => Some(&args.run),
+        Some(Command::Cnn(args)) => Some(&args.run),
+        Some(Command::Demo { .. }) => None,
+        None => Some(&cli.train.run),
+    };
+    let group = match run.map(RunArgs::process_group).transpose() {
+        Ok(group) => group.flatten(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(g) = &group {
+        // The ranks on this machine share its cores (unless RAYON_NUM_THREADS says otherwise).
+        if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let local = amp_train::dist::Launch::from_env().map_or(1, |l| l.local_size);
+            std::env::set_var(
+                "RAYON_NUM_THREADS",
+                (cores / local.max(1)).max(1).to_string(),
+            );
+        }
+        if g.rank() == 0 {
+            println!(
+                "data parallel: {} ranks over {}",
+                g.world_size(),
+                g.backend()
+            );
+        }
+    }
     let result = match cli.command {
         Some(Command::Demo { device }) => device
             .device()
             .map_err(Into::into)
             .and_then(|d| amp_train::demo::mission_loop(&d, &mut std::io::stdout().lock())),
-        Some(Command::Lm(args)) => run_lm(*args),
-        Some(Command::Cnn(args)) => run_cnn(*args),
-        None => run_train(cli.train),
+        Some(Command::Lm(args)) => run_lm(*args, &group),
+        Some(Command::Cnn(args)) => run_cnn(*args, &group),
+        None => run_train(cli.train, &group),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            match &group {
+                Some(g) => eprintln!("error on rank {} of {}: {e}", g.rank(), g.world_size()),
+                None => eprintln!("error: {e}"),
+            }
+            // The other ranks would wait for this one in a collective until
+            // their timeout: end the whole job now.
+            if let Some(g) = group.filter(|g| g.world_size() > 1) {
+                g.abort(1);
+            }
             ExitCode::FAILURE
         }
     }

@@ -215,3 +215,25 @@ fn lm_trains_reports_and_samples() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Built without the `mpi` feature (the default), `--distributed` says how
+/// to get it; with it, tests/distributed.rs checks the launch under mpirun.
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn distributed_without_mpi_compiled_in_says_how_to_get_it() {
+    for args in [
+        &["--distributed", "--epochs", "1"][..],
+        &["cnn", "--distributed", "--epochs", "1"][..],
+    ] {
+        let out = amp_train(args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("--distributed needs MPI")
+                && err.contains("--features mpi")
+                && err.contains("libopenmpi-dev")
+                && err.contains("mpirun -np 2"),
+            "{err}"
+        );
+    }
+}

@@ -167,6 +167,8 @@ pub struct DataLoader<B = Vec<Tensor>> {
     batch_size: usize,
     shuffle_seed: Option<u64>,
     drop_last: bool,
+    /// `(rank, world_size)`: this rank's shard of every epoch.
+    shard: Option<(usize, usize)>,
     epoch: AtomicU64,
     batch: PhantomData<fn() -> B>,
 }
@@ -180,6 +182,7 @@ impl DataLoader {
             batch_size,
             shuffle_seed: None,
             drop_last: false,
+            shard: None,
             epoch: AtomicU64::new(0),
             batch: PhantomData,
         }
@@ -200,6 +203,7 @@ impl DataLoader {
             batch_size: self.batch_size,
             shuffle_seed: self.shuffle_seed,
             drop_last: self.drop_last,
+            shard: self.shard,
             epoch: self.epoch,
             batch: PhantomData,
         })
@@ -219,6 +223,25 @@ impl<B: Batch> DataLoader<B> {
         self
     }
 
+    /// Only rank `rank`'s shard of each epoch, for data-parallel training
+    /// over `world_size` ranks (PyTorch's `DistributedSampler` with its
+    /// defaults): the epoch's order (shuffled or not) is padded by repeating
+    /// its first rows to a multiple of `world_size`, and rank `r` takes rows
+    /// `r, r + world_size, …` — disjoint shards of equal length
+    /// `ceil(len / world_size)`, reshuffled every epoch by the same seed on
+    /// every rank. So batch `k` of the ranks together is batch `k` of one
+    /// process with a `world_size` times larger batch. A rank outside
+    /// `0..world_size` is an `Err` from the first batch.
+    pub fn shard(mut self, rank: usize, world_size: usize) -> Self {
+        self.shard = Some((rank, world_size));
+        self
+    }
+
+    /// `(rank, world_size)` if this loader yields one rank's shard.
+    pub fn shard_of(&self) -> Option<(usize, usize)> {
+        self.shard
+    }
+
     /// The data set.
     pub fn dataset(&self) -> &TensorDataset {
         &self.dataset
@@ -234,12 +257,26 @@ impl<B: Batch> DataLoader<B> {
         self.shuffle_seed
     }
 
-    /// Number of batches per epoch.
+    /// Number of batches per epoch (of this rank's shard, if sharded).
     pub fn len(&self) -> usize {
+        self.len_in(self.shard)
+    }
+
+    /// Rows per epoch for `shard`.
+    fn rows_in(&self, shard: Option<(usize, usize)>) -> usize {
+        match shard {
+            Some((_, world)) if world > 0 => self.dataset.len().div_ceil(world),
+            _ => self.dataset.len(),
+        }
+    }
+
+    /// Batches per epoch for `shard`.
+    fn len_in(&self, shard: Option<(usize, usize)>) -> usize {
+        let rows = self.rows_in(shard);
         match (self.batch_size, self.drop_last) {
             (0, _) => 0,
-            (b, true) => self.dataset.len() / b,
-            (b, false) => self.dataset.len().div_ceil(b),
+            (b, true) => rows / b,
+            (b, false) => rows.div_ceil(b),
         }
     }
 
@@ -282,14 +319,48 @@ impl<B: Batch> DataLoader<B> {
 
     /// The batches of epoch `epoch`, without moving the epoch counter.
     pub fn iter_epoch(&self, epoch: u64) -> Batches<'_, B> {
-        let error = (self.batch_size == 0)
-            .then(|| Error::data("DataLoader", "batch_size must be at least 1, got 0"));
+        self.iter_epoch_in(epoch, self.shard)
+    }
+
+    /// The batches of epoch `epoch` of `shard`.
+    fn iter_epoch_in(&self, epoch: u64, shard: Option<(usize, usize)>) -> Batches<'_, B> {
+        let error = if self.batch_size == 0 {
+            Some(Error::data(
+                "DataLoader",
+                "batch_size must be at least 1, got 0",
+            ))
+        } else {
+            match shard {
+                Some((rank, world)) if rank >= world => Some(Error::data(
+                    "DataLoader::shard",
+                    format!("rank {rank} is not one of {world} ranks (0..{world})"),
+                )),
+                _ => None,
+            }
+        };
+        let order = self.shuffle_seed.map(|_| self.order(epoch));
+        let order = match shard {
+            Some((rank, world)) if error.is_none() => {
+                let order = order.unwrap_or_else(|| (0..self.dataset.len() as i64).collect());
+                let rows = self.rows_in(shard);
+                Some(
+                    (0..rows)
+                        .map(|k| order[(rank + k * world) % order.len().max(1)])
+                        .collect(),
+                )
+            }
+            _ => order,
+        };
         Batches {
             dataset: &self.dataset,
             batch_size: self.batch_size,
-            order: self.shuffle_seed.map(|_| self.order(epoch)),
+            order,
             next: 0,
-            remaining: if error.is_some() { 1 } else { self.len() },
+            remaining: if error.is_some() {
+                1
+            } else {
+                self.len_in(shard)
+            },
             error,
             batch: PhantomData,
         }
@@ -297,9 +368,9 @@ impl<B: Batch> DataLoader<B> {
 
     /// The next epoch's batches as the data set's tensors, whatever `B` is
     /// (what the trainer iterates).
-    pub(crate) fn iter_tensors(&self) -> Batches<'_, Vec<Tensor>> {
+    pub(crate) fn iter_tensors(&self, shard: Option<(usize, usize)>) -> Batches<'_, Vec<Tensor>> {
         let epoch = self.epoch.fetch_add(1, Ordering::Relaxed);
-        let batches = self.iter_epoch(epoch);
+        let batches = self.iter_epoch_in(epoch, shard.or(self.shard));
         Batches {
             dataset: batches.dataset,
             batch_size: batches.batch_size,
@@ -335,7 +406,7 @@ impl<B: Batch> Iterator for Batches<'_, B> {
         if let Some(e) = self.error.take() {
             return Some(Err(e));
         }
-        let n = self.dataset.len();
+        let n = self.order.as_ref().map_or(self.dataset.len(), Vec::len);
         let start = self.next;
         let len = self.batch_size.min(n - start);
         self.next += len;
@@ -412,6 +483,58 @@ mod tests {
             labels(&loader.iter().collect::<Result<Vec<_>>>().unwrap()),
             (0..8).collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn shards_of_two_ranks_make_up_the_batches_of_one_process_with_twice_the_batch() {
+        for shuffle in [None, Some(5)] {
+            let one = DataLoader::new(dataset(24), 6);
+            let ranks: Vec<DataLoader> = (0..2)
+                .map(|r| DataLoader::new(dataset(24), 3).shard(r, 2))
+                .collect();
+            let (one, ranks) = match shuffle {
+                Some(seed) => (
+                    one.shuffle(seed),
+                    ranks.into_iter().map(|l| l.shuffle(seed)).collect(),
+                ),
+                None => (one, ranks),
+            };
+            for epoch in 0..3 {
+                let whole: Vec<Vec<Tensor>> = one.iter_epoch(epoch).collect::<Result<_>>().unwrap();
+                let parts: Vec<Vec<Vec<Tensor>>> = ranks
+                    .iter()
+                    .map(|l| l.iter_epoch(epoch).collect::<Result<_>>().unwrap())
+                    .collect();
+                assert_eq!((whole.len(), parts[0].len(), parts[1].len()), (4, 4, 4));
+                for (k, batch) in whole.iter().enumerate() {
+                    let mut want = labels(std::slice::from_ref(batch));
+                    let mut got: Vec<i64> =
+                        parts.iter().flat_map(|p| labels(&p[k..k + 1])).collect();
+                    want.sort_unstable();
+                    got.sort_unstable();
+                    assert_eq!(got, want, "epoch {epoch} batch {k} shuffle {shuffle:?}");
+                }
+            }
+        }
+        // Uneven: 10 rows over 3 ranks pad to 12 by repeating the first rows.
+        let shards: Vec<Vec<i64>> = (0..3)
+            .map(|r| {
+                labels(
+                    &DataLoader::new(dataset(10), 2)
+                        .shard(r, 3)
+                        .iter()
+                        .collect::<Result<Vec<_>>>()
+                        .unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shards,
+            vec![vec![0, 3, 6, 9], vec![1, 4, 7, 0], vec![2, 5, 8, 1]]
+        );
+        let loader = DataLoader::new(dataset(10), 2).shard(3, 3);
+        let err = loader.iter().next().unwrap().unwrap_err().to_string();
+        assert!(err.contains("rank 3 is not one of 3 ranks"), "{err}");
     }
 
     #[test]

@@ -26,6 +26,7 @@ fn report(dtype: DType) -> TrainReport {
         })
         .collect();
     TrainReport {
+        ranks: 1,
         device: "cpu".into(),
         backend: "cpu".into(),
         precision: PrecisionChoice {

@@ -7,7 +7,9 @@
 use crate::data::{DIGITS_CLASSES, DIGITS_FEATURES};
 use crate::precision::Precision;
 use crate::{Error, Result};
+use amp_dist::ProcessGroup;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// How a [`Trainer`](super::Trainer) runs: precision, epochs, checkpoints,
 /// progress and when to stop a diverged run. The model, the data, the loss
@@ -43,6 +45,15 @@ pub struct FitConfig {
     pub max_batches_per_epoch: Option<usize>,
     /// Evaluate on at most this many batches (the first ones, in order).
     pub max_eval_batches: Option<usize>,
+    /// Data-parallel training over this process group (amp-dist; `None`:
+    /// one process). Rank 0's parameters are copied to every rank, each rank
+    /// trains on its own shard of every epoch (a disjoint slice of the
+    /// epoch's permutation, PyTorch's `DistributedSampler`), gradients are
+    /// averaged over the ranks in buckets, the `GradScaler` decides to skip
+    /// for all ranks, and only rank 0 writes checkpoints and shows progress.
+    /// The batch size is per rank: `N` ranks × batch `B` train like one
+    /// process with batch `N·B`.
+    pub process_group: Option<Arc<dyn ProcessGroup>>,
 }
 
 impl Default for FitConfig {
@@ -58,6 +69,7 @@ impl Default for FitConfig {
             eval_batch_size: 512,
             max_batches_per_epoch: None,
             max_eval_batches: None,
+            process_group: None,
         }
     }
 }

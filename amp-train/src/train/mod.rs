@@ -75,12 +75,14 @@ use crate::optim::Optimizer;
 use crate::precision::PrecisionChoice;
 use crate::{Error, Result};
 use amp_autocast::{Autocast, AutocastGuard};
+use amp_dist::{DdpConfig, DistributedDataParallel, ProcessGroup, ScalerReduce};
 use amp_scaler::GradScaler;
 use amp_tensor::Device;
 use progress::{finish_epoch_progress, progress_bar};
 use resume::RunIdentity;
 use std::cell::Cell;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// One training run of `model` with `optimizer` (see the [module docs](self)).
@@ -165,7 +167,9 @@ impl<'a, M: Module + ?Sized, O: Optimizer + ?Sized> Trainer<'a, M, O> {
             checkpoint::check_target(path)?;
         }
         let choice = config.precision.resolve(&device);
-        let mut scaler = build_scaler(&config, &choice)?;
+        let group = config.process_group.clone();
+        let rank0 = group.as_ref().is_none_or(|g| g.rank() == 0);
+        let mut scaler = build_scaler(&config, &choice, None)?;
         let identity = RunIdentity {
             choice: &choice,
             batch_size: loader.batch_size(),
@@ -184,6 +188,7 @@ impl<'a, M: Module + ?Sized, O: Optimizer + ?Sized> Trainer<'a, M, O> {
             epochs: 0,
             start_epoch: 0,
             batch_size: loader.batch_size(),
+            ranks: group.as_ref().map_or(1, |g| g.world_size()),
             eval_split: eval.as_ref().map(|(name, _)| name.clone()),
             eval_loss: None,
             eval_accuracy: None,
@@ -210,6 +215,26 @@ impl<'a, M: Module + ?Sized, O: Optimizer + ?Sized> Trainer<'a, M, O> {
             report.step_loss_scales = state.step_loss_scales;
             report.skipped_step_indices = state.skipped_step_indices;
         }
+        // Data parallel: rank 0's parameters everywhere, and a scaler that
+        // decides for all ranks (carrying over a resumed scaler's state).
+        let ddp = match &group {
+            Some(g) => {
+                let ddp = DistributedDataParallel::new(
+                    g.clone(),
+                    model.named_parameters(),
+                    DdpConfig::default(),
+                )?;
+                let state = scaler.state_dict();
+                scaler = build_scaler(&config, &choice, Some(&ddp))?;
+                scaler.load_state_dict(&state)?;
+                Some(ddp)
+            }
+            None => None,
+        };
+        let config = FitConfig {
+            progress: config.progress && rank0,
+            ..config
+        };
 
         let steps = Steps {
             model,
@@ -218,7 +243,9 @@ impl<'a, M: Module + ?Sized, O: Optimizer + ?Sized> Trainer<'a, M, O> {
             choice: &choice,
             max_consecutive_skips: config.max_consecutive_skips,
             non_finite_run: Cell::new(0),
+            ddp: ddp.as_ref(),
         };
+        let shard = group.as_ref().map(|g| (g.rank(), g.world_size()));
         amp_autocast::reset_stats();
         let start = Instant::now();
         let mut samples = 0usize;
@@ -226,7 +253,7 @@ impl<'a, M: Module + ?Sized, O: Optimizer + ?Sized> Trainer<'a, M, O> {
         model.train();
         for epoch in report.start_epoch..config.epochs {
             let epoch_start = Instant::now();
-            let batches = loader.iter_tensors();
+            let batches = loader.iter_tensors(shard);
             let limit = config.max_batches_per_epoch.unwrap_or(usize::MAX);
             let pb = progress_bar(&config, epoch, batches.len().min(limit));
             let batches = batches.take(limit);
@@ -250,6 +277,16 @@ impl<'a, M: Module + ?Sized, O: Optimizer + ?Sized> Trainer<'a, M, O> {
                 pb.set_message(format!("{loss:.4}"));
                 pb.inc(1);
             }
+            let mut mean_loss = loss_sum / n_batches.max(1) as f64;
+            if let (Some(g), Some(ddp)) = (&group, &ddp) {
+                // Every rank holds the same model, buffers, scaler and record.
+                broadcast_buffers(model, g.as_ref())?;
+                amp_dist::check_scalers_agree(g.as_ref(), &scaler)?;
+                ddp.check_parameters_agree()?;
+                let mut mean = [mean_loss];
+                g.all_reduce_f64(&mut mean, amp_dist::ReduceOp::Avg)?;
+                mean_loss = mean[0];
+            }
             let evaluation = match &eval {
                 Some((_, data)) => {
                     Some(steps.evaluate(data, config.eval_batch_size, config.max_eval_batches)?)
@@ -259,7 +296,7 @@ impl<'a, M: Module + ?Sized, O: Optimizer + ?Sized> Trainer<'a, M, O> {
             last_eval = evaluation;
             let record = EpochRecord {
                 epoch,
-                mean_loss: loss_sum / n_batches.max(1) as f64,
+                mean_loss,
                 eval_loss: evaluation.map(|e| e.loss),
                 eval_accuracy: evaluation.and_then(|e| e.accuracy),
                 skipped_steps: skipped,
@@ -270,7 +307,7 @@ impl<'a, M: Module + ?Sized, O: Optimizer + ?Sized> Trainer<'a, M, O> {
             report.skipped_steps += skipped;
             report.history.push(record);
             report.epochs = epoch + 1;
-            if let Some(path) = &config.checkpoint {
+            if let Some(path) = config.checkpoint.as_ref().filter(|_| rank0) {
                 resume::save(path, &identity, model, opt, &scaler, &report)?;
             }
         }
@@ -286,7 +323,7 @@ impl<'a, M: Module + ?Sized, O: Optimizer + ?Sized> Trainer<'a, M, O> {
         report.eval_loss = evaluation.map(|e| e.loss);
         report.eval_accuracy = evaluation.and_then(|e| e.accuracy);
         report.wall_time_s = start.elapsed().as_secs_f64();
-        report.samples_per_s = samples as f64 / report.wall_time_s.max(1e-9);
+        report.samples_per_s = (samples * report.ranks) as f64 / report.wall_time_s.max(1e-9);
         report.final_loss_scale = scaler.is_enabled().then(|| scaler.get_scale());
         Ok(report)
     }
@@ -325,12 +362,20 @@ fn check_devices<M: Module + ?Sized>(
     Ok(())
 }
 
-/// The run's `GradScaler`: enabled for f16, with the configured floor and stop.
-fn build_scaler(config: &FitConfig, choice: &PrecisionChoice) -> Result<GradScaler> {
+/// The run's `GradScaler`: enabled for f16, with the configured floor and
+/// stop; over `ddp`'s ranks in a data-parallel run.
+fn build_scaler(
+    config: &FitConfig,
+    choice: &PrecisionChoice,
+    ddp: Option<&DistributedDataParallel>,
+) -> Result<GradScaler> {
     let mut builder = GradScaler::builder()
         .enabled(choice.grad_scaler)
         .min_scale(config.min_loss_scale)
         .init_scale(65536f64.max(config.min_loss_scale));
+    if let Some(ddp) = ddp {
+        builder = builder.found_inf_reduce(Arc::new(ScalerReduce::for_ddp(ddp)));
+    }
     if let Some(limit) = config.max_consecutive_skips {
         builder = builder.max_consecutive_skips(limit);
     }
@@ -359,6 +404,8 @@ struct Steps<'r, M: ?Sized> {
     max_consecutive_skips: Option<u64>,
     /// Consecutive steps with a non-finite loss so far (runs without a scaler).
     non_finite_run: Cell<u64>,
+    /// Averages the gradients over the ranks (data-parallel runs).
+    ddp: Option<&'r DistributedDataParallel>,
 }
 
 impl<M: Module + ?Sized> Steps<'_, M> {
@@ -384,10 +431,18 @@ impl<M: Module + ?Sized> Steps<'_, M> {
             self.objective.loss(&self.model.forward(input)?, batch)?
         };
         scaler.scale(&loss)?.backward()?; // backward outside autocast
+        if let Some(ddp) = self.ddp {
+            ddp.synchronize()?; // gradients = their mean over the ranks
+        }
         let skipped = scaler.step(opt)?.is_skipped();
         scaler
             .update()
             .map_err(|e| diverged_from_scaler(e, epoch, step))?;
+        if let Some(ddp) = self.ddp.filter(|_| cfg!(debug_assertions)) {
+            // Debug builds check every step that the ranks' scalers agree
+            // (release builds check after every epoch).
+            amp_dist::check_scalers_agree(ddp.group().as_ref(), scaler)?;
+        }
         let loss = loss.scalar_f64()?;
         // Without loss scaling nothing skips: a run of non-finite losses is the sign.
         if !scaler.is_enabled() {
@@ -463,8 +518,23 @@ pub fn evaluate(
         choice,
         max_consecutive_skips: None,
         non_finite_run: Cell::new(0),
+        ddp: None,
     }
     .evaluate(data, FitConfig::default().eval_batch_size, None)
+}
+
+/// Copies rank 0's floating-point buffers (batch norm's running statistics)
+/// to every rank, as PyTorch's DDP does (`broadcast_buffers`), so that
+/// evaluation and checkpoints agree across ranks.
+fn broadcast_buffers<M: Module + ?Sized>(model: &M, group: &dyn ProcessGroup) -> Result<()> {
+    let _no_grad = amp_tensor::no_grad();
+    for (_, buffer) in model.named_buffers() {
+        if buffer.dtype().is_float() {
+            let wide = buffer.to_dtype(amp_tensor::DType::F32)?;
+            buffer.assign(&group.broadcast(&wide, 0)?)?;
+        }
+    }
+    Ok(())
 }
 
 /// The scaler's divergence stop as this crate's error, naming the parameters.

@@ -78,8 +78,11 @@ pub struct TrainReport {
     pub epochs: usize,
     /// Epoch this session started at (0 unless resumed).
     pub start_epoch: usize,
-    /// Rows per training batch.
+    /// Rows per training batch (per rank in a data-parallel run).
     pub batch_size: usize,
+    /// Data-parallel ranks that trained (1: one process).
+    #[serde(default = "one_rank")]
+    pub ranks: usize,
     /// The evaluation data's name (`"test"`), if the run evaluates.
     pub eval_split: Option<String>,
     /// Final loss on the evaluation data.
@@ -115,6 +118,10 @@ pub struct TrainReport {
     /// The steps the scaler skipped, as indices into `step_losses` (all sessions).
     #[serde(default)]
     pub skipped_step_indices: Vec<u64>,
+}
+
+fn one_rank() -> usize {
+    1
 }
 
 impl TrainReport {
@@ -154,6 +161,14 @@ impl TrainReport {
             self.start_epoch + 1
         );
         s += &format!("throughput:      {:.0} samples/s\n", self.samples_per_s);
+        if self.ranks > 1 {
+            s += &format!(
+                "data parallel:   {} ranks × batch {} (global batch {})\n",
+                self.ranks,
+                self.batch_size,
+                self.ranks * self.batch_size
+            );
+        }
         let scaling = match self.final_loss_scale {
             Some(scale) => format!("final loss scale {scale}"),
             None => "no loss scaling".to_string(),
