@@ -69,6 +69,8 @@ pub mod kernels;
 pub mod libs;
 mod matmul;
 mod meta;
+#[cfg(feature = "nccl")]
+pub mod nccl;
 mod rows;
 mod split;
 mod storage;

@@ -64,6 +64,8 @@ mod group;
 mod launch;
 #[cfg(feature = "mpi")]
 mod mpi;
+#[cfg(feature = "nccl")]
+mod nccl;
 mod scaler;
 
 pub use ddp::{DdpConfig, DistributedDataParallel};
@@ -72,4 +74,6 @@ pub use group::{ProcessGroup, ReduceOp, SingleProcessGroup, Work};
 pub use launch::Launch;
 #[cfg(feature = "mpi")]
 pub use mpi::{MpiGroup, DEFAULT_TIMEOUT};
+#[cfg(feature = "nccl")]
+pub use nccl::NcclGroup;
 pub use scaler::{check_scalers_agree, ScalerReduce};

@@ -140,7 +140,8 @@ fn post_accumulate_hooks_see_each_leafs_final_gradient_once_per_pass() {
     // y = sum(a * b) + sum(a): a's gradient has two contributions, b's one.
     let a = leaf(&[1.0, 2.0], DType::F32);
     let b = leaf(&[3.0, 5.0], DType::F32);
-    let seen: Arc<Mutex<Vec<(&str, Vec<f64>)>>> = Arc::default();
+    type Seen = Vec<(&'static str, Vec<f64>)>;
+    let seen: Arc<Mutex<Seen>> = Arc::default();
     let mut ids = Vec::new();
     for (name, t) in [("a", &a), ("b", &b)] {
         let seen = seen.clone();

@@ -175,21 +175,6 @@ macro_rules! __device_tests {
     };
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_reference_and_the_cpu_are_always_there() {
-        let names: Vec<&str> = all_devices().iter().map(|(s, _)| *s).collect();
-        assert!(
-            names.starts_with(&["reference", "cpu", "cpu_scalar"]),
-            "{names:?}"
-        );
-        assert!(device("tpu").is_err());
-    }
-}
-
 /// A `mpirun -np <ranks>` command for tests of data-parallel code: ranks may
 /// outnumber cores (`--oversubscribe`, CI has 2), root may launch
 /// (`--allow-run-as-root`, CI runs as root), and ranks talk over shared
@@ -203,4 +188,19 @@ pub fn mpirun(ranks: usize) -> std::process::Command {
         .args(["--mca", "btl", "self,vader"])
         .args(["--mca", "btl_vader_single_copy_mechanism", "none"]);
     cmd
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reference_and_the_cpu_are_always_there() {
+        let names: Vec<&str> = all_devices().iter().map(|(s, _)| *s).collect();
+        assert!(
+            names.starts_with(&["reference", "cpu", "cpu_scalar"]),
+            "{names:?}"
+        );
+        assert!(device("tpu").is_err());
+    }
 }

@@ -107,10 +107,20 @@ impl RunArgs {
         }
         #[cfg(feature = "mpi")]
         {
-            let group = amp_train::dist::MpiGroup::init_with_timeout(
-                "amp-train",
-                std::time::Duration::from_secs(self.dist_timeout),
-            )?;
+            let timeout = std::time::Duration::from_secs(self.dist_timeout);
+            // CUDA tensors over NCCL where it is compiled in, else over MPI
+            // (through host copies).
+            #[cfg(feature = "nccl")]
+            {
+                amp_train::dist::Launch::require("amp-train")?;
+                let device = self.device()?;
+                if device.kind() == amp_tensor::DeviceKind::Cuda {
+                    let group =
+                        amp_train::dist::NcclGroup::init("amp-train", Some(&device), timeout)?;
+                    return Ok(Some(Arc::new(group)));
+                }
+            }
+            let group = amp_train::dist::MpiGroup::init_with_timeout("amp-train", timeout)?;
             Ok(Some(Arc::new(group)))
         }
         #[cfg(not(feature = "mpi"))]
@@ -121,6 +131,21 @@ impl RunArgs {
                  `mpirun -np 2 target/release/amp-train --distributed`"
                 .into())
         }
+    }
+
+    /// The device to train on. In a `--distributed` run each rank on a
+    /// machine takes its own GPU: `cuda:N` (and `cuda`, `auto` resolving to a
+    /// GPU) means `cuda:(N + local rank)`, as PyTorch scripts pick
+    /// `cuda:LOCAL_RANK`.
+    fn device(&self) -> Result<amp_tensor::Device, Box<dyn std::error::Error>> {
+        let device = self.device.device()?;
+        let local = amp_train::dist::Launch::from_env()
+            .filter(|_| self.distributed)
+            .map_or(0, |l| l.local_rank);
+        if local > 0 && device.kind() == amp_tensor::DeviceKind::Cuda {
+            return Ok(DeviceSpec::Cuda(device.ordinal() + local).device()?);
+        }
+        Ok(device)
     }
 
     /// The trainer's settings for `epochs` epochs.
@@ -284,7 +309,7 @@ fn run_train(
     group: &Option<Arc<dyn ProcessGroup>>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     args.run.check_outputs()?;
-    let device = args.run.device.device()?;
+    let device = args.run.device()?;
     let config = TrainConfig {
         fit: args.run.fit_in(args.epochs, group),
         batch_size: args.batch_size,
@@ -315,7 +340,7 @@ fn run_cnn(
     group: &Option<Arc<dyn ProcessGroup>>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     args.run.check_outputs()?;
-    let device = args.run.device.device()?;
+    let device = args.run.device()?;
     let config = CnnConfig {
         fit: args.run.fit_in(args.epochs, group),
         batch_size: args.batch_size,
@@ -362,7 +387,7 @@ fn run_lm(
         )
         .into());
     }
-    let device = args.run.device.device()?;
+    let device = args.run.device()?;
     let config = LmConfig {
         fit: args.run.fit_in(1, group),
         steps: args.steps,

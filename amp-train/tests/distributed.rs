@@ -27,16 +27,17 @@ fn main() -> ExitCode {
     if Launch::from_env().is_some() {
         return rank_main(&args[1..]);
     }
-    let mut results = Vec::new();
-    results.push((
-        "two_ranks_of_batch_b_train_like_one_of_batch_2b",
-        equivalence(),
-    ));
-    results.push((
-        "the_cli_trains_checkpoints_and_resumes_on_other_rank_counts",
-        cli_runs(),
-    ));
-    results.push(("bad_launches_are_clear_errors", bad_launches()));
+    let results = vec![
+        (
+            "two_ranks_of_batch_b_train_like_one_of_batch_2b",
+            equivalence(),
+        ),
+        (
+            "the_cli_trains_checkpoints_and_resumes_on_other_rank_counts",
+            cli_runs(),
+        ),
+        ("bad_launches_are_clear_errors", bad_launches()),
+    ];
     let failed = results.iter().filter(|(_, r)| r.is_err()).count();
     for (name, result) in &results {
         match result {
