@@ -17,6 +17,9 @@ pub enum Error {
     /// A module, optimizer, data loader, checkpoint or training run failed.
     #[error(transparent)]
     Train(#[from] amp_train::Error),
+    /// A data-parallel collective failed or timed out, or the ranks disagree.
+    #[error(transparent)]
+    Distributed(#[from] amp_train::dist::Error),
     /// A file could not be read or written.
     #[error(transparent)]
     Io(#[from] std::io::Error),

@@ -6,7 +6,7 @@
 //! f16 gradients do not underflow, steps whose gradients overflowed skipped,
 //! and f32 master weights. This crate is the one dependency: it re-exports the
 //! layered crates (`amp-dtype`, `amp-tensor`, `amp-cpu`, `amp-cuda`,
-//! `amp-autocast`, `amp-scaler`, `amp-train`) under one roof, with a
+//! `amp-autocast`, `amp-scaler`, `amp-dist`, `amp-train`) under one roof, with a
 //! [`prelude`] and one [`Error`] that every crate's error converts into.
 //!
 //! ```
@@ -42,7 +42,9 @@
 //! Where things live: tensors, devices and ops ([`Tensor`], [`Device`],
 //! [`ops`]); autocast regions ([`autocast`], [`Autocast`]); loss scaling
 //! ([`GradScaler`]); modules, optimizers, data, checkpoints and the reusable
-//! trainer ([`nn`], [`optim`], [`data`], [`checkpoint`], [`train`]).
+//! trainer ([`nn`], [`optim`], [`data`], [`checkpoint`], [`train`]);
+//! data-parallel training over MPI and NCCL ([`dist`], features `mpi` and
+//! `nccl`).
 
 #![doc = include_str!("../docs/cargo.md")]
 
@@ -56,7 +58,7 @@ pub use amp_autocast::{autocast, Autocast};
 pub use amp_dtype::{bf16, f16};
 pub use amp_scaler::{clip_grad_norm, GradScaler, StepOutcome};
 pub use amp_tensor::{no_grad, ops, DType, Device, DeviceKind, Layout, Tensor};
-pub use amp_train::{checkpoint, data, nn, optim, train, Precision};
+pub use amp_train::{checkpoint, data, dist, nn, optim, train, Precision};
 /// JSON for a checkpoint's extra state: `amp::json!({"epoch": 3})`.
 pub use serde_json::{self, json};
 

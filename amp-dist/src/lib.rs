@@ -1,5 +1,5 @@
 //! Data-parallel mixed-precision training for amp, on proven collective
-//! engines: **MPI** for CPU tensors ([`MpiGroup`], feature `mpi`, over the
+//! engines: **MPI** for CPU tensors (`MpiGroup`, feature `mpi`, over the
 //! system's MPI library such as Open MPI) and **NCCL** for CUDA tensors
 //! (`NcclGroup`, feature `nccl`, its unique id broadcast over MPI). Without
 //! features the crate has the [`ProcessGroup`] abstraction, the

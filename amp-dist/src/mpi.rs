@@ -45,7 +45,13 @@ unsafe impl Send for Inner {}
 // SAFETY: as for `Send`: shared use is serialised by `lock`.
 unsafe impl Sync for Inner {}
 
-/// A [`ProcessGroup`] over MPI (see the [module docs](self)).
+/// A [`ProcessGroup`] over MPI, for CPU tensors (and any tensor through a
+/// host copy). Every collective is MPI's non-blocking form completed by
+/// polling against a deadline, so a collective that cannot complete because
+/// another rank died or hangs is an [`Error::Timeout`], not a hang; the group
+/// works on its own duplicate of `MPI_COMM_WORLD` with `MPI_ERRORS_RETURN`
+/// (MPI's errors come back as [`Error::Collective`]), at
+/// `MPI_THREAD_SERIALIZED` with its calls serialised by a lock.
 #[derive(Clone)]
 pub struct MpiGroup {
     inner: Arc<Inner>,

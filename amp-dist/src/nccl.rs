@@ -21,7 +21,12 @@ use amp_tensor::{Device, DeviceKind, Tensor};
 use std::fmt;
 use std::time::Duration;
 
-/// A [`ProcessGroup`] over NCCL for CUDA tensors (see the [module docs](self)).
+/// A [`ProcessGroup`] whose CUDA tensors travel over NCCL, on the device
+/// backend's stream (ordered with the kernels around them, overlapping the
+/// host), and everything else — host values, CPU tensors, NCCL's unique id —
+/// over MPI. MPI collectives keep their timeout; a hung NCCL collective shows
+/// at the next host synchronisation, which then blocks (NCCL's watchdog is
+/// not wired in yet).
 pub struct NcclGroup {
     mpi: MpiGroup,
     comm: NcclComm,
