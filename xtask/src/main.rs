@@ -40,6 +40,12 @@ commands:
       run); with --torch (or AMP_BENCH_TORCH) PyTorch runs the same
       workloads and the table shows the ratios. --only cnn: the conv2d and
       ResNet rows alone.
+  dist-model
+      when data parallelism pays: measures a training step of the bench MLP
+      and the default GPT here, and prints the ring all-reduce time of their
+      gradients and the predicted scaling efficiency for 2, 8 and 64 ranks
+      over 10 Gb/s, 100 Gb/s and NVLink 4 (also for an H100's estimated
+      compute time).
 ";
 
 fn usage_error(message: &str) -> ExitCode {
@@ -151,6 +157,7 @@ fn main() -> ExitCode {
         },
         Some("bench") => bench::run(&args[1..]),
         Some("bench-rss") => bench::run_rss(&args[1..]),
+        Some("dist-model") => bench::dist::run(&args[1..]),
         Some("kernels") => kernels::run(),
         Some("gpu") => gpu::run(&args[1..]),
         Some("gpu-kernels") => gpu::precompile_here(&args[1..]),

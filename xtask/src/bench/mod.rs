@@ -15,6 +15,7 @@
 //! (3×3 convolutions forward + backward, a ResNet-style training step) in [`cnn`].
 
 pub mod cnn;
+pub mod dist;
 pub mod transformer;
 
 use amp_autocast::autocast;
@@ -70,7 +71,7 @@ fn peak_name(ins: Instruction) -> String {
 }
 
 /// The CPU's model name (`/proc/cpuinfo`), or what is known without it.
-fn cpu_model() -> String {
+pub(crate) fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|t| {
@@ -82,14 +83,19 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| format!("unknown {} CPU", std::env::consts::ARCH))
 }
 
-/// One AdamW training step of the 1024-4096-4096-10 GELU MLP, batch 256, in ms.
-fn mlp_step(device: &Device, low: Option<DType>) -> Res<f64> {
-    let model = Sequential::new()
+/// The bench MLP: 1024-4096-4096-10, GELU.
+pub(crate) fn bench_mlp(device: &Device) -> Res<Sequential> {
+    Ok(Sequential::new()
         .add(Linear::seeded(1024, 4096, true, device, 0)?)
         .add(Gelu::new())
         .add(Linear::seeded(4096, 4096, true, device, 1)?)
         .add(Gelu::new())
-        .add(Linear::seeded(4096, 10, true, device, 2)?);
+        .add(Linear::seeded(4096, 10, true, device, 2)?))
+}
+
+/// One AdamW training step of the 1024-4096-4096-10 GELU MLP, batch 256, in ms.
+pub(crate) fn mlp_step(device: &Device, low: Option<DType>) -> Res<f64> {
+    let model = bench_mlp(device)?;
     let mut opt = AdamW::new(model.named_parameters(), AdamWConfig::default());
     let x = Tensor::randn(&[256, 1024], DType::F32, device, 3)?;
     let y = Tensor::randint(0, 10, &[256], device, 4)?;

@@ -93,6 +93,13 @@ impl GptStep {
     }
 }
 
+/// The default GPT's parameters (for the data-parallel cost model), and the
+/// tokens of one step.
+pub fn gpt_parameters(device: &Device) -> Res<(Vec<(String, Tensor)>, usize)> {
+    let s = GptStep::new(device, vocab()?)?;
+    Ok((s.model.named_parameters(), s.tokens()))
+}
+
 /// Tokens a second of one training step of the default GPT (batch 32,
 /// context 128, 4 layers, d 128, 4 heads), in f32 or under autocast to `low`.
 pub fn gpt_tokens_per_s(device: &Device, low: Option<DType>) -> Res<f64> {
