@@ -26,7 +26,7 @@ fn main() -> ExitCode {
         return rank_main(args.get(1).map_or("", String::as_str));
     }
     let exe = std::env::current_exe().expect("the test binary's path");
-    let (mut passed, mut failed) = (0, 0);
+    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     for scenario in SCENARIOS {
         let out = amp_testkit::mpirun(2)
             .arg(&exe)
@@ -49,6 +49,43 @@ fn main() -> ExitCode {
         } else {
             failed += 1;
             println!("{text}");
+        }
+    }
+    // NCCL (feature `nccl`): on as many GPUs as there are, up to 2, when a
+    // GPU is present; NCCL refuses two ranks on one GPU.
+    #[cfg(feature = "nccl")]
+    {
+        let gpus = if amp_cuda::is_available() {
+            amp_cuda::device_count().min(2)
+        } else {
+            0
+        };
+        if gpus == 0 {
+            println!("test mpi::nccl ... skipped: no usable GPU");
+            skipped += 1;
+        } else {
+            let out = amp_testkit::mpirun(gpus)
+                .arg(&exe)
+                .arg("nccl")
+                .output()
+                .expect("mpirun runs");
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let ok = out.status.success()
+                && (0..gpus).all(|r| text.contains(&format!("rank {r}: nccl ok")));
+            println!(
+                "test mpi::nccl ({gpus} GPU ranks) ... {}",
+                if ok { "ok" } else { "FAILED" }
+            );
+            if ok {
+                passed += 1;
+            } else {
+                failed += 1;
+                println!("{text}");
+            }
         }
     }
     // A rank that dies, and one that hangs: the other stops with a clear
@@ -91,7 +128,12 @@ fn main() -> ExitCode {
             println!("{text}");
         }
     }
-    println!("mpi: {passed} passed, {failed} failed");
+    #[cfg(not(feature = "nccl"))]
+    {
+        println!("test mpi::nccl ... skipped: built without the nccl feature");
+        skipped += 1;
+    }
+    println!("mpi: {passed} passed, {failed} failed, {skipped} skipped");
     if failed == 0 {
         ExitCode::SUCCESS
     } else {
@@ -100,6 +142,10 @@ fn main() -> ExitCode {
 }
 
 fn rank_main(scenario: &str) -> ExitCode {
+    #[cfg(feature = "nccl")]
+    if scenario == "nccl" {
+        return nccl::run();
+    }
     let timeout = match scenario {
         "die" => 10,
         "hang" => 3,
@@ -501,5 +547,127 @@ fn hang(group: &MpiGroup) -> R {
     match group.all_reduce(&t, ReduceOp::Sum) {
         Ok(_) => Ok(()),
         Err(e) => Err(format!("as expected, the waiting rank stops: {e}")),
+    }
+}
+
+/// The NCCL group on CUDA tensors: collectives against exact values, and
+/// data-parallel gradients against their mean computed here.
+#[cfg(feature = "nccl")]
+mod nccl {
+    use super::*;
+    use amp_dist::NcclGroup;
+
+    pub fn run() -> ExitCode {
+        let group = match NcclGroup::init("mpi-test", None, Duration::from_secs(120)) {
+            Ok(g) => Arc::new(g),
+            Err(e) => {
+                eprintln!("nccl init: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let rank = group.rank();
+        match check(&group) {
+            Ok(()) => {
+                println!("rank {rank}: nccl ok");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("rank {rank}: nccl FAILED: {e}");
+                group.abort(1)
+            }
+        }
+    }
+
+    fn check(group: &Arc<NcclGroup>) -> R {
+        let (rank, world) = (group.rank(), group.world_size());
+        let device = group.device().clone();
+        let s = |e: amp_dist::Error| e.to_string();
+        for dtype in [DType::F32, DType::F64] {
+            let round = |v: f64| {
+                if dtype == DType::F32 {
+                    v as f32 as f64
+                } else {
+                    v
+                }
+            };
+            let t = Tensor::from_f64_slice(&input(rank, 9), &[9], dtype, &device)
+                .map_err(|e| e.to_string())?;
+            let sum = group.all_reduce(&t, ReduceOp::Sum).map_err(s)?;
+            check_on(&sum, &device)?;
+            let want: Vec<f64> = (0..9)
+                .map(|i| {
+                    (0..world)
+                        .map(|r| round(input(r, 9)[i]))
+                        .fold(0.0, |a, b| round(a + b))
+                })
+                .collect();
+            let got = sum.to_f64_vec().unwrap();
+            super::check(got == want, || {
+                format!("NCCL sum {dtype}: {got:?} vs {want:?}")
+            })?;
+            let max = group
+                .all_reduce(&t, ReduceOp::Max)
+                .map_err(s)?
+                .to_f64_vec()
+                .unwrap();
+            let want: Vec<f64> = (0..9)
+                .map(|i| {
+                    (0..world)
+                        .map(|r| round(input(r, 9)[i]))
+                        .fold(f64::MIN, f64::max)
+                })
+                .collect();
+            super::check(max == want, || {
+                format!("NCCL max {dtype}: {max:?} vs {want:?}")
+            })?;
+            let b = group
+                .broadcast(&t, world - 1)
+                .map_err(s)?
+                .to_f64_vec()
+                .unwrap();
+            let want: Vec<f64> = input(world - 1, 9).into_iter().map(round).collect();
+            super::check(b == want, || format!("NCCL broadcast {dtype}: {b:?}"))?;
+        }
+        // Data-parallel gradients on the GPU: the mean of every rank's.
+        let group: Arc<dyn ProcessGroup> = group.clone();
+        let mine = params(&device, rank);
+        let ddp = DistributedDataParallel::new(group.clone(), mine.clone(), DdpConfig::default())
+            .map_err(s)?;
+        loss(&mine, &device, rank)
+            .and_then(|l| l.backward())
+            .map_err(|e| e.to_string())?;
+        ddp.synchronize().map_err(s)?;
+        let mut want: Vec<Vec<f64>> = Vec::new();
+        for r in 0..world {
+            let local = params(&device, 0);
+            loss(&local, &device, r)
+                .and_then(|l| l.backward())
+                .map_err(|e| e.to_string())?;
+            for (k, (_, p)) in local.iter().enumerate() {
+                let g = p.grad().unwrap().to_f64_vec().unwrap();
+                if want.len() <= k {
+                    want.push(vec![0.0; g.len()]);
+                }
+                want[k]
+                    .iter_mut()
+                    .zip(&g)
+                    .for_each(|(w, x)| *w += x / world as f64);
+            }
+        }
+        for (k, (n, p)) in mine.iter().enumerate() {
+            let g = p.grad().unwrap().to_f64_vec().unwrap();
+            for (a, b) in g.iter().zip(&want[k]) {
+                super::check((a - b).abs() <= 1e-5 * b.abs().max(1e-3), || {
+                    format!("NCCL DDP grad of {n}: {a} vs {b}")
+                })?;
+            }
+        }
+        ddp.check_parameters_agree().map_err(s)
+    }
+
+    fn check_on(t: &Tensor, device: &Device) -> R {
+        super::check(t.device().same_device(device), || {
+            format!("result on {}", t.device())
+        })
     }
 }

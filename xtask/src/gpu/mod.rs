@@ -162,7 +162,9 @@ fn verify(out: &Path) -> Result<(), String> {
 }
 
 /// The crates whose test executables the bundle carries.
-const SUITES: [&str; 2] = ["amp-cuda", "amp-testkit"];
+/// amp-dist's `single` test runs data-parallel gradients on each device
+/// (its MPI tests need `mpirun`, which the GPU machine may lack).
+const SUITES: [&str; 3] = ["amp-cuda", "amp-testkit", "amp-dist"];
 
 /// The bundle's name of a test executable cargo named `stem`:
 /// `cuda-0123abcd` of amp-cuda -> `amp-cuda-cuda`; a library's unit tests
@@ -273,8 +275,8 @@ fn build(out: &Path) -> Result<(), String> {
         for exe in &exes {
             let stem = exe.file_name().and_then(|n| n.to_str()).unwrap_or("test");
             let name = test_name(krate, stem);
-            // amp-testkit's own unit tests have no CUDA case.
-            if name != "amp-testkit-unit" {
+            // amp-testkit's and amp-dist's unit tests have no CUDA case.
+            if name != "amp-testkit-unit" && name != "amp-dist-unit" {
                 copy_exe(exe, &tests.join(name))?;
             }
         }

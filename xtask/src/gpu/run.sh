@@ -246,7 +246,7 @@ for t in "$HERE"/tests/*; do
   name="test-$(basename "$t")"
   case "$(basename "$t")" in
     # The conformance suite: only its CUDA slot (`<case>::cuda`); CI runs the CPU rows.
-    amp-testkit-*) run_step "$name" 180 "$t" --test-threads=4 ::cuda ;;
+    amp-testkit-*|amp-dist-*) run_step "$name" 180 "$t" --test-threads=4 ::cuda ;;
     *) run_step "$name" 180 "$t" --test-threads=4 ;;
   esac
   passed=$(grep -Eo '[0-9]+ passed' "$OUT/$name.log" | awk '{s+=$1} END {print s+0}')
