@@ -161,8 +161,28 @@ def resnet_step_ms(autocast):
         loss.backward()
         opt.step()
     return median_time(step, 3) * 1e3
-# `--only cnn`: these rows alone (as `cargo xtask bench --only cnn`).
+def memory_rows():
+    """Casts, unscale and copy over 16 Mi elements (`--only memory`)."""
+    n = 1 << 24
+    x = torch.randn(n)
+    out["cast_f32_bf16_gbs"] = n * 6 / median_time(lambda: x.to(torch.bfloat16), 9) / 1e9
+    out["cast_f32_f16_gbs"] = n * 6 / median_time(lambda: x.to(torch.float16), 9) / 1e9
+    xb = x.to(torch.bfloat16)
+    out["cast_bf16_f32_gbs"] = n * 6 / median_time(lambda: xb.to(torch.float32), 9) / 1e9
+    found = torch.zeros(1)
+    inv = torch.full((1,), 1.0 / 65536)
+    g = torch.randn(n)
+    out["unscale_gbs"] = n * 8 / median_time(lambda: torch._amp_foreach_non_finite_check_and_unscale_([g], found, inv), 9) / 1e9
+    dst = torch.empty(n)
+    out["copy_gbs"] = n * 8 / median_time(lambda: dst.copy_(x), 9) / 1e9
+
+
+# `--only cnn` / `--only memory`: those rows alone (as `cargo xtask bench --only ...`).
 ONLY = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
+if ONLY == "memory":
+    memory_rows()
+    print(json.dumps(out))
+    sys.exit(0)
 for tag, c, hw in (("64c56", 64, 56), ("128c28", 128, 28)):
     out[f"conv_f32_{tag}_ms"] = conv_ms(c, hw, False)
     out[f"conv_bf16_{tag}_ms"] = conv_ms(c, hw, True)
@@ -208,18 +228,7 @@ for workload, key in (("gpt-f32", "gpt_f32"), ("gpt-bf16", "gpt_bf16")):
     out[f"{key}_peak_rss_mib"] = peak
     out[f"{key}_step_rss_mib"] = peak - base
 
-n = 1 << 24
-x = torch.randn(n)
-out["cast_f32_bf16_gbs"] = n * 6 / median_time(lambda: x.to(torch.bfloat16), 9) / 1e9
-out["cast_f32_f16_gbs"] = n * 6 / median_time(lambda: x.to(torch.float16), 9) / 1e9
-xb = x.to(torch.bfloat16)
-out["cast_bf16_f32_gbs"] = n * 6 / median_time(lambda: xb.to(torch.float32), 9) / 1e9
-found = torch.zeros(1)
-inv = torch.full((1,), 1.0 / 65536)
-g = torch.randn(n)
-out["unscale_gbs"] = n * 8 / median_time(lambda: torch._amp_foreach_non_finite_check_and_unscale_([g], found, inv), 9) / 1e9
-dst = torch.empty(n)
-out["copy_gbs"] = n * 8 / median_time(lambda: dst.copy_(x), 9) / 1e9
+memory_rows()
 
 a = torch.randn(8)
 b = torch.randn(8)
