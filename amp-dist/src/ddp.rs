@@ -401,5 +401,23 @@ fn gradient_ready(
         }
         state.started += 1;
     }
+    // Advance the all-reduces in flight: an engine that progresses only when
+    // called (Open MPI over shared memory or TCP) moves on here, while the
+    // backward pass runs, instead of all at once in `synchronize`.
+    let mut failed = None;
+    for work in state.inflight.iter_mut().flatten() {
+        if let Err(e) = work.progress() {
+            failed = Some(e);
+            break;
+        }
+    }
+    if let Some(e) = failed {
+        let message = e.to_string();
+        state.error = Some(e);
+        return Err(amp_tensor::Error::invalid(
+            "DistributedDataParallel",
+            message,
+        ));
+    }
     Ok(())
 }

@@ -20,6 +20,14 @@ pub enum ReduceOp {
 
 /// A collective in flight ([`ProcessGroup::start_all_reduce`]).
 pub trait Work: Send {
+    /// Lets the collective make progress without blocking (engines such as
+    /// Open MPI's shared-memory and TCP transports advance a non-blocking
+    /// collective only inside MPI calls); the data-parallel wrapper calls it
+    /// from the backward pass. The default does nothing.
+    fn progress(&mut self) -> Result<()> {
+        Ok(())
+    }
+
     /// Blocks until the collective has completed (or its timeout passed) and
     /// returns the reduced tensor.
     fn wait(self: Box<Self>) -> Result<Tensor>;

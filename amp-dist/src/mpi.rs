@@ -342,6 +342,26 @@ struct Pending<T: MpiElement> {
 unsafe impl<T: MpiElement> Send for Pending<T> {}
 
 impl<T: MpiElement> Pending<T> {
+    /// One `MPI_Test`: advances the collective; true once it has completed.
+    fn test(&mut self) -> Result<bool> {
+        let mut flag: c_int = 0;
+        let rc = {
+            let _serial = self
+                .group
+                .inner
+                .lock
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            // SAFETY: `request` is this collective's request (active, or null once
+            // completed, which MPI_Test reports as complete); the status is ignored.
+            unsafe { ffi::MPI_Test(&mut self.request, &mut flag, ffi::RSMPI_STATUS_IGNORE) }
+        };
+        if rc != 0 {
+            return Err(self.group.collective_error(self.op, rc));
+        }
+        Ok(flag != 0)
+    }
+
     fn finish(mut self) -> Result<Vec<T>> {
         self.group.complete(self.op, &mut self.request)?;
         self.done = true;
@@ -371,6 +391,10 @@ struct TensorWork<T: MpiElement> {
 }
 
 impl<T: MpiElement> Work for TensorWork<T> {
+    fn progress(&mut self) -> Result<()> {
+        self.pending.test().map(|_| ())
+    }
+
     fn wait(self: Box<Self>) -> Result<Tensor> {
         let TensorWork {
             pending,
