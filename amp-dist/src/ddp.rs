@@ -390,34 +390,24 @@ fn gradient_ready(
             flatten(&mut state, next).and_then(|flat| group.start_all_reduce(&flat, ReduceOp::Avg));
         match work {
             Ok(work) => state.inflight[next] = Some(work),
-            Err(e) => {
-                let message = e.to_string();
-                state.error = Some(e);
-                return Err(amp_tensor::Error::invalid(
-                    "DistributedDataParallel",
-                    message,
-                ));
-            }
+            Err(e) => return Err(keep(&mut state, e)),
         }
         state.started += 1;
     }
     // Advance the all-reduces in flight: an engine that progresses only when
     // called (Open MPI over shared memory or TCP) moves on here, while the
     // backward pass runs, instead of all at once in `synchronize`.
-    let mut failed = None;
-    for work in state.inflight.iter_mut().flatten() {
-        if let Err(e) = work.progress() {
-            failed = Some(e);
-            break;
-        }
-    }
-    if let Some(e) = failed {
-        let message = e.to_string();
-        state.error = Some(e);
-        return Err(amp_tensor::Error::invalid(
-            "DistributedDataParallel",
-            message,
-        ));
-    }
-    Ok(())
+    let progressed: Result<()> = state
+        .inflight
+        .iter_mut()
+        .flatten()
+        .try_for_each(|w| w.progress());
+    progressed.map_err(|e| keep(&mut state, e))
+}
+
+/// Keeps a hook's error for `synchronize` and stops the backward pass with it.
+fn keep(state: &mut State, e: Error) -> amp_tensor::Error {
+    let message = e.to_string();
+    state.error = Some(e);
+    amp_tensor::Error::invalid("DistributedDataParallel", message)
 }

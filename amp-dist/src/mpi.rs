@@ -160,17 +160,7 @@ impl MpiGroup {
         let start = Instant::now();
         let mut polls = 0u64;
         loop {
-            let mut flag: c_int = 0;
-            let rc = {
-                let _serial = self.inner.lock.lock().unwrap_or_else(|e| e.into_inner());
-                // SAFETY: `request` is an active request from this group's
-                // communicator; the status is ignored.
-                unsafe { ffi::MPI_Test(request, &mut flag, ffi::RSMPI_STATUS_IGNORE) }
-            };
-            if rc != 0 {
-                return Err(self.collective_error(op, rc));
-            }
-            if flag != 0 {
+            if self.test(op, request)? {
                 return Ok(());
             }
             if start.elapsed() > self.inner.timeout {
@@ -191,6 +181,22 @@ impl MpiGroup {
                 std::thread::sleep(Duration::from_micros(20));
             }
         }
+    }
+
+    /// One `MPI_Test` of `request`: advances the collective; true once it has
+    /// completed (a completed request becomes null, which tests complete).
+    fn test(&self, op: &'static str, request: &mut ffi::MPI_Request) -> Result<bool> {
+        let mut flag: c_int = 0;
+        let rc = {
+            let _serial = self.inner.lock.lock().unwrap_or_else(|e| e.into_inner());
+            // SAFETY: `request` is a request from this group's communicator,
+            // active or null; the status is ignored.
+            unsafe { ffi::MPI_Test(request, &mut flag, ffi::RSMPI_STATUS_IGNORE) }
+        };
+        if rc != 0 {
+            return Err(self.collective_error(op, rc));
+        }
+        Ok(flag != 0)
     }
 
     /// Starts `MPI_Iallreduce` of `send` into a new buffer.
@@ -342,26 +348,6 @@ struct Pending<T: MpiElement> {
 unsafe impl<T: MpiElement> Send for Pending<T> {}
 
 impl<T: MpiElement> Pending<T> {
-    /// One `MPI_Test`: advances the collective; true once it has completed.
-    fn test(&mut self) -> Result<bool> {
-        let mut flag: c_int = 0;
-        let rc = {
-            let _serial = self
-                .group
-                .inner
-                .lock
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            // SAFETY: `request` is this collective's request (active, or null once
-            // completed, which MPI_Test reports as complete); the status is ignored.
-            unsafe { ffi::MPI_Test(&mut self.request, &mut flag, ffi::RSMPI_STATUS_IGNORE) }
-        };
-        if rc != 0 {
-            return Err(self.group.collective_error(self.op, rc));
-        }
-        Ok(flag != 0)
-    }
-
     fn finish(mut self) -> Result<Vec<T>> {
         self.group.complete(self.op, &mut self.request)?;
         self.done = true;
@@ -392,7 +378,8 @@ struct TensorWork<T: MpiElement> {
 
 impl<T: MpiElement> Work for TensorWork<T> {
     fn progress(&mut self) -> Result<()> {
-        self.pending.test().map(|_| ())
+        let p = &mut self.pending;
+        p.group.test(p.op, &mut p.request).map(|_| ())
     }
 
     fn wait(self: Box<Self>) -> Result<Tensor> {

@@ -200,19 +200,24 @@ fn input(rank: usize, n: usize) -> Vec<f64> {
         .collect()
 }
 
+/// Rounding of an f64 to `dtype` (f32 or f64), as a tensor of it holds the value.
+fn rounding(dtype: DType) -> impl Fn(f64) -> f64 + Copy {
+    move |v| {
+        if dtype == DType::F32 {
+            v as f32 as f64
+        } else {
+            v
+        }
+    }
+}
+
 fn collectives(group: &MpiGroup) -> R {
     let (rank, world) = (group.rank(), group.world_size());
     check(world == 2, || format!("world size {world}"))?;
     let e = |e: Error| e.to_string();
     for device in devices() {
         for dtype in [DType::F32, DType::F64] {
-            let round = |v: f64| {
-                if dtype == DType::F32 {
-                    v as f32 as f64
-                } else {
-                    v
-                }
-            };
+            let round = rounding(dtype);
             let mine = Tensor::from_f64_slice(&input(rank, 7), &[7], dtype, &device)
                 .map_err(|e| e.to_string())?;
             let a: Vec<f64> = input(0, 7).into_iter().map(round).collect();
@@ -583,13 +588,7 @@ mod nccl {
         let device = group.device().clone();
         let s = |e: amp_dist::Error| e.to_string();
         for dtype in [DType::F32, DType::F64] {
-            let round = |v: f64| {
-                if dtype == DType::F32 {
-                    v as f32 as f64
-                } else {
-                    v
-                }
-            };
+            let round = rounding(dtype);
             let t = Tensor::from_f64_slice(&input(rank, 9), &[9], dtype, &device)
                 .map_err(|e| e.to_string())?;
             let sum = group.all_reduce(&t, ReduceOp::Sum).map_err(s)?;

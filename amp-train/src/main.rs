@@ -492,11 +492,9 @@ fn main() -> ExitCode {
         // The ranks on this machine share its cores (unless RAYON_NUM_THREADS says otherwise).
         if std::env::var_os("RAYON_NUM_THREADS").is_none() {
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let local = amp_train::dist::Launch::from_env().map_or(1, |l| l.local_size);
-            std::env::set_var(
-                "RAYON_NUM_THREADS",
-                (cores / local.max(1)).max(1).to_string(),
-            );
+            let threads =
+                amp_train::dist::Launch::from_env().map_or(cores, |l| l.threads_per_rank(cores));
+            std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
         }
         if g.rank() == 0 {
             println!(

@@ -201,6 +201,19 @@ fn output(mut cmd: Command) -> Result<String, String> {
     }
 }
 
+/// The CLI's flags of these runs: f16 with the GradScaler, batch 32, `epochs` epochs.
+fn f16_run(epochs: &str) -> [&str; 7] {
+    [
+        "--epochs",
+        epochs,
+        "--batch-size",
+        "32",
+        "--precision",
+        "f16",
+        "--quiet",
+    ]
+}
+
 fn cli_runs() -> R {
     let bin = env!("CARGO_BIN_EXE_amp-train");
     let dir = scratch("cli");
@@ -208,16 +221,8 @@ fn cli_runs() -> R {
     // f16 with the GradScaler on 2 ranks, a checkpoint written by rank 0.
     let mut cmd = amp_testkit::mpirun(2);
     cmd.arg(bin)
-        .args([
-            "--distributed",
-            "--epochs",
-            "2",
-            "--batch-size",
-            "32",
-            "--precision",
-            "f16",
-            "--quiet",
-        ])
+        .arg("--distributed")
+        .args(f16_run("2"))
         .arg("--checkpoint")
         .arg(&ckpt);
     let text = output(cmd)?;
@@ -235,35 +240,19 @@ fn cli_runs() -> R {
     }
     // Resume the 2-rank checkpoint in one process, then that one on 2 ranks again.
     let mut cmd = Command::new(bin);
-    cmd.args([
-        "--epochs",
-        "3",
-        "--batch-size",
-        "32",
-        "--precision",
-        "f16",
-        "--quiet",
-    ])
-    .arg("--resume")
-    .arg(&ckpt)
-    .arg("--checkpoint")
-    .arg(dir.join("ckpt1"));
+    cmd.args(f16_run("3"))
+        .arg("--resume")
+        .arg(&ckpt)
+        .arg("--checkpoint")
+        .arg(dir.join("ckpt1"));
     let text = output(cmd)?;
     if !text.contains("from epoch 3") {
         return Err(format!("one process did not resume at epoch 3:\n{text}"));
     }
     let mut cmd = amp_testkit::mpirun(2);
     cmd.arg(bin)
-        .args([
-            "--distributed",
-            "--epochs",
-            "4",
-            "--batch-size",
-            "32",
-            "--precision",
-            "f16",
-            "--quiet",
-        ])
+        .arg("--distributed")
+        .args(f16_run("4"))
         .arg("--resume")
         .arg(dir.join("ckpt1"));
     let text = output(cmd)?;

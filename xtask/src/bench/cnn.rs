@@ -106,15 +106,5 @@ pub fn resnet_step_ms(device: &Device, low: Option<DType>) -> Res<f64> {
     let mut opt = AdamW::new(model.named_parameters(), AdamWConfig::lr(1e-3));
     let x = Tensor::randn(&[BATCH, 3, 32, 32], DType::F32, device, 40)?;
     let y = Tensor::randint(0, 10, &[BATCH], device, 41)?;
-    let s = median_time(3, || {
-        opt.zero_grad();
-        let loss = {
-            let _region = low.map(|d| autocast(device.kind(), d)).transpose()?;
-            ops::cross_entropy(&model.forward(&x)?, &y)?
-        };
-        loss.backward()?;
-        opt.step()?;
-        Ok(())
-    })?;
-    Ok(s * 1e3)
+    super::adamw_step_ms(&model, &mut opt, (&x, &y), low, 3)
 }

@@ -116,7 +116,7 @@ pub fn run(_args: &[String]) -> ExitCode {
         println!(
             "data-parallel cost model on {} ({} cores)",
             cpu_model(),
-            rayon_threads()
+            cores()
         );
         for w in workloads(&device)? {
             println!(
@@ -147,6 +147,6 @@ pub fn run(_args: &[String]) -> ExitCode {
     }
 }
 
-fn rayon_threads() -> usize {
+fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }

@@ -93,23 +93,37 @@ pub(crate) fn bench_mlp(device: &Device) -> Res<Sequential> {
         .add(Linear::seeded(4096, 10, true, device, 2)?))
 }
 
-/// One AdamW training step of the 1024-4096-4096-10 GELU MLP, batch 256, in ms.
-pub(crate) fn mlp_step(device: &Device, low: Option<DType>) -> Res<f64> {
-    let model = bench_mlp(device)?;
-    let mut opt = AdamW::new(model.named_parameters(), AdamWConfig::default());
-    let x = Tensor::randn(&[256, 1024], DType::F32, device, 3)?;
-    let y = Tensor::randint(0, 10, &[256], device, 4)?;
-    let s = median_time(5, || {
+/// Milliseconds of one training step of `model` with `opt` (forward and
+/// cross-entropy on `(x, y)`, under autocast to `low` if given; backward;
+/// AdamW), the median of `reps`.
+pub(crate) fn adamw_step_ms(
+    model: &dyn Module,
+    opt: &mut AdamW,
+    (x, y): (&Tensor, &Tensor),
+    low: Option<DType>,
+    reps: usize,
+) -> Res<f64> {
+    let device = x.device();
+    let s = median_time(reps, || {
         opt.zero_grad();
         let loss = {
             let _region = low.map(|d| autocast(device.kind(), d)).transpose()?;
-            ops::cross_entropy(&model.forward(&x)?, &y)?
+            ops::cross_entropy(&model.forward(x)?, y)?
         };
         loss.backward()?;
         opt.step()?;
         Ok(())
     })?;
     Ok(s * 1e3)
+}
+
+/// One AdamW training step of the 1024-4096-4096-10 GELU MLP, batch 256, in ms.
+pub(crate) fn mlp_step(device: &Device, low: Option<DType>) -> Res<f64> {
+    let model = bench_mlp(device)?;
+    let mut opt = AdamW::new(model.named_parameters(), AdamWConfig::default());
+    let x = Tensor::randn(&[256, 1024], DType::F32, device, 3)?;
+    let y = Tensor::randint(0, 10, &[256], device, 4)?;
+    adamw_step_ms(&model, &mut opt, (&x, &y), low, 5)
 }
 
 /// GB/s of the casts f32 → bf16, f32 → f16, bf16 → f32, the fused unscale
@@ -180,18 +194,10 @@ fn copy_bandwidth() -> Res<f64> {
     Ok((n * 8) as f64 / s / 1e9)
 }
 
-/// The memory-bound rows: casts, the fused unscale and an elementwise op,
-/// each against the machine's best copy of the same bytes (`--only memory`).
+/// The memory-bound rows: casts and the fused unscale, each against the
+/// machine's best copy of the same bytes, and the copies (`--only memory`).
 fn memory_rows(device: &Device, figs: &mut Vec<Figure>) -> Res<()> {
-    let fig = |name: String, unit, ours, key: Option<String>, lower, target| Figure {
-        name,
-        unit,
-        ours,
-        torch_key: key,
-        lower_is_better: lower,
-        target,
-        peak: None,
-    };
+    let fig = Figure::new;
     eprintln!("  casts, unscale, copy");
     let [c_bf16, c_f16, c_wide, u, copy, streamed] = bandwidths(device)?;
     // The best copy of these bytes on this machine that we know of.
@@ -333,6 +339,28 @@ struct Figure {
     peak: Option<String>,
 }
 
+impl Figure {
+    /// A row that is no fraction of a peak.
+    fn new(
+        name: String,
+        unit: &'static str,
+        ours: f64,
+        torch_key: Option<String>,
+        lower_is_better: bool,
+        target: &'static str,
+    ) -> Figure {
+        Figure {
+            name,
+            unit,
+            ours,
+            torch_key,
+            lower_is_better,
+            target,
+            peak: None,
+        }
+    }
+}
+
 fn measure(device: &Device, only: Option<&str>) -> Res<Vec<Figure>> {
     let mut figs = Vec::new();
     if only == Some("cnn") {
@@ -343,15 +371,7 @@ fn measure(device: &Device, only: Option<&str>) -> Res<Vec<Figure>> {
         memory_rows(device, &mut figs)?;
         return Ok(figs);
     }
-    let fig = |name: String, unit, ours, key: Option<String>, lower, target| Figure {
-        name,
-        unit,
-        ours,
-        torch_key: key,
-        lower_is_better: lower,
-        target,
-        peak: None,
-    };
+    let fig = Figure::new;
     // The peak of the instruction each GEMM row's kernel is built on.
     let isa = amp_cpu::isa();
     let mut peaks: Vec<Instruction> = Vec::new();
