@@ -656,10 +656,16 @@ fn row_pairs<E: PairLoad>(src: Lines<'_, E>, width: usize, stored: usize, out: &
 }
 
 /// [`pack`] for f32 lines with AVX-512: lines contiguous along the depth by
-/// 16 × 16 register transposes, lines contiguous across it by masked copies.
-/// `false` (nothing written) when the ISA or the layout does not qualify.
+/// 16 × 16 register transposes, lines contiguous across it by masked copies;
+/// with AVX2, lines contiguous along the depth by 8 × 8 transposes (a
+/// row-major A, a linear layer's weight as B: element by element, these were
+/// a product's slowest packing). `false` (nothing written) when the ISA or
+/// the layout does not qualify.
 #[cfg(target_arch = "x86_64")]
 fn pack_f32_simd(isa: Isa, src: Lines<'_, f32>, width: usize, out: &mut [f32]) -> bool {
+    if isa == Isa::Avx2 && src.p_stride == 1 {
+        return pack_f32_transposing_avx2(src, width, out);
+    }
     let Lines {
         data: src,
         base,
@@ -729,6 +735,47 @@ fn pack_f32_simd(isa: Isa, src: Lines<'_, f32>, width: usize, out: &mut [f32]) -
     false
 }
 
+/// [`pack_f32_simd`]'s AVX2 path: `src`'s lines are contiguous along the
+/// depth (`p_stride` 1), packed by 8 × 8 register transposes.
+#[cfg(target_arch = "x86_64")]
+fn pack_f32_transposing_avx2(src: Lines<'_, f32>, width: usize, out: &mut [f32]) -> bool {
+    let Lines {
+        data: src,
+        base,
+        x_stride,
+        count,
+        depth,
+        ..
+    } = src;
+    for q in 0..count.div_ceil(width) {
+        let panel = &mut out[q * width * depth..(q + 1) * width * depth];
+        let first = base + q * width * x_stride;
+        let lines = width.min(count - q * width);
+        // The last line read ends inside `src`.
+        assert!(lines == 0 || first + (lines - 1) * x_stride + depth <= src.len());
+        for r0 in (0..width).step_by(8) {
+            let lanes = 8.min(width - r0);
+            let valid = lines.saturating_sub(r0).min(lanes);
+            // SAFETY: AVX2 present (the caller's isa); lines r0..r0 + valid start
+            // at `first + r·x_stride` and hold `depth` values (checked above); the
+            // panel holds `depth` rows of `width`, and lanes r0..r0 + lanes lie
+            // within a row.
+            unsafe {
+                x86::transpose_lines_f32_avx2(
+                    src.as_ptr().add(first + r0 * x_stride),
+                    x_stride,
+                    valid,
+                    depth,
+                    panel.as_mut_ptr().add(r0),
+                    width,
+                    lanes,
+                )
+            }
+        }
+    }
+    true
+}
+
 /// Packs the `count` lines (along x) of `depth` elements (along p) of `src`
 /// into panels of `width` lines, `[panel][p][width]`, zero-padding the last panel.
 fn pack<T: F32Convert>(isa: Isa, src: Lines<'_, T>, width: usize, out: &mut [f32]) {
@@ -787,6 +834,62 @@ fn pack<T: F32Convert>(isa: Isa, src: Lines<'_, T>, width: usize, out: &mut [f32
             } else {
                 for p in 0..depth {
                     panel[p * width + r] = data[s + p * p_stride].to_f32();
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The panels of `count` lines by definition: `[panel][p][width]`, line `r`
+    /// of panel `q` holding `data[base + (q·width + r)·x_stride + p·p_stride]`.
+    fn panels_by_definition(src: Lines<'_, f32>, width: usize) -> Vec<f32> {
+        let panels = src.count.div_ceil(width);
+        let mut out = vec![0f32; panels * width * src.depth];
+        for q in 0..panels {
+            for p in 0..src.depth {
+                for r in 0..width.min(src.count - q * width) {
+                    let s = src.base + (q * width + r) * src.x_stride + p * src.p_stride;
+                    out[(q * src.depth + p) * width + r] = src.data[s];
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn f32_panels_equal_their_definition_on_every_isa() {
+        // Lines contiguous along the depth (the transposing packs) and across it,
+        // panel widths of every kernel, depths and line counts off every vector.
+        let data: Vec<f32> = (0..40_000).map(|i| i as f32 * 0.5 - 7.0).collect();
+        for isa in Isa::available() {
+            for width in [6, 12, 16, 32] {
+                for (count, depth) in [(1, 1), (7, 9), (16, 8), (37, 23), (6, 64), (33, 130)] {
+                    for transposed in [true, false] {
+                        let (x_stride, p_stride) = if transposed {
+                            (depth + 3, 1)
+                        } else {
+                            (1, count + 5)
+                        };
+                        let src = Lines {
+                            data: &data,
+                            base: 11,
+                            x_stride,
+                            p_stride,
+                            count,
+                            depth,
+                        };
+                        let mut out = vec![f32::NAN; count.div_ceil(width) * width * depth];
+                        pack(isa, src, width, &mut out);
+                        assert_eq!(
+                            out,
+                            panels_by_definition(src, width),
+                            "{isa} width {width} count {count} depth {depth} transposed {transposed}"
+                        );
+                    }
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! The AVX-512 helpers of the packers and of the narrow products: register
 //! interleaves, transposes and gathers of bf16 and f32 lines, and the
-//! rounding of f32 lanes to bf16 (nearest even) that `RoundB` packs with.
+//! rounding of f32 lanes to bf16 (nearest even) that `RoundB` packs with;
+//! and the AVX2 transpose of f32 lines.
 
 use std::arch::x86_64::*;
 
@@ -362,4 +363,91 @@ pub unsafe fn gather_pairs(src: *const u16, stride_bytes: i32, out: *mut u16) {
         _mm512_storeu_si512(out as *mut _, g0);
         _mm512_storeu_si512(out.add(32) as *mut _, g1);
     }
+}
+
+/// The AVX2 form of [`transpose_lines_f32`], 8 lines × 8 steps at a time:
+/// `dst[p·dst_stride + r] = src[r·stride + p]` for `r < lines`, 0 for
+/// `lines ≤ r < lanes`, over `p < depth`.
+///
+/// # Safety
+/// AVX2 available; `lines ≤ lanes ≤ 8`; `src + r·stride` holds `depth` values
+/// for each `r < lines`; `dst + p·dst_stride` holds `lanes` values for each
+/// `p < depth`.
+#[target_feature(enable = "avx2")]
+pub unsafe fn transpose_lines_f32_avx2(
+    src: *const f32,
+    stride: usize,
+    lines: usize,
+    depth: usize,
+    dst: *mut f32,
+    dst_stride: usize,
+    lanes: usize,
+) {
+    let store = lane_mask(lanes);
+    // SAFETY: extents as stated in the contract; masked-off lanes are not accessed.
+    unsafe {
+        for p0 in (0..depth).step_by(8) {
+            let steps = 8.min(depth - p0);
+            let load = lane_mask(steps);
+            let mut v = [_mm256_setzero_ps(); 8];
+            for (r, v) in v.iter_mut().enumerate().take(lines) {
+                *v = if steps == 8 {
+                    _mm256_loadu_ps(src.add(r * stride + p0))
+                } else {
+                    _mm256_maskload_ps(src.add(r * stride + p0), load)
+                };
+            }
+            let w = transpose_8x8_ps(&v);
+            for (j, w) in w.iter().enumerate().take(steps) {
+                let d = dst.add((p0 + j) * dst_stride);
+                if lanes == 8 {
+                    _mm256_storeu_ps(d, *w);
+                } else {
+                    _mm256_maskstore_ps(d, store, *w);
+                }
+            }
+        }
+    }
+}
+
+/// `w[j]` holds element `j` of every `v[i]` (an 8 × 8 transpose of f32 lanes).
+#[target_feature(enable = "avx2")]
+fn transpose_8x8_ps(v: &[__m256; 8]) -> [__m256; 8] {
+    // Pairs of rows interleaved: t[2i], t[2i + 1] hold columns {0, 1, 4, 5}
+    // and {2, 3, 6, 7} of rows 2i and 2i + 1.
+    let t0 = _mm256_unpacklo_ps(v[0], v[1]);
+    let t1 = _mm256_unpackhi_ps(v[0], v[1]);
+    let t2 = _mm256_unpacklo_ps(v[2], v[3]);
+    let t3 = _mm256_unpackhi_ps(v[2], v[3]);
+    let t4 = _mm256_unpacklo_ps(v[4], v[5]);
+    let t5 = _mm256_unpackhi_ps(v[4], v[5]);
+    let t6 = _mm256_unpacklo_ps(v[6], v[7]);
+    let t7 = _mm256_unpackhi_ps(v[6], v[7]);
+    // u_q (rows 0–3) and x_q (rows 4–7): columns q and q + 4.
+    let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+    let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+    let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+    let x0 = _mm256_shuffle_ps::<0x44>(t4, t6);
+    let x1 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+    let x2 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let x3 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+    // The 128-bit halves: low halves give columns 0–3, high halves 4–7.
+    [
+        _mm256_permute2f128_ps::<0x20>(u0, x0),
+        _mm256_permute2f128_ps::<0x20>(u1, x1),
+        _mm256_permute2f128_ps::<0x20>(u2, x2),
+        _mm256_permute2f128_ps::<0x20>(u3, x3),
+        _mm256_permute2f128_ps::<0x31>(u0, x0),
+        _mm256_permute2f128_ps::<0x31>(u1, x1),
+        _mm256_permute2f128_ps::<0x31>(u2, x2),
+        _mm256_permute2f128_ps::<0x31>(u3, x3),
+    ]
+}
+
+/// The first `n` of 8 lanes on (sign bit set), for AVX2's masked loads and stores.
+#[target_feature(enable = "avx2")]
+fn lane_mask(n: usize) -> __m256i {
+    let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    _mm256_cmpgt_epi32(_mm256_set1_epi32(n.min(8) as i32), lanes)
 }
