@@ -172,6 +172,27 @@ impl CpuBackend {
     }
 }
 
+/// The shape of a convolution over `x` with `out_channels` output channels,
+/// or `None` when `x` does not hold the geometry's input or the channels do
+/// not split into `groups` (the caller checks shapes; the kernels then decline).
+fn conv_shape<'g>(
+    geometry: &'g Im2col,
+    groups: usize,
+    x: &Layout,
+    out_channels: Option<usize>,
+) -> Option<gemm::implicit::ConvShape<'g>> {
+    let g = geometry;
+    let numel = g.batch * g.channels * g.plane[0] * g.plane[1];
+    let out_channels = out_channels?;
+    let splits =
+        groups > 0 && g.channels.is_multiple_of(groups) && out_channels.is_multiple_of(groups);
+    (x.numel() == numel && splits && out_channels > 0).then_some(gemm::implicit::ConvShape {
+        geometry,
+        groups,
+        out_channels,
+    })
+}
+
 fn host<'a>(op: &'static str, v: View<'a>) -> Result<(&'a HostStorage, &'a Layout)> {
     Ok((v.0.host(op)?, v.1))
 }
@@ -725,22 +746,91 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn im2col(&self, x: View<'_>, geometry: &Im2col, out: DType) -> Result<Option<Storage>> {
-        let (h, l) = host("im2col", x)?;
-        let numel = geometry.batch * geometry.channels * geometry.plane[0] * geometry.plane[1];
-        if !fast(h.dtype()) || !(out == DType::F32 || out == h.dtype()) || l.numel() != numel {
+    fn conv2d(
+        &self,
+        x: View<'_>,
+        weight: View<'_>,
+        bias: Option<View<'_>>,
+        geometry: &Im2col,
+        groups: usize,
+        out: DType,
+    ) -> Result<Option<Storage>> {
+        let op = "conv2d";
+        let (hx, lx) = host(op, x)?;
+        let (hw, lw) = host(op, weight)?;
+        let Some(shape) = conv_shape(geometry, groups, lx, lw.shape().first().copied()) else {
+            return Ok(None);
+        };
+        let depth = geometry.cols() / groups;
+        let dtype = hx.dtype();
+        if !fast(dtype) || hw.dtype() != dtype || !(out == dtype || out == DType::F32) {
             return Ok(None);
         }
-        let (buf, off) = dense(h, l);
-        let cols = with_fast!(&*buf, v, S => {
-            let x = &v[off..off + numel];
+        if lw.numel() != shape.out_channels * depth {
+            return Err(Error::ShapeMismatch {
+                op,
+                lhs: lx.shape().to_vec(),
+                rhs: lw.shape().to_vec(),
+            });
+        }
+        let bias = bias.map(|b| self.f32_values(op, b)).transpose()?;
+        let (bx, ox) = dense(hx, lx);
+        let (bw, ow) = dense(hw, lw);
+        let y = with_fast!(&*bx, xs, S => {
+            let xs = &xs[ox..ox + lx.numel()];
+            let ws = &bw.typed::<S>(op)?[ow..ow + lw.numel()];
             if out == DType::F32 {
-                HostStorage::F32(crate::conv::im2col(x, geometry, 0f32, |v: &S| amp_dtype::Element::to_f32(*v)))
+                HostStorage::F32(gemm::implicit::conv2d::<S, f32>(self.isa, xs, ws, bias.as_deref(), shape))
             } else {
-                S::into_host(crate::conv::im2col(x, geometry, <S as amp_dtype::Element>::from_f32(0.0), |v: &S| *v))
+                S::into_host(gemm::implicit::conv2d::<S, S>(self.isa, xs, ws, bias.as_deref(), shape))
             }
         });
-        Ok(Some(Storage::Host(cols)))
+        Ok(Some(Storage::Host(y)))
+    }
+
+    fn conv2d_weight_grad(
+        &self,
+        x: View<'_>,
+        grad: View<'_>,
+        geometry: &Im2col,
+        groups: usize,
+        out: DType,
+    ) -> Result<Option<Storage>> {
+        let op = "conv2d_weight_grad";
+        let (hx, lx) = host(op, x)?;
+        let (hg, lg) = host(op, grad)?;
+        let Some(shape) = conv_shape(geometry, groups, lx, lg.shape().get(1).copied()) else {
+            return Ok(None);
+        };
+        let dtype = hx.dtype();
+        if !fast(dtype) || hg.dtype() != dtype || !fast(out) {
+            return Ok(None);
+        }
+        let want = [
+            geometry.batch,
+            shape.out_channels,
+            geometry.out[0],
+            geometry.out[1],
+        ];
+        if lg.shape() != want {
+            return Err(Error::ShapeMismatch {
+                op,
+                lhs: lx.shape().to_vec(),
+                rhs: lg.shape().to_vec(),
+            });
+        }
+        let (bx, ox) = dense(hx, lx);
+        let (bg, og) = dense(hg, lg);
+        let dw = with_fast!(&*bx, xs, S => {
+            let xs = &xs[ox..ox + lx.numel()];
+            let gs = &bg.typed::<S>(op)?[og..og + lg.numel()];
+            HostStorage::F32(gemm::implicit::conv2d_weight_grad::<S>(self.isa, xs, gs, shape))
+        });
+        Ok(Some(Storage::Host(if out == DType::F32 {
+            dw
+        } else {
+            elementwise::cast_range(self.isa, &dw, 0, dw.len(), out)
+        })))
     }
 
     fn col2im(&self, cols: View<'_>, geometry: &Im2col, out: DType) -> Result<Option<Storage>> {

@@ -1,17 +1,13 @@
-//! The windows of a convolution (im2col) and their adjoint (col2im), for
-//! `conv2d`'s product on the packed GEMM: f32/bf16/f16 inputs, windows in
-//! the input's dtype or f32.
+//! The adjoint of a convolution's window gather (col2im): a strided
+//! convolution's input gradient. (The forward product and the weight's
+//! gradient never store the windows: `gemm::implicit`.)
 //!
-//! im2col writes each row `(b, oh, ow)` — its `C·KH·KW` taps — in one
-//! pass, rows in parallel; col2im accumulates each image in f32 from its
-//! rows in order, images in parallel, so no two threads write the same
-//! element and the sums do not depend on the thread count.
+//! col2im accumulates each image in f32 from its rows in order, images in
+//! parallel, so no two threads write the same element and the sums do not
+//! depend on the thread count.
 
 use amp_tensor::backend::Im2col;
 use rayon::prelude::*;
-
-/// Rows of the window matrix written per parallel task.
-const ROWS_PER_TASK: usize = 64;
 
 /// The source row (`d` = 0) or column (1) of each (output position, kernel
 /// tap) pair along direction `d`, output-major, if it lies inside the plane.
@@ -21,47 +17,8 @@ fn sources(g: &Im2col, d: usize) -> Vec<Option<usize>> {
         .collect()
 }
 
-/// The windows of the contiguous NCHW `x` as a row-major `[rows, cols]`
-/// matrix of `D` (`zero` where a tap reads padding), each element `read`.
-pub(crate) fn im2col<S: Sync, D: Copy + Send>(
-    x: &[S],
-    g: &Im2col,
-    zero: D,
-    read: impl Fn(&S) -> D + Sync,
-) -> Vec<D> {
-    let (rows, cols) = (g.rows(), g.cols());
-    let [h, w] = g.plane;
-    let [kh, kw] = g.kernel;
-    let [oh, ow] = g.out;
-    let mut out = vec![zero; rows * cols];
-    let (ih_of, iw_of) = (sources(g, 0), sources(g, 1));
-    out.par_chunks_mut(ROWS_PER_TASK * cols)
-        .enumerate()
-        .for_each(|(task, chunk)| {
-            for (i, row) in chunk.chunks_mut(cols).enumerate() {
-                let r = task * ROWS_PER_TASK + i;
-                let (b, p) = (r / (oh * ow), r % (oh * ow));
-                let (y, x0) = (p / ow, p % ow);
-                let ihs = &ih_of[y * kh..(y + 1) * kh];
-                let iws = &iw_of[x0 * kw..(x0 + 1) * kw];
-                for (c, taps) in row.chunks_mut(kh * kw).enumerate() {
-                    let plane = &x[(b * g.channels + c) * h * w..][..h * w];
-                    for (ky, line) in taps.chunks_mut(kw).enumerate() {
-                        let Some(ih) = ihs[ky] else { continue };
-                        let src = &plane[ih * w..(ih + 1) * w];
-                        for (v, iw) in line.iter_mut().zip(iws) {
-                            if let Some(iw) = iw {
-                                *v = read(&src[*iw]);
-                            }
-                        }
-                    }
-                }
-            }
-        });
-    out
-}
-
-/// The adjoint of [`im2col`]: the f32 window matrix `cols` summed back into
+/// The adjoint of the window gather: the f32 window matrix `cols`
+/// (`[batch·oh·ow, channels·kh·kw]`) summed back into
 /// NCHW planes, in f32. Images in parallel: each reads its rows of `cols`
 /// in order (one stream) and adds every tap into its own planes, which stay
 /// in cache (`C·H·W` f32 per image).
@@ -102,11 +59,14 @@ pub(crate) fn col2im(cols: &[f32], g: &Im2col) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gemm::implicit::windows_block;
 
-    /// im2col and col2im are adjoint: ⟨im2col(x), c⟩ = ⟨x, col2im(c)⟩, and
-    /// im2col matches a direct reading of the definition.
+    /// col2im is the adjoint of the window gather: ⟨windows(x), c⟩ = ⟨x,
+    /// col2im(c)⟩, with the windows gathered block by block as the implicit
+    /// GEMM gathers them (`[C·KH·KW, OH·OW]` per image, the transpose of
+    /// col2im's rows), and those blocks match a direct reading of the definition.
     #[test]
-    fn im2col_matches_its_definition_and_col2im_is_its_adjoint() {
+    fn col2im_is_the_adjoint_of_the_window_gather() {
         let g = Im2col {
             batch: 2,
             channels: 3,
@@ -118,25 +78,55 @@ mod tests {
             out: [3, 3],
         };
         let x: Vec<f32> = (0..2 * 3 * 5 * 4).map(|i| (i % 17) as f32 - 8.0).collect();
-        let cols = im2col(&x, &g, 0.0, |v| *v);
-        assert_eq!(cols.len(), g.rows() * g.cols());
-        for r in 0..g.rows() {
-            let (b, y, x0) = (r / 9, (r % 9) / 3, r % 3);
-            for c in 0..3 {
-                for ky in 0..3 {
-                    for kx in 0..2 {
-                        let want = match (g.source(0, y, ky), g.source(1, x0, kx)) {
-                            (Some(ih), Some(iw)) => x[((b * 3 + c) * 5 + ih) * 4 + iw],
-                            _ => 0.0,
-                        };
-                        assert_eq!(cols[r * g.cols() + (c * 3 + ky) * 2 + kx], want);
+        let (k, l, image) = (g.cols(), 9, 3 * 5 * 4);
+        let probe: Vec<f32> = (0..g.rows() * k).map(|i| (i % 7) as f32 - 3.0).collect();
+        let mut lhs = 0f64;
+        for b in 0..2 {
+            // Two blocks of taps and of positions, as the tasks split them.
+            let mut block = vec![0f32; k * l];
+            for (k0, rows) in [(0, 7), (7, k - 7)] {
+                for (j0, cols) in [(0, 4), (4, 5)] {
+                    let mut part = vec![0f32; rows * cols];
+                    windows_block(
+                        &x[b * image..][..image],
+                        &g,
+                        0,
+                        k0,
+                        rows,
+                        j0,
+                        cols,
+                        0.0,
+                        &mut part,
+                    );
+                    for r in 0..rows {
+                        for j in 0..cols {
+                            block[(k0 + r) * l + j0 + j] = part[r * cols + j];
+                        }
+                    }
+                }
+            }
+            for pos in 0..l {
+                let (y, x0) = (pos / 3, pos % 3);
+                for c in 0..3 {
+                    for ky in 0..3 {
+                        for kx in 0..2 {
+                            let tap = (c * 3 + ky) * 2 + kx;
+                            let want = match (g.source(0, y, ky), g.source(1, x0, kx)) {
+                                (Some(ih), Some(iw)) => x[((b * 3 + c) * 5 + ih) * 4 + iw],
+                                _ => 0.0,
+                            };
+                            assert_eq!(
+                                block[tap * l + pos],
+                                want,
+                                "image {b} tap {tap} position {pos}"
+                            );
+                            lhs += f64::from(want * probe[(b * l + pos) * k + tap]);
+                        }
                     }
                 }
             }
         }
-        let probe: Vec<f32> = (0..cols.len()).map(|i| (i % 7) as f32 - 3.0).collect();
         let back = col2im(&probe, &g);
-        let lhs: f64 = cols.iter().zip(&probe).map(|(a, b)| f64::from(a * b)).sum();
         let rhs: f64 = x.iter().zip(&back).map(|(a, b)| f64::from(a * b)).sum();
         assert_eq!(lhs, rhs);
     }

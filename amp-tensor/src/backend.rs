@@ -485,24 +485,53 @@ pub trait Backend: Send + Sync + fmt::Debug {
         composed_adamw_step(self, param, grad, exp_avg, exp_avg_sq, hyper)
     }
 
-    /// The windows of a convolution (im2col) of the NCHW input `x` as a
-    /// row-major `[batch·oh·ow, channels·kh·kw]` matrix in `out`: row
-    /// `(b, oh, ow)`, column `(c, kh, kw)` holds the element tap `(kh, kw)` of
-    /// window `(oh, ow)` reads in plane `(b, c)`, or 0 where it reads padding.
+    /// A 2-D convolution: the NCHW input `x` (`[batch, channels, h, w]`)
+    /// with `weight` (`[out_channels, channels / groups, kh, kw]`, `x`'s
+    /// dtype) and `bias` (`[out_channels]`, `x`'s dtype), as NCHW `[batch,
+    /// out_channels, oh, ow]` in `out` (`x`'s dtype or f32): products
+    /// accumulated in f32 or better, the bias added at that precision, rounded
+    /// once. `geometry` describes the windows of the whole input.
     ///
     /// `Ok(None)` (the provided implementation) means "not here": `conv2d`
-    /// then gathers the windows with [`Backend::index_select`] and sums
-    /// their gradients with [`Backend::scatter_add`].
-    fn im2col(&self, x: View<'_>, geometry: &Im2col, out: DType) -> Result<Option<Storage>> {
-        let _ = (x, geometry, out);
+    /// then gathers the windows with [`Backend::index_select`], multiplies
+    /// them with `matmul`, and sums their gradients with
+    /// [`Backend::scatter_add`]. A backend that answers `Some` must answer
+    /// `Some` from [`Backend::conv2d_weight_grad`] and [`Backend::col2im`]
+    /// for the same geometry.
+    fn conv2d(
+        &self,
+        x: View<'_>,
+        weight: View<'_>,
+        bias: Option<View<'_>>,
+        geometry: &Im2col,
+        groups: usize,
+        out: DType,
+    ) -> Result<Option<Storage>> {
+        let _ = (x, weight, bias, geometry, groups, out);
         Ok(None)
     }
 
-    /// The adjoint of [`Backend::im2col`] (col2im): `cols`
-    /// `[batch·oh·ow, channels·kh·kw]` summed back into NCHW `[batch,
-    /// channels, h, w]`, accumulated in f32 or better and rounded once to
-    /// `out`. A backend that answers `Some` from [`Backend::im2col`] must
-    /// answer `Some` here for the same geometry.
+    /// The gradient of [`Backend::conv2d`]'s weight, `[out_channels,
+    /// channels / groups, kh, kw]` in `out`, from its input `x` and the
+    /// gradient `grad` of its output (`[batch, out_channels, oh, ow]`, `x`'s
+    /// dtype): summed over the batch in f32 or better, rounded once.
+    fn conv2d_weight_grad(
+        &self,
+        x: View<'_>,
+        grad: View<'_>,
+        geometry: &Im2col,
+        groups: usize,
+        out: DType,
+    ) -> Result<Option<Storage>> {
+        let _ = (x, grad, geometry, groups, out);
+        Ok(None)
+    }
+
+    /// The adjoint of the window gather (col2im): `cols` `[batch·oh·ow,
+    /// channels·kh·kw]` — row `(b, oh, ow)`, column `(c, kh, kw)` the tap
+    /// `(kh, kw)` of window `(oh, ow)` in plane `(b, c)` — summed back into
+    /// NCHW `[batch, channels, h, w]`, accumulated in f32 or better and
+    /// rounded once to `out` (a strided convolution's input gradient).
     fn col2im(&self, cols: View<'_>, geometry: &Im2col, out: DType) -> Result<Option<Storage>> {
         let _ = (cols, geometry, out);
         Ok(None)
@@ -556,7 +585,7 @@ pub trait Backend: Send + Sync + fmt::Debug {
     }
 }
 
-/// The windows of a 2-D convolution ([`Backend::im2col`]): `batch` NCHW
+/// The windows of a 2-D convolution ([`Backend::conv2d`]): `batch` NCHW
 /// images of `channels` planes `plane = [h, w]`, a `kernel` with `stride`,
 /// `padding` and `dilation` per direction, giving `out = [oh, ow]` positions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -224,10 +224,34 @@ impl Backend for Timed {
             },
         )
     }
-    fn im2col(&self, x: View<'_>, geometry: &Im2col, out: DType) -> Result<Option<Storage>> {
+    fn conv2d(
+        &self,
+        x: View<'_>,
+        weight: View<'_>,
+        bias: Option<View<'_>>,
+        geometry: &Im2col,
+        groups: usize,
+        out: DType,
+    ) -> Result<Option<Storage>> {
         self.time(
-            || format!("im2col {} -> {out}", dt(&x)),
-            || self.inner.im2col(x, geometry, out),
+            || format!("conv2d {} x {} -> {out}", dt(&x), dt(&weight)),
+            || self.inner.conv2d(x, weight, bias, geometry, groups, out),
+        )
+    }
+    fn conv2d_weight_grad(
+        &self,
+        x: View<'_>,
+        grad: View<'_>,
+        geometry: &Im2col,
+        groups: usize,
+        out: DType,
+    ) -> Result<Option<Storage>> {
+        self.time(
+            || format!("conv2d_weight_grad {} x {} -> {out}", dt(&x), dt(&grad)),
+            || {
+                self.inner
+                    .conv2d_weight_grad(x, grad, geometry, groups, out)
+            },
         )
     }
     fn col2im(&self, cols: View<'_>, geometry: &Im2col, out: DType) -> Result<Option<Storage>> {

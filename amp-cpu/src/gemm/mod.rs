@@ -33,6 +33,7 @@
 //! transposes and roundings of the packers and of [`narrow`].
 
 mod finish;
+pub(crate) mod implicit;
 mod kernels;
 mod narrow;
 mod packing;

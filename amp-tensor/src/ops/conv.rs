@@ -10,9 +10,11 @@
 //! gather's gradient is a scatter-add of the window gradients (col2im), the
 //! max's gradient goes to the index of the first maximum of each window.
 //!
-//! The windows of a convolution are laid out `[C·KH·KW, N·OH·OW]`, so the
-//! whole batch is one product `[OC, C·KH·KW] · [C·KH·KW, N·OH·OW]` (one per
-//! group), and the result is viewed back as `[N, OC, OH, OW]`.
+//! A backend may convolve NCHW tensors itself ([`crate::backend::Backend::conv2d`]
+//! and its weight gradient): the CPU backend does, as implicit GEMMs that
+//! never store the windows. Elsewhere the windows are gathered as rows
+//! `[N·OH·OW, C·KH·KW]`, one product with the weight per group gives
+//! `[N·OH·OW, OC]`, viewed as `[N, OC, OH, OW]`.
 
 use super::{output_fits, require_float, same_device};
 use crate::backend::{Im2col, ReduceOp};
@@ -431,18 +433,17 @@ fn conv2d_impl(
     let l = out[0] * out[1];
     output_fits(op, &[c, kh, kw, n, l], x.dtype())?;
     output_fits(op, &[n, oc, l], x.dtype())?;
-    // The windows as rows, [N·OH·OW, C·KH·KW]: one product with the weight
-    // [OC, C·KH·KW] per group, the bias added in the product's f32
-    // accumulator (one rounding, as oneDNN and cuDNN do).
     let geometry = window.geometry(n, c, out);
     let y = match fused_conv(&xb, w, bias, &geometry, g)? {
         Some(y) => y,
         None => {
-            // Composed: the windows gathered with index_select from an f32
-            // (f64) copy and read by the product through a deferred cast, so
-            // the product computes their gradient in f32, scatter_add sums
-            // the overlapping windows' gradients in f32 (col2im), and the
-            // input's gradient is rounded once.
+            // Composed: the windows as rows, [N·OH·OW, C·KH·KW], gathered with
+            // index_select from an f32 (f64) copy and read by the product
+            // through a deferred cast, so the product computes their gradient
+            // in f32, scatter_add sums the overlapping windows' gradients in f32
+            // (col2im), and the input's gradient is rounded once. One product
+            // with the weight [OC, C·KH·KW] per group, the bias added in the
+            // product's f32 accumulator (one rounding, as oneDNN and cuDNN do).
             let acc = accumulation(x.dtype());
             let (index, padded) = window.conv_taps(n, c, out);
             let flat = xb.to_dtype(acc)?.reshape(&[n * c * h * wd])?;
@@ -455,19 +456,18 @@ fn conv2d_impl(
             let cols = source
                 .index_select(0, &Tensor::from_vec(index, &[count], x.device())?)?
                 .reshape(&[n * l, c * kh * kw])?;
-            grouped_product(&cols, w, bias, g, &|t| {
+            let rows = grouped_product(&cols, w, bias, g, &|t| {
                 if acc == x.dtype() {
                     Ok(t)
                 } else {
                     t.to_dtype_deferred(x.dtype())
                 }
-            })?
+            })?;
+            // [N, OH, OW, OC] in memory (channels last), viewed as [N, OC, OH, OW].
+            rows.reshape(&[n, out[0], out[1], oc])?
+                .permute(&[0, 3, 1, 2])?
         }
     };
-    // [N, OH, OW, OC] in memory (channels last), viewed as [N, OC, OH, OW].
-    let y = y
-        .reshape(&[n, out[0], out[1], oc])?
-        .permute(&[0, 3, 1, 2])?;
     if unbatched {
         y.squeeze(0)
     } else {
@@ -502,12 +502,14 @@ fn grouped_product(
     super::cat(&parts.iter().collect::<Vec<_>>(), 1)
 }
 
-/// `conv2d` as one autograd node where the backend has an im2col for `x`:
-/// the windows in `x`'s dtype (kept for the weight's gradient), one product
-/// per group; `None` otherwise. Backward: the weight's gradient `gᵀ ·
-/// windows`; the input's as the convolution of `g` with the flipped,
-/// transposed weight where the stride is 1 (one product with f32
-/// accumulation, rounded once), else the backend's col2im of the f32 `g · W`.
+/// `conv2d` as one autograd node where the backend convolves NCHW tensors
+/// itself ([`crate::backend::Backend::conv2d`]: the CPU's implicit GEMM,
+/// which never stores the windows); `None` otherwise. The node keeps the
+/// input, not its windows. Backward: the weight's gradient from the backend
+/// ([`crate::backend::Backend::conv2d_weight_grad`]); the input's as the
+/// convolution of the output's gradient with the flipped, transposed weight
+/// where the stride is 1 (f32 accumulation, rounded once), else the
+/// backend's col2im of the f32 `g · W`.
 fn fused_conv(
     x: &Tensor,
     w: &Tensor,
@@ -516,18 +518,29 @@ fn fused_conv(
     groups: usize,
 ) -> Result<Option<Tensor>> {
     let xd = x.detach().contiguous()?;
-    let cols = {
-        let input = xd.materialised_input()?;
-        xd.device()
-            .backend()
-            .im2col(input.view(), geometry, x.dtype())?
+    let wd = w.detach().contiguous()?;
+    let bd = bias.map(Tensor::detach);
+    let y = {
+        let (xi, wi) = (xd.materialised_input()?, wd.materialised_input()?);
+        let bi = bd.as_ref().map(Tensor::materialised_input).transpose()?;
+        xd.device().backend().conv2d(
+            xi.view(),
+            wi.view(),
+            bi.as_ref().map(|b| b.view()),
+            geometry,
+            groups,
+            x.dtype(),
+        )?
     };
-    let Some(cols) = cols else {
+    let Some(y) = y else {
         return Ok(None);
     };
-    let cols = Tensor::from_storage(cols, &[geometry.rows(), geometry.cols()], x.device());
-    let (wd, bd) = (w.detach(), bias.map(Tensor::detach));
-    let y = grouped_product(&cols, &wd, bd.as_ref(), groups, &Ok)?;
+    let oc = wd.dims()[0];
+    let y = Tensor::from_storage(
+        y,
+        &[geometry.batch, oc, geometry.out[0], geometry.out[1]],
+        x.device(),
+    );
     let mut recorded = vec![x, w];
     recorded.extend(bias);
     let (g, x_shape) = (*geometry, x.shape());
@@ -537,27 +550,32 @@ fn fused_conv(
         "conv2d",
         &recorded,
         move |grad| {
-            let grad = if grad.dtype() == cols.dtype() {
+            let grad = if grad.dtype() == xd.dtype() {
                 grad.contiguous()?
             } else {
-                grad.to_dtype(cols.dtype())?.contiguous()?
+                grad.to_dtype(xd.dtype())?.contiguous()?
             };
-            let (oc, k) = (wd.dims()[0], cols.dims()[1] / groups);
-            let og = oc / groups;
-            let gw = (0..groups)
-                .map(|i| {
-                    super::matmul::matmul_to(
-                        &grad.narrow(1, i * og, og)?.t()?,
-                        &cols.narrow(1, i * k, k)?,
-                        w_grad,
-                    )
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let gw = super::cat(&gw.iter().collect::<Vec<_>>(), 0)?.reshape(wd.dims())?;
+            let gw = {
+                let (xi, gi) = (xd.materialised_input()?, grad.materialised_input()?);
+                xd.device().backend().conv2d_weight_grad(
+                    xi.view(),
+                    gi.view(),
+                    &g,
+                    groups,
+                    w_grad,
+                )?
+            }
+            .ok_or_else(|| {
+                Error::invalid(
+                    "conv2d",
+                    "the backend ran the convolution but has no kernel for its weight's gradient",
+                )
+            })?;
+            let gw = Tensor::from_storage(gw, wd.dims(), grad.device());
             let gx = input_gradient(&grad, &wd, &g, groups, x_grad)?.reshape(&x_shape)?;
             let mut grads = vec![Some(gx), Some(gw)];
             if let Some(dtype) = b_grad {
-                let sum = super::reduce::reduce_kernel(ReduceOp::Sum, &grad, &[0], dtype)?;
+                let sum = super::reduce::reduce_kernel(ReduceOp::Sum, &grad, &[0, 2, 3], dtype)?;
                 grads.push(Some(Tensor::from_storage(sum, &[oc], grad.device())));
             }
             Ok(grads)
@@ -566,7 +584,7 @@ fn fused_conv(
 }
 
 /// The gradient of a convolution's input `[N, C, H, W]` in `dtype` from
-/// the gradient `grad` `[N·OH·OW, OC]` of its output and the weight `w`.
+/// the gradient `grad` `[N, OC, OH, OW]` of its output and the weight `w`.
 fn input_gradient(
     grad: &Tensor,
     w: &Tensor,
@@ -590,9 +608,6 @@ fn input_gradient(
             .permute(&[0, 2, 1, 3])?
             .index_select(3, &reversed)?
             .reshape(&[groups * cg, og, kh, kw])?;
-        let image = grad
-            .reshape(&[g.batch, g.out[0], g.out[1], oc])?
-            .permute(&[0, 3, 1, 2])?;
         let options = Conv2dOptions {
             stride: [1, 1],
             padding: [
@@ -602,11 +617,16 @@ fn input_gradient(
             dilation: g.dilation,
             groups,
         };
-        return conv2d_impl("conv2d", &image, &flipped, None, options)?
+        return conv2d_impl("conv2d", grad, &flipped, None, options)?
             .to_dtype(dtype)?
             .contiguous();
     }
     let k = cg * kh * kw;
+    // The output's gradient as rows [N·OH·OW, OC], one product with each
+    // group's weight: the windows' gradients, summed back by col2im.
+    let grad = grad
+        .permute(&[0, 2, 3, 1])?
+        .reshape(&[g.batch * g.out[0] * g.out[1], oc])?;
     let windows = (0..groups)
         .map(|i| {
             super::matmul::matmul_to(
@@ -624,7 +644,7 @@ fn input_gradient(
     .ok_or_else(|| {
         Error::invalid(
             "conv2d",
-            "the backend gathered the windows (im2col) but has no col2im for their gradient",
+            "the backend ran the convolution but has no col2im for its input's gradient",
         )
     })?;
     Ok(Tensor::from_storage(
