@@ -5,7 +5,7 @@
 //!
 //! `cargo run --release -p amp-train --example profile_step` (`gpt`: the
 //! default `amp-train lm` model instead; `conv`: one 3×3 convolution of the
-//! bench, forward and backward).
+//! bench, forward and backward; `resnet`: a training step of the bench's ResNet).
 
 use amp_tensor::backend::{
     AdamWStep, AttentionProblem, Backend, BinaryOp, HostStorage, Im2col, NonFiniteCount, ReduceOp,
@@ -285,16 +285,55 @@ impl Backend for Timed {
 #[cfg(feature = "text")]
 fn gpt(backend: &Timed, device: &Device) -> Result<()> {
     use amp_train::nn::{Gpt, Module};
-    use amp_train::optim::{AdamW, AdamWConfig};
     let c = amp_train::train::LmConfig::default();
     let vocab = 96;
     let model = Gpt::seeded(c.gpt(vocab), 0.0, device, 0)?;
-    let mut opt = AdamW::new(model.named_parameters(), AdamWConfig::lr(c.lr));
     let shape = [c.batch_size, c.context];
     let x = Tensor::randint(0, vocab as i64, &shape, device, 21)?;
     let y = Tensor::randint(0, vocab as i64, &[x.numel()], device, 22)?;
+    training_steps(
+        backend,
+        "gpt",
+        model.named_parameters(),
+        &|x| model.forward(x),
+        (&x, &y),
+        c.lr,
+    )
+}
+
+/// `profile_step resnet`: one training step of the bench's ResNet (batch 32,
+/// 3×32×32, blocks 64→64, 64→64, 64→128 stride 2, 128→128).
+fn resnet(backend: &Timed, device: &Device) -> Result<()> {
+    use amp_train::nn::{Module, ResNet};
+    let blocks = [(64, 64, 1), (64, 64, 1), (64, 128, 2), (128, 128, 1)];
+    let model = ResNet::seeded(3, 64, &blocks, 10, device, 1)?;
+    let x = Tensor::randn(&[32, 3, 32, 32], DType::F32, device, 40)?;
+    let y = Tensor::randint(0, 10, &[32], device, 41)?;
+    training_steps(
+        backend,
+        "resnet",
+        model.named_parameters(),
+        &|x| model.forward(x),
+        (&x, &y),
+        1e-3,
+    )
+}
+
+/// Three AdamW training steps (cross-entropy of `forward(x)`'s logits
+/// against `y`) in f32, then three under bf16 autocast, each timed, with the
+/// backend calls of the last of each.
+fn training_steps(
+    backend: &Timed,
+    tag: &str,
+    params: Vec<(String, Tensor)>,
+    forward: &dyn Fn(&Tensor) -> Result<Tensor>,
+    (x, y): (&Tensor, &Tensor),
+    lr: f64,
+) -> Result<()> {
+    use amp_train::optim::{AdamW, AdamWConfig};
+    let mut opt = AdamW::new(params, AdamWConfig::lr(lr));
     for low in [None, Some(DType::BF16)] {
-        let name = low.map_or("gpt f32".to_string(), |d| format!("gpt {d} autocast"));
+        let name = low.map_or(format!("{tag} f32"), |d| format!("{tag} {d} autocast"));
         for rep in 0..3 {
             backend.table.lock().expect("lock").clear();
             let t = Instant::now();
@@ -303,8 +342,9 @@ fn gpt(backend: &Timed, device: &Device) -> Result<()> {
                 let _region = low
                     .map(|d| amp_autocast::autocast(DeviceKind::Cpu, d))
                     .transpose()?;
-                let logits = model.forward(&x)?;
-                ops::cross_entropy(&logits.reshape(&[x.numel(), vocab])?, &y)?
+                let logits = forward(x)?;
+                let classes = logits.dims()[logits.rank() - 1];
+                ops::cross_entropy(&logits.reshape(&[y.numel(), classes])?, y)?
             };
             let fwd = t.elapsed().as_secs_f64();
             loss.backward()?;
@@ -421,6 +461,9 @@ fn main() -> Result<()> {
     println!("isa {}", amp_cpu::isa());
     if std::env::args().nth(1).as_deref() == Some("conv") {
         return conv(&backend, &device);
+    }
+    if std::env::args().nth(1).as_deref() == Some("resnet") {
+        return resnet(&backend, &device);
     }
     #[cfg(feature = "text")]
     if std::env::args().nth(1).as_deref() == Some("gpt") {

@@ -6,7 +6,7 @@
 use amp_autocast::autocast;
 use amp_tensor::{DType, Device, Tensor};
 use amp_train::checkpoint;
-use amp_train::nn::{BatchNorm2d, Module, ResidualBlock};
+use amp_train::nn::{BatchNorm2d, Module, ResNet, ResidualBlock};
 use amp_train::train::{train_cnn, CnnConfig, DigitsCnn, FitConfig};
 use amp_train::Precision;
 
@@ -145,6 +145,51 @@ fn a_residual_block_names_its_state_like_torchvision() {
         .forward(&Tensor::randn(&[2, 2, 5, 5], DType::F32, &device, 1).unwrap())
         .unwrap();
     assert_eq!(y.dims(), &[2, 4, 3, 3]);
+}
+
+#[test]
+fn a_resnet_names_its_parameters_like_torchvision_and_trains_every_one() {
+    let device = Device::reference();
+    let net = ResNet::seeded(3, 4, &[(4, 4, 1), (4, 6, 2)], 5, &device, 0).unwrap();
+    let names: Vec<String> = net.named_parameters().into_iter().map(|(n, _)| n).collect();
+    let block = |i: usize, downsample: bool| {
+        let mut v: Vec<String> = ["conv1.weight", "bn1.weight", "bn1.bias", "conv2.weight"]
+            .iter()
+            .chain(&["bn2.weight", "bn2.bias"])
+            .map(|s| format!("blocks.{i}.{s}"))
+            .collect();
+        if downsample {
+            v.extend(
+                [
+                    "downsample.0.weight",
+                    "downsample.1.weight",
+                    "downsample.1.bias",
+                ]
+                .map(|s| format!("blocks.{i}.{s}")),
+            );
+        }
+        v
+    };
+    let mut want: Vec<String> = ["conv.weight", "bn.weight", "bn.bias"]
+        .map(String::from)
+        .to_vec();
+    want.extend(block(0, false));
+    want.extend(block(1, true));
+    want.extend(["fc.weight", "fc.bias"].map(String::from));
+    assert_eq!(names, want);
+    let x = Tensor::randn(&[2, 3, 6, 6], DType::F32, &device, 1).unwrap();
+    let logits = net.forward(&x).unwrap();
+    assert_eq!(logits.dims(), &[2, 5]);
+    let target = Tensor::from_vec(vec![1i64, 4], &[2], &device).unwrap();
+    amp_tensor::ops::cross_entropy(&logits, &target)
+        .unwrap()
+        .backward()
+        .unwrap();
+    for (name, p) in net.named_parameters() {
+        let g = p.grad().unwrap_or_else(|| panic!("{name} has no gradient"));
+        let g: Vec<f32> = g.to_vec().unwrap();
+        assert!(g.iter().any(|v| *v != 0.0), "{name}: gradient all zero");
+    }
 }
 
 #[test]

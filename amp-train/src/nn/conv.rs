@@ -375,3 +375,75 @@ impl Module for ResidualBlock {
         c
     }
 }
+
+/// A small ResNet for images of any size (the CIFAR-style stacks, and the
+/// bench's ResNet step): a stem `3×3 conv → BN → ReLU`, [`ResidualBlock`]s,
+/// a global average pool and a linear classifier. Parameter names follow
+/// torchvision's (`conv`, `bn`, `blocks.{i}.conv1.weight`, …, `fc`).
+#[derive(Debug)]
+pub struct ResNet {
+    conv: Conv2d,
+    bn: BatchNorm2d,
+    blocks: Vec<ResidualBlock>,
+    pool: AdaptiveAvgPool2d,
+    fc: super::Linear,
+}
+
+impl ResNet {
+    /// A stem from `in_channels` to `stem_channels`, one block per
+    /// `(in, out, stride)` of `blocks`, and a classifier from the last
+    /// block's channels to `classes`, seeded by `seed`.
+    pub fn seeded(
+        in_channels: usize,
+        stem_channels: usize,
+        blocks: &[(usize, usize, usize)],
+        classes: usize,
+        device: &Device,
+        seed: u64,
+    ) -> Result<ResNet> {
+        let conv = Conv2d::seeded(
+            in_channels,
+            stem_channels,
+            3,
+            Conv2dOptions::default().padding(1),
+            false,
+            device,
+            sub_seed(seed, 0),
+        )?;
+        let last = blocks.last().map_or(stem_channels, |b| b.1);
+        let blocks = blocks
+            .iter()
+            .enumerate()
+            .map(|(i, &(a, b, s))| {
+                ResidualBlock::seeded(a, b, s, device, sub_seed(seed, 10 + i as u64))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ResNet {
+            conv,
+            bn: BatchNorm2d::new(stem_channels, device)?,
+            blocks,
+            pool: AdaptiveAvgPool2d([1, 1]),
+            fc: super::Linear::seeded(last, classes, true, device, sub_seed(seed, 1))?,
+        })
+    }
+}
+
+impl Module for ResNet {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut y = ops::relu(&self.bn.forward(&self.conv.forward(x)?)?)?;
+        for b in &self.blocks {
+            y = b.forward(&y)?;
+        }
+        self.fc.forward(&self.pool.forward(&y)?.flatten(1, -1)?)
+    }
+
+    fn children(&self) -> Vec<(String, &dyn Module)> {
+        let mut c = super::children!(self; conv, bn);
+        for (i, b) in self.blocks.iter().enumerate() {
+            c.push((format!("blocks.{i}"), b as &dyn Module));
+        }
+        c.push(("pool".into(), &self.pool as &dyn Module));
+        c.push(("fc".into(), &self.fc as &dyn Module));
+        c
+    }
+}

@@ -34,7 +34,7 @@ mod transformer;
 pub use activation::{Gelu, Relu, Tanh};
 pub use attention::MultiheadAttention;
 pub use conv::{
-    AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Conv2d, Flatten, MaxPool2d, ResidualBlock,
+    AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Conv2d, Flatten, MaxPool2d, ResNet, ResidualBlock,
 };
 pub use dropout::Dropout;
 pub use embedding::Embedding;

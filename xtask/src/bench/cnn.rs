@@ -8,7 +8,7 @@ use super::{median_time, Res};
 use amp_autocast::autocast;
 use amp_tensor::ops::{self, Conv2dOptions};
 use amp_tensor::{DType, Device, Tensor};
-use amp_train::nn::{AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Linear, Module, ResidualBlock};
+use amp_train::nn::{Module, ResNet};
 use amp_train::optim::{AdamW, AdamWConfig};
 
 /// The convolution rows: (name, channels, height = width).
@@ -39,70 +39,21 @@ pub fn conv_ms(device: &Device, c: usize, hw: usize, low: Option<DType>) -> Res<
     Ok(s * 1e3)
 }
 
-/// `conv 3→64, BN, ReLU`, blocks 64→64, 64→64, 64→128 (stride 2),
-/// 128→128, global average pool, `Linear(128, 10)`.
-struct ResNet {
-    conv: Conv2d,
-    bn: BatchNorm2d,
-    blocks: Vec<ResidualBlock>,
-    pool: AdaptiveAvgPool2d,
-    fc: Linear,
+/// The bench's ResNet: `conv 3→64, BN, ReLU`, blocks 64→64, 64→64, 64→128
+/// (stride 2), 128→128, global average pool, `Linear(128, 10)`.
+pub fn resnet(device: &Device) -> amp_tensor::Result<ResNet> {
+    ResNet::seeded(3, 64, &RESNET_BLOCKS, 10, device, 1)
 }
 
-impl ResNet {
-    fn new(device: &Device) -> Res<ResNet> {
-        let conv = Conv2d::seeded(
-            3,
-            64,
-            3,
-            Conv2dOptions::default().padding(1),
-            false,
-            device,
-            1,
-        )?;
-        let blocks = [(64, 64, 1), (64, 64, 1), (64, 128, 2), (128, 128, 1)]
-            .iter()
-            .enumerate()
-            .map(|(i, &(a, b, s))| ResidualBlock::seeded(a, b, s, device, 10 + i as u64))
-            .collect::<amp_tensor::Result<Vec<_>>>()?;
-        Ok(ResNet {
-            conv,
-            bn: BatchNorm2d::new(64, device)?,
-            blocks,
-            pool: AdaptiveAvgPool2d([1, 1]),
-            fc: Linear::seeded(128, 10, true, device, 20)?,
-        })
-    }
-}
-
-impl Module for ResNet {
-    fn forward(&self, x: &Tensor) -> amp_tensor::Result<Tensor> {
-        let mut y = ops::relu(&self.bn.forward(&self.conv.forward(x)?)?)?;
-        for b in &self.blocks {
-            y = b.forward(&y)?;
-        }
-        self.fc.forward(&self.pool.forward(&y)?.flatten(1, -1)?)
-    }
-
-    fn children(&self) -> Vec<(String, &dyn Module)> {
-        let mut c: Vec<(String, &dyn Module)> = vec![
-            ("conv".into(), &self.conv as &dyn Module),
-            ("bn".into(), &self.bn as &dyn Module),
-        ];
-        for (i, b) in self.blocks.iter().enumerate() {
-            c.push((format!("blocks.{i}"), b as &dyn Module));
-        }
-        c.push(("pool".into(), &self.pool as &dyn Module));
-        c.push(("fc".into(), &self.fc as &dyn Module));
-        c
-    }
-}
+/// The bench ResNet's blocks: (in channels, out channels, stride).
+const RESNET_BLOCKS: [(usize, usize, usize); 4] =
+    [(64, 64, 1), (64, 64, 1), (64, 128, 2), (128, 128, 1)];
 
 /// Milliseconds of one training step (forward, cross-entropy, backward,
 /// AdamW) of the ResNet stack on a random batch `[32, 3, 32, 32]`, f32 or
 /// under autocast to `low`.
 pub fn resnet_step_ms(device: &Device, low: Option<DType>) -> Res<f64> {
-    let model = ResNet::new(device)?;
+    let model = resnet(device)?;
     let mut opt = AdamW::new(model.named_parameters(), AdamWConfig::lr(1e-3));
     let x = Tensor::randn(&[BATCH, 3, 32, 32], DType::F32, device, 40)?;
     let y = Tensor::randint(0, 10, &[BATCH], device, 41)?;
