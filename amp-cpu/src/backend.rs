@@ -8,11 +8,11 @@
 use crate::elementwise::{self, dense, zeros};
 use crate::gemm::{self, BSide, Operand};
 use crate::isa::{self, Isa};
-use crate::{index, optim, reduce, unscale};
+use crate::{channels, index, optim, reduce, unscale};
 use amp_dtype::DType;
 use amp_tensor::backend::{
-    AdamWStep, Backend, BinaryOp, HostElement, HostStorage, Im2col, NonFiniteCount, ReduceOp,
-    Storage, UnaryOp, View,
+    AdamWStep, Backend, BinaryOp, ChannelAffine, HostElement, HostStorage, Im2col, NonFiniteCount,
+    ReduceOp, Storage, UnaryOp, View,
 };
 use amp_tensor::reference::ReferenceBackend;
 use amp_tensor::{with_host_storage, DeviceKind, Error, Layout, Result};
@@ -170,6 +170,17 @@ impl CpuBackend {
         });
         Ok(Storage::Host(result))
     }
+}
+
+/// `x` as `[N, C, L]` planes for the per-channel kernels, or `None` when its
+/// dtype is not a fast one or it has fewer than two dimensions.
+fn planes(h: &HostStorage, l: &Layout) -> Option<channels::Planes> {
+    let d = l.shape();
+    (fast(h.dtype()) && d.len() >= 2).then(|| channels::Planes {
+        n: d[0],
+        c: d[1],
+        l: d[2..].iter().product(),
+    })
 }
 
 /// The shape of a convolution over `x` with `out_channels` output channels,
@@ -831,6 +842,135 @@ impl Backend for CpuBackend {
         } else {
             elementwise::cast_range(self.isa, &dw, 0, dw.len(), out)
         })))
+    }
+
+    fn channel_moments(&self, x: View<'_>) -> Result<Option<(Storage, Storage)>> {
+        let op = "channel_moments";
+        let (h, l) = host(op, x)?;
+        let Some(p) = planes(h, l) else {
+            return Ok(None);
+        };
+        let (buf, off) = dense(h, l);
+        let stats = with_fast!(&*buf, v, S => channels::moments::<S>(self.isa, &v[off..off + l.numel()], p));
+        let mean = stats.iter().map(|s| s.0 as f32).collect();
+        let var = stats.iter().map(|s| s.1 as f32).collect();
+        Ok(Some((
+            Storage::Host(HostStorage::F32(mean)),
+            Storage::Host(HostStorage::F32(var)),
+        )))
+    }
+
+    fn channel_affine(
+        &self,
+        x: View<'_>,
+        grad: Option<View<'_>>,
+        terms: &ChannelAffine<'_>,
+        out: DType,
+    ) -> Result<Option<Storage>> {
+        let op = "channel_affine";
+        let (h, l) = host(op, x)?;
+        let Some(p) = planes(h, l) else {
+            return Ok(None);
+        };
+        if !fast(out) {
+            return Ok(None);
+        }
+        let term = |v: View<'_>| -> Result<Vec<f32>> {
+            if v.1.numel() != p.c || v.0.dtype() != DType::F32 {
+                return Err(Error::invalid(
+                    op,
+                    format!(
+                        "per-channel terms must be f32 [{}] for an input of shape {:?}, got {} {:?}",
+                        p.c,
+                        l.shape(),
+                        v.0.dtype(),
+                        v.1.shape()
+                    ),
+                ));
+            }
+            self.f32_values(op, v)
+        };
+        let (mean, scale, shift) = (term(terms.mean)?, term(terms.scale)?, term(terms.shift)?);
+        let grad_scale = terms.grad_scale.map(term).transpose()?;
+        let g = grad.map(|g| host(op, g)).transpose()?;
+        if let Some((hg, lg)) = g {
+            if lg.shape() != l.shape() || hg.dtype() != h.dtype() {
+                return Err(Error::ShapeMismatch {
+                    op,
+                    lhs: l.shape().to_vec(),
+                    rhs: lg.shape().to_vec(),
+                });
+            }
+        }
+        let (buf, off) = dense(h, l);
+        let gbuf = g.map(|(hg, lg)| dense(hg, lg));
+        let n = l.numel();
+        let affine = channels::ChannelAffine {
+            mean: &mean,
+            scale: &scale,
+            shift: &shift,
+            grad_scale: grad_scale.as_deref(),
+        };
+        let y = with_fast!(&*buf, v, S => {
+            let xs = &v[off..off + n];
+            let gs = match &gbuf {
+                Some((gb, goff)) => Some(&gb.typed::<S>(op)?[*goff..*goff + n]),
+                None => None,
+            };
+            match out {
+                DType::F32 => {
+                    let mut o = vec![0f32; n];
+                    channels::affine(self.isa, xs, gs, affine, p, &mut o);
+                    HostStorage::F32(o)
+                }
+                DType::BF16 => {
+                    let mut o = vec![amp_dtype::bf16::from_f32(0.0); n];
+                    channels::affine(self.isa, xs, gs, affine, p, &mut o);
+                    HostStorage::BF16(o)
+                }
+                _ => {
+                    let mut o = vec![amp_dtype::f16::from_f32(0.0); n];
+                    channels::affine(self.isa, xs, gs, affine, p, &mut o);
+                    HostStorage::F16(o)
+                }
+            }
+        });
+        Ok(Some(Storage::Host(y)))
+    }
+
+    fn channel_grad_sums(
+        &self,
+        x: View<'_>,
+        grad: View<'_>,
+        mean: View<'_>,
+    ) -> Result<Option<(Storage, Storage)>> {
+        let op = "channel_grad_sums";
+        let (h, l) = host(op, x)?;
+        let (hg, lg) = host(op, grad)?;
+        let Some(p) = planes(h, l) else {
+            return Ok(None);
+        };
+        if lg.shape() != l.shape() || hg.dtype() != h.dtype() || mean.1.numel() != p.c {
+            return Err(Error::ShapeMismatch {
+                op,
+                lhs: l.shape().to_vec(),
+                rhs: lg.shape().to_vec(),
+            });
+        }
+        let m = self.f32_values(op, mean)?;
+        let (buf, off) = dense(h, l);
+        let (gbuf, goff) = dense(hg, lg);
+        let n = l.numel();
+        let sums = with_fast!(&*buf, v, S => {
+            let gs = &gbuf.typed::<S>(op)?[goff..goff + n];
+            channels::grad_sums(self.isa, &v[off..off + n], gs, &m, p)
+        });
+        let sum = sums.iter().map(|s| s.0 as f32).collect();
+        let dot = sums.iter().map(|s| s.1 as f32).collect();
+        Ok(Some((
+            Storage::Host(HostStorage::F32(sum)),
+            Storage::Host(HostStorage::F32(dot)),
+        )))
     }
 
     fn col2im(&self, cols: View<'_>, geometry: &Im2col, out: DType) -> Result<Option<Storage>> {

@@ -70,6 +70,7 @@
 mod alloc;
 mod attention;
 mod backend;
+mod channels;
 mod conv;
 mod convert;
 mod elementwise;

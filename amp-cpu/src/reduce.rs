@@ -31,7 +31,7 @@ multiversion! {
 
 multiversion! {
     /// Σ (x - mean)² in f64 over 16 fixed lanes.
-    fn sum_sq_dev_f64(isa: Isa, x: &[f32], mean: f64) -> f64 {
+    pub(crate) fn sum_sq_dev_f64(isa: Isa, x: &[f32], mean: f64) -> f64 {
         let mut acc = [0f64; 16];
         let chunks = x.chunks_exact(16);
         let tail: f64 = chunks.remainder().iter().map(|&v| (v as f64 - mean) * (v as f64 - mean)).sum();

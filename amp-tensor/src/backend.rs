@@ -527,6 +527,49 @@ pub trait Backend: Send + Sync + fmt::Debug {
         Ok(None)
     }
 
+    /// Per-channel mean and biased variance of `x` (`[N, C, *]`) over every
+    /// dimension but the channels, as two f32 `[C]` storages — accumulated
+    /// in f64, the variance as the mean of squared deviations from the mean
+    /// (a second pass), so a large mean with a small variance keeps its
+    /// variance. For the fast dtypes (f32, bf16, f16).
+    ///
+    /// `Ok(None)` (the provided implementation) means "not here": batch norm
+    /// is then composed of reductions and elementwise ops. A backend that
+    /// answers `Some` must answer `Some` from [`Backend::channel_affine`] and
+    /// [`Backend::channel_grad_sums`] for the same input.
+    fn channel_moments(&self, x: View<'_>) -> Result<Option<(Storage, Storage)>> {
+        let _ = x;
+        Ok(None)
+    }
+
+    /// `(x − mean[c])·scale[c] + shift[c]`, plus `grad·grad_scale[c]` when
+    /// `grad` is given (the same shape and dtype as `x`), for `x` `[N, C, *]`
+    /// and f32 `[C]` terms: computed in f32, rounded once to `out` (batch
+    /// norm's output, and its input's gradient).
+    fn channel_affine(
+        &self,
+        x: View<'_>,
+        grad: Option<View<'_>>,
+        terms: &ChannelAffine<'_>,
+        out: DType,
+    ) -> Result<Option<Storage>> {
+        let _ = (x, grad, terms, out);
+        Ok(None)
+    }
+
+    /// Per-channel `Σ grad` and `Σ grad·(x − mean[c])` over `x` and `grad`
+    /// (`[N, C, *]`, one dtype) with the f32 `[C]` `mean`, as two f32 `[C]`
+    /// storages accumulated in f64 (batch norm's backward).
+    fn channel_grad_sums(
+        &self,
+        x: View<'_>,
+        grad: View<'_>,
+        mean: View<'_>,
+    ) -> Result<Option<(Storage, Storage)>> {
+        let _ = (x, grad, mean);
+        Ok(None)
+    }
+
     /// The adjoint of the window gather (col2im): `cols` `[batch·oh·ow,
     /// channels·kh·kw]` — row `(b, oh, ow)`, column `(c, kh, kw)` the tap
     /// `(kh, kw)` of window `(oh, ow)` in plane `(b, c)` — summed back into
@@ -583,6 +626,19 @@ pub trait Backend: Send + Sync + fmt::Debug {
         let _ = (problem, out, grad_out, lse);
         Ok(None)
     }
+}
+
+/// The per-channel terms of [`Backend::channel_affine`]: f32 `[C]` views.
+#[derive(Debug, Clone, Copy)]
+pub struct ChannelAffine<'a> {
+    /// Subtracted from `x`.
+    pub mean: View<'a>,
+    /// Multiplies `x − mean`.
+    pub scale: View<'a>,
+    /// Added.
+    pub shift: View<'a>,
+    /// Multiplies the gradient, when one is given.
+    pub grad_scale: Option<View<'a>>,
 }
 
 /// The windows of a 2-D convolution ([`Backend::conv2d`]): `batch` NCHW

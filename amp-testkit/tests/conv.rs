@@ -550,34 +550,52 @@ on_every_device!(
             let (g, _) = input(&[3, 4, 2, 3], dtype, d, 9)?;
             let wt = Tensor::randn(&[4], DType::F32, d, 10)?;
             let bs = Tensor::randn(&[4], DType::F32, d, 11)?;
-            let run = |dev: &Device| -> Result<Vec<Tensor>> {
-                let leaves: Vec<Tensor> = [&x, &wt, &bs]
-                    .iter()
-                    .map(|t| t.to_device(dev).map(|t| t.detach()))
-                    .collect::<Result<_>>()?;
-                for l in &leaves {
-                    l.set_requires_grad(true)?;
+            let rm = Tensor::randn(&[4], DType::F32, d, 12)?;
+            let rv = Tensor::randn(&[4], DType::F32, d, 13)?
+                .abs()?
+                .add_scalar(0.5)?;
+            // Training and evaluation mode, with and without the affine parameters.
+            for (training, affine) in [(true, true), (false, true), (true, false)] {
+                let run = |dev: &Device| -> Result<Vec<Tensor>> {
+                    let leaves: Vec<Tensor> = [&x, &wt, &bs]
+                        .iter()
+                        .map(|t| t.to_device(dev).map(|t| t.detach()))
+                        .collect::<Result<_>>()?;
+                    for l in &leaves {
+                        l.set_requires_grad(true)?;
+                    }
+                    let (rm, rv) = (rm.to_device(dev)?, rv.to_device(dev)?);
+                    let running = RunningStats {
+                        mean: &rm,
+                        var: &rv,
+                    };
+                    let options = BatchNormOptions {
+                        training,
+                        ..BatchNormOptions::default()
+                    };
+                    let y = ops::batch_norm(
+                        &leaves[0],
+                        Some(running),
+                        affine.then_some(&leaves[1]),
+                        affine.then_some(&leaves[2]),
+                        options,
+                    )?;
+                    y.backward_with(&g.to_device(dev)?)?;
+                    let used = if affine { 3 } else { 1 };
+                    Ok(leaves[..used]
+                        .iter()
+                        .map(|l| l.grad().expect("grad"))
+                        .collect())
+                };
+                let (got, want) = (run(d)?, run(&r)?);
+                for ((name, a), e) in ["x", "weight", "bias"].iter().zip(&got).zip(&want) {
+                    let tol = Tolerance::for_dtype(a.dtype()).scale(4.0).scale_abs(4.0);
+                    assert_close(a, e, tol).map_err(|err| {
+                        let what =
+                            format!("{dtype} training {training} affine {affine} grad {name}");
+                        amp_tensor::Error::invalid("batch_norm", format!("{what}: {err}"))
+                    })?;
                 }
-                let y = ops::batch_norm(
-                    &leaves[0],
-                    None,
-                    Some(&leaves[1]),
-                    Some(&leaves[2]),
-                    BatchNormOptions::default(),
-                )?;
-                y.backward_with(&g.to_device(dev)?)?;
-                Ok(leaves.iter().map(|l| l.grad().expect("grad")).collect())
-            };
-            let (got, want) = (run(d)?, run(&r)?);
-            for (name, a, e) in [
-                ("x", &got[0], &want[0]),
-                ("weight", &got[1], &want[1]),
-                ("bias", &got[2], &want[2]),
-            ] {
-                let tol = Tolerance::for_dtype(a.dtype()).scale(4.0).scale_abs(4.0);
-                assert_close(a, e, tol).map_err(|err| {
-                    amp_tensor::Error::invalid("batch_norm", format!("{dtype} grad {name}: {err}"))
-                })?;
             }
         }
         Ok(())

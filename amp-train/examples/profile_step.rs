@@ -8,8 +8,8 @@
 //! bench, forward and backward; `resnet`: a training step of the bench's ResNet).
 
 use amp_tensor::backend::{
-    AdamWStep, AttentionProblem, Backend, BinaryOp, HostStorage, Im2col, NonFiniteCount, ReduceOp,
-    Storage, UnaryOp, View,
+    AdamWStep, AttentionProblem, Backend, BinaryOp, ChannelAffine, HostStorage, Im2col,
+    NonFiniteCount, ReduceOp, Storage, UnaryOp, View,
 };
 use amp_tensor::{ops, DType, Device, DeviceKind, Layout, Result, Tensor};
 use std::collections::BTreeMap;
@@ -252,6 +252,35 @@ impl Backend for Timed {
                 self.inner
                     .conv2d_weight_grad(x, grad, geometry, groups, out)
             },
+        )
+    }
+    fn channel_moments(&self, x: View<'_>) -> Result<Option<(Storage, Storage)>> {
+        self.time(
+            || format!("channel_moments {}", dt(&x)),
+            || self.inner.channel_moments(x),
+        )
+    }
+    fn channel_affine(
+        &self,
+        x: View<'_>,
+        grad: Option<View<'_>>,
+        terms: &ChannelAffine<'_>,
+        out: DType,
+    ) -> Result<Option<Storage>> {
+        self.time(
+            || format!("channel_affine {} grad {} -> {out}", dt(&x), grad.is_some()),
+            || self.inner.channel_affine(x, grad, terms, out),
+        )
+    }
+    fn channel_grad_sums(
+        &self,
+        x: View<'_>,
+        grad: View<'_>,
+        mean: View<'_>,
+    ) -> Result<Option<(Storage, Storage)>> {
+        self.time(
+            || format!("channel_grad_sums {}", dt(&x)),
+            || self.inner.channel_grad_sums(x, grad, mean),
         )
     }
     fn col2im(&self, cols: View<'_>, geometry: &Im2col, out: DType) -> Result<Option<Storage>> {

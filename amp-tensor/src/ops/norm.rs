@@ -6,7 +6,9 @@
 //! variance; the result is in the input's dtype. A bf16/f16 input may come
 //! with f32 weight, bias and running statistics — PyTorch's mixed-type CPU
 //! kernels, and what an autocast region gives these ops after a lowered
-//! convolution. The backward passes follow from the composition.
+//! convolution. Batch norm runs as one autograd node on a backend with
+//! per-channel kernels (the CPU's), else — and group norm always — as a
+//! composition whose backward follows from its parts.
 
 use super::{require_float, same_device};
 use crate::dispatch::dispatch;
@@ -152,10 +154,32 @@ pub fn batch_norm(
                 ),
             ));
         }
+        let count = x.numel() / c.max(1);
+        if options.training && count <= 1 {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "expects more than one value per channel in training mode, got input \
+                     shape {:?}",
+                    x.dims()
+                ),
+            ));
+        }
+        if !options.training && running.is_none() {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "evaluation mode needs running statistics (input shape {:?})",
+                    x.dims()
+                ),
+            ));
+        }
+        if let Some(y) = fused_batch_norm(x, running, w, b, options)? {
+            return Ok(y);
+        }
         let acc = accumulation(x.dtype());
         let rank = x.rank();
         let dims: Vec<usize> = (0..rank).filter(|&d| d != 1).collect();
-        let count = x.numel() / c.max(1);
         let xa = x.to_dtype(acc)?;
         let xhat = if options.training {
             if count <= 1 {
@@ -172,18 +196,7 @@ pub fn batch_norm(
             let centred = xa.sub(&mean)?;
             let var = centred.mul(&centred)?.mean_dims(&dims, true)?;
             if let Some(r) = &running {
-                let _no_grad = crate::no_grad();
-                let m = options.momentum;
-                let unbiased = count as f64 / (count - 1) as f64;
-                let batch_mean = mean.detach().reshape(&[c])?;
-                let batch_var = var.detach().reshape(&[c])?.mul_scalar(unbiased)?;
-                for (stat, batch) in [(r.mean, batch_mean), (r.var, batch_var)] {
-                    let updated = stat
-                        .to_dtype(acc)?
-                        .mul_scalar(1.0 - m)?
-                        .add(&batch.mul_scalar(m)?)?;
-                    stat.assign(&updated)?;
-                }
+                update_running(r, &mean.reshape(&[c])?, &var.reshape(&[c])?, count, options)?;
             }
             centred.mul(&var.add_scalar(options.eps)?.rsqrt()?)?
         } else {
@@ -204,6 +217,191 @@ pub fn batch_norm(
         };
         affine(xhat, w, b, rank, x.dtype())
     })
+}
+
+/// `running ← (1 − momentum)·running + momentum·batch`, the batch's variance
+/// made unbiased (PyTorch's update), in the running statistics' dtype.
+fn update_running(
+    r: &RunningStats<'_>,
+    mean: &Tensor,
+    var: &Tensor,
+    count: usize,
+    options: BatchNormOptions,
+) -> Result<()> {
+    let _no_grad = crate::no_grad();
+    let m = options.momentum;
+    let unbiased = count as f64 / (count - 1) as f64;
+    let batch_var = var.detach().mul_scalar(unbiased)?;
+    for (stat, batch) in [(r.mean, mean.detach()), (r.var, batch_var)] {
+        let updated = stat
+            .to_dtype(batch.dtype())?
+            .mul_scalar(1.0 - m)?
+            .add(&batch.mul_scalar(m)?)?;
+        stat.assign(&updated)?;
+    }
+    Ok(())
+}
+
+/// Batch norm as one autograd node where the backend has the per-channel
+/// kernels ([`Backend::channel_moments`], [`Backend::channel_affine`],
+/// [`Backend::channel_grad_sums`]): one pass for the statistics (two over a
+/// channel held in cache), one for the output; backward one pass for the
+/// per-channel sums and one for the input's gradient,
+/// `dx = w·rstd·(g − mean(g) − x̂·mean(g·x̂))` in training mode, `w·rstd·g`
+/// in evaluation mode. `None` where the backend has no such kernels (the
+/// composed form then runs). The checks are the caller's.
+///
+/// [`Backend::channel_moments`]: crate::backend::Backend::channel_moments
+/// [`Backend::channel_affine`]: crate::backend::Backend::channel_affine
+/// [`Backend::channel_grad_sums`]: crate::backend::Backend::channel_grad_sums
+fn fused_batch_norm(
+    x: &Tensor,
+    running: Option<RunningStats<'_>>,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    options: BatchNormOptions,
+) -> Result<Option<Tensor>> {
+    if x.dtype() == DType::F64 {
+        return Ok(None);
+    }
+    let (c, count) = (x.dims()[1], x.numel() / x.dims()[1].max(1));
+    let device = x.device().clone();
+    let backend = device.backend();
+    let xd = x.detach().contiguous()?;
+    let on_device = device.clone();
+    let per_channel = move |s| Tensor::from_storage(s, &[c], &on_device);
+    let (mean, var) = if options.training {
+        let moments = {
+            let xi = xd.materialised_input()?;
+            backend.channel_moments(xi.view())?
+        };
+        let Some((mean, var)) = moments else {
+            return Ok(None);
+        };
+        let (mean, var) = (per_channel(mean), per_channel(var));
+        if let Some(r) = &running {
+            update_running(r, &mean, &var, count, options)?;
+        }
+        (mean, var)
+    } else {
+        let r = running.expect("checked by the caller");
+        (
+            r.mean.detach().to_dtype(DType::F32)?,
+            r.var.detach().to_dtype(DType::F32)?,
+        )
+    };
+    let _no_grad = crate::no_grad();
+    let rstd = var.add_scalar(options.eps)?.rsqrt()?;
+    let scale = match weight {
+        Some(w) => rstd.mul(&w.detach().to_dtype(DType::F32)?)?,
+        None => rstd.clone(),
+    };
+    let shift = match bias {
+        Some(b) => b.detach().to_dtype(DType::F32)?.contiguous()?,
+        None => Tensor::zeros(&[c], DType::F32, &device)?,
+    };
+    let y = channel_affine(&xd, None, [&mean, &scale, &shift], None, x.dtype())?;
+    let Some(y) = y else {
+        return Ok(None);
+    };
+    let y = Tensor::from_storage(y, x.dims(), &device);
+    drop(_no_grad);
+    let mut recorded = vec![x];
+    recorded.extend(weight);
+    recorded.extend(bias);
+    let grad_dtypes = (
+        x.grad_dtype(),
+        weight.map(|w| w.grad_dtype()),
+        bias.map(|b| b.grad_dtype()),
+    );
+    let training = options.training;
+    Ok(Some(y.view_op_multi(
+        y.layout().clone(),
+        "batch_norm",
+        &recorded,
+        move |grad| {
+            let (x_grad, w_grad, b_grad) = grad_dtypes;
+            let g = grad.to_dtype(xd.dtype())?.contiguous()?;
+            let sums = {
+                let (xi, gi, mi) = (
+                    xd.materialised_input()?,
+                    g.materialised_input()?,
+                    mean.materialised_input()?,
+                );
+                xd.device()
+                    .backend()
+                    .channel_grad_sums(xi.view(), gi.view(), mi.view())?
+            }
+            .ok_or_else(|| {
+                Error::invalid(
+                    "batch_norm",
+                    "the backend computed the statistics but has no kernel for their gradient",
+                )
+            })?;
+            let (sum_g, sum_gxmu) = (per_channel(sums.0), per_channel(sums.1));
+            // dx = g·scale + (x − mean)·x_scale + x_shift, scale = w·rstd.
+            let (x_scale, x_shift) = if training {
+                let n = count as f64;
+                (
+                    scale
+                        .mul(&rstd)?
+                        .mul(&rstd)?
+                        .mul(&sum_gxmu)?
+                        .mul_scalar(-1.0 / n)?,
+                    scale.mul(&sum_g)?.mul_scalar(-1.0 / n)?,
+                )
+            } else {
+                let zero = Tensor::zeros(&[c], DType::F32, xd.device())?;
+                (zero.clone(), zero)
+            };
+            let dx = channel_affine(
+                &xd,
+                Some(&g),
+                [&mean, &x_scale, &x_shift],
+                Some(&scale),
+                x_grad,
+            )?
+            .ok_or_else(|| {
+                Error::invalid("batch_norm", "the backend has no per-channel affine kernel")
+            })?;
+            let mut grads = vec![Some(Tensor::from_storage(dx, xd.dims(), xd.device()))];
+            if let Some(dtype) = w_grad {
+                grads.push(Some(sum_gxmu.mul(&rstd)?.to_dtype(dtype)?));
+            }
+            if let Some(dtype) = b_grad {
+                grads.push(Some(sum_g.to_dtype(dtype)?));
+            }
+            Ok(grads)
+        },
+    )))
+}
+
+/// The backend's [`crate::backend::Backend::channel_affine`] of the
+/// contiguous `x` (and `grad`) with the f32 `[C]` terms `[mean, scale, shift]`.
+fn channel_affine(
+    x: &Tensor,
+    grad: Option<&Tensor>,
+    [mean, scale, shift]: [&Tensor; 3],
+    grad_scale: Option<&Tensor>,
+    out: DType,
+) -> Result<Option<crate::backend::Storage>> {
+    let (xi, mi, si, ti) = (
+        x.materialised_input()?,
+        mean.materialised_input()?,
+        scale.materialised_input()?,
+        shift.materialised_input()?,
+    );
+    let gi = grad.map(Tensor::materialised_input).transpose()?;
+    let gsi = grad_scale.map(Tensor::materialised_input).transpose()?;
+    let terms = crate::backend::ChannelAffine {
+        mean: mi.view(),
+        scale: si.view(),
+        shift: ti.view(),
+        grad_scale: gsi.as_ref().map(|v| v.view()),
+    };
+    x.device()
+        .backend()
+        .channel_affine(xi.view(), gi.as_ref().map(|v| v.view()), &terms, out)
 }
 
 /// Group normalisation (`torch.nn.functional.group_norm`) of `x` `[N, C, *]`:
