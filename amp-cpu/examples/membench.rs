@@ -3,7 +3,9 @@
 //!
 //! `cargo run --release -p amp-cpu --example membench`; one product:
 //! `membench gemm-bf16[-at][-bt][-rb][-f32out] M K N` (A or B transposed, B f32 rounded
-//! while packing, an f32 output).
+//! while packing, an f32 output); one 3×3 convolution (padding 1, batch 32):
+//! `membench conv-f32 C HW` (or `conv-bf16`), its forward product and its
+//! weight's gradient timed apart.
 
 use amp_tensor::{DType, Layout, Tensor};
 use std::time::Instant;
@@ -21,7 +23,72 @@ fn best(reps: usize, mut f: impl FnMut()) -> f64 {
     v[v.len() / 2]
 }
 
+/// `membench conv-f32 C HW`: the best of 20 forward products and weight
+/// gradients of a `C → C` 3×3 convolution over `[32, C, HW, HW]`.
+fn conv(dtype: DType, c: usize, hw: usize) -> amp_tensor::Result<()> {
+    use amp_tensor::backend::Im2col;
+    let dev = amp_cpu::device();
+    let x = Tensor::randn(&[32, c, hw, hw], dtype, &dev, 1)?;
+    let w = Tensor::randn(&[c, c, 3, 3], dtype, &dev, 2)?;
+    let g = Tensor::randn(&[32, c, hw, hw], dtype, &dev, 3)?;
+    let geometry = Im2col {
+        batch: 32,
+        channels: c,
+        plane: [hw, hw],
+        kernel: [3, 3],
+        stride: [1, 1],
+        padding: [1, 1],
+        dilation: [1, 1],
+        out: [hw, hw],
+    };
+    let (ix, iw, ig) = (
+        x.materialised_input()?,
+        w.materialised_input()?,
+        g.materialised_input()?,
+    );
+    let backend = dev.backend();
+    let flops = 2.0 * (32 * c * c * 9 * hw * hw) as f64;
+    let fwd = best(20, || {
+        drop(
+            backend
+                .conv2d(ix.view(), iw.view(), None, &geometry, 1, dtype)
+                .unwrap(),
+        );
+    });
+    let wgrad = best(20, || {
+        drop(
+            backend
+                .conv2d_weight_grad(ix.view(), ig.view(), &geometry, 1, DType::F32)
+                .unwrap(),
+        );
+    });
+    println!(
+        "conv {dtype} {c}c{hw}: forward {:.2} ms {:6.1} GFLOP/s, weight grad {:.2} ms {:6.1} GFLOP/s",
+        fwd * 1e3,
+        flops / fwd / 1e9,
+        wgrad * 1e3,
+        flops / wgrad / 1e9
+    );
+    Ok(())
+}
+
 fn main() -> amp_tensor::Result<()> {
+    if let Some(arg) = std::env::args().nth(1).filter(|a| a.starts_with("conv")) {
+        let dtype = if arg == "conv-bf16" {
+            DType::BF16
+        } else {
+            DType::F32
+        };
+        let dims: Vec<usize> = std::env::args()
+            .skip(2)
+            .filter_map(|a| a.parse().ok())
+            .collect();
+        let (c, hw) = match dims[..] {
+            [c, hw] => (c, hw),
+            _ => (64, 56),
+        };
+        return conv(dtype, c, hw);
+    }
     if let Some(arg) = std::env::args().nth(1).filter(|a| a.starts_with("gemm")) {
         // Only one product, repeated (for a profiler): `gemm-bf16` or `gemm-f32`.
         let dtype = if arg.starts_with("gemm-f32") {

@@ -28,10 +28,16 @@ use amp_tensor::backend::Im2col;
 use rayon::prelude::*;
 
 /// Output positions per forward task (a multiple of every `NR`): its window
-/// block (`depth block × POSITIONS`) stays in L2.
+/// block (`depth block × POSITIONS`) stays in L2 (measured as for
+/// [`GRAD_PANELS`]: 128–1024 positions within 5% of each other at a depth
+/// block of 256; a depth block of 128 slower).
 const POSITIONS: usize = 256;
-/// B panels per weight-gradient task.
-const GRAD_PANELS: usize = 4;
+/// B panels per weight-gradient task: every task packs the output's
+/// gradient (A) for its panels, so wide tasks pack it less often (measured
+/// on an AVX2 EPYC, `membench conv-f32 64 56`, best of three alternated
+/// runs: 4 panels 77 ms, 9 66 ms, 18 60 ms, 36 57 ms; 18 keeps a window block
+/// of 256 positions under 300 KiB for a 512 KiB L2).
+const GRAD_PANELS: usize = 18;
 /// Weight-gradient tasks wanted per product: the images are split into this
 /// many shares divided by the column tasks (at least one share, at most one
 /// per image), chosen from the shape alone.
@@ -546,6 +552,8 @@ mod tests {
             (geo(2, 6, [8, 8], [3, 3], 1, 1, [1, 1]), 6, 6),
             (geo(2, 3, [23, 19], [5, 3], 1, 2, [1, 2]), 1, 17),
             (geo(1, 2, [4, 4], [3, 3], 1, 2, [1, 1]), 1, 3),
+            // A depth (360 taps) wider than one weight-gradient task's panels.
+            (geo(2, 40, [5, 4], [3, 3], 1, 1, [1, 1]), 1, 7),
         ]
     }
 
