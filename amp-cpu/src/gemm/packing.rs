@@ -802,6 +802,37 @@ fn pack<T: F32Convert>(isa: Isa, src: Lines<'_, T>, width: usize, out: &mut [f32
             return;
         }
     }
+    #[cfg(target_arch = "x86_64")]
+    let simd = isa == Isa::Avx2 || isa >= Isa::Avx512 && width <= kernels::MAX_NR;
+    #[cfg(target_arch = "x86_64")]
+    if simd && T::as_f32(data).is_none() && p_stride == 1 && depth > 0 {
+        // bf16/f16 lines contiguous along the depth: each panel's lines widened
+        // to f32 (SIMD conversions), then transposed as f32 lines are.
+        let mut wide = vec![0f32; width * depth];
+        for q in 0..panels {
+            let lines = width.min(count - q * width);
+            for r in 0..lines {
+                let s = base + (q * width + r) * x_stride;
+                T::load(
+                    isa,
+                    &data[s..s + depth],
+                    &mut wide[r * depth..(r + 1) * depth],
+                );
+            }
+            let src = Lines {
+                data: &wide[..],
+                base: 0,
+                x_stride: depth,
+                p_stride: 1,
+                count: lines,
+                depth,
+            };
+            let panel = &mut out[q * width * depth..(q + 1) * width * depth];
+            let packed = pack_f32_simd(isa, src, width, panel);
+            debug_assert!(packed, "f32 lines along the depth pack on every SIMD level");
+        }
+        return;
+    }
     let mut line = vec![0f32; if p_stride == 1 { depth } else { 0 }];
     for q in 0..panels {
         let panel = &mut out[q * width * depth..(q + 1) * width * depth];
@@ -863,8 +894,10 @@ mod tests {
     #[test]
     fn f32_panels_equal_their_definition_on_every_isa() {
         // Lines contiguous along the depth (the transposing packs) and across it,
-        // panel widths of every kernel, depths and line counts off every vector.
-        let data: Vec<f32> = (0..40_000).map(|i| i as f32 * 0.5 - 7.0).collect();
+        // panel widths of every kernel, depths and line counts off every vector;
+        // f32 lines and bf16 lines (widened while packed), whose values bf16 holds.
+        let data: Vec<f32> = (0..40_000).map(|i| (i % 97) as f32 * 0.5 - 7.0).collect();
+        let data16: Vec<bf16> = data.iter().map(|&v| bf16::from_f32(v)).collect();
         for isa in Isa::available() {
             for width in [6, 12, 16, 32] {
                 for (count, depth) in [(1, 1), (7, 9), (16, 8), (37, 23), (6, 64), (33, 130)] {
@@ -882,13 +915,22 @@ mod tests {
                             count,
                             depth,
                         };
+                        let what = format!("{isa} width {width} count {count} depth {depth} transposed {transposed}");
+                        let want = panels_by_definition(src, width);
                         let mut out = vec![f32::NAN; count.div_ceil(width) * width * depth];
                         pack(isa, src, width, &mut out);
-                        assert_eq!(
-                            out,
-                            panels_by_definition(src, width),
-                            "{isa} width {width} count {count} depth {depth} transposed {transposed}"
-                        );
+                        assert_eq!(out, want, "f32 {what}");
+                        let src16 = Lines {
+                            data: &data16[..],
+                            base: src.base,
+                            x_stride,
+                            p_stride,
+                            count,
+                            depth,
+                        };
+                        let mut out = vec![f32::NAN; count.div_ceil(width) * width * depth];
+                        pack(isa, src16, width, &mut out);
+                        assert_eq!(out, want, "bf16 {what}");
                     }
                 }
             }
