@@ -53,6 +53,11 @@
 //! - `layer_norm`'s backward is one pass per row in f64 from the saved f32
 //!   statistics; the weight and bias gradients are summed over blocks of 32
 //!   rows and the blocks in order, so they do not depend on the thread count.
+//! - `conv2d` is an implicit GEMM on the same micro-kernels: blocks of the
+//!   input's windows are gathered straight into packed panels (the window
+//!   matrix is never stored), the output written in NCHW; the weight's
+//!   gradient is summed over fixed shares of the batch in order. Batch norm's
+//!   per-channel statistics and gradient sums accumulate in f64.
 //! - `linear` runs the product and its epilogue (bias added and the optional
 //!   activation applied in f32, then one rounding to the output dtype) in one
 //!   pass over the output.
