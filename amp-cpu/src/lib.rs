@@ -32,7 +32,9 @@
 //! `arch_prctl` tile permission, [`amx_bf16_available`]), AVX2 + FMA + F16C,
 //! or portable Rust. `AMP_CPU_ISA=scalar|avx2|avx512|avx512bf16|amx` forces a
 //! lower level; [`CpuBackend::with_isa`] builds a backend at any supported
-//! level, so tests compare every path on one machine. [`peak`] measures the
+//! level, so tests compare every path on one machine. The GEMM's block sizes
+//! follow the data caches CPUID reports ([`caches()`]; `AMP_CPU_CACHES=l1d,l2,l3`,
+//! e.g. `48K,2M,105M`, replaces them). [`peak`] measures the
 //! peak rate of the instruction each GEMM kernel is built on, against which
 //! `cargo xtask bench` reports the GEMM rows.
 //!
@@ -75,6 +77,7 @@
 mod alloc;
 mod attention;
 mod backend;
+mod cache;
 mod channels;
 mod conv;
 mod convert;
@@ -90,6 +93,7 @@ mod unscale;
 
 pub use alloc::keep_freed_buffers;
 pub use backend::CpuBackend;
+pub use cache::{caches, Caches};
 pub use isa::{amx_bf16_available, detected as detected_isa, isa, Isa};
 
 use amp_tensor::Device;

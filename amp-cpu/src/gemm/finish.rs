@@ -39,7 +39,7 @@ pub(super) fn finish_into<D: F32Convert>(
 /// one cache line when the rows would be a multiple of 1 KiB apart — then
 /// every row of a tile would map to the same few L1 sets (a 2048-wide
 /// product: all 16 rows of an AMX tile in one 12-way set; measured on the f32
-/// kernel with `KC_ROWS`, 2048³: 228 → 242 GFLOP/s).
+/// kernel with the row-block schedule's 128-deep blocks, 2048³: 228 → 242 GFLOP/s).
 #[inline]
 pub(super) fn padded_stride(n: usize, nr: usize) -> usize {
     let ldc = n.div_ceil(nr) * nr;

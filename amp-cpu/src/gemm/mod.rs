@@ -1,7 +1,7 @@
 //! Batched GEMM `C[b] = A[b] · B[b]` over strided views, blocked and packed
 //! (the BLIS loop order), with f32 accumulation.
 //!
-//! Loops: `jc` over [`NC`] columns → `pc` over [`KC`] of the depth (B packed
+//! Loops: `jc` over column blocks → `pc` over depth blocks (B packed
 //! into `NR`-wide panels, converted to f32 while packing) → `ic` over row
 //! blocks (A packed into `MR`-high panels; these blocks run in parallel above
 //! [`PARALLEL_FLOPS`], [`PARALLEL_FLOPS_AMX`] for AMX) → micro-kernel on an `MR × NR` tile. bf16/f16 inputs
@@ -22,6 +22,8 @@
 //! products ([`narrow`]). B may be f32 with a bf16/f16 A
 //! ([`BSide::Rounded`]): it is rounded to A's dtype as it is packed
 //! ([`RoundB`]), so an f32 weight used under autocast is never copied.
+//!
+//! Block sizes come from the CPU's caches ([`crate::cache::Blocking`]).
 //!
 //! Files: this one holds the entry points, the operand types and the tuning
 //! constants; [`schedule`] the schedules (row blocks, column strips, one depth
@@ -55,24 +57,16 @@ use schedule::{depth_block, parallel_flops, takes_columns, Product};
 pub(crate) use kernels::x86::amx_peak_loop;
 pub(crate) use kernels::Kernel;
 
-/// Depth block: one `NR × KC` B panel (32 KiB for NR = 32) stays in L1.
-pub(crate) const KC: usize = 256;
 /// The depth block of the AMX kernel: its accumulator tiles are loaded and
-/// stored once per block, so a deeper block than [`KC`] pays (measured, in one
-/// process alternating 256 and 512: 3–27% faster on the bench's bf16 shapes),
-/// and a 32-row A panel (32 KiB) still fits in L1.
+/// stored once per block, so a deeper block than the other kernels' pays
+/// (measured, in one process alternating 256 and 512: 3–27% faster on the
+/// bench's bf16 shapes), and a 32-row A panel (32 KiB) still fits in L1.
+/// Every other kernel's blocks come from the CPU's caches
+/// ([`crate::cache::Blocking`]: on the Xeon they were tuned on, a 256-deep
+/// block, 128 on the row-block schedule, 2048 columns).
 pub(crate) const KC_AMX: usize = 512;
 
-/// The depth block of the f32 and `vdpbf16ps` kernels on the row-block
-/// schedule, where one B panel serves every A panel of a row block: a
-/// 16 KiB panel leaves L1 room for the A panels streaming past it (measured,
-/// one process alternating 256 and 128: f32 2048³ 225 → 242, 2048×1024×2048
-/// 177 → 210 GFLOP/s; the column schedule keeps [`KC`], where 128 was slower).
-const KC_ROWS: usize = 128;
-
-/// Column block: the packed B block (`KC × NC` f32, 2 MiB) is shared by all threads.
-pub(crate) const NC: usize = 2048;
-/// Largest row block: one packed A block (`MC × KC` f32) stays in L2.
+/// Largest row block: one packed A block (`MC ×` a depth block, f32) stays in L2.
 pub(crate) const MC: usize = 192;
 /// Tiles per row block of the f32 kernel's parallel products
 /// ([`schedule::row_block`]).

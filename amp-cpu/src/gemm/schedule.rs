@@ -10,12 +10,19 @@ use super::packing::{Accum, Lines, Packer};
 use super::panels::Panels;
 use super::{
     Dims, Finish, Kernel, Operand, B_PANELS_PER_TASK, COLUMN_GROUP, COLUMN_MAX_M, COLUMN_MAX_M_F32,
-    F32_PARALLEL_TILES, KC, KC_AMX, KC_ROWS, MC, NC, PARALLEL_FLOPS, PARALLEL_FLOPS_AMX,
+    F32_PARALLEL_TILES, KC_AMX, MC, PARALLEL_FLOPS, PARALLEL_FLOPS_AMX,
 };
+use crate::cache::Blocking;
 use crate::convert::F32Convert;
 use crate::isa::Isa;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
+
+/// The blocking of `kernel`'s products on this CPU.
+#[inline]
+pub(super) fn blocking(kernel: Kernel) -> Blocking {
+    Blocking::detected(kernel.nr())
+}
 
 /// The depth block of `kernel`'s products.
 #[inline]
@@ -23,15 +30,17 @@ pub(super) fn depth_block(kernel: Kernel) -> usize {
     if kernel.is_amx() {
         KC_AMX
     } else {
-        KC
+        blocking(kernel).kc
     }
 }
 
 /// The column block of `kernel`'s products: the packed B block stays the
-/// size of [`NC`] columns of a [`KC`]-deep block (a multiple of every `NR`).
+/// size of the blocking's `nc` columns of a `kc`-deep block (a multiple of
+/// every `NR`).
 #[inline]
 fn column_block(kernel: Kernel) -> usize {
-    NC * KC / depth_block(kernel)
+    let b = blocking(kernel);
+    (b.nc * b.kc / depth_block(kernel)).div_ceil(32) * 32
 }
 
 /// The parallel threshold for `kernel`'s products.
@@ -94,7 +103,7 @@ pub(super) struct Product<'p, P, TA, TB> {
 
 impl<TA: Sync, TB: Sync, P: Packer<TA, TB>> Product<'_, P, TA, TB> {
     /// The row-block schedule for a single product with a depth of at most
-    /// [`KC`], writing its `D` output directly: per column block, B is packed
+    /// one depth block, writing its `D` output directly: per column block, B is packed
     /// once; each row block packs its A, runs every tile into a padded f32
     /// tile block (so edge tiles need no scratch), and rounds its rows into
     /// the output, `finish`ed first.
@@ -329,7 +338,8 @@ impl<TA: Sync, TB: Sync, P: Packer<TA, TB>> Product<'_, P, TA, TB> {
         let (kcb, ncb) = if kernel.is_amx() {
             (KC_AMX, column_block(kernel))
         } else {
-            (KC_ROWS, NC)
+            let b = blocking(kernel);
+            (b.kc_rows, b.nc)
         };
         let mut b_packed = Panels::new(ncb.min(n).div_ceil(nr) * nr * packer.depth(kcb.min(k)));
         let a_base = a.offset + bi * a.batch_stride;

@@ -774,6 +774,13 @@ pub fn run(args: &[String]) -> ExitCode {
         Instruction::of_gemm(amp_cpu::isa(), DType::F32).name(),
         amp_cpu::isa().name()
     );
+    let c = amp_cpu::caches();
+    println!(
+        "caches (CPUID, or AMP_CPU_CACHES; the GEMM's blocks follow them): L1d {} KiB and L2 {} KiB per core, L3 {} MiB",
+        c.l1d >> 10,
+        c.l2 >> 10,
+        c.l3 >> 20
+    );
     println!(
         "{:<40} {:>12} {:>12} {:>8}  {:<8} {:<16} target",
         "figure", "amp", "pytorch", "ratio", "unit", "of peak"
