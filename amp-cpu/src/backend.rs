@@ -197,7 +197,9 @@ fn conv_shape<'g>(
     let out_channels = out_channels?;
     let splits =
         groups > 0 && g.channels.is_multiple_of(groups) && out_channels.is_multiple_of(groups);
-    (x.numel() == numel && splits && out_channels > 0).then_some(gemm::implicit::ConvShape {
+    // No input channels: no product to run (the composed form gives the bias).
+    let ok = x.numel() == numel && splits && out_channels > 0 && g.channels > 0;
+    ok.then_some(gemm::implicit::ConvShape {
         geometry,
         groups,
         out_channels,

@@ -245,6 +245,22 @@ on_every_device!(conv1d_is_conv2d_over_one_row, |d: &Device| -> Result<()> {
     Ok(())
 });
 
+on_every_device!(
+    a_convolution_without_input_channels_gives_its_bias,
+    |d: &Device| -> Result<()> {
+        let x = Tensor::zeros(&[2, 0, 4, 4], DType::F32, d)?;
+        let w = Tensor::zeros(&[3, 0, 3, 3], DType::F32, d)?;
+        let b = Tensor::from_f64_slice(&[1.0, -2.0, 0.5], &[3], DType::F32, d)?;
+        let y = ops::conv2d(&x, &w, Some(&b), Conv2dOptions::default().padding(1))?;
+        assert_eq!(y.dims(), &[2, 3, 4, 4]);
+        let want: Vec<f64> = (0..2 * 3 * 16)
+            .map(|i| [1.0, -2.0, 0.5][i / 16 % 3])
+            .collect();
+        assert_eq!(y.to_f64_vec()?, want);
+        Ok(())
+    }
+);
+
 on_every_device!(bad_convolutions_are_errors, |d: &Device| -> Result<()> {
     let x = Tensor::zeros(&[1, 4, 5, 5], DType::F32, d)?;
     let cases: Vec<(Tensor, Conv2dOptions, &str)> = vec![
