@@ -290,7 +290,8 @@ fn fused_batch_norm(
             r.var.detach().to_dtype(DType::F32)?,
         )
     };
-    let _no_grad = crate::no_grad();
+    // The per-channel terms are constants of the node below.
+    let constants = crate::no_grad();
     let rstd = var.add_scalar(options.eps)?.rsqrt()?;
     let scale = match weight {
         Some(w) => rstd.mul(&w.detach().to_dtype(DType::F32)?)?,
@@ -305,7 +306,7 @@ fn fused_batch_norm(
         return Ok(None);
     };
     let y = Tensor::from_storage(y, x.dims(), &device);
-    drop(_no_grad);
+    drop(constants);
     let mut recorded = vec![x];
     recorded.extend(weight);
     recorded.extend(bias);

@@ -41,7 +41,7 @@ pub fn conv_ms(device: &Device, c: usize, hw: usize, low: Option<DType>) -> Res<
 
 /// The bench's ResNet: `conv 3→64, BN, ReLU`, blocks 64→64, 64→64, 64→128
 /// (stride 2), 128→128, global average pool, `Linear(128, 10)`.
-pub fn resnet(device: &Device) -> amp_tensor::Result<ResNet> {
+fn resnet(device: &Device) -> amp_tensor::Result<ResNet> {
     ResNet::seeded(3, 64, &RESNET_BLOCKS, 10, device, 1)
 }
 
