@@ -453,19 +453,20 @@ mod tests {
     use super::*;
     use amp_dtype::bf16;
 
-    /// `(x, weight)`'s convolution by its definition, in f64.
-    fn conv_by_definition(x: &[f32], w: &[f32], shape: ConvShape<'_>) -> Vec<f64> {
+    /// Calls `f(y, x, w)` with the flat indices of every (output, input,
+    /// weight) element triple the convolution's definition multiplies
+    /// (`y[b, o, oy, ox] += x[b, c, ih, iw] · w[o, c, ky, kx]`, padding skipped).
+    fn for_each_term(shape: ConvShape<'_>, mut f: impl FnMut(usize, usize, usize)) {
         let g = shape.geometry;
         let (cg, og) = (shape.group_channels(), shape.group_out());
         let [kh, kw] = g.kernel;
         let [h, wd] = g.plane;
-        let mut y = vec![0f64; g.batch * shape.out_channels * shape.positions()];
         for b in 0..g.batch {
             for o in 0..shape.out_channels {
                 let gi = o / og;
                 for oy in 0..g.out[0] {
                     for ox in 0..g.out[1] {
-                        let mut s = 0f64;
+                        let yi = ((b * shape.out_channels + o) * g.out[0] + oy) * g.out[1] + ox;
                         for c in 0..cg {
                             for ky in 0..kh {
                                 for kx in 0..kw {
@@ -474,51 +475,33 @@ mod tests {
                                     {
                                         let xi =
                                             ((b * g.channels + gi * cg + c) * h + ih) * wd + iw;
-                                        let wi = ((o * cg + c) * kh + ky) * kw + kx;
-                                        s += f64::from(x[xi]) * f64::from(w[wi]);
+                                        f(yi, xi, ((o * cg + c) * kh + ky) * kw + kx);
                                     }
                                 }
                             }
                         }
-                        y[((b * shape.out_channels + o) * g.out[0] + oy) * g.out[1] + ox] = s;
                     }
                 }
             }
         }
+    }
+
+    /// `(x, weight)`'s convolution by its definition, in f64.
+    fn conv_by_definition(x: &[f32], w: &[f32], shape: ConvShape<'_>) -> Vec<f64> {
+        let g = shape.geometry;
+        let mut y = vec![0f64; g.batch * shape.out_channels * shape.positions()];
+        for_each_term(shape, |yi, xi, wi| {
+            y[yi] += f64::from(x[xi]) * f64::from(w[wi])
+        });
         y
     }
 
     /// `dW[o, c, ky, kx] = Σ_b Σ_(oy, ox) dY[b, o, oy, ox] · x[b, c, ih, iw]` in f64.
     fn weight_grad_by_definition(x: &[f32], dy: &[f32], shape: ConvShape<'_>) -> Vec<f64> {
-        let g = shape.geometry;
-        let (cg, og) = (shape.group_channels(), shape.group_out());
-        let [kh, kw] = g.kernel;
-        let [h, wd] = g.plane;
         let mut dw = vec![0f64; shape.out_channels * shape.depth()];
-        for b in 0..g.batch {
-            for o in 0..shape.out_channels {
-                let gi = o / og;
-                for oy in 0..g.out[0] {
-                    for ox in 0..g.out[1] {
-                        let d = dy[((b * shape.out_channels + o) * g.out[0] + oy) * g.out[1] + ox];
-                        for c in 0..cg {
-                            for ky in 0..kh {
-                                for kx in 0..kw {
-                                    if let (Some(ih), Some(iw)) =
-                                        (g.source(0, oy, ky), g.source(1, ox, kx))
-                                    {
-                                        let xi =
-                                            ((b * g.channels + gi * cg + c) * h + ih) * wd + iw;
-                                        dw[((o * cg + c) * kh + ky) * kw + kx] +=
-                                            f64::from(x[xi]) * f64::from(d);
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        for_each_term(shape, |yi, xi, wi| {
+            dw[wi] += f64::from(x[xi]) * f64::from(dy[yi])
+        });
         dw
     }
 

@@ -664,8 +664,10 @@ fn row_pairs<E: PairLoad>(src: Lines<'_, E>, width: usize, stored: usize, out: &
 #[cfg(target_arch = "x86_64")]
 fn pack_f32_simd(isa: Isa, src: Lines<'_, f32>, width: usize, out: &mut [f32]) -> bool {
     if isa == Isa::Avx2 && src.p_stride == 1 {
-        return pack_f32_transposing_avx2(src, width, out);
+        pack_transposing(isa, src, width, out);
+        return true;
     }
+    let src_lines = src;
     let Lines {
         data: src,
         base,
@@ -679,34 +681,16 @@ fn pack_f32_simd(isa: Isa, src: Lines<'_, f32>, width: usize, out: &mut [f32]) -
     }
     let panels = count.div_ceil(width);
     if p_stride == 1 {
-        // Lines contiguous along p (a row-major A, a transposed B):
-        // 16 lines × 16 steps at a time, transposed in registers.
-        for q in 0..panels {
-            let panel = &mut out[q * width * depth..(q + 1) * width * depth];
-            let first = base + q * width * x_stride;
-            let lines = width.min(count - q * width);
-            // The last line read ends inside `src`.
-            assert!(lines == 0 || first + (lines - 1) * x_stride + depth <= src.len());
-            for r0 in (0..width).step_by(16) {
-                let lanes = 16.min(width - r0);
-                let valid = lines.saturating_sub(r0).min(lanes);
-                // SAFETY: AVX-512F present (isa ≥ Avx512); lines r0..r0 + valid
-                // start at `first + r·x_stride` and hold `depth` values (checked
-                // above); the panel holds `depth` rows of `width`, and lanes
-                // r0..r0 + lanes lie within a row.
-                unsafe {
-                    x86::transpose_lines_f32(
-                        src.as_ptr().add(first + r0 * x_stride),
-                        x_stride,
-                        valid,
-                        depth,
-                        panel.as_mut_ptr().add(r0),
-                        width,
-                        lanes,
-                    )
-                }
-            }
-        }
+        // Lines contiguous along p (a row-major A, a transposed B).
+        pack_transposing(
+            isa,
+            Lines {
+                data: src,
+                ..src_lines
+            },
+            width,
+            out,
+        );
         return true;
     }
     if x_stride == 1 {
@@ -735,10 +719,10 @@ fn pack_f32_simd(isa: Isa, src: Lines<'_, f32>, width: usize, out: &mut [f32]) -
     false
 }
 
-/// [`pack_f32_simd`]'s AVX2 path: `src`'s lines are contiguous along the
-/// depth (`p_stride` 1), packed by 8 × 8 register transposes.
+/// [`pack_f32_simd`] for lines contiguous along the depth (`p_stride` 1):
+/// register transposes of 16 lines × 16 steps with AVX-512, 8 × 8 with AVX2.
 #[cfg(target_arch = "x86_64")]
-fn pack_f32_transposing_avx2(src: Lines<'_, f32>, width: usize, out: &mut [f32]) -> bool {
+fn pack_transposing(isa: Isa, src: Lines<'_, f32>, width: usize, out: &mut [f32]) {
     let Lines {
         data: src,
         base,
@@ -747,33 +731,32 @@ fn pack_f32_transposing_avx2(src: Lines<'_, f32>, width: usize, out: &mut [f32])
         depth,
         ..
     } = src;
+    let block = if isa >= Isa::Avx512 { 16 } else { 8 };
     for q in 0..count.div_ceil(width) {
         let panel = &mut out[q * width * depth..(q + 1) * width * depth];
         let first = base + q * width * x_stride;
         let lines = width.min(count - q * width);
         // The last line read ends inside `src`.
         assert!(lines == 0 || first + (lines - 1) * x_stride + depth <= src.len());
-        for r0 in (0..width).step_by(8) {
-            let lanes = 8.min(width - r0);
+        for r0 in (0..width).step_by(block) {
+            let lanes = block.min(width - r0);
             let valid = lines.saturating_sub(r0).min(lanes);
-            // SAFETY: AVX2 present (the caller's isa); lines r0..r0 + valid start
-            // at `first + r·x_stride` and hold `depth` values (checked above); the
-            // panel holds `depth` rows of `width`, and lanes r0..r0 + lanes lie
-            // within a row.
+            // Offsets only (a block past the last line reads nothing).
+            let from = src.as_ptr().wrapping_add(first + r0 * x_stride);
+            let to = panel.as_mut_ptr().wrapping_add(r0);
+            // SAFETY: the caller's isa is AVX-512F (16-lane blocks) or AVX2 (8);
+            // lines r0..r0 + valid start at `first + r·x_stride` and hold `depth`
+            // values (checked above); the panel holds `depth` rows of `width`,
+            // and lanes r0..r0 + lanes lie within a row.
             unsafe {
-                x86::transpose_lines_f32_avx2(
-                    src.as_ptr().add(first + r0 * x_stride),
-                    x_stride,
-                    valid,
-                    depth,
-                    panel.as_mut_ptr().add(r0),
-                    width,
-                    lanes,
-                )
+                if block == 16 {
+                    x86::transpose_lines_f32(from, x_stride, valid, depth, to, width, lanes)
+                } else {
+                    x86::transpose_lines_f32_avx2(from, x_stride, valid, depth, to, width, lanes)
+                }
             }
         }
     }
-    true
 }
 
 /// Packs the `count` lines (along x) of `depth` elements (along p) of `src`
