@@ -3,7 +3,7 @@
 //! work runs in chunks of [`CHUNK`] elements: load as f32, compute, store in
 //! the output dtype — and in parallel above [`PARALLEL_MIN`] elements.
 
-use crate::convert::F32Convert;
+use crate::convert::{cast_streaming, F32Convert};
 use crate::isa::Isa;
 use crate::math;
 use amp_tensor::backend::{BinaryOp, HostElement, HostStorage, UnaryOp};
@@ -158,12 +158,10 @@ fn build<D: F32Convert + Send + Sync>(
     n: usize,
     f: impl Fn(usize, &mut [D]) + Sync,
 ) -> Vec<D> {
-    let mut v: Vec<D> = Vec::with_capacity(n);
-    let spare = &mut v.spare_capacity_mut()[..n];
     // A large output is written with non-temporal stores: it would not stay in
     // the cache anyway, and they skip reading each destination line first.
     let stream = n * std::mem::size_of::<D>() >= STREAM_MIN_BYTES;
-    let piece = |start: usize, dst: &mut [MaybeUninit<D>]| {
+    fill_uninit(n, |start, dst| {
         let mut buf = [D::from_f32(0.0); CHUNK];
         for (i, dc) in dst.chunks_mut(CHUNK).enumerate() {
             let b = &mut buf[..dc.len()];
@@ -173,7 +171,15 @@ fn build<D: F32Convert + Send + Sync>(
         if stream {
             stream::fence(isa);
         }
-    };
+    })
+}
+
+/// A new vector of `n` elements, every one written by `piece(start, part)`
+/// over the parts of its uninitialised capacity (in parallel above
+/// [`PARALLEL_MIN`]).
+fn fill_uninit<D: Send>(n: usize, piece: impl Fn(usize, &mut [MaybeUninit<D>]) + Sync) -> Vec<D> {
+    let mut v: Vec<D> = Vec::with_capacity(n);
+    let spare = &mut v.spare_capacity_mut()[..n];
     if n >= PARALLEL_MIN {
         spare
             .par_chunks_mut(PARALLEL_CHUNK)
@@ -182,7 +188,8 @@ fn build<D: F32Convert + Send + Sync>(
     } else {
         piece(0, spare);
     }
-    // SAFETY: `piece` wrote every one of the first `n` elements of the capacity.
+    // SAFETY: `piece` writes every element of the part it is given, and the
+    // parts cover the first `n` elements of the capacity.
     unsafe { v.set_len(n) };
     v
 }
@@ -308,8 +315,18 @@ mod stream {
     }
 }
 
-/// `src` converted (nearest even) into a new vector.
+/// `src` converted (nearest even) into a new vector; a large output is
+/// converted in registers and streamed where the level has such a kernel
+/// ([`crate::convert::cast_streaming`]).
 pub(crate) fn cast_vec<S: F32Convert, D: F32Convert + Send + Sync>(isa: Isa, src: &[S]) -> Vec<D> {
+    let large = src.len() * std::mem::size_of::<D>() >= STREAM_MIN_BYTES;
+    if large && cast_streaming::<S, D>(isa, &[], &mut []) {
+        return fill_uninit(src.len(), |start, dst| {
+            let done = cast_streaming(isa, &src[start..start + dst.len()], dst);
+            // An unwritten part would be uninitialised memory in the vector.
+            assert!(done, "the streaming kernel found above wrote this part");
+        });
+    }
     build(isa, src.len(), |start, d| {
         let s = &src[start..start + d.len()];
         if let Some(s32) = S::as_f32(s) {
