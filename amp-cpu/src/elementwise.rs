@@ -174,6 +174,39 @@ fn build<D: F32Convert + Send + Sync>(
     })
 }
 
+/// A new vector of `n` elements computed in f32: `f(start, values, scratch)`
+/// fills an L1 buffer with the f32 results of `CHUNK` elements from `start`
+/// (with a scratch buffer of twice that length to use as it likes), which are
+/// then rounded to `D` and written into the vector's uninitialised capacity —
+/// for a large output with non-temporal stores, straight from the f32 buffer
+/// when `D` is f32 or has a streaming kernel ([`F32Convert::store_streaming`]).
+fn build_from_f32<D: F32Convert + Send + Sync>(
+    isa: Isa,
+    n: usize,
+    f: impl Fn(usize, &mut [f32], &mut [f32]) + Sync,
+) -> Vec<D> {
+    let stream = n * std::mem::size_of::<D>() >= STREAM_MIN_BYTES;
+    fill_uninit(n, |start, dst| {
+        let mut wide = [0f32; CHUNK];
+        let mut scratch = [0f32; 2 * CHUNK];
+        let mut narrow = [D::from_f32(0.0); CHUNK];
+        for (i, dc) in dst.chunks_mut(CHUNK).enumerate() {
+            let w = &mut wide[..dc.len()];
+            f(start + i * CHUNK, w, &mut scratch[..2 * dc.len()]);
+            if let Some(d32) = D::as_f32_uninit(dc) {
+                write_uninit(isa, d32, w, stream);
+            } else if !(stream && D::store_streaming(isa, w, dc)) {
+                let b = &mut narrow[..dc.len()];
+                D::store(isa, w, b);
+                write_uninit(isa, dc, b, stream);
+            }
+        }
+        if stream {
+            stream::fence(isa);
+        }
+    })
+}
+
 /// A new vector of `n` elements, every one written by `piece(start, part)`
 /// over the parts of its uninitialised capacity (in parallel above
 /// [`PARALLEL_MIN`]).
@@ -209,7 +242,12 @@ pub(crate) fn finish_row(
         }
     }
     if let Some(op) = act {
-        math::unary(isa, op, vals);
+        let mut arg = [0f32; CHUNK];
+        for part in vals.chunks_mut(CHUNK) {
+            let a = &mut arg[..part.len()];
+            a.copy_from_slice(part);
+            math::unary(isa, op, a, part);
+        }
     }
 }
 
@@ -348,12 +386,16 @@ pub(crate) fn unary_vec<S: F32Convert, D: F32Convert + Send + Sync>(
     op: UnaryOp,
     src: &[S],
 ) -> Vec<D> {
-    build(isa, src.len(), |start, d| {
-        let mut buf = [0f32; CHUNK];
-        let b = &mut buf[..d.len()];
-        S::load(isa, &src[start..start + d.len()], b);
-        math::unary(isa, op, b);
-        D::store(isa, b, d);
+    build_from_f32(isa, src.len(), |start, w, scratch| {
+        let s = &src[start..start + w.len()];
+        match S::as_f32(s) {
+            Some(s32) => math::unary(isa, op, s32, w),
+            None => {
+                let wide = &mut scratch[..w.len()];
+                S::load(isa, s, wide);
+                math::unary(isa, op, wide, w);
+            }
+        }
     })
 }
 
@@ -364,15 +406,17 @@ pub(crate) fn binary_vec<S: F32Convert, D: F32Convert + Send + Sync>(
     a: &[S],
     b: &[S],
 ) -> Vec<D> {
-    build(isa, a.len(), |start, d| {
-        let r = start..start + d.len();
-        let mut ba = [0f32; CHUNK];
-        let mut bb = [0f32; CHUNK];
-        let (xa, xb) = (&mut ba[..d.len()], &mut bb[..d.len()]);
-        S::load(isa, &a[r.clone()], xa);
-        S::load(isa, &b[r], xb);
-        math::binary(isa, op, xa, xb);
-        D::store(isa, xa, d);
+    build_from_f32(isa, a.len(), |start, w, scratch| {
+        let r = start..start + w.len();
+        match (S::as_f32(&a[r.clone()]), S::as_f32(&b[r.clone()])) {
+            (Some(a32), Some(b32)) => math::binary(isa, op, a32, b32, w),
+            _ => {
+                let (wa, wb) = scratch.split_at_mut(w.len());
+                S::load(isa, &a[r.clone()], wa);
+                S::load(isa, &b[r], wb);
+                math::binary(isa, op, wa, wb, w);
+            }
+        }
     })
 }
 
