@@ -126,25 +126,45 @@ pub(crate) fn mlp_step(device: &Device, low: Option<DType>) -> Res<f64> {
     adamw_step_ms(&model, &mut opt, (&x, &y), low, 5)
 }
 
-/// GB/s of the casts f32 → bf16, f32 → f16, bf16 → f32, the fused unscale
-/// and the copy they are compared with, each the median of 3 rounds. Each
-/// round measures the copy, then the others in a rotated order, so no op
-/// follows the copy in more than one round: on this project's machine the
-/// op measured right after it often ran slower (up to 2×), which a fixed
-/// order would charge to one figure every time.
-fn bandwidths(device: &Device) -> Res<[f64; 6]> {
+/// The memory-bound ops measured against the best copy: a row name (and
+/// PyTorch's key) each.
+const MEMORY_OPS: [&str; 8] = [
+    "cast_f32_bf16_gbs",
+    "cast_f32_f16_gbs",
+    "cast_bf16_f32_gbs",
+    "unscale_gbs",
+    "relu_f32_gbs",
+    "add_f32_gbs",
+    "add_bf16_gbs",
+    "adamw_f32_gbs",
+];
+
+/// GB/s of [`MEMORY_OPS`] and then of the two copies they are compared with,
+/// each the median of 3 rounds. Each round measures the copies, then the
+/// others in a rotated order, so no op follows the copy in more than one
+/// round: on this project's machine the op measured right after it often ran
+/// slower (up to 2×), which a fixed order would charge to one figure every time.
+fn bandwidths(device: &Device) -> Res<[f64; 10]> {
     const ROUNDS: usize = 3;
+    let ops = MEMORY_OPS.len();
     let op = |i: usize| match i {
         0 => cast(device, DType::F32, DType::BF16),
         1 => cast(device, DType::F32, DType::F16),
         2 => cast(device, DType::BF16, DType::F32),
         3 => unscale(device),
-        4 => copy_bandwidth(),
+        4 => elementwise(device, DType::F32, 8, |x, _| x.relu()),
+        5 => elementwise(device, DType::F32, 12, |x, y| x.add(y)),
+        6 => elementwise(device, DType::BF16, 6, |x, y| x.add(y)),
+        7 => adamw(device),
+        8 => copy_bandwidth(),
         _ => streaming_copy_bandwidth(),
     };
-    let mut runs: [Vec<f64>; 6] = Default::default();
+    let mut runs: [Vec<f64>; 10] = Default::default();
     for r in 0..ROUNDS {
-        for i in [4, 5].into_iter().chain((0..4).map(|j| (r + j) % 4)) {
+        for i in [ops, ops + 1]
+            .into_iter()
+            .chain((0..ops).map(|j| (r * 3 + j) % ops))
+        {
             runs[i].push(op(i)?);
         }
     }
@@ -164,6 +184,50 @@ fn cast(device: &Device, from: DType, to: DType) -> Res<f64> {
         Ok(())
     })?;
     Ok(bytes as f64 / s / 1e9)
+}
+
+/// GB/s of `f(x, y)` over two 16 Mi-element tensors of `dtype`, moving
+/// `bytes` bytes per element (read + written).
+fn elementwise(
+    device: &Device,
+    dtype: DType,
+    bytes: usize,
+    f: impl Fn(&Tensor, &Tensor) -> amp_tensor::Result<Tensor>,
+) -> Res<f64> {
+    let n = 1usize << 24;
+    let x = Tensor::randn(&[n], dtype, device, 7)?;
+    let y = Tensor::randn(&[n], dtype, device, 8)?;
+    let s = median_time(9, || {
+        f(&x, &y)?;
+        Ok(())
+    })?;
+    Ok((n * bytes) as f64 / s / 1e9)
+}
+
+/// GB/s of the fused AdamW step over 16 Mi f32 parameters: reads the
+/// parameter, gradient and both moments, writes the parameter and moments
+/// (28 bytes per element).
+fn adamw(device: &Device) -> Res<f64> {
+    let n = 1usize << 24;
+    let p = Tensor::randn(&[n], DType::F32, device, 9)?;
+    let g = Tensor::randn(&[n], DType::F32, device, 10)?;
+    let m = Tensor::zeros(&[n], DType::F32, device)?;
+    let v = Tensor::zeros(&[n], DType::F32, device)?;
+    let mut step = 0;
+    let s = median_time(9, || {
+        step += 1;
+        let hyper = amp_tensor::backend::AdamWStep {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 1e-2,
+            step,
+        };
+        ops::adamw_step(&p, &g, &m, &v, &hyper)?;
+        Ok(())
+    })?;
+    Ok((n * 28) as f64 / s / 1e9)
 }
 
 /// GB/s of the fused unscale over 16 Mi f32 (read + write).
@@ -198,15 +262,12 @@ fn copy_bandwidth() -> Res<f64> {
 /// machine's best copy of the same bytes, and the copies (`--only memory`).
 fn memory_rows(device: &Device, figs: &mut Vec<Figure>) -> Res<()> {
     let fig = Figure::new;
-    eprintln!("  casts, unscale, copy");
-    let [c_bf16, c_f16, c_wide, u, copy, streamed] = bandwidths(device)?;
+    eprintln!("  casts, elementwise, unscale, AdamW, copy");
+    let measured = bandwidths(device)?;
+    let (copy, streamed) = (measured[MEMORY_OPS.len()], measured[MEMORY_OPS.len() + 1]);
     // The best copy of these bytes on this machine that we know of.
     let best = copy.max(streamed);
-    for (gbs, key) in [
-        (c_bf16, "cast_f32_bf16_gbs"),
-        (c_f16, "cast_f32_f16_gbs"),
-        (c_wide, "cast_bf16_f32_gbs"),
-    ] {
+    for (key, gbs) in MEMORY_OPS.into_iter().zip(measured) {
         figs.push(fig(key.into(), "GB/s", gbs, Some(key.into()), false, ""));
         figs.push(fig(
             format!("{key} / best copy"),
@@ -217,22 +278,6 @@ fn memory_rows(device: &Device, figs: &mut Vec<Figure>) -> Res<()> {
             "≥ 0.8×",
         ));
     }
-    figs.push(fig(
-        "unscale_gbs".into(),
-        "GB/s",
-        u,
-        Some("unscale_gbs".into()),
-        false,
-        "",
-    ));
-    figs.push(fig(
-        "unscale_gbs / best copy".into(),
-        "×",
-        u / best,
-        None,
-        false,
-        "≥ 0.8×",
-    ));
     figs.push(fig(
         "copy_gbs".into(),
         "GB/s",

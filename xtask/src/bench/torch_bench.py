@@ -162,7 +162,7 @@ def resnet_step_ms(autocast):
         opt.step()
     return median_time(step, 3) * 1e3
 def memory_rows():
-    """Casts, unscale and copy over 16 Mi elements (`--only memory`)."""
+    """Casts, elementwise ops, unscale, AdamW and copy over 16 Mi elements (`--only memory`)."""
     n = 1 << 24
     x = torch.randn(n)
     out["cast_f32_bf16_gbs"] = n * 6 / median_time(lambda: x.to(torch.bfloat16), 9) / 1e9
@@ -173,6 +173,15 @@ def memory_rows():
     inv = torch.full((1,), 1.0 / 65536)
     g = torch.randn(n)
     out["unscale_gbs"] = n * 8 / median_time(lambda: torch._amp_foreach_non_finite_check_and_unscale_([g], found, inv), 9) / 1e9
+    y = torch.randn(n)
+    out["relu_f32_gbs"] = n * 8 / median_time(lambda: torch.relu(x), 9) / 1e9
+    out["add_f32_gbs"] = n * 12 / median_time(lambda: x + y, 9) / 1e9
+    yb = y.to(torch.bfloat16)
+    out["add_bf16_gbs"] = n * 6 / median_time(lambda: xb + yb, 9) / 1e9
+    p = torch.nn.Parameter(torch.randn(n))
+    p.grad = torch.randn(n)
+    opt = torch.optim.AdamW([p], lr=1e-3, weight_decay=1e-2, fused=True)
+    out["adamw_f32_gbs"] = n * 28 / median_time(opt.step, 9) / 1e9
     dst = torch.empty(n)
     out["copy_gbs"] = n * 8 / median_time(lambda: dst.copy_(x), 9) / 1e9
 
