@@ -50,9 +50,10 @@
 //! report, checkpoints and resume, divergence stops, metrics and a progress
 //! bar, is [`train::Trainer`]. The digits run is one caller of it
 //! ([`train::train`]); the binary (`cargo run --release -p amp-train`) wraps
-//! that with flags, a `--metrics` JSON and a `--plot` SVG. [`Precision::Auto`] follows the mission's rule:
-//! bf16 where `device.is_bf16_supported()`, else f16 with a `GradScaler` on
-//! CUDA, else f32 on a CPU without native bf16 (emulated bf16 would be slower).
+//! that with flags, a `--metrics` JSON and a `--plot` SVG. [`Precision::Auto`] measures on a
+//! CPU ([`ProductTimes`], [`choose_by_speed`]: the fastest of f32, bf16 and f16,
+//! a low precision only when clearly faster); on CUDA it is bf16 where
+//! `device.is_bf16_supported()`, else f16 with a `GradScaler`.
 
 mod device;
 mod error;
@@ -71,7 +72,7 @@ pub mod train;
 pub use amp_dist as dist;
 pub use device::{best_device, cuda_device, DeviceSpec};
 pub use error::{Error, Result};
-pub use precision::{Precision, PrecisionChoice};
+pub use precision::{choose_by_speed, Precision, PrecisionChoice, ProductTimes, AUTO_MARGIN};
 pub mod demo;
 #[cfg(feature = "cli")]
 pub mod plot;

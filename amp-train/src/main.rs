@@ -317,7 +317,7 @@ fn run_train(
         seed: args.run.seed,
         ..TrainConfig::default()
     };
-    let choice = config.fit.precision.resolve(&device);
+    let choice = config.fit.resolve_precision(&device)?;
     if leads(group) {
         println!("dtype is {} ({})", choice.dtype, choice.reason);
         let layers: Vec<String> = config.layers.iter().map(|w| w.to_string()).collect();
@@ -348,7 +348,7 @@ fn run_cnn(
         seed: args.run.seed,
         channels: args.channels,
     };
-    let choice = config.fit.precision.resolve(&device);
+    let choice = config.fit.resolve_precision(&device)?;
     if leads(group) {
         println!("dtype is {} ({})", choice.dtype, choice.reason);
         println!(
@@ -401,7 +401,7 @@ fn run_lm(
         heads: args.heads,
         ..LmConfig::default()
     };
-    let choice = config.fit.precision.resolve(&device);
+    let choice = config.fit.resolve_precision(&device)?;
     if leads(group) {
         println!("dtype is {} ({})", choice.dtype, choice.reason);
         println!(

@@ -5,7 +5,7 @@
 
 #[cfg(feature = "digits")]
 use crate::data::{DIGITS_CLASSES, DIGITS_FEATURES};
-use crate::precision::Precision;
+use crate::precision::{agree_over_ranks, Precision, PrecisionChoice};
 use crate::{Error, Result};
 use amp_dist::ProcessGroup;
 use std::path::PathBuf;
@@ -75,6 +75,18 @@ impl Default for FitConfig {
 }
 
 impl FitConfig {
+    /// The precision this run computes in on `device`: [`Precision::resolve`],
+    /// then, over a process group, the ranks' most conservative choice, so
+    /// all of them agree.
+    pub fn resolve_precision(&self, device: &amp_tensor::Device) -> Result<PrecisionChoice> {
+        let choice = self.precision.resolve(device);
+        Ok(agree_over_ranks(
+            choice,
+            device,
+            self.process_group.as_ref(),
+        )?)
+    }
+
     /// Checks the ranges: epochs and the evaluation batch ≥ 1, a skip limit
     /// ≥ 1 (or none), a finite minimum loss scale ≥ the smallest normal f32.
     pub fn validate(&self) -> Result<()> {

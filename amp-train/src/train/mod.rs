@@ -166,7 +166,7 @@ impl<'a, M: Module + ?Sized, O: Optimizer + ?Sized> Trainer<'a, M, O> {
             // Refuse a path that is not ours before training, not after the first epoch.
             checkpoint::check_target(path)?;
         }
-        let choice = config.precision.resolve(&device);
+        let choice = config.resolve_precision(&device)?;
         let group = config.process_group.clone();
         let rank0 = group.as_ref().is_none_or(|g| g.rank() == 0);
         let mut scaler = build_scaler(&config, &choice, None)?;
