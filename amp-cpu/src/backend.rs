@@ -241,7 +241,7 @@ impl Backend for CpuBackend {
 
     fn to_host(&self, src: View<'_>) -> Result<HostStorage> {
         let (h, l) = host("to_host", src)?;
-        Ok(elementwise::gather_view(h, l))
+        Ok(elementwise::copy_view(self.isa, h, l))
     }
 
     fn full(&self, numel: usize, value: f64, dtype: DType) -> Result<Storage> {
@@ -253,7 +253,7 @@ impl Backend for CpuBackend {
     fn cast(&self, src: View<'_>, out: DType) -> Result<Storage> {
         let (h, l) = host("cast", src)?;
         if h.dtype() == out {
-            return Ok(Storage::Host(elementwise::gather_view(h, l)));
+            return Ok(Storage::Host(elementwise::copy_view(self.isa, h, l)));
         }
         if !fast(h.dtype()) {
             return ReferenceBackend.cast(src, out);

@@ -42,6 +42,28 @@ pub(crate) fn gather_view(h: &HostStorage, l: &Layout) -> HostStorage {
     with_host_storage!(h, v => HostElement::into_host(gather_strided(v, l, |x| x, |d, s| d.copy_from_slice(s))))
 }
 
+/// [`gather_view`], except that a large contiguous view is copied by every
+/// thread with non-temporal stores: a plain `to_vec` is one thread's
+/// `memcpy`, which on this project's AVX2 EPYC moved 64 MiB at about 16 GB/s,
+/// against about 35 for the streamed copy on both cores.
+pub(crate) fn copy_view(isa: Isa, h: &HostStorage, l: &Layout) -> HostStorage {
+    match l.contiguous_range() {
+        Some(r) if r.len() * h.dtype().size_in_bytes() >= STREAM_MIN_BYTES => {
+            with_host_storage!(h, v => HostElement::into_host(copy_streaming(isa, &v[r])))
+        }
+        _ => gather_view(h, l),
+    }
+}
+
+/// `src.to_vec()`, in parallel pieces written with non-temporal stores where
+/// the level has them.
+fn copy_streaming<T: Copy + Send + Sync>(isa: Isa, src: &[T]) -> Vec<T> {
+    fill_uninit(src.len(), |start, dst| {
+        write_uninit(isa, dst, &src[start..start + dst.len()], true);
+        stream::fence(isa);
+    })
+}
+
 /// A strided view of a fast dtype cast to another fast dtype in one blocked pass
 /// (the transposed weight gradients that autocast casts back to f32): the same
 /// values as gathering and then casting.
@@ -506,6 +528,28 @@ mod tests {
             );
             let got: Vec<f32> = cast_vec(isa, &want16);
             assert_eq!(got, wide, "{isa:?} bf16 -> f32");
+        }
+    }
+
+    #[test]
+    fn large_contiguous_copies_equal_the_view_on_every_isa() {
+        use amp_dtype::bf16;
+        // A contiguous view that starts at an odd offset and ends off a vector,
+        // above STREAM_MIN_BYTES for every dtype here.
+        let n = 5_000_003;
+        let range = Layout::new(vec![n - 10], vec![1], 7);
+        let storages = [
+            HostElement::into_host((0..n).map(|i| i as f32 * 0.5).collect::<Vec<_>>()),
+            HostElement::into_host((0..n).map(|i| bf16::from_f32(i as f32)).collect::<Vec<_>>()),
+            HostElement::into_host((0..n as i64).map(|i| i * 3 - 7).collect::<Vec<_>>()),
+            HostElement::into_host((0..n).map(|i| i % 3 == 0).collect::<Vec<_>>()),
+        ];
+        for h in &storages {
+            let want = h.gather_view(&range);
+            for isa in Isa::available() {
+                let got = copy_view(isa, h, &range);
+                assert!(got == want, "{isa} {}", h.dtype());
+            }
         }
     }
 

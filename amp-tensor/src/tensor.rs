@@ -517,8 +517,11 @@ impl Tensor {
                 rhs: T::DTYPE,
             });
         }
-        let host = self.with_view(|v| self.device().backend().to_host(v))??;
-        Ok(T::slice(&host).expect("dtype checked").to_vec())
+        let mut host = self.with_view(|v| self.device().backend().to_host(v))??;
+        // The backend's copy is ours: move its vector out rather than copy it again.
+        Ok(std::mem::take(
+            T::slice_mut(&mut host).expect("dtype checked"),
+        ))
     }
 
     /// The elements in logical order, widened to f64 (exact for every float format).
