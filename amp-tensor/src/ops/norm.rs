@@ -6,9 +6,10 @@
 //! variance; the result is in the input's dtype. A bf16/f16 input may come
 //! with f32 weight, bias and running statistics — PyTorch's mixed-type CPU
 //! kernels, and what an autocast region gives these ops after a lowered
-//! convolution. Batch norm runs as one autograd node on a backend with
-//! per-channel kernels (the CPU's), else — and group norm always — as a
-//! composition whose backward follows from its parts.
+//! convolution. Batch and group norm run as one autograd node each on a
+//! backend with per-channel kernels (the CPU's; group norm sees its groups
+//! as channels for the statistics and its channels per sample for the
+//! affine map), else as a composition whose backward follows from its parts.
 
 use super::{require_float, same_device};
 use crate::dispatch::dispatch;
@@ -377,6 +378,156 @@ fn fused_batch_norm(
     )))
 }
 
+/// Group norm as one autograd node on the per-channel kernels that batch norm
+/// uses, or `None` where the backend has none (then it is composed). The
+/// statistics are the per-"channel" moments of `x` seen as `[1, N·G, C/G·L]`
+/// (one channel per group of every sample); the normalisation is the
+/// per-channel affine map of `x` seen as `[1, N·C, L]`, with each group's
+/// mean and `w·rstd` spread over its channels; backward takes the sums
+/// `Σ g` and `Σ g·(x − mean)` per `(sample, channel)` in one pass, combines
+/// them per group (small tensors), and writes
+/// `dx = g·w·rstd + (x − mean)·(−rstd³·a₂) − rstd·a₁` in one more, where
+/// `a₁`, `a₂` are the group means of `g·w` and `g·w·(x − mean)`.
+fn fused_group_norm(
+    x: &Tensor,
+    groups: usize,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f64,
+) -> Result<Option<Tensor>> {
+    if x.dtype() == DType::F64 || x.numel() == 0 {
+        return Ok(None);
+    }
+    let (n, c) = (x.dims()[0], x.dims()[1]);
+    let (l, cg) = (x.numel() / (n * c), c / groups);
+    let per_group = cg * l;
+    let device = x.device().clone();
+    let backend = device.backend();
+    let xd = x.detach().contiguous()?;
+    let grouped = xd.reshape(&[1, n * groups, per_group])?;
+    let moments = {
+        let gi = grouped.materialised_input()?;
+        backend.channel_moments(gi.view())?
+    };
+    let Some((mean, var)) = moments else {
+        return Ok(None);
+    };
+    // The per-(sample, channel) terms are constants of the node below.
+    let constants = crate::no_grad();
+    let per_group_term = |s| Tensor::from_storage(s, &[n, groups, 1], &device);
+    let (mean, var) = (per_group_term(mean), per_group_term(var));
+    let rstd = var.add_scalar(eps)?.rsqrt()?;
+    // [N, G, 1] → [N·C]: a group's value for each of its channels.
+    let spread = move |t: &Tensor| -> Result<Tensor> {
+        t.broadcast_to(&[n, groups, cg])?
+            .contiguous()?
+            .reshape(&[n * c])
+    };
+    // [C] → [N·C]: a channel's value for every sample.
+    let per_sample = move |t: &Tensor| -> Result<Tensor> {
+        t.to_dtype(DType::F32)?
+            .reshape(&[1, c])?
+            .broadcast_to(&[n, c])?
+            .contiguous()?
+            .reshape(&[n * c])
+    };
+    let w = weight.map(|w| per_sample(&w.detach())).transpose()?;
+    let (mean_nc, rstd_nc) = (spread(&mean)?, spread(&rstd)?);
+    let scale = match &w {
+        Some(w) => rstd_nc.mul(w)?,
+        None => rstd_nc.clone(),
+    };
+    let shift = match bias {
+        Some(b) => per_sample(&b.detach())?,
+        None => Tensor::zeros(&[n * c], DType::F32, &device)?,
+    };
+    let xc = xd.reshape(&[1, n * c, l])?;
+    let Some(y) = channel_affine(&xc, None, [&mean_nc, &scale, &shift], None, x.dtype())? else {
+        return Ok(None);
+    };
+    let y = Tensor::from_storage(y, x.dims(), &device);
+    drop(constants);
+    let mut recorded = vec![x];
+    recorded.extend(weight);
+    recorded.extend(bias);
+    let grad_dtypes = (
+        x.grad_dtype(),
+        weight.map(|w| w.grad_dtype()),
+        bias.map(|b| b.grad_dtype()),
+    );
+    let dims = x.dims().to_vec();
+    Ok(Some(y.view_op_multi(
+        y.layout().clone(),
+        "group_norm",
+        &recorded,
+        move |grad| {
+            let (x_grad, w_grad, b_grad) = grad_dtypes;
+            let g = grad
+                .to_dtype(xc.dtype())?
+                .contiguous()?
+                .reshape(&[1, n * c, l])?;
+            let sums = {
+                let (xi, gi, mi) = (
+                    xc.materialised_input()?,
+                    g.materialised_input()?,
+                    mean_nc.materialised_input()?,
+                );
+                xc.device()
+                    .backend()
+                    .channel_grad_sums(xi.view(), gi.view(), mi.view())?
+            }
+            .ok_or_else(|| {
+                Error::invalid(
+                    "group_norm",
+                    "the backend computed the statistics but has no kernel for their gradient",
+                )
+            })?;
+            let on = xc.device();
+            let (sum_g, sum_gxmu) = (
+                Tensor::from_storage(sums.0, &[n * c], on),
+                Tensor::from_storage(sums.1, &[n * c], on),
+            );
+            // The group means of g·w and g·w·(x − mean), [N, G, 1].
+            let group_mean = |t: Tensor| -> Result<Tensor> {
+                let t = match &w {
+                    Some(w) => t.mul(w)?,
+                    None => t,
+                };
+                t.reshape(&[n, groups, cg])?
+                    .sum_dim(2, true)?
+                    .mul_scalar(1.0 / per_group as f64)
+            };
+            let (a1, a2) = (group_mean(sum_g.clone())?, group_mean(sum_gxmu.clone())?);
+            let x_scale = spread(&rstd.mul(&rstd)?.mul(&rstd)?.mul(&a2)?.neg()?)?;
+            let x_shift = spread(&rstd.mul(&a1)?.neg()?)?;
+            let dx = channel_affine(
+                &xc,
+                Some(&g),
+                [&mean_nc, &x_scale, &x_shift],
+                Some(&scale),
+                x_grad,
+            )?
+            .ok_or_else(|| {
+                Error::invalid("group_norm", "the backend has no per-channel affine kernel")
+            })?;
+            let mut grads = vec![Some(Tensor::from_storage(dx, &dims, on))];
+            if let Some(dtype) = w_grad {
+                let dw = sum_gxmu
+                    .mul(&rstd_nc)?
+                    .reshape(&[n, c])?
+                    .sum_dim(0, false)?;
+                grads.push(Some(dw.to_dtype(dtype)?));
+            }
+            if let Some(dtype) = b_grad {
+                grads.push(Some(
+                    sum_g.reshape(&[n, c])?.sum_dim(0, false)?.to_dtype(dtype)?,
+                ));
+            }
+            Ok(grads)
+        },
+    )))
+}
+
 /// The backend's [`crate::backend::Backend::channel_affine`] of the
 /// contiguous `x` (and `grad`) with the f32 `[C]` terms `[mean, scale, shift]`.
 fn channel_affine(
@@ -448,6 +599,9 @@ pub fn group_norm(
         }
         if eps.is_nan() || eps < 0.0 {
             return Err(Error::invalid(op, format!("eps must be >= 0, got {eps}")));
+        }
+        if let Some(y) = fused_group_norm(x, groups, w, b, eps)? {
+            return Ok(y);
         }
         let acc = accumulation(x.dtype());
         let per_group = x.numel() / (n * groups).max(1);
