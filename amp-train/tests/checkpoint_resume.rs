@@ -167,3 +167,61 @@ fn mismatched_truncated_and_missing_checkpoints_are_clear_errors() {
     assert!(!missing.exists());
     fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn auto_resuming_a_checkpoint_keeps_the_dtype_that_run_computed_in() {
+    // Whatever `auto` measures on this machine, a resumed run continues in the
+    // checkpoint's dtype and says so; an explicit request is left alone (and a
+    // different one is refused by the resume, as before).
+    let device = amp_cpu::device();
+    let dir = temp("auto-resume");
+    let config = TrainConfig {
+        fit: FitConfig {
+            precision: Precision::BF16,
+            epochs: 1,
+            checkpoint: Some(dir.clone()),
+            ..FitConfig::default()
+        },
+        seed: 5,
+        ..TrainConfig::default()
+    };
+    train(&config, &device).unwrap();
+    let auto = FitConfig {
+        precision: Precision::Auto,
+        epochs: 2,
+        resume: Some(dir.clone()),
+        checkpoint: Some(dir.clone()),
+        ..config.fit.clone()
+    };
+    let choice = auto.resolve_precision(&device).unwrap();
+    assert_eq!(choice.dtype, amp_tensor::DType::BF16, "{}", choice.reason);
+    assert!(!choice.grad_scaler);
+    let measured = Precision::Auto.resolve(&device);
+    if measured.dtype != amp_tensor::DType::BF16 {
+        assert!(
+            choice.reason.contains("the run being resumed"),
+            "{}",
+            choice.reason
+        );
+    }
+    let resumed = train(
+        &TrainConfig {
+            fit: auto,
+            ..config.clone()
+        },
+        &device,
+    )
+    .unwrap();
+    assert_eq!(resumed.report.precision.dtype, amp_tensor::DType::BF16);
+    assert_eq!(resumed.report.start_epoch, 1);
+    let explicit = FitConfig {
+        precision: Precision::F32,
+        resume: Some(dir.clone()),
+        ..config.fit.clone()
+    };
+    assert_eq!(
+        explicit.resolve_precision(&device).unwrap().dtype,
+        amp_tensor::DType::F32
+    );
+    fs::remove_dir_all(&dir).unwrap();
+}

@@ -75,11 +75,29 @@ impl Default for FitConfig {
 }
 
 impl FitConfig {
-    /// The precision this run computes in on `device`: [`Precision::resolve`],
-    /// then, over a process group, the ranks' most conservative choice, so
-    /// all of them agree.
+    /// The precision this run computes in on `device`: [`Precision::resolve`];
+    /// for `Auto` resuming a checkpoint, the dtype that run computed in (a
+    /// measurement must not change a run halfway); then, over a process
+    /// group, the ranks' most conservative choice, so all of them agree.
     pub fn resolve_precision(&self, device: &amp_tensor::Device) -> Result<PrecisionChoice> {
-        let choice = self.precision.resolve(device);
+        let mut choice = self.precision.resolve(device);
+        let resumed = self
+            .resume
+            .as_deref()
+            .filter(|_| self.precision == Precision::Auto);
+        if let Some(saved) = resumed.and_then(|path| super::resume::saved_dtype(path, device)) {
+            if saved != choice.dtype {
+                choice = PrecisionChoice {
+                    dtype: saved,
+                    grad_scaler: saved == amp_tensor::DType::F16,
+                    reason: format!(
+                        "auto: {saved}, the dtype of the run being resumed (measured now: {})",
+                        choice.reason
+                    ),
+                    ..choice
+                };
+            }
+        }
         Ok(agree_over_ranks(
             choice,
             device,

@@ -46,6 +46,15 @@ pub(super) struct RunIdentity<'a> {
     pub run: &'a BTreeMap<String, serde_json::Value>,
 }
 
+/// The dtype the run checkpointed at `path` computed in, if `path` holds a
+/// readable checkpoint of an amp-train run (else `None`: the resume itself
+/// then reports what is wrong).
+pub(crate) fn saved_dtype(path: &Path, device: &Device) -> Option<amp_tensor::DType> {
+    let ck = Checkpoint::open(path, device).ok()?;
+    let state: ResumeState = serde_json::from_value(ck.extra().clone()).ok()?;
+    state.dtype.parse().ok()
+}
+
 /// Writes the checkpoint after `report.epochs` epochs.
 pub(super) fn save<M: Module + ?Sized, O: Optimizer + ?Sized>(
     path: &Path,
