@@ -89,6 +89,18 @@ impl ConvCase {
     }
 }
 
+/// Copies of `tensors` on `device`, detached, each a leaf that requires grad.
+fn leaves_on(device: &Device, tensors: &[&Tensor]) -> Result<Vec<Tensor>> {
+    let leaves: Vec<Tensor> = tensors
+        .iter()
+        .map(|t| t.to_device(device).map(|t| t.detach()))
+        .collect::<Result<_>>()?;
+    for l in &leaves {
+        l.set_requires_grad(true)?;
+    }
+    Ok(leaves)
+}
+
 fn conv_cases() -> Vec<ConvCase> {
     let o = Conv2dOptions::default;
     vec![
@@ -573,13 +585,7 @@ on_every_device!(
             // Training and evaluation mode, with and without the affine parameters.
             for (training, affine) in [(true, true), (false, true), (true, false)] {
                 let run = |dev: &Device| -> Result<Vec<Tensor>> {
-                    let leaves: Vec<Tensor> = [&x, &wt, &bs]
-                        .iter()
-                        .map(|t| t.to_device(dev).map(|t| t.detach()))
-                        .collect::<Result<_>>()?;
-                    for l in &leaves {
-                        l.set_requires_grad(true)?;
-                    }
+                    let leaves = leaves_on(dev, &[&x, &wt, &bs])?;
                     let (rm, rv) = (rm.to_device(dev)?, rv.to_device(dev)?);
                     let running = RunningStats {
                         mean: &rm,
@@ -637,13 +643,7 @@ on_every_device!(
                 let wt = Tensor::randn(&[c], DType::F32, d, 16)?;
                 let bs = Tensor::randn(&[c], DType::F32, d, 17)?;
                 let run = |dev: &Device| -> Result<(Tensor, Vec<Tensor>)> {
-                    let leaves: Vec<Tensor> = [&x, &wt, &bs]
-                        .iter()
-                        .map(|t| t.to_device(dev).map(|t| t.detach()))
-                        .collect::<Result<_>>()?;
-                    for l in &leaves {
-                        l.set_requires_grad(true)?;
-                    }
+                    let leaves = leaves_on(dev, &[&x, &wt, &bs])?;
                     let y = ops::group_norm(
                         &leaves[0],
                         groups,

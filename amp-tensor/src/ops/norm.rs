@@ -308,14 +308,7 @@ fn fused_batch_norm(
     };
     let y = Tensor::from_storage(y, x.dims(), &device);
     drop(constants);
-    let mut recorded = vec![x];
-    recorded.extend(weight);
-    recorded.extend(bias);
-    let grad_dtypes = (
-        x.grad_dtype(),
-        weight.map(|w| w.grad_dtype()),
-        bias.map(|b| b.grad_dtype()),
-    );
+    let (recorded, grad_dtypes) = recorded_inputs(x, weight, bias);
     let training = options.training;
     Ok(Some(y.view_op_multi(
         y.layout().clone(),
@@ -324,22 +317,7 @@ fn fused_batch_norm(
         move |grad| {
             let (x_grad, w_grad, b_grad) = grad_dtypes;
             let g = grad.to_dtype(xd.dtype())?.contiguous()?;
-            let sums = {
-                let (xi, gi, mi) = (
-                    xd.materialised_input()?,
-                    g.materialised_input()?,
-                    mean.materialised_input()?,
-                );
-                xd.device()
-                    .backend()
-                    .channel_grad_sums(xi.view(), gi.view(), mi.view())?
-            }
-            .ok_or_else(|| {
-                Error::invalid(
-                    "batch_norm",
-                    "the backend computed the statistics but has no kernel for their gradient",
-                )
-            })?;
+            let sums = channel_grad_sums("batch_norm", &xd, &g, &mean)?;
             let (sum_g, sum_gxmu) = (per_channel(sums.0), per_channel(sums.1));
             // dx = g·scale + (x − mean)·x_scale + x_shift, scale = w·rstd.
             let (x_scale, x_shift) = if training {
@@ -447,14 +425,7 @@ fn fused_group_norm(
     };
     let y = Tensor::from_storage(y, x.dims(), &device);
     drop(constants);
-    let mut recorded = vec![x];
-    recorded.extend(weight);
-    recorded.extend(bias);
-    let grad_dtypes = (
-        x.grad_dtype(),
-        weight.map(|w| w.grad_dtype()),
-        bias.map(|b| b.grad_dtype()),
-    );
+    let (recorded, grad_dtypes) = recorded_inputs(x, weight, bias);
     let dims = x.dims().to_vec();
     Ok(Some(y.view_op_multi(
         y.layout().clone(),
@@ -466,22 +437,7 @@ fn fused_group_norm(
                 .to_dtype(xc.dtype())?
                 .contiguous()?
                 .reshape(&[1, n * c, l])?;
-            let sums = {
-                let (xi, gi, mi) = (
-                    xc.materialised_input()?,
-                    g.materialised_input()?,
-                    mean_nc.materialised_input()?,
-                );
-                xc.device()
-                    .backend()
-                    .channel_grad_sums(xi.view(), gi.view(), mi.view())?
-            }
-            .ok_or_else(|| {
-                Error::invalid(
-                    "group_norm",
-                    "the backend computed the statistics but has no kernel for their gradient",
-                )
-            })?;
+            let sums = channel_grad_sums("group_norm", &xc, &g, &mean_nc)?;
             let on = xc.device();
             let (sum_g, sum_gxmu) = (
                 Tensor::from_storage(sums.0, &[n * c], on),
@@ -526,6 +482,53 @@ fn fused_group_norm(
             Ok(grads)
         },
     )))
+}
+
+/// The dtypes of the gradients of `x`, the weight and the bias.
+type GradDTypes = (DType, Option<DType>, Option<DType>);
+
+/// The inputs a fused normalisation records (`x`, then the weight and bias
+/// it was given) and the dtypes their gradients take.
+fn recorded_inputs<'a>(
+    x: &'a Tensor,
+    weight: Option<&'a Tensor>,
+    bias: Option<&'a Tensor>,
+) -> (Vec<&'a Tensor>, GradDTypes) {
+    let mut recorded = vec![x];
+    recorded.extend(weight);
+    recorded.extend(bias);
+    let grad_dtypes = (
+        x.grad_dtype(),
+        weight.map(|w| w.grad_dtype()),
+        bias.map(|b| b.grad_dtype()),
+    );
+    (recorded, grad_dtypes)
+}
+
+/// The backend's [`crate::backend::Backend::channel_grad_sums`] of the
+/// contiguous `x` and `grad` with the f32 `mean`: `(Σ grad, Σ grad·(x − mean))`
+/// per channel — an error for `op` if the backend, which computed the
+/// statistics, has no kernel for their gradient.
+fn channel_grad_sums(
+    op: &'static str,
+    x: &Tensor,
+    grad: &Tensor,
+    mean: &Tensor,
+) -> Result<(crate::backend::Storage, crate::backend::Storage)> {
+    let (xi, gi, mi) = (
+        x.materialised_input()?,
+        grad.materialised_input()?,
+        mean.materialised_input()?,
+    );
+    x.device()
+        .backend()
+        .channel_grad_sums(xi.view(), gi.view(), mi.view())?
+        .ok_or_else(|| {
+            Error::invalid(
+                op,
+                "the backend computed the statistics but has no kernel for their gradient",
+            )
+        })
 }
 
 /// The backend's [`crate::backend::Backend::channel_affine`] of the
