@@ -416,6 +416,10 @@ fn measure(device: &Device, only: Option<&str>) -> Res<Vec<Figure>> {
         memory_rows(device, &mut figs)?;
         return Ok(figs);
     }
+    if only == Some("transformer") {
+        transformer_rows(device, &mut figs)?;
+        return Ok(figs);
+    }
     let fig = Figure::new;
     // The peak of the instruction each GEMM row's kernel is built on.
     let isa = amp_cpu::isa();
@@ -738,8 +742,9 @@ pub fn run(args: &[String]) -> ExitCode {
             "--only" => match it.next().map(String::as_str) {
                 Some("cnn") => only = Some("cnn"),
                 Some("memory") => only = Some("memory"),
+                Some("transformer") => only = Some("transformer"),
                 _ => {
-                    eprintln!("error: --only takes a group of rows: cnn or memory");
+                    eprintln!("error: --only takes a group of rows: cnn, memory or transformer");
                     return ExitCode::from(2);
                 }
             },
@@ -751,7 +756,7 @@ pub fn run(args: &[String]) -> ExitCode {
                 }
             },
             other => {
-                eprintln!("error: unknown argument to bench: {other:?}\nusage: cargo xtask bench [--torch PYTHON] [--rounds N] [--only cnn|memory]");
+                eprintln!("error: unknown argument to bench: {other:?}\nusage: cargo xtask bench [--torch PYTHON] [--rounds N] [--only cnn|memory|transformer]");
                 return ExitCode::from(2);
             }
         }

@@ -186,10 +186,29 @@ def memory_rows():
     out["copy_gbs"] = n * 8 / median_time(lambda: dst.copy_(x), 9) / 1e9
 
 
-# `--only cnn` / `--only memory`: those rows alone (as `cargo xtask bench --only ...`).
+def transformer_rows():
+    """Attention forward + backward, its memory, and the GPT step (`--only transformer`)."""
+    for t in (512, 1024, 2048):
+        out[f"attn_bf16_T{t}_ms"] = median_time(attention_pass_fn(t), 5 if t >= 2048 else 9) * 1e3
+    for t in (512, 1024, 2048):
+        peak, base = rss_in_child(f"attn-{t}")
+        out[f"attn_bf16_T{t}_rss_mib"] = peak - base
+    out["gpt_step_f32_tok_s"] = BATCH * CONTEXT / median_time(gpt_step_fn(False), 5)
+    out["gpt_step_bf16_tok_s"] = BATCH * CONTEXT / median_time(gpt_step_fn(True), 5)
+    for workload, key in (("gpt-f32", "gpt_f32"), ("gpt-bf16", "gpt_bf16")):
+        peak, base = rss_in_child(workload)
+        out[f"{key}_peak_rss_mib"] = peak
+        out[f"{key}_step_rss_mib"] = peak - base
+
+
+# `--only cnn` / `--only memory` / `--only transformer`: those rows alone (as `cargo xtask bench --only ...`).
 ONLY = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
 if ONLY == "memory":
     memory_rows()
+    print(json.dumps(out))
+    sys.exit(0)
+if ONLY == "transformer":
+    transformer_rows()
     print(json.dumps(out))
     sys.exit(0)
 for tag, c, hw in (("64c56", 64, 56), ("128c28", 128, 28)):
@@ -225,17 +244,7 @@ def mlp_step(autocast):
 out["step_f32_ms"] = mlp_step(False)
 out["step_bf16_ms"] = mlp_step(True)
 
-for t in (512, 1024, 2048):
-    out[f"attn_bf16_T{t}_ms"] = median_time(attention_pass_fn(t), 5 if t >= 2048 else 9) * 1e3
-for t in (512, 1024, 2048):
-    peak, base = rss_in_child(f"attn-{t}")
-    out[f"attn_bf16_T{t}_rss_mib"] = peak - base
-out["gpt_step_f32_tok_s"] = BATCH * CONTEXT / median_time(gpt_step_fn(False), 5)
-out["gpt_step_bf16_tok_s"] = BATCH * CONTEXT / median_time(gpt_step_fn(True), 5)
-for workload, key in (("gpt-f32", "gpt_f32"), ("gpt-bf16", "gpt_bf16")):
-    peak, base = rss_in_child(workload)
-    out[f"{key}_peak_rss_mib"] = peak
-    out[f"{key}_step_rss_mib"] = peak - base
+transformer_rows()
 
 memory_rows()
 
