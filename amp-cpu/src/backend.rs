@@ -537,12 +537,22 @@ impl Backend for CpuBackend {
         };
         let w = weight.map(|v| f32s(v, len, "weight")).transpose()?;
         let (mean, rstd) = (f32s(mean, rows, "mean")?, f32s(rstd, rows, "rstd")?);
-        let g = f32s(grad, l.numel(), "grad")?;
+        // Both read where they lie (a strided view is gathered first), a row
+        // at a time; the output is written whole, so it is not zeroed first.
         let (xs, off) = dense(h, l);
-        let mut dx = zeros(out, l.numel());
-        let (dw, db) = with_fast!(&*xs, x, S => with_host_storage!(&mut dx, d => reduce::layer_norm_backward::<S, _>(
-            self.isa, &x[off..], &g, w.as_deref(), &mean, &rstd, len, d
-        )));
+        let (gs, goff) = dense(gh, gl);
+        let mut dx = zeros(out, 0);
+        let (dw, db) = with_fast!(&*xs, x, S => with_fast!(&*gs, g, G => with_host_storage!(&mut dx, d => {
+            let mut v = Vec::with_capacity(l.numel());
+            let sums = reduce::layer_norm_backward::<S, G, _>(
+                self.isa, &x[off..], &g[goff..], w.as_deref(), &mean, &rstd, len, v.spare_capacity_mut()
+            );
+            // SAFETY: `layer_norm_backward` writes every element of the
+            // `l.numel()` it is given (whole rows of `len`).
+            unsafe { v.set_len(l.numel()) };
+            *d = v;
+            sums
+        })));
         let narrow =
             |v: Vec<f32>| elementwise::cast_range(self.isa, &HostStorage::F32(v), 0, len, out);
         Ok(Some((

@@ -6,13 +6,14 @@
 //! the same at every [`Isa`], so every level gives the same bits.
 
 use crate::convert::F32Convert;
-use crate::elementwise::{dense, PARALLEL_MIN};
+use crate::elementwise::{dense, write_uninit, PARALLEL_MIN};
 use crate::isa::{multiversion, Isa};
 use crate::math;
 use amp_dtype::DType;
 use amp_tensor::backend::{HostStorage, ReduceOp};
 use amp_tensor::Layout;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 multiversion! {
     /// Σ x in f64 over 16 fixed lanes.
@@ -315,6 +316,71 @@ multiversion! {
     }
 }
 
+/// One row of [`layer_norm_backward`]'s inputs: `x` (as f32), its output's
+/// gradient `g`, the weight, and the row's saved statistics.
+#[derive(Clone, Copy)]
+struct NormRow<'a> {
+    x: &'a [f32],
+    g: &'a [f32],
+    weight: Option<&'a [f32]>,
+    mean: f64,
+    rstd: f64,
+}
+
+multiversion! {
+    /// One row of [`layer_norm_backward`], in f64: `x̂` and `gx̂ = g·w` into
+    /// the scratch rows, `Σ g·x̂` and `Σ g` added into `dw` and `db`, the row
+    /// sums of `gx̂` and `gx̂·x̂` over 8 fixed lanes (so the loops vectorise),
+    /// and `dx = rstd·(gx̂ − mean(gx̂) − x̂·mean(gx̂·x̂))` rounded once into `dx`.
+    fn layer_norm_backward_row(
+        isa: Isa,
+        row: NormRow<'_>,
+        xhat: &mut [f64],
+        gxhat: &mut [f64],
+        dw: &mut [f64],
+        db: &mut [f64],
+        dx: &mut [f32],
+    ) {
+        let NormRow { x, g, weight, mean, rstd } = row;
+        let len = x.len();
+        let cols = xhat.iter_mut().zip(gxhat.iter_mut()).zip(dw.iter_mut().zip(db.iter_mut()));
+        let step = |xj: f32, gj: f32, wj: f64, ((xh, gh), (dwj, dbj)): ((&mut f64, &mut f64), (&mut f64, &mut f64))| {
+            let (xv, gv) = ((xj as f64 - mean) * rstd, gj as f64);
+            *xh = xv;
+            *gh = gv * wj;
+            *dwj += gv * xv;
+            *dbj += gv;
+        };
+        match weight {
+            Some(w) => {
+                for (((&xj, &gj), &wj), c) in x.iter().zip(g).zip(w).zip(cols) {
+                    step(xj, gj, wj as f64, c);
+                }
+            }
+            None => {
+                for ((&xj, &gj), c) in x.iter().zip(g).zip(cols) {
+                    step(xj, gj, 1.0, c);
+                }
+            }
+        }
+        let (mut s1, mut s2) = ([0f64; 8], [0f64; 8]);
+        let (gc, xc) = (gxhat.chunks_exact(8), xhat.chunks_exact(8));
+        let tail = gc.remainder().iter().zip(xc.remainder());
+        let (t1, t2) = tail.fold((0f64, 0f64), |(a, b), (&gh, &xh)| (a + gh, b + gh * xh));
+        for (gh, xh) in gc.zip(xc) {
+            for k in 0..8 {
+                s1[k] += gh[k];
+                s2[k] += gh[k] * xh[k];
+            }
+        }
+        let m1 = (s1.iter().sum::<f64>() + t1) / len as f64;
+        let m2 = (s2.iter().sum::<f64>() + t2) / len as f64;
+        for ((o, &gh), &xh) in dx.iter_mut().zip(gxhat.iter()).zip(xhat.iter()) {
+            *o = (rstd * (gh - m1 - xh * m2)) as f32;
+        }
+    }
+}
+
 /// Rows per task of [`layer_norm_backward`]: fixed, so that the weight and
 /// bias gradients are summed in the same order on any number of threads.
 const NORM_BACKWARD_ROWS: usize = 32;
@@ -322,44 +388,38 @@ const NORM_BACKWARD_ROWS: usize = 32;
 /// The gradients of [`layer_norm`] over rows of `len` (see
 /// `Backend::layer_norm_backward`), every step in f64 from the f32 statistics:
 /// `x̂ = (x − mean)·rstd`, `gx̂ = g·w`, `dx = rstd·(gx̂ − mean(gx̂) − x̂·mean(gx̂·x̂))`
-/// rounded once into `dx`; returns `(Σ g·x̂, Σ g)` over the rows, rounded to f32.
+/// rounded once into `dx`, every element of which is written; returns
+/// `(Σ g·x̂, Σ g)` over the rows, rounded to f32.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn layer_norm_backward<S: F32Convert, D: F32Convert>(
+pub(crate) fn layer_norm_backward<S: F32Convert, G: F32Convert, D: F32Convert>(
     isa: Isa,
     x: &[S],
-    g: &[f32],
+    g: &[G],
     weight: Option<&[f32]>,
     mean: &[f32],
     rstd: &[f32],
     len: usize,
-    dx: &mut [D],
+    dx: &mut [MaybeUninit<D>],
 ) -> (Vec<f32>, Vec<f32>) {
-    let task = |(c, out): (usize, &mut [D])| {
+    let task = |(c, out): (usize, &mut [MaybeUninit<D>])| {
         let (mut dw, mut db) = (vec![0f64; len], vec![0f64; len]);
-        let (mut xr, mut o) = (vec![0f32; len], vec![0f32; len]);
+        let (mut xr, mut gr, mut o) = (vec![0f32; len], vec![0f32; len], vec![0f32; len]);
+        let mut narrow = vec![D::from_f32(0.0); len];
         let (mut xhat, mut gxhat) = (vec![0f64; len], vec![0f64; len]);
         for (i, orow) in out.chunks_mut(len).enumerate() {
             let r = c * NORM_BACKWARD_ROWS + i;
             S::load(isa, &x[r * len..(r + 1) * len], &mut xr);
-            let gr = &g[r * len..(r + 1) * len];
-            let (m, rs) = (mean[r] as f64, rstd[r] as f64);
-            let (mut s1, mut s2) = (0f64, 0f64);
-            for j in 0..len {
-                let xh = (xr[j] as f64 - m) * rs;
-                let gj = gr[j] as f64;
-                let gxh = weight.map_or(gj, |w| gj * w[j] as f64);
-                xhat[j] = xh;
-                gxhat[j] = gxh;
-                s1 += gxh;
-                s2 += gxh * xh;
-                dw[j] += gj * xh;
-                db[j] += gj;
-            }
-            let (m1, m2) = (s1 / len as f64, s2 / len as f64);
-            for j in 0..len {
-                o[j] = (rs * (gxhat[j] - m1 - xhat[j] * m2)) as f32;
-            }
-            D::store(isa, &o, orow);
+            G::load(isa, &g[r * len..(r + 1) * len], &mut gr);
+            let row = NormRow {
+                x: &xr,
+                g: &gr,
+                weight,
+                mean: mean[r] as f64,
+                rstd: rstd[r] as f64,
+            };
+            layer_norm_backward_row(isa, row, &mut xhat, &mut gxhat, &mut dw, &mut db, &mut o);
+            D::store(isa, &o, &mut narrow);
+            write_uninit(isa, orow, &narrow, false);
         }
         (dw, db)
     };

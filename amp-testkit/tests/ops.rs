@@ -547,7 +547,9 @@ on_every_device!(
         // gradients summed over fixed row blocks), and the composed one
         // elsewhere, against the same op in f64 on the reference backend from
         // the same rounded values. Shapes: fewer rows than one block, many
-        // blocks, and enough elements for the parallel path.
+        // blocks, and enough elements for the parallel path; row lengths
+        // shorter than, a multiple of, and between multiples of the 8 lanes
+        // the CPU kernel sums over.
         let r = Device::reference();
         let f64_on_ref = |t: &Tensor| -> Result<Tensor> {
             let c = t.detach().to_device(&r)?.to_dtype(DType::F64)?;
@@ -555,7 +557,7 @@ on_every_device!(
             Ok(c)
         };
         for dtype in FLOATS {
-            for (si, shape) in [&[4usize, 7][..], &[3, 70, 48], &[64, 40, 32]]
+            for (si, shape) in [&[4usize, 7][..], &[6, 21], &[3, 70, 48], &[64, 40, 32]]
                 .iter()
                 .enumerate()
             {
