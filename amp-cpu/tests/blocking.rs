@@ -25,12 +25,16 @@ fn products_with_blocks_for_tiny_caches_match_the_reference() -> Result<()> {
         let d = amp_cpu::device_with_isa(isa)?;
         for dtype in [DType::F32, DType::BF16] {
             // Edge tiles, several depth and column blocks, a short and wide product
-            // (the column schedule), a batch, transposed operands.
+            // (the column schedule), a batch, transposed operands, and deep
+            // products with small outputs (the split-depth schedule: two and
+            // three depth parts, one of odd depth).
             for (b, m, k, n, transposed) in [
                 (1, 37, 300, 530, false),
                 (1, 300, 129, 700, true),
                 (3, 45, 200, 61, false),
                 (1, 8, 1000, 600, true),
+                (1, 30, 2049, 50, false),
+                (1, 20, 3100, 40, true),
             ] {
                 let a = Tensor::randn(&[b, m, k], DType::F32, &d, 1)?.to_dtype(dtype)?;
                 let w = if transposed {

@@ -22,6 +22,8 @@ const SHAPES: &[(usize, usize, usize)] = &[
     (25, 31, 33),
     (64, 300, 65),
     (7, 4096, 9),
+    // Deep with a small output: the CPU splits the depth in four parts.
+    (40, 5000, 33),
     (200, 40, 97),
     (45, 1100, 70),
     // Rows 1 KiB apart: the product's row stride gets one cache line more.

@@ -66,6 +66,27 @@ pub(super) fn takes_columns(kernel: Kernel, m: usize, n: usize) -> bool {
     n.div_ceil(COLUMN_GROUP * kernel.nr()) >= 2 * threads && m <= max_m
 }
 
+/// Depth per part of the split-depth schedule ([`Product::gemm_split_depth`]).
+const DEPTH_PART: usize = 1024;
+/// The most parts a product's depth is split into.
+const MAX_DEPTH_PARTS: usize = 8;
+/// Largest output (elements per batch) split by depth: each part beyond the
+/// first holds a copy of it.
+const DEPTH_SPLIT_MAX_OUTPUT: usize = 1 << 17;
+/// Elements per task when the parts are added.
+const DEPTH_SUM_CHUNK: usize = 1 << 14;
+
+/// How many depth ranges a product computed in parallel is split into: more
+/// than one for a small output over a deep product (the depth at least two
+/// [`DEPTH_PART`]s), never for AMX (unmeasured there). From the shape alone.
+#[inline]
+pub(super) fn depth_parts(kernel: Kernel, m: usize, k: usize, n: usize) -> usize {
+    if kernel.is_amx() || m * n > DEPTH_SPLIT_MAX_OUTPUT {
+        return 1;
+    }
+    (k / DEPTH_PART).clamp(1, MAX_DEPTH_PARTS)
+}
+
 /// The row-block height: at most [`MC`], small enough to give every thread
 /// work. In parallel, the f32 kernel takes blocks of [`F32_PARALLEL_TILES`]
 /// tiles: each block reuses the shared B block from L2 whatever its height,
@@ -209,10 +230,17 @@ impl<TA: Sync, TB: Sync, P: Packer<TA, TB>> Product<'_, P, TA, TB> {
                 .for_each(|(bi, cb)| self.gemm_one(bi, cb, ldc, false));
         } else {
             let columns = parallel && takes_columns(kernel, m, n);
+            let parts = if parallel {
+                depth_parts(kernel, m, k, n)
+            } else {
+                1
+            };
             for (bi, cb) in c.chunks_mut(size).enumerate() {
                 if columns {
                     let (strips, width) = self.column_strips(bi);
                     gather_strips(&strips, width, m, n, cb, ldc);
+                } else if parts > 1 {
+                    self.gemm_split_depth(bi, cb, ldc, parts);
                 } else {
                     self.gemm_one(bi, cb, ldc, parallel);
                 }
@@ -319,6 +347,57 @@ impl<TA: Sync, TB: Sync, P: Packer<TA, TB>> Product<'_, P, TA, TB> {
         } else {
             out.chunks_mut(group).enumerate().for_each(pack_group);
         }
+    }
+
+    /// Batch `bi` of a small, deep product (a weight's gradient: `[d, tokens]
+    /// · [tokens, d]`) into `c` as `parts` products over consecutive equal
+    /// ranges of the depth, run in parallel, each on the row-block schedule
+    /// into its own buffer, then added in order. The row-block schedule alone
+    /// would join its threads twice per depth block, for little work each
+    /// time. `parts` depends on the shape only, not on the thread count.
+    fn gemm_split_depth(&self, bi: usize, c: &mut [f32], ldc: usize, parts: usize) {
+        let k = self.dims.k;
+        let threads = rayon::current_num_threads().max(1);
+        let range = |i: usize| (i * k / parts, (i + 1) * k / parts);
+        let part = |i: usize, out: &mut [f32]| {
+            let (p0, p1) = range(i);
+            let sub = Product {
+                packer: self.packer,
+                kernel: self.kernel,
+                a: Operand {
+                    offset: self.a.offset + p0 * self.a.col_stride,
+                    ..self.a
+                },
+                b: Operand {
+                    offset: self.b.offset + p0 * self.b.row_stride,
+                    ..self.b
+                },
+                dims: Dims {
+                    k: p1 - p0,
+                    ..self.dims
+                },
+            };
+            sub.gemm_one(bi, out, ldc, parts < threads);
+        };
+        let mut rest: Vec<Panels<f32>> = (1..parts).map(|_| Panels::new(c.len())).collect();
+        rayon::join(
+            || part(0, c),
+            || {
+                rest.par_iter_mut()
+                    .enumerate()
+                    .for_each(|(i, buf)| part(i + 1, buf))
+            },
+        );
+        c.par_chunks_mut(DEPTH_SUM_CHUNK)
+            .enumerate()
+            .for_each(|(ci, chunk)| {
+                let at = ci * DEPTH_SUM_CHUNK;
+                for buf in &rest {
+                    for (x, &y) in chunk.iter_mut().zip(&buf[at..]) {
+                        *x += y;
+                    }
+                }
+            });
     }
 
     /// Batch `bi` on the row-block schedule (the BLIS loop order) into `c`:
