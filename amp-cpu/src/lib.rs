@@ -52,8 +52,9 @@
 //! - `non_finite_check_and_unscale` multiplies by `inv_scale` in f32 (bit-exact
 //!   with `x * inv_scale`) and counts the infs and NaNs among the stored
 //!   results, in one pass.
-//! - `layer_norm`'s backward is one pass per row in f64 from the saved f32
-//!   statistics; the weight and bias gradients are summed over blocks of 32
+//! - `layer_norm`'s backward is one pass per row from the saved f32
+//!   statistics, vectorised, its row sums in f64 over 8 fixed lanes (the same
+//!   bits on every level); the weight and bias gradients are summed over blocks of 32
 //!   rows and the blocks in order, so they do not depend on the thread count.
 //! - `conv2d` is an implicit GEMM on the same micro-kernels: blocks of the
 //!   input's windows are gathered straight into packed panels (the window

@@ -15,8 +15,12 @@
 //! (A panels tile by tile, pair-interleaved B panels, depth padded to 32) or the
 //! AVX512-BF16 `vdpbf16ps` kernel (pair-interleaved panels), everything else
 //! f32 panels. Short, wide products (M ≤ [`COLUMN_MAX_M`]) run on the
-//! column-parallel schedule of [`Product::column_strips`]. A product with one
-//! depth block (a weight gradient) is written to its output from per-block
+//! column-parallel schedule of [`Product::column_strips`]. A small output
+//! over a deep product (a weight's gradient over many tokens) splits the depth
+//! into parts of at least [`schedule`]'s 1024, run in parallel into their own
+//! buffers and added in order ([`Product::gemm_split_depth`]), instead of
+//! joining the threads twice per depth block. A product with one
+//! depth block is written to its output from per-block
 //! tiles ([`Product::gemm_direct`]), a short, wide one from its column strips
 //! ([`gemm_out_in_cache`]). Products with at most 16 columns run as dot
 //! products ([`narrow`]). B may be f32 with a bf16/f16 A
