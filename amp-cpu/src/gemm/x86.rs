@@ -389,7 +389,7 @@ pub unsafe fn transpose_lines_f32_avx2(
     // store overwrites, so only the last row needs the masked store — which
     // Zen executes slowly (measured: A packing took 9% of a 4096×128×512
     // product on this project's AVX2 EPYC with a masked store per row).
-    let spill = lanes < 8 && lanes >= 4 && dst_stride == lanes;
+    let spill = (4..8).contains(&lanes) && dst_stride == lanes;
     // SAFETY: extents as stated in the contract; masked-off lanes are not
     // accessed, and a spilling store writes only lanes of row p + 1 < depth.
     unsafe {
