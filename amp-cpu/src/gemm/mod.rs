@@ -311,14 +311,14 @@ pub(crate) fn gemm_out_in_cache<'b, T: F32Convert, D: F32Convert + Send + Sync>(
     finish: &Finish<'_>,
 ) -> Option<Vec<D>> {
     let kernel = Kernel::select(isa, T::DTYPE);
-    let narrow = D::DTYPE != amp_dtype::DType::F32 || T::DTYPE != amp_dtype::DType::F32;
+    let low_precision = D::DTYPE != amp_dtype::DType::F32 || T::DTYPE != amp_dtype::DType::F32;
     // An f32 product of f32 inputs with one depth block qualifies too: its
     // padded C would be written, then read back and copied (measured, one
     // process alternating the two on an AVX2 EPYC: 4096×128×{128, 384, 512}
     // and 512×128×512 about 5% faster written from the tiles). Narrow ones
     // keep their own path ([`narrow::gemm_narrow`]).
     let one_block = k <= depth_block(kernel) && n > narrow::MAX_N;
-    if !(batch == 1 && (narrow || one_block) && k > 0 && m * n > 0) {
+    if !(batch == 1 && (low_precision || one_block) && k > 0 && m * n > 0) {
         return None;
     }
     let parallel = 2 * m * n * k >= parallel_flops(kernel);
