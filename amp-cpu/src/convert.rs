@@ -18,7 +18,7 @@
 
 use crate::isa::{multiversion, Isa};
 use amp_dtype::{bf16, f16};
-use amp_tensor::backend::HostElement;
+use amp_tensor::backend::{BinaryOp, HostElement};
 use std::mem::MaybeUninit;
 
 /// Element types the fast kernels read as f32 and write from f32.
@@ -60,6 +60,11 @@ pub(crate) trait F32Convert: HostElement {
         let _ = dst;
         None
     }
+    /// The uninitialised slice itself when `Self` is bf16.
+    fn as_bf16_uninit(dst: &mut [MaybeUninit<Self>]) -> Option<&mut [MaybeUninit<bf16>]> {
+        let _ = dst;
+        None
+    }
     /// [`F32Convert::load`] into uninitialised memory with non-temporal
     /// stores, if this format and level have such a kernel; false (nothing
     /// written) otherwise. See [`cast_streaming`].
@@ -74,6 +79,36 @@ pub(crate) trait F32Convert: HostElement {
         let _ = (isa, src, dst);
         false
     }
+}
+
+/// `dst[i] = bf16(op(a[i], b[i]))`, computed in f32 and rounded nearest even,
+/// in one pass from registers (non-temporal stores when `stream`): true when
+/// done; false, with nothing written, when `op` is not one of the four IEEE
+/// operations or the level has no such kernel (empty slices ask only that).
+///
+/// The general path widens both inputs into an L1 buffer, runs the op over it
+/// and rounds into another: three passes, about 1.3 cycles per value on this
+/// project's AVX2 EPYC against ~0.4 in one pass, which left a 16 Mi-value bf16
+/// `add` at half the copy bandwidth. The bits are the general path's.
+pub(crate) fn bf16_binary(
+    isa: Isa,
+    op: BinaryOp,
+    a: &[bf16],
+    b: &[bf16],
+    dst: &mut [MaybeUninit<bf16>],
+    stream: bool,
+) -> bool {
+    assert!(
+        a.len() == dst.len() && b.len() == dst.len(),
+        "bf16_binary: lengths differ"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if isa >= Isa::Avx2 {
+        // SAFETY: AVX2 is present at this level; the lengths are equal.
+        return unsafe { x86::bf16_binary(op, a, b, dst, stream) };
+    }
+    let _ = (isa, op, stream);
+    false
 }
 
 /// `dst[i] = src[i]` converted (nearest even), written straight from the
@@ -123,6 +158,9 @@ impl F32Convert for f32 {
 impl F32Convert for bf16 {
     fn as_bf16(src: &[bf16]) -> Option<&[bf16]> {
         Some(src)
+    }
+    fn as_bf16_uninit(dst: &mut [MaybeUninit<bf16>]) -> Option<&mut [MaybeUninit<bf16>]> {
+        Some(dst)
     }
     fn load(isa: Isa, src: &[bf16], dst: &mut [f32]) {
         bf16_to_f32(isa, src, dst)
@@ -284,6 +322,7 @@ pub(crate) fn f32_to_f16(isa: Isa, src: &[f32], dst: &mut [f16]) {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use amp_dtype::{bf16, f16};
+    use amp_tensor::backend::BinaryOp;
     use std::arch::x86_64::*;
     use std::mem::MaybeUninit;
 
@@ -400,6 +439,113 @@ mod x86 {
         };
         // SAFETY: as `streamed` requires, by the two closures' bounds.
         unsafe { streamed::<_, 16>(d, dst.len(), one, block) }
+    }
+
+    /// `dst[i] = bf16(op(a[i], b[i]))` for an IEEE arithmetic `op` (`vop` on 8
+    /// lanes, `sop` on one), computed in f32 and rounded nearest even, in one
+    /// pass from registers: 16 values per 32-byte store, non-temporal when
+    /// `stream`.
+    ///
+    /// The widening skips the quieting of signalling NaNs and the rounding
+    /// skips the NaN test of [`bf16_bits_avx2`]: the arithmetic quiets a
+    /// signalling NaN operand itself, and every NaN it returns (an operand's,
+    /// or the default NaN) has the 16 low bits of a widened bf16 — zero — so
+    /// adding the rounding bias cannot carry into its exponent. The bits are
+    /// those of widening, `sop` and [`super::f32_to_bf16_bits`].
+    ///
+    /// # Safety
+    /// AVX2 must be available; `a`, `b` and `dst` have equal lengths.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn bf16_arith(
+        a: &[bf16],
+        b: &[bf16],
+        dst: &mut [MaybeUninit<bf16>],
+        stream: bool,
+        vop: impl Fn(__m256, __m256) -> __m256,
+        sop: impl Fn(f32, f32) -> f32,
+    ) {
+        let (pa, pb, d) = (a.as_ptr(), b.as_ptr(), dst.as_mut_ptr());
+        let one = |i: usize| {
+            // SAFETY: i < n, in bounds of the three slices.
+            unsafe {
+                let x = super::bf16_bits_to_f32((*pa.add(i)).to_bits());
+                let y = super::bf16_bits_to_f32((*pb.add(i)).to_bits());
+                (*d.add(i)).write(bf16::from_bits(super::f32_to_bf16_bits(sop(x, y))));
+            }
+        };
+        let widen = |p: *const bf16| {
+            // SAFETY: the callers below read 8 values in bounds.
+            unsafe {
+                let h = _mm_loadu_si128(p as *const __m128i);
+                _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
+            }
+        };
+        let round = |v: __m256| {
+            let x = _mm256_castps_si256(v);
+            let odd = _mm256_and_si256(_mm256_srli_epi32::<16>(x), _mm256_set1_epi32(1));
+            let bias = _mm256_add_epi32(_mm256_set1_epi32(0x7FFF), odd);
+            _mm256_srli_epi32::<16>(_mm256_add_epi32(x, bias))
+        };
+        let block = |i: usize| {
+            // SAFETY: i + 16 <= n, in bounds of the three slices.
+            unsafe {
+                let lo = round(vop(widen(pa.add(i)), widen(pb.add(i))));
+                let hi = round(vop(widen(pa.add(i + 8)), widen(pb.add(i + 8))));
+                // Lanes below 2^16: the saturating pack is exact; the permute
+                // undoes its interleaving of 128-bit halves.
+                _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi32(lo, hi))
+            }
+        };
+        if stream {
+            let put = |i: usize| {
+                // SAFETY: as `block`; `streamed` passes a 32-byte aligned d + i.
+                unsafe { _mm256_stream_si256(d.add(i) as *mut __m256i, block(i)) }
+            };
+            // SAFETY: as `streamed` requires, by the closures' bounds.
+            unsafe { streamed::<_, 16>(d, dst.len(), one, put) }
+        } else {
+            let n = dst.len();
+            let mut i = 0;
+            while i + 16 <= n {
+                // SAFETY: i + 16 <= n, in bounds of `dst`.
+                unsafe { _mm256_storeu_si256(d.add(i) as *mut __m256i, block(i)) };
+                i += 16;
+            }
+            (i..n).for_each(one);
+        }
+    }
+
+    /// [`bf16_arith`] for `op` when it is one of the four IEEE operations;
+    /// false, with nothing written, otherwise.
+    ///
+    /// # Safety
+    /// AVX2 must be available; `a`, `b` and `dst` have equal lengths.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn bf16_binary(
+        op: BinaryOp,
+        a: &[bf16],
+        b: &[bf16],
+        dst: &mut [MaybeUninit<bf16>],
+        stream: bool,
+    ) -> bool {
+        // SAFETY (each arm): as this function requires.
+        match op {
+            BinaryOp::Add => unsafe {
+                bf16_arith(a, b, dst, stream, |x, y| _mm256_add_ps(x, y), |x, y| x + y)
+            },
+            BinaryOp::Sub => unsafe {
+                bf16_arith(a, b, dst, stream, |x, y| _mm256_sub_ps(x, y), |x, y| x - y)
+            },
+            BinaryOp::Mul => unsafe {
+                bf16_arith(a, b, dst, stream, |x, y| _mm256_mul_ps(x, y), |x, y| x * y)
+            },
+            BinaryOp::Div => unsafe {
+                bf16_arith(a, b, dst, stream, |x, y| _mm256_div_ps(x, y), |x, y| x / y)
+            },
+            _ => return false,
+        }
+        true
     }
 
     /// bf16 → f32 (exact; a signalling NaN quieted as `half` does), 8 values
@@ -612,6 +758,85 @@ mod tests {
         }
         // SAFETY: cast_streaming returned true, so it wrote every element of `dst`.
         Some(dst.iter().map(|d| unsafe { d.assume_init() }).collect())
+    }
+
+    #[test]
+    fn one_pass_bf16_arithmetic_matches_widen_compute_round_on_every_level() {
+        // Every bf16 value against a scrambled copy (so NaNs, infinities,
+        // subnormals and overflowing pairs all meet), plus short and odd
+        // lengths at every offset from a 32-byte boundary, plain and streamed.
+        let a: Vec<bf16> = (0..=u16::MAX).map(bf16::from_bits).collect();
+        let b: Vec<bf16> = (0..=u16::MAX as u32)
+            .map(|i| bf16::from_bits((i.wrapping_mul(40_503) ^ 0x5A5A) as u16))
+            .collect();
+        let widen = |x: bf16| bf16_bits_to_f32(x.to_bits());
+        let ops: [(BinaryOp, fn(f32, f32) -> f32); 4] = [
+            (BinaryOp::Add, |x, y| x + y),
+            (BinaryOp::Sub, |x, y| x - y),
+            (BinaryOp::Mul, |x, y| x * y),
+            (BinaryOp::Div, |x, y| x / y),
+        ];
+        let mut ran = 0;
+        for isa in Isa::available() {
+            for (op, f) in ops {
+                for (len, offset) in [
+                    (a.len(), 0),
+                    (a.len() - 5, 3),
+                    (17, 1),
+                    (16, 0),
+                    (33, 7),
+                    (5, 2),
+                    (0, 0),
+                ] {
+                    for stream in [false, true] {
+                        let mut buf: Vec<MaybeUninit<bf16>> = Vec::with_capacity(len + 64);
+                        // SAFETY: MaybeUninit needs no initialisation.
+                        unsafe { buf.set_len(len + 64) };
+                        let skew = buf.as_ptr().align_offset(32).min(16);
+                        let dst = &mut buf[skew + offset..skew + offset + len];
+                        let (x, y) = (&a[offset..offset + len], &b[offset..offset + len]);
+                        if !bf16_binary(isa, op, x, y, dst, stream) {
+                            assert!(isa < Isa::Avx2, "{isa:?} has the kernel");
+                            continue;
+                        }
+                        ran += 1;
+                        for i in 0..len {
+                            // SAFETY: bf16_binary returned true: every element is written.
+                            let got = unsafe { dst[i].assume_init() };
+                            let want =
+                                bf16::from_bits(f32_to_bf16_bits(f(widen(x[i]), widen(y[i]))));
+                            if want.is_nan() {
+                                assert!(got.is_nan() && got.to_bits() & 0x0040 != 0,
+                                    "{isa:?} {op:?}: {:#06x} {:#06x} gave {:#06x}, want a quiet NaN",
+                                    x[i].to_bits(), y[i].to_bits(), got.to_bits());
+                            } else {
+                                assert_eq!(
+                                    got.to_bits(),
+                                    want.to_bits(),
+                                    "{isa:?} {op:?} stream {stream}: {:#06x} {:#06x}",
+                                    x[i].to_bits(),
+                                    y[i].to_bits()
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+            // Other ops have no one-pass kernel: nothing written, false.
+            assert!(!bf16_binary(
+                isa,
+                BinaryOp::Maximum,
+                &a[..3],
+                &b[..3],
+                &mut [MaybeUninit::uninit(); 3],
+                false
+            ));
+        }
+        #[cfg(target_arch = "x86_64")]
+        assert!(
+            ran > 0 || !Isa::available().contains(&Isa::Avx2),
+            "the AVX2 kernel ran"
+        );
     }
 
     #[test]

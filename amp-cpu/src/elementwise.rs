@@ -3,9 +3,10 @@
 //! work runs in chunks of [`CHUNK`] elements: load as f32, compute, store in
 //! the output dtype — and in parallel above [`PARALLEL_MIN`] elements.
 
-use crate::convert::{cast_streaming, F32Convert};
+use crate::convert::{self, cast_streaming, F32Convert};
 use crate::isa::Isa;
 use crate::math;
+use amp_dtype::bf16;
 use amp_tensor::backend::{BinaryOp, HostElement, HostStorage, UnaryOp};
 use amp_tensor::{with_host_storage, Layout};
 use rayon::prelude::*;
@@ -421,13 +422,31 @@ pub(crate) fn unary_vec<S: F32Convert, D: F32Convert + Send + Sync>(
     })
 }
 
-/// `op(a, b)` computed in f32 into a new vector.
+/// `op(a, b)` computed in f32 into a new vector — for bf16 operands and
+/// output and the four IEEE operations in one pass from registers
+/// ([`convert::bf16_binary`]), else chunk by chunk through L1 buffers.
 pub(crate) fn binary_vec<S: F32Convert, D: F32Convert + Send + Sync>(
     isa: Isa,
     op: BinaryOp,
     a: &[S],
     b: &[S],
 ) -> Vec<D> {
+    if let (Some(a16), Some(b16)) = (S::as_bf16(a), S::as_bf16(b)) {
+        let n = a.len();
+        let mut none: [MaybeUninit<bf16>; 0] = [];
+        if D::as_bf16_uninit(&mut []).is_some()
+            && convert::bf16_binary(isa, op, &[], &[], &mut none, false)
+        {
+            let stream = n * 2 >= STREAM_MIN_BYTES;
+            return fill_uninit(n, |start, dst| {
+                let d = D::as_bf16_uninit(dst).expect("D is bf16");
+                let r = start..start + d.len();
+                let done = convert::bf16_binary(isa, op, &a16[r.clone()], &b16[r], d, stream);
+                // An unwritten part would be uninitialised memory in the vector.
+                assert!(done, "the one-pass kernel found above wrote this part");
+            });
+        }
+    }
     build_from_f32(isa, a.len(), |start, w, scratch| {
         let r = start..start + w.len();
         match (S::as_f32(&a[r.clone()]), S::as_f32(&b[r.clone()])) {
