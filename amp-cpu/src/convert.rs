@@ -529,19 +529,23 @@ mod x86 {
         dst: &mut [MaybeUninit<bf16>],
         stream: bool,
     ) -> bool {
-        // SAFETY (each arm): as this function requires.
+        let d = dst;
         match op {
+            // SAFETY: as this function requires.
             BinaryOp::Add => unsafe {
-                bf16_arith(a, b, dst, stream, |x, y| _mm256_add_ps(x, y), |x, y| x + y)
+                bf16_arith(a, b, d, stream, |x, y| _mm256_add_ps(x, y), |x, y| x + y)
             },
+            // SAFETY: as this function requires.
             BinaryOp::Sub => unsafe {
-                bf16_arith(a, b, dst, stream, |x, y| _mm256_sub_ps(x, y), |x, y| x - y)
+                bf16_arith(a, b, d, stream, |x, y| _mm256_sub_ps(x, y), |x, y| x - y)
             },
+            // SAFETY: as this function requires.
             BinaryOp::Mul => unsafe {
-                bf16_arith(a, b, dst, stream, |x, y| _mm256_mul_ps(x, y), |x, y| x * y)
+                bf16_arith(a, b, d, stream, |x, y| _mm256_mul_ps(x, y), |x, y| x * y)
             },
+            // SAFETY: as this function requires.
             BinaryOp::Div => unsafe {
-                bf16_arith(a, b, dst, stream, |x, y| _mm256_div_ps(x, y), |x, y| x / y)
+                bf16_arith(a, b, d, stream, |x, y| _mm256_div_ps(x, y), |x, y| x / y)
             },
             _ => return false,
         }
@@ -770,7 +774,8 @@ mod tests {
             .map(|i| bf16::from_bits((i.wrapping_mul(40_503) ^ 0x5A5A) as u16))
             .collect();
         let widen = |x: bf16| bf16_bits_to_f32(x.to_bits());
-        let ops: [(BinaryOp, fn(f32, f32) -> f32); 4] = [
+        type Scalar = fn(f32, f32) -> f32;
+        let ops: [(BinaryOp, Scalar); 4] = [
             (BinaryOp::Add, |x, y| x + y),
             (BinaryOp::Sub, |x, y| x - y),
             (BinaryOp::Mul, |x, y| x * y),
