@@ -676,6 +676,36 @@ fn pack_f32_simd(isa: Isa, src: Lines<'_, f32>, width: usize, out: &mut [f32]) -
         count,
         depth,
     } = src;
+    if isa == Isa::Avx2 && x_stride == 1 && width.is_multiple_of(8) {
+        // Lines contiguous along x (a row-major B): step by step across the
+        // full panels, then the last panel's lines and zeros.
+        let full = count / width;
+        assert!(depth == 0 || base + (depth - 1) * p_stride + full * width <= src.len());
+        assert!(out.len() >= count.div_ceil(width) * width * depth);
+        // SAFETY: AVX2 is this level; step p reads `full·width` values from
+        // `base + p·p_stride`, inside `src`, and `out` holds `width · depth`
+        // values per panel (both checked above).
+        unsafe {
+            x86::copy_rows_f32_avx2(
+                src.as_ptr().add(base),
+                p_stride,
+                full,
+                width,
+                depth,
+                out.as_mut_ptr(),
+            )
+        };
+        let lines = count - full * width;
+        if lines > 0 {
+            let panel = &mut out[full * width * depth..(full + 1) * width * depth];
+            for (p, row) in panel.chunks_exact_mut(width).enumerate() {
+                let s = base + full * width + p * p_stride;
+                row[..lines].copy_from_slice(&src[s..s + lines]);
+                row[lines..].fill(0.0);
+            }
+        }
+        return true;
+    }
     if !(isa >= Isa::Avx512 && width <= kernels::MAX_NR) {
         return false;
     }

@@ -131,6 +131,54 @@ pub unsafe fn copy_lines_f32(
     }
 }
 
+/// Steps ahead that [`copy_rows_f32_avx2`] prefetches.
+const ROW_PREFETCH: usize = 8;
+
+/// `dst[q·width·depth + p·width + r] = src[p·stride + q·width + r]` for the
+/// `panels` full panels `q` of `width` (a multiple of 8) lines, over
+/// `p < depth`: step by step, so each step reads one contiguous run of
+/// `panels · width` values, with the run [`ROW_PREFETCH`] steps ahead
+/// prefetched. The runs of a row-major B lie a whole row apart — a new page
+/// each — where the hardware prefetchers do not follow.
+///
+/// # Safety
+/// AVX2 available; `width % 8 == 0`; `src + p·stride` holds `panels · width`
+/// values for each `p < depth`; `dst` holds `panels · width · depth` values.
+#[target_feature(enable = "avx2")]
+pub unsafe fn copy_rows_f32_avx2(
+    src: *const f32,
+    stride: usize,
+    panels: usize,
+    width: usize,
+    depth: usize,
+    dst: *mut f32,
+) {
+    let run = panels * width;
+    if run == 0 {
+        return;
+    }
+    // SAFETY: extents as stated in the contract; prefetches never fault and
+    // their addresses are only formed for steps that exist.
+    unsafe {
+        for p in 0..depth {
+            if p + ROW_PREFETCH < depth {
+                let ahead = src.add((p + ROW_PREFETCH) * stride) as *const i8;
+                for line in (0..run * 4).step_by(64) {
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.add(line));
+                }
+                _mm_prefetch::<_MM_HINT_T0>(ahead.add(run * 4 - 1));
+            }
+            let s = src.add(p * stride);
+            for q in 0..panels {
+                let d = dst.add((q * depth + p) * width);
+                for r in (0..width).step_by(8) {
+                    _mm256_storeu_ps(d.add(r), _mm256_loadu_ps(s.add(q * width + r)));
+                }
+            }
+        }
+    }
+}
+
 /// One 32-deep step of a narrow product's B tile (16 pairs × 16 columns,
 /// `dst[32q + 2j + e]` = value `2q + e` of column `j`) from `lines ≤ 16`
 /// columns of 32 contiguous bf16 values at `stride`; columns past `lines` are 0.
