@@ -60,6 +60,11 @@ pub(crate) trait F32Convert: HostElement {
         let _ = dst;
         None
     }
+    /// The slice itself when `Self` is f16.
+    fn as_f16(src: &[Self]) -> Option<&[f16]> {
+        let _ = src;
+        None
+    }
     /// The uninitialised slice itself when `Self` is bf16.
     fn as_bf16_uninit(dst: &mut [MaybeUninit<Self>]) -> Option<&mut [MaybeUninit<bf16>]> {
         let _ = dst;
@@ -191,6 +196,9 @@ impl F32Convert for bf16 {
 }
 
 impl F32Convert for f16 {
+    fn as_f16(src: &[f16]) -> Option<&[f16]> {
+        Some(src)
+    }
     fn load(isa: Isa, src: &[f16], dst: &mut [f32]) {
         f16_to_f32(isa, src, dst)
     }

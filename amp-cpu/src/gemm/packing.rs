@@ -676,36 +676,6 @@ fn pack_f32_simd(isa: Isa, src: Lines<'_, f32>, width: usize, out: &mut [f32]) -
         count,
         depth,
     } = src;
-    if isa == Isa::Avx2 && x_stride == 1 && width.is_multiple_of(8) {
-        // Lines contiguous along x (a row-major B): step by step across the
-        // full panels, then the last panel's lines and zeros.
-        let full = count / width;
-        assert!(depth == 0 || base + (depth - 1) * p_stride + full * width <= src.len());
-        assert!(out.len() >= count.div_ceil(width) * width * depth);
-        // SAFETY: AVX2 is this level; step p reads `full·width` values from
-        // `base + p·p_stride`, inside `src`, and `out` holds `width · depth`
-        // values per panel (both checked above).
-        unsafe {
-            x86::copy_rows_f32_avx2(
-                src.as_ptr().add(base),
-                p_stride,
-                full,
-                width,
-                depth,
-                out.as_mut_ptr(),
-            )
-        };
-        let lines = count - full * width;
-        if lines > 0 {
-            let panel = &mut out[full * width * depth..(full + 1) * width * depth];
-            for (p, row) in panel.chunks_exact_mut(width).enumerate() {
-                let s = base + full * width + p * p_stride;
-                row[..lines].copy_from_slice(&src[s..s + lines]);
-                row[lines..].fill(0.0);
-            }
-        }
-        return true;
-    }
     if !(isa >= Isa::Avx512 && width <= kernels::MAX_NR) {
         return false;
     }
@@ -747,6 +717,67 @@ fn pack_f32_simd(isa: Isa, src: Lines<'_, f32>, width: usize, out: &mut [f32]) -
         return true;
     }
     false
+}
+
+/// [`pack`] for lines contiguous along x (a row-major B) of f32, bf16 or
+/// f16 on the AVX2 level, panels a multiple of 8 wide: step by step across
+/// the full panels, widened in registers ([`x86::copy_rows_avx2`]), then the
+/// last panel's lines and zeros. `false` (nothing written) when the ISA, the
+/// layout or the element type does not qualify.
+#[cfg(target_arch = "x86_64")]
+fn pack_rows_avx2<T: F32Convert>(
+    isa: Isa,
+    src: Lines<'_, T>,
+    width: usize,
+    out: &mut [f32],
+) -> bool {
+    let Lines {
+        data,
+        base,
+        x_stride,
+        p_stride,
+        count,
+        depth,
+    } = src;
+    if !(isa == Isa::Avx2 && x_stride == 1 && width.is_multiple_of(8)) {
+        return false;
+    }
+    let kind = if T::as_f32(data).is_some() {
+        x86::RowSource::F32
+    } else if T::as_bf16(data).is_some() {
+        x86::RowSource::Bf16
+    } else if T::as_f16(data).is_some() {
+        x86::RowSource::F16
+    } else {
+        return false;
+    };
+    let full = count / width;
+    assert!(depth == 0 || base + (depth - 1) * p_stride + full * width <= data.len());
+    assert!(out.len() >= count.div_ceil(width) * width * depth);
+    // SAFETY: AVX2 and F16C are this level; step p reads `full·width` values
+    // of `kind` (T itself) from `base + p·p_stride`, inside `data`, and `out`
+    // holds `width · depth` values per panel (both checked above).
+    unsafe {
+        x86::copy_rows_avx2(
+            kind,
+            data.as_ptr().add(base) as *const u8,
+            p_stride,
+            full,
+            width,
+            depth,
+            out.as_mut_ptr(),
+        )
+    };
+    let lines = count - full * width;
+    if lines > 0 {
+        let panel = &mut out[full * width * depth..(full + 1) * width * depth];
+        for (p, row) in panel.chunks_exact_mut(width).enumerate() {
+            let s = base + full * width + p * p_stride;
+            T::load(isa, &data[s..s + lines], &mut row[..lines]);
+            row[lines..].fill(0.0);
+        }
+    }
+    true
 }
 
 /// [`pack_f32_simd`] for lines contiguous along the depth (`p_stride` 1):
@@ -801,6 +832,10 @@ fn pack<T: F32Convert>(isa: Isa, src: Lines<'_, T>, width: usize, out: &mut [f32
         depth,
     } = src;
     let panels = count.div_ceil(width);
+    #[cfg(target_arch = "x86_64")]
+    if pack_rows_avx2(isa, src, width, out) {
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if let Some(src) = T::as_f32(data) {
         let src = Lines {
@@ -887,6 +922,7 @@ fn pack<T: F32Convert>(isa: Isa, src: Lines<'_, T>, width: usize, out: &mut [f32
 #[cfg(test)]
 mod tests {
     use super::*;
+    use amp_dtype::f16;
 
     /// The panels of `count` lines by definition: `[panel][p][width]`, line `r`
     /// of panel `q` holding `data[base + (q·width + r)·x_stride + p·p_stride]`.
@@ -908,9 +944,11 @@ mod tests {
     fn f32_panels_equal_their_definition_on_every_isa() {
         // Lines contiguous along the depth (the transposing packs) and across it,
         // panel widths of every kernel, depths and line counts off every vector;
-        // f32 lines and bf16 lines (widened while packed), whose values bf16 holds.
+        // f32 lines and bf16 and f16 lines (widened while packed), whose values
+        // bf16 and f16 hold.
         let data: Vec<f32> = (0..40_000).map(|i| (i % 97) as f32 * 0.5 - 7.0).collect();
         let data16: Vec<bf16> = data.iter().map(|&v| bf16::from_f32(v)).collect();
+        let data_h: Vec<f16> = data.iter().map(|&v| f16::from_f32(v)).collect();
         for isa in Isa::available() {
             for width in [6, 12, 16, 32] {
                 for (count, depth) in [(1, 1), (7, 9), (16, 8), (37, 23), (6, 64), (33, 130)] {
@@ -944,6 +982,17 @@ mod tests {
                         let mut out = vec![f32::NAN; count.div_ceil(width) * width * depth];
                         pack(isa, src16, width, &mut out);
                         assert_eq!(out, want, "bf16 {what}");
+                        let src_h = Lines {
+                            data: &data_h[..],
+                            base: src.base,
+                            x_stride,
+                            p_stride,
+                            count,
+                            depth,
+                        };
+                        let mut out = vec![f32::NAN; count.div_ceil(width) * width * depth];
+                        pack(isa, src_h, width, &mut out);
+                        assert_eq!(out, want, "f16 {what}");
                     }
                 }
             }

@@ -131,48 +131,77 @@ pub unsafe fn copy_lines_f32(
     }
 }
 
-/// Steps ahead that [`copy_rows_f32_avx2`] prefetches.
+/// Steps ahead that [`copy_rows_avx2`] prefetches.
 const ROW_PREFETCH: usize = 8;
 
-/// `dst[q·width·depth + p·width + r] = src[p·stride + q·width + r]` for the
-/// `panels` full panels `q` of `width` (a multiple of 8) lines, over
+/// How [`copy_rows_avx2`] widens 8 source values to f32.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum RowSource {
+    /// f32 values, copied.
+    F32,
+    /// bf16 bit patterns, shifted into the high halves (a signalling NaN
+    /// stays signalling: the products quiet it).
+    Bf16,
+    /// f16 bit patterns, converted by F16C (exact).
+    F16,
+}
+
+/// `dst[q·width·depth + p·width + r] = f32(src[p·stride + q·width + r])` for
+/// the `panels` full panels `q` of `width` (a multiple of 8) lines, over
 /// `p < depth`: step by step, so each step reads one contiguous run of
 /// `panels · width` values, with the run [`ROW_PREFETCH`] steps ahead
 /// prefetched. The runs of a row-major B lie a whole row apart — a new page
-/// each — where the hardware prefetchers do not follow.
+/// each — where the hardware prefetchers do not follow. `src` points to
+/// values of `kind` (f32, or 16-bit patterns).
 ///
 /// # Safety
-/// AVX2 available; `width % 8 == 0`; `src + p·stride` holds `panels · width`
-/// values for each `p < depth`; `dst` holds `panels · width · depth` values.
-#[target_feature(enable = "avx2")]
-pub unsafe fn copy_rows_f32_avx2(
-    src: *const f32,
+/// AVX2 and F16C available; `width % 8 == 0`; `src + p·stride` (in values of
+/// `kind`) holds `panels · width` values for each `p < depth`; `dst` holds
+/// `panels · width · depth` values.
+#[target_feature(enable = "avx2,f16c")]
+pub unsafe fn copy_rows_avx2(
+    kind: RowSource,
+    src: *const u8,
     stride: usize,
     panels: usize,
     width: usize,
     depth: usize,
     dst: *mut f32,
 ) {
-    let run = panels * width;
+    let size = if kind == RowSource::F32 { 4 } else { 2 };
+    let run = panels * width * size;
     if run == 0 {
         return;
     }
+    let load8 = |p: *const u8| {
+        // SAFETY: the loop below reads 8 values at `p`, inside a step's run.
+        unsafe {
+            match kind {
+                RowSource::F32 => _mm256_loadu_ps(p as *const f32),
+                RowSource::Bf16 => {
+                    let h = _mm_loadu_si128(p as *const __m128i);
+                    _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
+                }
+                RowSource::F16 => _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)),
+            }
+        }
+    };
     // SAFETY: extents as stated in the contract; prefetches never fault and
     // their addresses are only formed for steps that exist.
     unsafe {
         for p in 0..depth {
             if p + ROW_PREFETCH < depth {
-                let ahead = src.add((p + ROW_PREFETCH) * stride) as *const i8;
-                for line in (0..run * 4).step_by(64) {
+                let ahead = src.add((p + ROW_PREFETCH) * stride * size) as *const i8;
+                for line in (0..run).step_by(64) {
                     _mm_prefetch::<_MM_HINT_T0>(ahead.add(line));
                 }
-                _mm_prefetch::<_MM_HINT_T0>(ahead.add(run * 4 - 1));
+                _mm_prefetch::<_MM_HINT_T0>(ahead.add(run - 1));
             }
-            let s = src.add(p * stride);
+            let s = src.add(p * stride * size);
             for q in 0..panels {
                 let d = dst.add((q * depth + p) * width);
                 for r in (0..width).step_by(8) {
-                    _mm256_storeu_ps(d.add(r), _mm256_loadu_ps(s.add(q * width + r)));
+                    _mm256_storeu_ps(d.add(r), load8(s.add((q * width + r) * size)));
                 }
             }
         }
