@@ -34,12 +34,14 @@ commands:
       compiles every CUDA kernel with NVRTC for sm_80 and sm_90.
   gpu [--out DIR]
       builds the bundle for a machine with an NVIDIA GPU and no Rust.
-  bench [--torch PYTHON] [--rounds N] [--only cnn|memory]
+  bench [--torch PYTHON] [--rounds N] [--only cnn|gemm|memory|transformer]
       the CPU performance table (GEMM, MLP step, conv2d and ResNet step,
       attention, GPT step and their peak memory, casts, unscale, digits
       run); with --torch (or AMP_BENCH_TORCH) PyTorch runs the same
       workloads and the table shows the ratios. --only cnn: the conv2d and
-      ResNet rows alone; --only memory: the casts, unscale and copies.
+      ResNet rows alone; --only gemm: the peaks, GEMM rows and MLP step;
+      --only memory: the casts, unscale and copies; --only transformer:
+      the attention and GPT rows.
   dist-model
       when data parallelism pays: measures a training step of the bench MLP
       and the default GPT here, and prints the ring all-reduce time of their

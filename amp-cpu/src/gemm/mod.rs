@@ -26,6 +26,10 @@
 //! products ([`narrow`]). B may be f32 with a bf16/f16 A
 //! ([`BSide::Rounded`]): it is rounded to A's dtype as it is packed
 //! ([`RoundB`]), so an f32 weight used under autocast is never copied.
+//! On AVX2, a row-major B (f32, bf16 or f16) is packed step by step across
+//! all of a task's panels, widened in registers, with the step 8 ahead
+//! prefetched: its rows lie a page or more apart, where the hardware
+//! prefetchers do not follow (`x86::copy_rows_avx2`).
 //!
 //! Block sizes come from the CPU's caches ([`crate::cache::Blocking`]).
 //!
@@ -36,7 +40,8 @@
 //! B rounded while packed); [`finish`] the finishing and writing of output
 //! rows; [`kernels`] the micro-kernels; [`narrow`] products with few columns;
 //! [`panels`] the aligned scratch buffers; `x86` the AVX-512 interleaves,
-//! transposes and roundings of the packers and of [`narrow`].
+//! transposes and roundings of the packers and of [`narrow`], and the AVX2
+//! transposes and row copies.
 
 mod finish;
 pub(crate) mod implicit;

@@ -1,7 +1,7 @@
 //! The AVX-512 helpers of the packers and of the narrow products: register
 //! interleaves, transposes and gathers of bf16 and f32 lines, and the
 //! rounding of f32 lanes to bf16 (nearest even) that `RoundB` packs with;
-//! and the AVX2 transpose of f32 lines.
+//! and the AVX2 transpose of f32 lines and row copies (widening bf16/f16).
 
 use std::arch::x86_64::*;
 

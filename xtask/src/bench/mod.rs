@@ -406,20 +406,9 @@ impl Figure {
     }
 }
 
-fn measure(device: &Device, only: Option<&str>) -> Res<Vec<Figure>> {
-    let mut figs = Vec::new();
-    if only == Some("cnn") {
-        cnn_rows(device, &mut figs)?;
-        return Ok(figs);
-    }
-    if only == Some("memory") {
-        memory_rows(device, &mut figs)?;
-        return Ok(figs);
-    }
-    if only == Some("transformer") {
-        transformer_rows(device, &mut figs)?;
-        return Ok(figs);
-    }
+/// The measured peaks, the GEMM rows (each against its peak) and the MLP
+/// training step (`--only gemm`).
+fn gemm_rows(device: &Device, figs: &mut Vec<Figure>) -> Res<()> {
     let fig = Figure::new;
     // The peak of the instruction each GEMM row's kernel is built on.
     let isa = amp_cpu::isa();
@@ -490,6 +479,29 @@ fn measure(device: &Device, only: Option<&str>) -> Res<Vec<Figure>> {
         false,
         "≥ 3×",
     ));
+    Ok(())
+}
+
+fn measure(device: &Device, only: Option<&str>) -> Res<Vec<Figure>> {
+    let mut figs = Vec::new();
+    if only == Some("cnn") {
+        cnn_rows(device, &mut figs)?;
+        return Ok(figs);
+    }
+    if only == Some("gemm") {
+        gemm_rows(device, &mut figs)?;
+        return Ok(figs);
+    }
+    if only == Some("memory") {
+        memory_rows(device, &mut figs)?;
+        return Ok(figs);
+    }
+    if only == Some("transformer") {
+        transformer_rows(device, &mut figs)?;
+        return Ok(figs);
+    }
+    gemm_rows(device, &mut figs)?;
+    let fig = Figure::new;
     memory_rows(device, &mut figs)?;
     figs.push(fig(
         "tiny_add_us".into(),
@@ -741,10 +753,13 @@ pub fn run(args: &[String]) -> ExitCode {
             },
             "--only" => match it.next().map(String::as_str) {
                 Some("cnn") => only = Some("cnn"),
+                Some("gemm") => only = Some("gemm"),
                 Some("memory") => only = Some("memory"),
                 Some("transformer") => only = Some("transformer"),
                 _ => {
-                    eprintln!("error: --only takes a group of rows: cnn, memory or transformer");
+                    eprintln!(
+                        "error: --only takes a group of rows: cnn, gemm, memory or transformer"
+                    );
                     return ExitCode::from(2);
                 }
             },
@@ -756,7 +771,7 @@ pub fn run(args: &[String]) -> ExitCode {
                 }
             },
             other => {
-                eprintln!("error: unknown argument to bench: {other:?}\nusage: cargo xtask bench [--torch PYTHON] [--rounds N] [--only cnn|memory|transformer]");
+                eprintln!("error: unknown argument to bench: {other:?}\nusage: cargo xtask bench [--torch PYTHON] [--rounds N] [--only cnn|gemm|memory|transformer]");
                 return ExitCode::from(2);
             }
         }

@@ -201,31 +201,18 @@ def transformer_rows():
         out[f"{key}_step_rss_mib"] = peak - base
 
 
-# `--only cnn` / `--only memory` / `--only transformer`: those rows alone (as `cargo xtask bench --only ...`).
-ONLY = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
-if ONLY == "memory":
-    memory_rows()
-    print(json.dumps(out))
-    sys.exit(0)
-if ONLY == "transformer":
-    transformer_rows()
-    print(json.dumps(out))
-    sys.exit(0)
-for tag, c, hw in (("64c56", 64, 56), ("128c28", 128, 28)):
-    out[f"conv_f32_{tag}_ms"] = conv_ms(c, hw, False)
-    out[f"conv_bf16_{tag}_ms"] = conv_ms(c, hw, True)
-out["resnet_step_f32_ms"] = resnet_step_ms(False)
-out["resnet_step_bf16_ms"] = resnet_step_ms(True)
-if ONLY == "cnn":
-    print(json.dumps(out))
-    sys.exit(0)
-torch.manual_seed(0)
-for dtype, tag in ((torch.bfloat16, "bf16"), (torch.float32, "f32")):
-    for (m, k, n) in [(512, 512, 512), (1024, 1024, 1024), (2048, 2048, 2048), (256, 1024, 4096), (256, 4096, 4096), (256, 4096, 10)]:
-        a = torch.randn(m, k, dtype=dtype)
-        b = torch.randn(k, n, dtype=dtype)
-        s = median_time(lambda: torch.matmul(a, b), 7 if m * k * n > 1 << 30 else 15)
-        out[f"gemm_{tag}_{m}x{k}x{n}"] = 2 * m * k * n / s / 1e9
+def gemm_rows():
+    """The GEMM rows and the MLP training step (`--only gemm`)."""
+    torch.manual_seed(0)
+    for dtype, tag in ((torch.bfloat16, "bf16"), (torch.float32, "f32")):
+        for (m, k, n) in [(512, 512, 512), (1024, 1024, 1024), (2048, 2048, 2048), (256, 1024, 4096), (256, 4096, 4096), (256, 4096, 10)]:
+            a = torch.randn(m, k, dtype=dtype)
+            b = torch.randn(k, n, dtype=dtype)
+            s = median_time(lambda: torch.matmul(a, b), 7 if m * k * n > 1 << 30 else 15)
+            out[f"gemm_{tag}_{m}x{k}x{n}"] = 2 * m * k * n / s / 1e9
+    out["step_f32_ms"] = mlp_step(False)
+    out["step_bf16_ms"] = mlp_step(True)
+
 
 def mlp_step(autocast):
     torch.manual_seed(0)
@@ -241,8 +228,30 @@ def mlp_step(autocast):
         opt.step()
     return median_time(step, 5) * 1e3
 
-out["step_f32_ms"] = mlp_step(False)
-out["step_bf16_ms"] = mlp_step(True)
+
+# `--only cnn` / `--only gemm` / `--only memory` / `--only transformer`: those rows alone (as `cargo xtask bench --only ...`).
+ONLY = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
+if ONLY == "memory":
+    memory_rows()
+    print(json.dumps(out))
+    sys.exit(0)
+if ONLY == "transformer":
+    transformer_rows()
+    print(json.dumps(out))
+    sys.exit(0)
+if ONLY == "gemm":
+    gemm_rows()
+    print(json.dumps(out))
+    sys.exit(0)
+for tag, c, hw in (("64c56", 64, 56), ("128c28", 128, 28)):
+    out[f"conv_f32_{tag}_ms"] = conv_ms(c, hw, False)
+    out[f"conv_bf16_{tag}_ms"] = conv_ms(c, hw, True)
+out["resnet_step_f32_ms"] = resnet_step_ms(False)
+out["resnet_step_bf16_ms"] = resnet_step_ms(True)
+if ONLY == "cnn":
+    print(json.dumps(out))
+    sys.exit(0)
+gemm_rows()
 
 transformer_rows()
 
