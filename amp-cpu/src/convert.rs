@@ -93,8 +93,9 @@ pub(crate) trait F32Convert: HostElement {
 ///
 /// The general path widens both inputs into an L1 buffer, runs the op over it
 /// and rounds into another: three passes, about 1.3 cycles per value on this
-/// project's AVX2 EPYC against ~0.4 in one pass, which left a 16 Mi-value bf16
-/// `add` at half the copy bandwidth. The bits are the general path's.
+/// project's AVX2 EPYC (in cache) against ~0.6 in one pass; the three passes
+/// left a 16 Mi-value bf16 `add` at half the copy bandwidth. The bits are the
+/// general path's.
 pub(crate) fn bf16_binary(
     isa: Isa,
     op: BinaryOp,

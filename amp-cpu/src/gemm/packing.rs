@@ -756,11 +756,12 @@ fn pack_rows_avx2<T: F32Convert>(
     assert!(out.len() >= count.div_ceil(width) * width * depth);
     // SAFETY: AVX2 and F16C are this level; step p reads `full·width` values
     // of `kind` (T itself) from `base + p·p_stride`, inside `data`, and `out`
-    // holds `width · depth` values per panel (both checked above).
+    // holds `width · depth` values per panel (both checked above); nothing is
+    // read when there are no steps or no full panels.
     unsafe {
         x86::copy_rows_avx2(
             kind,
-            data.as_ptr().add(base) as *const u8,
+            data.as_ptr().wrapping_add(base) as *const u8,
             p_stride,
             full,
             width,
