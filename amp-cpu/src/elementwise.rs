@@ -6,7 +6,6 @@
 use crate::convert::{self, cast_streaming, F32Convert};
 use crate::isa::Isa;
 use crate::math;
-use amp_dtype::bf16;
 use amp_tensor::backend::{BinaryOp, HostElement, HostStorage, UnaryOp};
 use amp_tensor::{with_host_storage, Layout};
 use rayon::prelude::*;
@@ -433,9 +432,8 @@ pub(crate) fn binary_vec<S: F32Convert, D: F32Convert + Send + Sync>(
 ) -> Vec<D> {
     if let (Some(a16), Some(b16)) = (S::as_bf16(a), S::as_bf16(b)) {
         let n = a.len();
-        let mut none: [MaybeUninit<bf16>; 0] = [];
         if D::as_bf16_uninit(&mut []).is_some()
-            && convert::bf16_binary(isa, op, &[], &[], &mut none, false)
+            && convert::bf16_binary(isa, op, &[], &[], &mut [], false)
         {
             let stream = n * 2 >= STREAM_MIN_BYTES;
             return fill_uninit(n, |start, dst| {

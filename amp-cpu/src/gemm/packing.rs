@@ -941,6 +941,22 @@ mod tests {
         out
     }
 
+    /// [`pack`] of `data` read as `like` reads its f32 values (same base,
+    /// strides and extents), into a NaN-filled buffer.
+    fn packed<T: F32Convert>(isa: Isa, data: &[T], like: Lines<'_, f32>, width: usize) -> Vec<f32> {
+        let src = Lines {
+            data,
+            base: like.base,
+            x_stride: like.x_stride,
+            p_stride: like.p_stride,
+            count: like.count,
+            depth: like.depth,
+        };
+        let mut out = vec![f32::NAN; like.count.div_ceil(width) * width * like.depth];
+        pack(isa, src, width, &mut out);
+        out
+    }
+
     #[test]
     fn f32_panels_equal_their_definition_on_every_isa() {
         // Lines contiguous along the depth (the transposing packs) and across it,
@@ -969,31 +985,9 @@ mod tests {
                         };
                         let what = format!("{isa} width {width} count {count} depth {depth} transposed {transposed}");
                         let want = panels_by_definition(src, width);
-                        let mut out = vec![f32::NAN; count.div_ceil(width) * width * depth];
-                        pack(isa, src, width, &mut out);
-                        assert_eq!(out, want, "f32 {what}");
-                        let src16 = Lines {
-                            data: &data16[..],
-                            base: src.base,
-                            x_stride,
-                            p_stride,
-                            count,
-                            depth,
-                        };
-                        let mut out = vec![f32::NAN; count.div_ceil(width) * width * depth];
-                        pack(isa, src16, width, &mut out);
-                        assert_eq!(out, want, "bf16 {what}");
-                        let src_h = Lines {
-                            data: &data_h[..],
-                            base: src.base,
-                            x_stride,
-                            p_stride,
-                            count,
-                            depth,
-                        };
-                        let mut out = vec![f32::NAN; count.div_ceil(width) * width * depth];
-                        pack(isa, src_h, width, &mut out);
-                        assert_eq!(out, want, "f16 {what}");
+                        assert_eq!(packed(isa, &data, src, width), want, "f32 {what}");
+                        assert_eq!(packed(isa, &data16, src, width), want, "bf16 {what}");
+                        assert_eq!(packed(isa, &data_h, src, width), want, "f16 {what}");
                     }
                 }
             }
