@@ -420,10 +420,11 @@ pub(super) trait PairLoad: Copy + Sync {
     #[cfg(target_arch = "x86_64")]
     unsafe fn interleave_rows(r0: *const Self, r1: *const Self, out: *mut u16);
 
-    /// Packs the leading depth steps of a full 32-line panel (`panel`, width
-    /// 32) whose lines are contiguous along the depth: line `r` from
-    /// `data[first + r·x_stride]`, `depth` values. Returns the steps packed
-    /// (even); the caller packs the rest.
+    /// Packs the leading depth steps of a full panel of `width` lines whose
+    /// lines are contiguous along the depth (a row-major A panel, a transposed
+    /// B): line `r` from `data[first + r·x_stride]`, `depth` values. Returns
+    /// the steps packed (even, 0 where this type has no path for `width`);
+    /// the caller packs the rest.
     ///
     /// # Safety
     /// AVX-512F/BW available.
@@ -432,6 +433,7 @@ pub(super) trait PairLoad: Copy + Sync {
         data: &[Self],
         first: usize,
         x_stride: usize,
+        width: usize,
         depth: usize,
         panel: &mut [u16],
     ) -> usize;
@@ -456,30 +458,28 @@ impl PairLoad for bf16 {
         data: &[bf16],
         first: usize,
         x_stride: usize,
+        width: usize,
         depth: usize,
         panel: &mut [u16],
     ) -> usize {
-        if x_stride * 64 >= i32::MAX as usize {
+        let pairs = depth / 2;
+        if pairs == 0 || width == 0 || !width.is_multiple_of(4) {
             return 0;
         }
-        let s = first;
-        // Whole pairs only; the line ends are checked against the slice first.
-        let pairs = depth / 2;
-        if pairs > 0 {
-            let last = s + 31 * x_stride + 2 * pairs;
-            assert!(last <= data.len());
-            for pp in 0..pairs {
-                // SAFETY: AVX-512F/BW available (the caller's contract); the 32 lines read 4
-                // bytes at s + r·x_stride + 2·pp, inside `data` (checked), and write 64 values.
-                unsafe {
-                    x86::gather_pairs(
-                        data.as_ptr().add(s + 2 * pp) as *const u16,
-                        (x_stride * 2) as i32,
-                        panel[pp * 64..pp * 64 + 64].as_mut_ptr(),
-                    )
-                };
-            }
-        }
+        // The last line's pairs end inside `data`; the panel holds every pair step.
+        assert!(first + (width - 1) * x_stride + 2 * pairs <= data.len());
+        assert!(panel.len() >= pairs * 2 * width);
+        // SAFETY: AVX-512F available (the caller's contract); the lines' extents and
+        // the panel's were checked above.
+        unsafe {
+            x86::transpose_line_pairs(
+                data.as_ptr().add(first) as *const u16,
+                x_stride,
+                width,
+                pairs,
+                panel.as_mut_ptr(),
+            )
+        };
         2 * pairs
     }
 }
@@ -503,9 +503,14 @@ impl PairLoad for f32 {
         data: &[f32],
         first: usize,
         x_stride: usize,
+        width: usize,
         depth: usize,
         panel: &mut [u16],
     ) -> usize {
+        if width != 32 {
+            // Narrower f32 panels are rounded by the general loop.
+            return 0;
+        }
         let mut p0 = 0;
         while p0 + 32 <= depth {
             // 32 lines × 32 steps: the last line's 32 values end inside `data`.
@@ -526,9 +531,11 @@ impl PairLoad for f32 {
 /// bits by `E` ([`PairLoad`]: bf16 as it is, f32 rounded), into
 /// pair-interleaved panels of `width` lines, `[panel][p / 2][width][p % 2]`,
 /// zero-padding the depth to `stored` (even) and the last panel to `width`
-/// lines. A row-major B in whole 32-line panels takes [`row_pairs`]; other
-/// full 32-line panels take AVX-512 paths for lines contiguous along the depth
-/// (a transposed B) or across it.
+/// lines. A row-major B in whole 32-line panels takes [`row_pairs`]; with
+/// AVX-512, other full panels whose lines are contiguous along the depth (a
+/// row-major A, a transposed B) are transposed in registers
+/// ([`PairLoad::pack_depth_lines`]), and full 32-line panels whose lines run
+/// across it are interleaved two rows at a time.
 fn pack_pairs<E: PairLoad>(src: Lines<'_, E>, width: usize, stored: usize, out: &mut [u16]) {
     #[cfg(target_arch = "x86_64")]
     if row_pairs(src, width, stored, out) {
@@ -549,8 +556,11 @@ fn pack_pairs<E: PairLoad>(src: Lines<'_, E>, width: usize, stored: usize, out: 
             panel.fill(0);
         }
         let first = base + q * width * x_stride;
+        // A full panel, with AVX-512: lines contiguous along the depth are
+        // transposed in registers (any width that is a multiple of 4: A's 12,
+        // a transposed B's 32); rows of a row-major B interleaved in pairs.
         #[cfg(target_arch = "x86_64")]
-        let simd = width == 32 && lines == 32 && std::arch::is_x86_feature_detected!("avx512bw");
+        let simd = lines == width && std::arch::is_x86_feature_detected!("avx512bw");
         #[cfg(not(target_arch = "x86_64"))]
         let simd = false;
         // Depth steps already packed (even).
@@ -558,8 +568,8 @@ fn pack_pairs<E: PairLoad>(src: Lines<'_, E>, width: usize, stored: usize, out: 
         #[cfg(target_arch = "x86_64")]
         if simd && p_stride == 1 {
             // SAFETY: AVX-512F/BW detected above.
-            p0 = unsafe { E::pack_depth_lines(data, first, x_stride, depth, panel) };
-        } else if simd && x_stride == 1 {
+            p0 = unsafe { E::pack_depth_lines(data, first, x_stride, width, depth, panel) };
+        } else if simd && width == 32 && x_stride == 1 {
             while p0 + 2 <= depth {
                 let (r0, r1) = (first + p0 * p_stride, first + (p0 + 1) * p_stride);
                 let (l0, l1) = (&data[r0..r0 + 32], &data[r1..r1 + 32]);
@@ -955,6 +965,70 @@ mod tests {
         let mut out = vec![f32::NAN; like.count.div_ceil(width) * width * like.depth];
         pack(isa, src, width, &mut out);
         out
+    }
+
+    #[test]
+    fn pair_panels_equal_their_definition() {
+        // Widths of A (12) and B (32) panels; lines contiguous along the depth
+        // (a row-major A, a transposed B: the register transposes, 16 and 4
+        // pairs at a time, then single pairs) and across it; odd depths (the
+        // last pair padded with zero); partial last panels; bf16 lines and f32
+        // lines rounded while packed.
+        let data: Vec<f32> = (0..60_000).map(|i| (i % 89) as f32 * 0.25 - 9.0).collect();
+        let data16: Vec<bf16> = data.iter().map(|&v| bf16::from_f32(v)).collect();
+        for width in [4, 12, 32] {
+            for (count, depth) in [
+                (12usize, 1usize),
+                (24, 39),
+                (32, 64),
+                (37, 71),
+                (64, 40),
+                (13, 130),
+            ] {
+                for transposed in [true, false] {
+                    let (x_stride, p_stride) = if transposed {
+                        (depth + 3, 1)
+                    } else {
+                        (1, count + 5)
+                    };
+                    let stored = depth.div_ceil(2) * 2;
+                    let panels = count.div_ceil(width);
+                    let mut want = vec![0u16; panels * width * stored];
+                    for l in 0..count {
+                        let (q, r) = (l / width, l % width);
+                        for p in 0..depth {
+                            let v = data16[7 + l * x_stride + p * p_stride].to_bits();
+                            want[q * width * stored + (p / 2) * width * 2 + r * 2 + p % 2] = v;
+                        }
+                    }
+                    let what = format!(
+                        "width {width} count {count} depth {depth} transposed {transposed}"
+                    );
+                    let mut got = vec![0xFFFFu16; want.len()];
+                    let src = Lines {
+                        data: &data16[..],
+                        base: 7,
+                        x_stride,
+                        p_stride,
+                        count,
+                        depth,
+                    };
+                    pack_pairs(src, width, stored, &mut got);
+                    assert_eq!(got, want, "bf16 {what}");
+                    let mut got = vec![0xFFFFu16; want.len()];
+                    let src = Lines {
+                        data: &data[..],
+                        base: 7,
+                        x_stride,
+                        p_stride,
+                        count,
+                        depth,
+                    };
+                    pack_pairs(src, width, stored, &mut got);
+                    assert_eq!(got, want, "f32 rounded {what}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -423,25 +423,6 @@ pub unsafe fn round_transpose_pairs(src: *const f32, stride: usize, dst: *mut u1
     }
 }
 
-/// `out[2r..2r + 2]` = the two values at `src + r·stride_bytes` for 32 lines `r`.
-///
-/// # Safety
-/// AVX-512F available; 4 bytes readable at every `src + r·stride_bytes` (r < 32), `out` holds 64.
-#[target_feature(enable = "avx512f")]
-pub unsafe fn gather_pairs(src: *const u16, stride_bytes: i32, out: *mut u16) {
-    // SAFETY: extents as stated in the contract.
-    unsafe {
-        let step = _mm512_set1_epi32(stride_bytes);
-        let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-        let idx0 = _mm512_mullo_epi32(lanes, step);
-        let idx1 = _mm512_add_epi32(idx0, _mm512_slli_epi32::<4>(step));
-        let g0 = _mm512_i32gather_epi32::<1>(idx0, src as *const i32);
-        let g1 = _mm512_i32gather_epi32::<1>(idx1, src as *const i32);
-        _mm512_storeu_si512(out as *mut _, g0);
-        _mm512_storeu_si512(out.add(32) as *mut _, g1);
-    }
-}
-
 /// The AVX2 form of [`transpose_lines_f32`], 8 lines × 8 steps at a time:
 /// `dst[p·dst_stride + r] = src[r·stride + p]` for `r < lines`, 0 for
 /// `lines ≤ r < lanes`, over `p < depth`.
@@ -534,4 +515,79 @@ fn transpose_8x8_ps(v: &[__m256; 8]) -> [__m256; 8] {
 fn lane_mask(n: usize) -> __m256i {
     let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     _mm256_cmpgt_epi32(_mm256_set1_epi32(n.min(8) as i32), lanes)
+}
+
+/// Pair-interleaves `lines` lines of bf16 bits that are contiguous along the
+/// depth (a row-major A's `MR` rows, a transposed B):
+/// `out[pp·2·lines + 2r + e] = src[r·stride + 2pp + e]` for `r < lines`,
+/// `pp < pairs`, `e < 2`. Four lines at a time, 16 pairs of each loaded in
+/// one register and transposed as 32-bit values (4 × 4 blocks in each
+/// 128-bit lane); each lane's four pairs of four lines are one 16-byte store.
+/// Replaces a 16-bit load and store per value (A) and a gather per pair (B).
+///
+/// # Safety
+/// AVX-512F available; `lines` a multiple of 4; `src + r·stride` holds
+/// `2·pairs` values for each `r < lines`; `out` holds `2·lines·pairs`.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn transpose_line_pairs(
+    src: *const u16,
+    stride: usize,
+    lines: usize,
+    pairs: usize,
+    out: *mut u16,
+) {
+    // SAFETY: extents as stated in the contract.
+    unsafe {
+        let row = 2 * lines; // u16 values per packed pair step
+        for g in (0..lines).step_by(4) {
+            let line = |r: usize, pp: usize| src.add((g + r) * stride + 2 * pp);
+            let dst = |pp: usize| out.add(pp * row + 2 * g) as *mut __m128i;
+            let mut pp = 0;
+            while pp + 16 <= pairs {
+                let r0 = _mm512_loadu_si512(line(0, pp) as *const _);
+                let r1 = _mm512_loadu_si512(line(1, pp) as *const _);
+                let r2 = _mm512_loadu_si512(line(2, pp) as *const _);
+                let r3 = _mm512_loadu_si512(line(3, pp) as *const _);
+                let t0 = _mm512_unpacklo_epi32(r0, r1);
+                let t1 = _mm512_unpacklo_epi32(r2, r3);
+                let t2 = _mm512_unpackhi_epi32(r0, r1);
+                let t3 = _mm512_unpackhi_epi32(r2, r3);
+                // Pair 4l + i of the four lines is lane l of o[i].
+                let o = [
+                    _mm512_unpacklo_epi64(t0, t1),
+                    _mm512_unpackhi_epi64(t0, t1),
+                    _mm512_unpacklo_epi64(t2, t3),
+                    _mm512_unpackhi_epi64(t2, t3),
+                ];
+                for (i, &v) in o.iter().enumerate() {
+                    _mm_storeu_si128(dst(pp + i), _mm512_castsi512_si128(v));
+                    _mm_storeu_si128(dst(pp + 4 + i), _mm512_extracti32x4_epi32::<1>(v));
+                    _mm_storeu_si128(dst(pp + 8 + i), _mm512_extracti32x4_epi32::<2>(v));
+                    _mm_storeu_si128(dst(pp + 12 + i), _mm512_extracti32x4_epi32::<3>(v));
+                }
+                pp += 16;
+            }
+            while pp + 4 <= pairs {
+                let r0 = _mm_loadu_si128(line(0, pp) as *const _);
+                let r1 = _mm_loadu_si128(line(1, pp) as *const _);
+                let r2 = _mm_loadu_si128(line(2, pp) as *const _);
+                let r3 = _mm_loadu_si128(line(3, pp) as *const _);
+                let t0 = _mm_unpacklo_epi32(r0, r1);
+                let t1 = _mm_unpacklo_epi32(r2, r3);
+                let t2 = _mm_unpackhi_epi32(r0, r1);
+                let t3 = _mm_unpackhi_epi32(r2, r3);
+                _mm_storeu_si128(dst(pp), _mm_unpacklo_epi64(t0, t1));
+                _mm_storeu_si128(dst(pp + 1), _mm_unpackhi_epi64(t0, t1));
+                _mm_storeu_si128(dst(pp + 2), _mm_unpacklo_epi64(t2, t3));
+                _mm_storeu_si128(dst(pp + 3), _mm_unpackhi_epi64(t2, t3));
+                pp += 4;
+            }
+            for pp in pp..pairs {
+                for r in 0..4 {
+                    (out.add(pp * row + 2 * (g + r)) as *mut u32)
+                        .write_unaligned((line(r, pp) as *const u32).read_unaligned());
+                }
+            }
+        }
+    }
 }
