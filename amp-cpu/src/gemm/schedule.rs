@@ -21,7 +21,11 @@ use std::mem::MaybeUninit;
 /// The blocking of `kernel`'s products on this CPU.
 #[inline]
 pub(super) fn blocking(kernel: Kernel) -> Blocking {
-    Blocking::detected(kernel.nr())
+    if kernel.packs_bf16_pairs() {
+        Blocking::for_bf16_pairs(crate::cache::caches(), kernel.nr())
+    } else {
+        Blocking::detected(kernel.nr())
+    }
 }
 
 /// The depth block of `kernel`'s products.
