@@ -117,6 +117,36 @@ pub(crate) fn bf16_binary(
     false
 }
 
+/// `dst[i] = op(a[i], b[i])` for f32 operands and output, in one pass from
+/// registers (non-temporal stores when `stream`): true when done; false, with
+/// nothing written, when `op` is not one of the four IEEE operations or the
+/// level has no such kernel (empty slices ask only that).
+///
+/// The general path computes each chunk into an L1 buffer and copies it out:
+/// a second pass over every value. On a Zen 4 EPYC, a 16 Mi-value `add` ran
+/// at 0.68 of the best copy that way. The values are IEEE's, as the
+/// general path's.
+pub(crate) fn f32_binary(
+    isa: Isa,
+    op: BinaryOp,
+    a: &[f32],
+    b: &[f32],
+    dst: &mut [MaybeUninit<f32>],
+    stream: bool,
+) -> bool {
+    assert!(
+        a.len() == dst.len() && b.len() == dst.len(),
+        "f32_binary: lengths differ"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if isa >= Isa::Avx2 {
+        // SAFETY: AVX2 is present at this level; the lengths are equal.
+        return unsafe { x86::f32_binary(op, a, b, dst, stream) };
+    }
+    let _ = (isa, op, stream);
+    false
+}
+
 /// `dst[i] = src[i]` converted (nearest even), written straight from the
 /// registers with non-temporal stores — for outputs too large to stay in the
 /// cache. True when done; false, with nothing written, when the pair of formats
@@ -564,6 +594,86 @@ mod x86 {
         true
     }
 
+    /// `dst[i] = op(a[i], b[i])` on f32 for an IEEE arithmetic `op` (`vop` on
+    /// 8 lanes, `sop` on one), in one pass from registers: 8 values per
+    /// 32-byte store, non-temporal when `stream`.
+    ///
+    /// # Safety
+    /// AVX2 must be available; `a`, `b` and `dst` have equal lengths.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn f32_arith(
+        a: &[f32],
+        b: &[f32],
+        dst: &mut [MaybeUninit<f32>],
+        stream: bool,
+        vop: impl Fn(__m256, __m256) -> __m256,
+        sop: impl Fn(f32, f32) -> f32,
+    ) {
+        let (pa, pb, d) = (a.as_ptr(), b.as_ptr(), dst.as_mut_ptr());
+        let one = |i: usize| {
+            // SAFETY: i < n, in bounds of the three slices.
+            unsafe { (*d.add(i)).write(sop(*pa.add(i), *pb.add(i))) };
+        };
+        let block = |i: usize| {
+            // SAFETY: the callers pass i + 8 <= n, in bounds of the three slices.
+            unsafe { vop(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i))) }
+        };
+        if stream {
+            let put = |i: usize| {
+                // SAFETY: as `block`; `streamed` passes a 32-byte aligned d + i.
+                unsafe { _mm256_stream_ps(d.add(i) as *mut f32, block(i)) }
+            };
+            // SAFETY: as `streamed` requires, by the closures' bounds.
+            unsafe { streamed::<_, 8>(d, dst.len(), one, put) }
+        } else {
+            let n = dst.len();
+            let mut i = 0;
+            while i + 8 <= n {
+                // SAFETY: i + 8 <= n, in bounds of `dst`.
+                unsafe { _mm256_storeu_ps(d.add(i) as *mut f32, block(i)) };
+                i += 8;
+            }
+            (i..n).for_each(one);
+        }
+    }
+
+    /// [`f32_arith`] for `op` when it is one of the four IEEE operations;
+    /// false, with nothing written, otherwise.
+    ///
+    /// # Safety
+    /// AVX2 must be available; `a`, `b` and `dst` have equal lengths.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn f32_binary(
+        op: BinaryOp,
+        a: &[f32],
+        b: &[f32],
+        dst: &mut [MaybeUninit<f32>],
+        stream: bool,
+    ) -> bool {
+        let d = dst;
+        match op {
+            // SAFETY: as this function requires.
+            BinaryOp::Add => unsafe {
+                f32_arith(a, b, d, stream, |x, y| _mm256_add_ps(x, y), |x, y| x + y)
+            },
+            // SAFETY: as this function requires.
+            BinaryOp::Sub => unsafe {
+                f32_arith(a, b, d, stream, |x, y| _mm256_sub_ps(x, y), |x, y| x - y)
+            },
+            // SAFETY: as this function requires.
+            BinaryOp::Mul => unsafe {
+                f32_arith(a, b, d, stream, |x, y| _mm256_mul_ps(x, y), |x, y| x * y)
+            },
+            // SAFETY: as this function requires.
+            BinaryOp::Div => unsafe {
+                f32_arith(a, b, d, stream, |x, y| _mm256_div_ps(x, y), |x, y| x / y)
+            },
+            _ => return false,
+        }
+        true
+    }
+
     /// bf16 → f32 (exact; a signalling NaN quieted as `half` does), 8 values
     /// per 32-byte streaming store.
     ///
@@ -841,6 +951,84 @@ mod tests {
             }
             // Other ops have no one-pass kernel: nothing written, false.
             assert!(!bf16_binary(
+                isa,
+                BinaryOp::Maximum,
+                &a[..3],
+                &b[..3],
+                &mut [MaybeUninit::uninit(); 3],
+                false
+            ));
+        }
+        #[cfg(target_arch = "x86_64")]
+        assert!(
+            ran > 0 || !Isa::available().contains(&Isa::Avx2),
+            "the AVX2 kernel ran"
+        );
+    }
+
+    #[test]
+    fn one_pass_f32_arithmetic_matches_ieee_on_every_level() {
+        // The tricky values against scrambled ones (NaNs, infinities,
+        // subnormals, overflowing pairs meet), plus short and odd lengths at
+        // offsets from a 32-byte boundary, plain and streamed.
+        let mut xs = tricky_f32();
+        xs.truncate(100_000);
+        let n = xs.len();
+        // Each value against the values 1 and 31 places on (wrapping).
+        let a: Vec<f32> = [1, 31].iter().flat_map(|_| xs.iter().copied()).collect();
+        let b: Vec<f32> = [1, 31]
+            .iter()
+            .flat_map(|&d| (0..n).map(move |i| (i + d) % n))
+            .map(|i| xs[i])
+            .collect();
+        type Scalar = fn(f32, f32) -> f32;
+        let ops: [(BinaryOp, Scalar); 4] = [
+            (BinaryOp::Add, |x, y| x + y),
+            (BinaryOp::Sub, |x, y| x - y),
+            (BinaryOp::Mul, |x, y| x * y),
+            (BinaryOp::Div, |x, y| x / y),
+        ];
+        let mut ran = 0;
+        for isa in Isa::available() {
+            for (op, f) in ops {
+                for (len, offset) in [
+                    (a.len(), 0),
+                    (a.len() - 5, 3),
+                    (17, 1),
+                    (8, 0),
+                    (5, 2),
+                    (0, 0),
+                ] {
+                    for stream in [false, true] {
+                        let mut buf: Vec<MaybeUninit<f32>> = Vec::with_capacity(len + 16);
+                        // SAFETY: MaybeUninit needs no initialisation.
+                        unsafe { buf.set_len(len + 16) };
+                        let skew = buf.as_ptr().align_offset(32).min(8);
+                        let dst = &mut buf[skew + offset..skew + offset + len];
+                        let (x, y) = (&a[offset..offset + len], &b[offset..offset + len]);
+                        if !f32_binary(isa, op, x, y, dst, stream) {
+                            assert!(isa < Isa::Avx2, "{isa:?} has the kernel");
+                            continue;
+                        }
+                        ran += 1;
+                        for i in 0..len {
+                            // SAFETY: f32_binary returned true: every element is written.
+                            let got = unsafe { dst[i].assume_init() };
+                            let want = f(x[i], y[i]);
+                            // NaN payloads may come from either operand, as in the general path.
+                            assert!(
+                                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                                "{isa:?} {op:?} stream {stream}: {:#010x} {:#010x} gave {:#010x}",
+                                x[i].to_bits(),
+                                y[i].to_bits(),
+                                got.to_bits()
+                            );
+                        }
+                    }
+                }
+            }
+            // Other ops have no one-pass kernel: nothing written, false.
+            assert!(!f32_binary(
                 isa,
                 BinaryOp::Maximum,
                 &a[..3],

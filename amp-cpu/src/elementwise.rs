@@ -421,9 +421,10 @@ pub(crate) fn unary_vec<S: F32Convert, D: F32Convert + Send + Sync>(
     })
 }
 
-/// `op(a, b)` computed in f32 into a new vector — for bf16 operands and
-/// output and the four IEEE operations in one pass from registers
-/// ([`convert::bf16_binary`]), else chunk by chunk through L1 buffers.
+/// `op(a, b)` computed in f32 into a new vector — for bf16 (or f32) operands
+/// and output and the four IEEE operations in one pass from registers
+/// ([`convert::bf16_binary`], [`convert::f32_binary`]), else chunk by chunk
+/// through L1 buffers.
 pub(crate) fn binary_vec<S: F32Convert, D: F32Convert + Send + Sync>(
     isa: Isa,
     op: BinaryOp,
@@ -440,6 +441,21 @@ pub(crate) fn binary_vec<S: F32Convert, D: F32Convert + Send + Sync>(
                 let d = D::as_bf16_uninit(dst).expect("D is bf16");
                 let r = start..start + d.len();
                 let done = convert::bf16_binary(isa, op, &a16[r.clone()], &b16[r], d, stream);
+                // An unwritten part would be uninitialised memory in the vector.
+                assert!(done, "the one-pass kernel found above wrote this part");
+            });
+        }
+    }
+    if let (Some(a32), Some(b32)) = (S::as_f32(a), S::as_f32(b)) {
+        let n = a.len();
+        if D::as_f32_uninit(&mut []).is_some()
+            && convert::f32_binary(isa, op, &[], &[], &mut [], false)
+        {
+            let stream = n * 4 >= STREAM_MIN_BYTES;
+            return fill_uninit(n, |start, dst| {
+                let d = D::as_f32_uninit(dst).expect("D is f32");
+                let r = start..start + d.len();
+                let done = convert::f32_binary(isa, op, &a32[r.clone()], &b32[r], d, stream);
                 // An unwritten part would be uninitialised memory in the vector.
                 assert!(done, "the one-pass kernel found above wrote this part");
             });
