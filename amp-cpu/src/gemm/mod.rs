@@ -29,7 +29,11 @@
 //! On AVX2, a row-major B (f32, bf16 or f16) is packed step by step across
 //! all of a task's panels, widened in registers, with the step 8 ahead
 //! prefetched: its rows lie a page or more apart, where the hardware
-//! prefetchers do not follow (`x86::copy_rows_avx2`).
+//! prefetchers do not follow (`x86::copy_rows_avx2`). The `vdpbf16ps`
+//! kernel's pair panels whose lines run along the depth (a row-major A, a
+//! transposed B) are interleaved by register transposes of 32-bit pairs
+//! (`x86::transpose_line_pairs`), and its row-block schedule takes a depth
+//! block sized in bytes ([`crate::cache::Blocking::for_bf16_pairs`]).
 //!
 //! Block sizes come from the CPU's caches ([`crate::cache::Blocking`]).
 //!
