@@ -402,12 +402,23 @@ pub(crate) fn cast_vec<S: F32Convert, D: F32Convert + Send + Sync>(isa: Isa, src
     })
 }
 
-/// `op(src)` computed in f32 into a new vector.
+/// `op(src)` computed in f32 into a new vector — ReLU with f32 or bf16 input
+/// and output of that type in one pass from registers ([`convert::relu`]),
+/// else chunk by chunk through L1 buffers.
 pub(crate) fn unary_vec<S: F32Convert, D: F32Convert + Send + Sync>(
     isa: Isa,
     op: UnaryOp,
     src: &[S],
 ) -> Vec<D> {
+    if op == UnaryOp::Relu && convert::relu::<S, D>(isa, &[], &mut [], false) {
+        let n = src.len();
+        let stream = n * std::mem::size_of::<D>() >= STREAM_MIN_BYTES;
+        return fill_uninit(n, |start, dst| {
+            let done = convert::relu(isa, &src[start..start + dst.len()], dst, stream);
+            // An unwritten part would be uninitialised memory in the vector.
+            assert!(done, "the one-pass kernel found above wrote this part");
+        });
+    }
     build_from_f32(isa, src.len(), |start, w, scratch| {
         let s = &src[start..start + w.len()];
         match S::as_f32(s) {
