@@ -967,6 +967,27 @@ mod tests {
         out
     }
 
+    /// [`pack_pairs`] of `data` from element 7 with the given `(x_stride,
+    /// p_stride, count, depth)`, into a buffer of all-ones bits.
+    fn pairs_of<E: PairLoad>(
+        data: &[E],
+        (x_stride, p_stride, count, depth): (usize, usize, usize, usize),
+        width: usize,
+        stored: usize,
+    ) -> Vec<u16> {
+        let mut out = vec![0xFFFFu16; count.div_ceil(width) * width * stored];
+        let src = Lines {
+            data,
+            base: 7,
+            x_stride,
+            p_stride,
+            count,
+            depth,
+        };
+        pack_pairs(src, width, stored, &mut out);
+        out
+    }
+
     #[test]
     fn pair_panels_equal_their_definition() {
         // Widths of A (12) and B (32) panels; lines contiguous along the depth
@@ -1004,28 +1025,17 @@ mod tests {
                     let what = format!(
                         "width {width} count {count} depth {depth} transposed {transposed}"
                     );
-                    let mut got = vec![0xFFFFu16; want.len()];
-                    let src = Lines {
-                        data: &data16[..],
-                        base: 7,
-                        x_stride,
-                        p_stride,
-                        count,
-                        depth,
-                    };
-                    pack_pairs(src, width, stored, &mut got);
-                    assert_eq!(got, want, "bf16 {what}");
-                    let mut got = vec![0xFFFFu16; want.len()];
-                    let src = Lines {
-                        data: &data[..],
-                        base: 7,
-                        x_stride,
-                        p_stride,
-                        count,
-                        depth,
-                    };
-                    pack_pairs(src, width, stored, &mut got);
-                    assert_eq!(got, want, "f32 rounded {what}");
+                    let geometry = (x_stride, p_stride, count, depth);
+                    assert_eq!(
+                        pairs_of(&data16, geometry, width, stored),
+                        want,
+                        "bf16 {what}"
+                    );
+                    assert_eq!(
+                        pairs_of(&data, geometry, width, stored),
+                        want,
+                        "f32 rounded {what}"
+                    );
                 }
             }
         }
