@@ -230,6 +230,51 @@ on_every_device!(
     }
 );
 
+on_every_device!(
+    conv2d_gradients_are_the_same_whichever_inputs_need_them,
+    |d: &Device| -> Result<()> {
+        // An image input (no gradient) and a frozen weight: the backward skips
+        // what no input needs; what it computes equals the run where every
+        // input needs a gradient. Stride 1 (the input's gradient as a
+        // convolution) and stride 2 (as col2im).
+        for dtype in FLOATS {
+            for stride in [1, 2] {
+                let options = Conv2dOptions::default().padding(1).stride(stride);
+                let (x, _) = input(&[2, 5, 7, 6], dtype, d, 70)?;
+                let (w, _) = input(&[4, 5, 3, 3], dtype, d, 71)?;
+                let (b, _) = input(&[4], dtype, d, 72)?;
+                let (g, _) = input(&ops::conv2d(&x, &w, None, options)?.shape(), dtype, d, 73)?;
+                let grads = |needs: [bool; 3]| -> Result<[Option<Vec<f64>>; 3]> {
+                    let (x, w, b) = (x.detach(), w.detach(), b.detach());
+                    for (t, need) in [&x, &w, &b].into_iter().zip(needs) {
+                        t.set_requires_grad(need)?;
+                    }
+                    ops::conv2d(&x, &w, Some(&b), options)?.backward_with(&g)?;
+                    let read = |t: &Tensor| t.grad().map(|g| g.to_f64_vec()).transpose();
+                    Ok([read(&x)?, read(&w)?, read(&b)?])
+                };
+                let all = grads([true; 3])?;
+                for needs in [
+                    [false, true, true],
+                    [true, false, false],
+                    [false, false, true],
+                ] {
+                    let some = grads(needs)?;
+                    for (i, need) in needs.into_iter().enumerate() {
+                        let ctx = format!("{dtype} stride {stride} needs {needs:?} input {i}");
+                        if need {
+                            assert_eq!(some[i], all[i], "{ctx}");
+                        } else {
+                            assert!(some[i].is_none(), "{ctx}: a gradient nobody asked for");
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+);
+
 on_every_device!(conv1d_is_conv2d_over_one_row, |d: &Device| -> Result<()> {
     for dtype in FLOATS {
         let (x, _) = input(&[2, 4, 11], dtype, d, 1)?;

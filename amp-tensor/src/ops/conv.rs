@@ -544,7 +544,14 @@ fn fused_conv(
     let mut recorded = vec![x, w];
     recorded.extend(bias);
     let (g, x_shape) = (*geometry, x.shape());
-    let (x_grad, w_grad, b_grad) = (x.grad_dtype(), w.grad_dtype(), bias.map(|b| b.grad_dtype()));
+    let (x_grad, w_grad, b_grad) = (
+        x.grad_dtype(),
+        w.grad_dtype(),
+        bias.filter(|b| b.requires_grad()).map(|b| b.grad_dtype()),
+    );
+    // Only the gradients the graph asks for (PyTorch's `needs_input_grad`):
+    // a network's image input needs none, a frozen weight none.
+    let (x_needs, w_needs) = (x.requires_grad(), w.requires_grad());
     Ok(Some(y.view_op_multi(
         y.layout().clone(),
         "conv2d",
@@ -555,25 +562,32 @@ fn fused_conv(
             } else {
                 grad.to_dtype(xd.dtype())?.contiguous()?
             };
-            let gw = {
+            let gw = if w_needs {
                 let (xi, gi) = (xd.materialised_input()?, grad.materialised_input()?);
-                xd.device().backend().conv2d_weight_grad(
+                let gw = xd
+                    .device().backend().conv2d_weight_grad(
                     xi.view(),
                     gi.view(),
                     &g,
                     groups,
                     w_grad,
                 )?
-            }
-            .ok_or_else(|| {
-                Error::invalid(
-                    "conv2d",
-                    "the backend ran the convolution but has no kernel for its weight's gradient",
-                )
-            })?;
-            let gw = Tensor::from_storage(gw, wd.dims(), grad.device());
-            let gx = input_gradient(&grad, &wd, &g, groups, x_grad)?.reshape(&x_shape)?;
-            let mut grads = vec![Some(gx), Some(gw)];
+                .ok_or_else(|| {
+                    Error::invalid(
+                        "conv2d",
+                        "the backend ran the convolution but has no kernel for its weight's gradient",
+                    )
+                })?;
+                Some(Tensor::from_storage(gw, wd.dims(), grad.device()))
+            } else {
+                None
+            };
+            let gx = if x_needs {
+                Some(input_gradient(&grad, &wd, &g, groups, x_grad)?.reshape(&x_shape)?)
+            } else {
+                None
+            };
+            let mut grads = vec![gx, gw];
             if let Some(dtype) = b_grad {
                 let sum = super::reduce::reduce_kernel(ReduceOp::Sum, &grad, &[0, 2, 3], dtype)?;
                 grads.push(Some(Tensor::from_storage(sum, &[oc], grad.device())));
@@ -636,7 +650,10 @@ fn input_gradient(
             )
         })
         .collect::<Result<Vec<_>>>()?;
-    let windows = super::cat(&windows.iter().collect::<Vec<_>>(), 1)?;
+    let windows = match <[Tensor; 1]>::try_from(windows) {
+        Ok([one]) => one,
+        Err(parts) => super::cat(&parts.iter().collect::<Vec<_>>(), 1)?,
+    };
     let sums = {
         let input = windows.materialised_input()?;
         windows.device().backend().col2im(input.view(), g, dtype)?
@@ -777,7 +794,14 @@ pub fn adaptive_avg_pool2d(x: &Tensor, output: [usize; 2]) -> Result<Tensor> {
                 ),
             ));
         }
-        let y = if h % output[0] == 0 && w % output[1] == 0 {
+        let y = if output == [1, 1] {
+            // The global pool (a ResNet's head): each plane's mean, accumulated
+            // in f32 and rounded once, without gathering windows.
+            let [n, c] = [xb.dims()[0], xb.dims()[1]];
+            xb.reshape(&[n, c, h * w])?
+                .mean_dim(2, true)?
+                .reshape(&[n, c, 1, 1])?
+        } else if h % output[0] == 0 && w % output[1] == 0 {
             // Equal windows: an average pooling.
             let (kh, kw) = (h / output[0], w / output[1]);
             let options = Pool2dOptions {
