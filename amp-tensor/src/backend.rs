@@ -677,6 +677,7 @@ impl Im2col {
 
     /// The input coordinate along direction `d` (0: rows, 1: columns) that
     /// output position `o` reads at kernel tap `k`, if it lies inside the plane.
+    #[inline]
     pub fn source(&self, d: usize, o: usize, k: usize) -> Option<usize> {
         (o * self.stride[d] + k * self.dilation[d])
             .checked_sub(self.padding[d])

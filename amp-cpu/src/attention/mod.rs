@@ -158,7 +158,8 @@ impl Unit for PairPanels {
     }
     #[inline(always)]
     fn run(self, kc: usize, a: &[u16], b: &[u16], c: &mut [f32], ldc: usize, overwrite: bool) {
-        self.0.run_bf16(kc.div_ceil(2), a, b, c, ldc, overwrite)
+        self.0
+            .run_bf16(kc.div_ceil(2), self.0.mr(), a, b, c, ldc, overwrite)
     }
 }
 

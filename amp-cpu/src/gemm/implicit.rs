@@ -80,6 +80,10 @@ impl ConvShape<'_> {
 /// Rows `k0..k0 + rows` (taps `(c, kh, kw)` of group channels from `c0`) and
 /// columns `j0..j0 + cols` (output positions `(oh, ow)`) of one image's
 /// window matrix, row-major into `out` (`zero` where a tap reads padding).
+///
+/// A row is a run of output rows, each a shifted piece of one input line
+/// (stride 1) between zeros: copied inline ([`copy_short`]), as a library
+/// `memcpy` call costs more than the 64–112 bytes of a typical piece.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn windows_block<E: Copy>(
     image: &[E],
@@ -95,6 +99,7 @@ pub(crate) fn windows_block<E: Copy>(
     let [h, w] = g.plane;
     let [kh, kw] = g.kernel;
     let ow = g.out[1];
+    let (y_first, x_first) = (j0 / ow, j0 % ow);
     for (r, dst) in out[..rows * cols].chunks_mut(cols).enumerate() {
         let k = k0 + r;
         let (c, tap) = (c0 + k / (kh * kw), k % (kh * kw));
@@ -102,34 +107,95 @@ pub(crate) fn windows_block<E: Copy>(
         let plane = &image[c * h * w..(c + 1) * h * w];
         // The input column of output column 0 at this tap, padding included.
         let shift = (kx * g.dilation[1]) as isize - g.padding[1] as isize;
-        let mut col = 0;
+        // The input row of output row `y` at this tap is `y·stride + row_shift`.
+        let row_shift = (ky * g.dilation[0]) as isize - g.padding[0] as isize;
+        let (mut y, mut x0, mut col) = (y_first, x_first, 0);
         while col < cols {
-            let (y, x0) = ((j0 + col) / ow, (j0 + col) % ow);
             let run = (ow - x0).min(cols - col);
             let seg = &mut dst[col..col + run];
-            col += run;
-            let Some(ih) = g.source(0, y, ky) else {
-                seg.fill(zero);
-                continue;
-            };
-            let line = &plane[ih * w..(ih + 1) * w];
-            if g.stride[1] == 1 {
-                // Input columns x0 + i + shift: zeros outside 0..w, one copy inside.
-                let first = x0 as isize + shift;
-                let lo = (-first).clamp(0, run as isize) as usize;
-                let hi = (w as isize - first).clamp(lo as isize, run as isize) as usize;
-                seg[..lo].fill(zero);
-                seg[hi..].fill(zero);
-                if hi > lo {
-                    let s = (first + lo as isize) as usize;
-                    seg[lo..hi].copy_from_slice(&line[s..s + (hi - lo)]);
-                }
+            let ih = (y * g.stride[0]) as isize + row_shift;
+            if !(0..h as isize).contains(&ih) {
+                fill_short(seg, zero);
             } else {
-                for (i, v) in seg.iter_mut().enumerate() {
-                    *v = g.source(1, x0 + i, kx).map_or(zero, |iw| line[iw]);
+                let line = &plane[ih as usize * w..(ih as usize + 1) * w];
+                if g.stride[1] == 1 {
+                    // Input columns x0 + i + shift: zeros outside 0..w, one copy inside.
+                    let first = x0 as isize + shift;
+                    let lo = (-first).clamp(0, run as isize) as usize;
+                    let hi = (w as isize - first).clamp(lo as isize, run as isize) as usize;
+                    fill_short(&mut seg[..lo], zero);
+                    fill_short(&mut seg[hi..], zero);
+                    if hi > lo {
+                        let s = (first + lo as isize) as usize;
+                        copy_short(&mut seg[lo..hi], &line[s..s + (hi - lo)]);
+                    }
+                } else {
+                    for (i, v) in seg.iter_mut().enumerate() {
+                        *v = g.source(1, x0 + i, kx).map_or(zero, |iw| line[iw]);
+                    }
                 }
             }
+            col += run;
+            y += 1;
+            x0 = 0;
         }
+    }
+}
+
+/// `dst = src` for the short runs of [`windows_block`], in 32-byte moves
+/// (the last one overlapping) that the compiler keeps inline.
+#[inline(always)]
+fn copy_short<E: Copy>(dst: &mut [E], src: &[E]) {
+    assert_eq!(dst.len(), src.len(), "copy_short: lengths differ");
+    let bytes = std::mem::size_of_val(src);
+    let (s, d) = (src.as_ptr().cast::<u8>(), dst.as_mut_ptr().cast::<u8>());
+    /// `N` bytes from `s + at` to `d + at`.
+    ///
+    /// # Safety
+    /// `at + N` is at most the length of both, which do not overlap.
+    #[inline(always)]
+    unsafe fn move_bytes<const N: usize>(s: *const u8, d: *mut u8, at: usize) {
+        // SAFETY: as the caller promises.
+        unsafe {
+            let v = s.add(at).cast::<[u8; N]>().read_unaligned();
+            d.add(at).cast::<[u8; N]>().write_unaligned(v);
+        }
+    }
+    // SAFETY: every move lies inside the first `bytes` bytes of both slices
+    // (distinct borrows, so they do not overlap): whole 32-byte moves below
+    // `bytes`, then one ending at `bytes`, or two overlapping halves-or-more
+    // of a shorter run.
+    unsafe {
+        if bytes >= 32 {
+            let mut at = 0;
+            while at + 32 < bytes {
+                move_bytes::<32>(s, d, at);
+                at += 32;
+            }
+            move_bytes::<32>(s, d, bytes - 32);
+        } else if bytes >= 16 {
+            move_bytes::<16>(s, d, 0);
+            move_bytes::<16>(s, d, bytes - 16);
+        } else if bytes >= 8 {
+            move_bytes::<8>(s, d, 0);
+            move_bytes::<8>(s, d, bytes - 8);
+        } else if bytes >= 4 {
+            move_bytes::<4>(s, d, 0);
+            move_bytes::<4>(s, d, bytes - 4);
+        } else {
+            for i in 0..bytes {
+                move_bytes::<1>(s, d, i);
+            }
+        }
+    }
+}
+
+/// `dst` set to `value`, element by element: the runs of padding in a
+/// window are a few elements long.
+#[inline(always)]
+fn fill_short<E: Copy>(dst: &mut [E], value: E) {
+    for v in dst {
+        *v = value;
     }
 }
 
@@ -292,6 +358,7 @@ fn forward<E: F32Convert, P: Packer<E>, D: F32Convert + Send + Sync>(
                     c: &mut c[ip * mr * ldc..],
                     ldc,
                     overwrite: bi == 0,
+                    rows: og - ip * mr,
                 };
                 packer.run_row(
                     kernel,
@@ -409,6 +476,7 @@ fn weight_grad<E: F32Convert, P: Packer<E>>(
                         c: &mut c[ip * mr * ldc..],
                         ldc,
                         overwrite: first,
+                        rows: og - ip * mr,
                     };
                     packer.run_row(
                         kernel,

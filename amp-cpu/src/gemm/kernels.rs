@@ -152,9 +152,16 @@ impl Kernel {
     /// subnormal inputs and outputs flushed to zero).
     ///
     /// Panics if this is not a bf16 kernel or a slice is too short (internal invariants).
+    ///
+    /// Only the first `rows` rows of the tile (at most `MR`) are computed and
+    /// written, in steps of four: the rows of a product's last, partial A
+    /// panel past its end are zero padding, and a 64-row product would spend
+    /// a tenth of its time on them in whole 12-row tiles.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn run_bf16(
         self,
         kp: usize,
+        rows: usize,
         a: &[u16],
         b: &[u16],
         c: &mut [f32],
@@ -163,16 +170,24 @@ impl Kernel {
     ) {
         let (mr, nr) = (self.mr(), self.nr());
         assert!(self.packs_bf16_pairs());
+        // Rows computed: `rows` rounded up to a multiple of 4.
+        let live = rows.clamp(1, mr).div_ceil(4) * 4;
         assert!(
             a.len() >= kp * mr * 2
                 && b.len() >= kp * nr * 2
-                && c.len() >= (mr - 1) * ldc + nr
+                && c.len() >= (live - 1) * ldc + nr
                 && ldc >= nr
         );
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: AVX512-BF16 present (only selected at Isa::Avx512Bf16 or above); lengths checked.
+        // SAFETY: AVX512-BF16 present (only selected at Isa::Avx512Bf16 or above); lengths
+        // checked (A panels of 12 rows, `live` rows of C).
         unsafe {
-            x86::avx512bf16_12x32(kp, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc, overwrite)
+            let (a, b, c) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
+            match live {
+                4 => x86::avx512bf16_rows_x32::<4>(kp, a, b, c, ldc, overwrite),
+                8 => x86::avx512bf16_rows_x32::<8>(kp, a, b, c, ldc, overwrite),
+                _ => x86::avx512bf16_rows_x32::<12>(kp, a, b, c, ldc, overwrite),
+            }
         }
     }
 }
@@ -298,11 +313,11 @@ fn portable(kc: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize, overwrit
 pub(crate) mod x86 {
     use std::arch::x86_64::*;
 
-    /// Writes a 12 × 32 accumulator tile `acc` to C (row stride `ldc`): added to
+    /// Writes an accumulator tile `acc` of 32 columns to C (row stride `ldc`): added to
     /// C, or with `overwrite` stored over it unread. A macro, not a function:
     /// a call (it was not inlined) spilled the 24 accumulators to the stack.
-    /// Used inside `unsafe` blocks whose contract covers 12 rows of 32 floats at `c`.
-    macro_rules! store_tile_12x32 {
+    /// Used inside `unsafe` blocks whose contract covers `acc`'s rows of 32 floats at `c`.
+    macro_rules! store_tile_rows_x32 {
         ($acc:expr, $c:expr, $ldc:expr, $overwrite:expr) => {
             for (r, row) in $acc.iter().enumerate() {
                 for (h, &v) in row.iter().enumerate() {
@@ -318,11 +333,14 @@ pub(crate) mod x86 {
         };
     }
 
+    /// The first `R` rows (4, 8 or 12) of the 12 × 32 `vdpbf16ps` tile: A
+    /// panels hold 12 rows whatever `R` is.
+    ///
     /// # Safety
     /// AVX512-BF16 available; `a` holds `24·kp`, `b` `64·kp` bf16 values (pair-interleaved),
-    /// `c` a 12 × 32 tile with row stride `ldc`.
+    /// `c` an `R` × 32 tile with row stride `ldc`; `R` ≤ 12.
     #[target_feature(enable = "avx512f,avx512bf16")]
-    pub unsafe fn avx512bf16_12x32(
+    pub unsafe fn avx512bf16_rows_x32<const R: usize>(
         kp: usize,
         a: *const u16,
         b: *const u16,
@@ -334,7 +352,7 @@ pub(crate) mod x86 {
         // SAFETY: every pointer offset stays inside the extents stated in the contract;
         // the transmutes reinterpret 512 bits of bf16 pairs as the `__m512bh` they are.
         unsafe {
-            let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+            let mut acc = [[_mm512_setzero_ps(); 2]; R];
             let a = a as *const u32;
             for p in 0..kp {
                 let b0: __m512bh =
@@ -349,7 +367,7 @@ pub(crate) mod x86 {
                     row[1] = _mm512_dpbf16_ps(row[1], av, b1);
                 }
             }
-            store_tile_12x32!(acc, c, ldc, overwrite);
+            store_tile_rows_x32!(acc, c, ldc, overwrite);
         }
     }
 
@@ -657,7 +675,7 @@ pub(crate) mod x86 {
                 }
                 p += 4;
             }
-            store_tile_12x32!(acc, c, ldc, overwrite);
+            store_tile_rows_x32!(acc, c, ldc, overwrite);
         }
     }
 }

@@ -366,6 +366,51 @@ mod tests {
     use amp_dtype::{bf16, DType};
 
     #[test]
+    fn the_vdpbf16ps_kernel_computes_the_rows_asked_for_and_leaves_the_others() {
+        for isa in Isa::available() {
+            let kernel = Kernel::select(isa, DType::BF16);
+            if !kernel.packs_bf16_pairs() {
+                continue;
+            }
+            let (mr, nr, kp, ldc) = (kernel.mr(), kernel.nr(), 5, 40);
+            // Packed panels: a[p][r][h] = A[r][2p + h], b[p][j][h] = B[2p + h][j].
+            let av = |r: usize, d: usize| ((r * 3 + d * 5) % 17) as f32 / 8.0 - 1.0;
+            let bv = |d: usize, j: usize| ((d * 7 + j) % 13) as f32 / 4.0 - 1.5;
+            let mut a = vec![0u16; kp * mr * 2];
+            let mut b = vec![0u16; kp * nr * 2];
+            for p in 0..kp {
+                for h in 0..2 {
+                    for r in 0..mr {
+                        a[(p * mr + r) * 2 + h] = bf16::from_f32(av(r, 2 * p + h)).to_bits();
+                    }
+                    for j in 0..nr {
+                        b[(p * nr + j) * 2 + h] = bf16::from_f32(bv(2 * p + h, j)).to_bits();
+                    }
+                }
+            }
+            for rows in 1..=mr {
+                for overwrite in [false, true] {
+                    let mut c = vec![7.5f32; mr * ldc];
+                    kernel.run_bf16(kp, rows, &a, &b, &mut c, ldc, overwrite);
+                    let live = rows.div_ceil(4) * 4;
+                    for r in 0..mr {
+                        for j in 0..nr {
+                            let dot: f32 = (0..2 * kp).map(|d| av(r, d) * bv(d, j)).sum();
+                            let want = match (r < live, overwrite) {
+                                (false, _) => 7.5,
+                                (true, true) => dot,
+                                (true, false) => 7.5 + dot,
+                            };
+                            let ctx = format!("{isa} rows {rows} overwrite {overwrite}");
+                            assert_eq!(c[r * ldc + j], want, "{ctx} C[{r}][{j}]");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn bf16_inputs_take_the_native_kernel_where_present_and_match_f64() {
         // The two last shapes take the column-parallel schedule on up to two threads.
         const {
@@ -388,6 +433,9 @@ mod tests {
                 // Large enough for the column-parallel schedule (short and wide).
                 (40, 700, 600, false, false),
                 (45, 721, 530, true, true),
+                // Last A panels of 8 and 7 rows (the 8-row kernel).
+                (20, 130, 47, false, false),
+                (67, 65, 33, true, false),
             ] {
                 let a: Vec<bf16> = (0..m * k)
                     .map(|i| bf16::from_f32(((i * 7 % 23) as f32 - 11.0) / 8.0))

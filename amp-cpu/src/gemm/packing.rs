@@ -75,6 +75,11 @@ pub(super) struct Accum<'c> {
     pub ldc: usize,
     /// Set C rather than add into it.
     pub overwrite: bool,
+    /// The tile's rows that are the product's (the rest of its A panel is
+    /// zero padding): the `vdpbf16ps` kernel computes only these, rounded up
+    /// to a multiple of 4, and leaves C's other rows as they were; the
+    /// other kernels compute all `mr`.
+    pub rows: usize,
 }
 
 /// How panels are packed and multiplied: f32 panels for the f32 kernels, bf16
@@ -117,7 +122,12 @@ pub(super) trait Packer<TA, TB = TA>: Sync {
         acc: Accum<'_>,
     ) {
         let (nr, kd) = (kernel.nr(), self.depth(kc));
-        let Accum { c, ldc, overwrite } = acc;
+        let Accum {
+            c,
+            ldc,
+            overwrite,
+            rows,
+        } = acc;
         for jp in 0..panels {
             self.run(
                 kernel,
@@ -128,6 +138,7 @@ pub(super) trait Packer<TA, TB = TA>: Sync {
                     c: &mut c[jp * nr..],
                     ldc,
                     overwrite,
+                    rows,
                 },
             );
         }
@@ -185,7 +196,15 @@ impl Packer<bf16> for PairPacker {
     }
     #[inline]
     fn run(&self, kernel: Kernel, kc: usize, a: &[u16], b: &[u16], acc: Accum<'_>) {
-        kernel.run_bf16(kc.div_ceil(2), a, b, acc.c, acc.ldc, acc.overwrite)
+        kernel.run_bf16(
+            kc.div_ceil(2),
+            acc.rows,
+            a,
+            b,
+            acc.c,
+            acc.ldc,
+            acc.overwrite,
+        )
     }
 }
 

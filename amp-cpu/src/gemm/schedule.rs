@@ -186,6 +186,7 @@ impl<TA: Sync, TB: Sync, P: Packer<TA, TB>> Product<'_, P, TA, TB> {
                         c: &mut tile[ip * mr * ldt..],
                         ldc: ldt,
                         overwrite: true,
+                        rows: mc - ip * mr,
                     };
                     packer.run_row(kernel, k, ap, b_packed, panels, t);
                 }
@@ -306,6 +307,7 @@ impl<TA: Sync, TB: Sync, P: Packer<TA, TB>> Product<'_, P, TA, TB> {
                                 c: &mut local[ip * mr * width..],
                                 ldc: width,
                                 overwrite: p0 == 0,
+                                rows: m - ip * mr,
                             };
                             packer.run_row(kernel, kc, apan, bp, panels, acc);
                         }
@@ -319,6 +321,7 @@ impl<TA: Sync, TB: Sync, P: Packer<TA, TB>> Product<'_, P, TA, TB> {
                                 c: &mut local[ip * mr * width + jp * nr..],
                                 ldc: width,
                                 overwrite: p0 == 0,
+                                rows: m - ip * mr,
                             };
                             packer.run(kernel, kc, apan, bpan, acc);
                         }
@@ -451,6 +454,7 @@ impl<TA: Sync, TB: Sync, P: Packer<TA, TB>> Product<'_, P, TA, TB> {
                             c: &mut c_rows[ip * mr * ldc + j0..],
                             ldc,
                             overwrite: p0 == 0,
+                            rows: m.saturating_sub(i0 + ip * mr),
                         };
                         packer.run_row(kernel, kc, ap, b_packed, panels, acc);
                     }
