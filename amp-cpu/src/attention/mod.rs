@@ -40,6 +40,7 @@ mod forward;
 
 use crate::convert::F32Convert;
 use crate::elementwise::dense;
+use crate::gemm::packing::{self, Lines};
 use crate::gemm::Kernel;
 use crate::isa::Isa;
 use amp_dtype::{bf16, f16, DType};
@@ -107,6 +108,18 @@ pub(crate) trait Unit: Copy + Send + Sync {
     fn kernel(self) -> Kernel;
     /// The packed form of `x`, a value exactly representable in the input dtype.
     fn elem(x: f32) -> Self::Elem;
+    /// `src`'s lines packed into panels of `width` lines, `stored` depth
+    /// steps each (a multiple of `STEP`, at least `src.depth`), with the
+    /// GEMM's packers (SIMD transposes and interleaves): panel `q` from
+    /// `out[q·width·stored]`. Depth past `src.depth` and lines past
+    /// `src.count` are left as `out` holds them.
+    fn pack<T: F32Convert>(
+        isa: Isa,
+        src: Lines<'_, T>,
+        width: usize,
+        stored: usize,
+        out: &mut [Self::Elem],
+    );
     /// `c[r·ldc + j] (+)= Σ_{p < kc} a(r, p) · b(p, j)` for one `MR × NR` tile.
     fn run(
         self,
@@ -134,6 +147,23 @@ impl Unit for F32Panels {
     fn elem(x: f32) -> f32 {
         x
     }
+    fn pack<T: F32Convert>(
+        isa: Isa,
+        src: Lines<'_, T>,
+        width: usize,
+        stored: usize,
+        out: &mut [f32],
+    ) {
+        // The GEMM's panels are exactly `depth` long: one call per panel.
+        for q in 0..src.count.div_ceil(width) {
+            let panel = Lines {
+                base: src.base + q * width * src.x_stride,
+                count: width.min(src.count - q * width),
+                ..src
+            };
+            packing::pack(isa, panel, width, &mut out[q * width * stored..]);
+        }
+    }
     #[inline(always)]
     fn run(self, kc: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize, overwrite: bool) {
         self.0.run(kc, a, b, c, ldc, overwrite)
@@ -155,6 +185,41 @@ impl Unit for PairPanels {
     fn elem(x: f32) -> u16 {
         // x is a bf16 value: its f32 bits end in 16 zeros.
         (x.to_bits() >> 16) as u16
+    }
+    fn pack<T: F32Convert>(
+        _isa: Isa,
+        src: Lines<'_, T>,
+        width: usize,
+        stored: usize,
+        out: &mut [u16],
+    ) {
+        match T::as_bf16(src.data) {
+            Some(data) => {
+                let src = Lines {
+                    data,
+                    base: src.base,
+                    x_stride: src.x_stride,
+                    p_stride: src.p_stride,
+                    count: src.count,
+                    depth: src.depth,
+                };
+                packing::pack_pairs(src, width, stored, out)
+            }
+            None => {
+                // Pair panels are chosen for bf16 inputs only; any other input
+                // would be taken value by value (exact: its values are bf16's).
+                let mut line = vec![0f32; src.depth];
+                for r in 0..src.count {
+                    for (p, v) in line.iter_mut().enumerate() {
+                        *v = src.data[src.base + r * src.x_stride + p * src.p_stride].to_f32();
+                    }
+                    let panel = &mut out[(r / width) * width * stored..];
+                    for (p, &x) in line.iter().enumerate() {
+                        panel[at::<Self>(width, r % width, p)] = Self::elem(x);
+                    }
+                }
+            }
+        }
     }
     #[inline(always)]
     fn run(self, kc: usize, a: &[u16], b: &[u16], c: &mut [f32], ldc: usize, overwrite: bool) {
@@ -223,17 +288,16 @@ pub(crate) fn pack_rows<T: F32Convert, U: Unit>(
     width: usize,
 ) -> Vec<U::Elem> {
     let depth = stored::<U>(cols);
-    let panel = depth * width;
-    let mut out = vec![U::Elem::default(); lines / width * panel];
-    let mut row = vec![0f32; cols];
-    for r in 0..rows {
-        T::load(isa, &src[r * cols..(r + 1) * cols], &mut row);
-        let dst = &mut out[(r / width) * panel..][..panel];
-        let rr = r % width;
-        for (p, &x) in row.iter().enumerate() {
-            dst[at::<U>(width, rr, p)] = U::elem(x);
-        }
-    }
+    let mut out = vec![U::Elem::default(); lines / width * depth * width];
+    let src = Lines {
+        data: src,
+        base: 0,
+        x_stride: cols,
+        p_stride: 1,
+        count: rows,
+        depth: cols,
+    };
+    U::pack(isa, src, width, depth, &mut out);
     out
 }
 
@@ -249,15 +313,17 @@ pub(crate) fn pack_columns<T: F32Convert, U: Unit>(
     depth: usize,
     width: usize,
 ) -> Vec<U::Elem> {
-    let panel = stored::<U>(depth) * width;
-    let mut out = vec![U::Elem::default(); cols.div_ceil(width) * panel];
-    let mut row = vec![0f32; cols];
-    for p in 0..rows {
-        T::load(isa, &src[p * cols..(p + 1) * cols], &mut row);
-        for (c, &x) in row.iter().enumerate() {
-            out[(c / width) * panel + at::<U>(width, c % width, p)] = U::elem(x);
-        }
-    }
+    let stored = stored::<U>(depth);
+    let mut out = vec![U::Elem::default(); cols.div_ceil(width) * stored * width];
+    let src = Lines {
+        data: src,
+        base: 0,
+        x_stride: 1,
+        p_stride: cols,
+        count: cols,
+        depth: rows,
+    };
+    U::pack(isa, src, width, stored, &mut out);
     out
 }
 

@@ -51,7 +51,7 @@ mod finish;
 pub(crate) mod implicit;
 mod kernels;
 mod narrow;
-mod packing;
+pub(crate) mod packing;
 mod panels;
 mod schedule;
 #[cfg(target_arch = "x86_64")]

@@ -14,7 +14,7 @@ use amp_dtype::bf16;
 /// `count` lines of `depth` elements to pack: element `p` of line `r` is
 /// `data[base + r·x_stride + p·p_stride]` (the lines are rows of A, columns of B).
 #[derive(Debug)]
-pub(super) struct Lines<'a, T> {
+pub(crate) struct Lines<'a, T> {
     /// The storage.
     pub data: &'a [T],
     /// Element 0 of line 0.
@@ -428,7 +428,7 @@ impl Packer<bf16> for AmxPacker {
 /// differ in: a bf16 value as it is, an f32 value rounded to bf16 (nearest
 /// even, as `f32_to_bf16_bits`: the panels equal those packed from the cast
 /// values). Each load has its scalar form and its AVX-512 forms.
-pub(super) trait PairLoad: Copy + Sync {
+pub(crate) trait PairLoad: Copy + Sync {
     /// The value's bf16 bits.
     fn bits(self) -> u16;
 
@@ -555,7 +555,12 @@ impl PairLoad for f32 {
 /// row-major A, a transposed B) are transposed in registers
 /// ([`PairLoad::pack_depth_lines`]), and full 32-line panels whose lines run
 /// across it are interleaved two rows at a time.
-fn pack_pairs<E: PairLoad>(src: Lines<'_, E>, width: usize, stored: usize, out: &mut [u16]) {
+pub(crate) fn pack_pairs<E: PairLoad>(
+    src: Lines<'_, E>,
+    width: usize,
+    stored: usize,
+    out: &mut [u16],
+) {
     #[cfg(target_arch = "x86_64")]
     if row_pairs(src, width, stored, out) {
         return;
@@ -852,7 +857,7 @@ fn pack_transposing(isa: Isa, src: Lines<'_, f32>, width: usize, out: &mut [f32]
 
 /// Packs the `count` lines (along x) of `depth` elements (along p) of `src`
 /// into panels of `width` lines, `[panel][p][width]`, zero-padding the last panel.
-fn pack<T: F32Convert>(isa: Isa, src: Lines<'_, T>, width: usize, out: &mut [f32]) {
+pub(crate) fn pack<T: F32Convert>(isa: Isa, src: Lines<'_, T>, width: usize, out: &mut [f32]) {
     let Lines {
         data,
         base,
