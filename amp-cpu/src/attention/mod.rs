@@ -166,7 +166,7 @@ impl Unit for F32Panels {
     }
     #[inline(always)]
     fn run(self, kc: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize, overwrite: bool) {
-        self.0.run(kc, a, b, c, ldc, overwrite)
+        self.0.run(kc, self.0.mr(), a, b, c, ldc, overwrite)
     }
 }
 

@@ -84,9 +84,15 @@ impl Kernel {
     ///
     /// Panics if a slice is too short for `kc` steps of this kernel's tile
     /// (an internal invariant of the packing, not user input).
+    ///
+    /// The AVX-512 kernel computes and writes only the first `rows` rows
+    /// (rounded up to a multiple of 4), as [`Kernel::run_bf16`]; the others
+    /// compute all `MR`.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn run(
         self,
         kc: usize,
+        rows: usize,
         a: &[f32],
         b: &[f32],
         c: &mut [f32],
@@ -94,8 +100,17 @@ impl Kernel {
         overwrite: bool,
     ) {
         let (mr, nr) = (self.mr(), self.nr());
+        // Rows written: `rows` rounded up to 4 for the AVX-512 kernel, all others.
+        let live = match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => rows.clamp(1, mr).div_ceil(4) * 4,
+            _ => mr,
+        };
         assert!(
-            a.len() >= kc * mr && b.len() >= kc * nr && c.len() >= (mr - 1) * ldc + nr && ldc >= nr
+            a.len() >= kc * mr
+                && b.len() >= kc * nr
+                && c.len() >= (live - 1) * ldc + nr
+                && ldc >= nr
         );
         match self {
             Kernel::Portable => portable(kc, a, b, c, ldc, overwrite),
@@ -108,7 +123,12 @@ impl Kernel {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: AVX-512F present (only selected at Isa::Avx512 or above); lengths checked.
             Kernel::Avx512 => unsafe {
-                x86::avx512_12x32(kc, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc, overwrite)
+                let (a, b, c) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
+                match live {
+                    4 => x86::avx512_rows_x32::<4>(kc, a, b, c, ldc, overwrite),
+                    8 => x86::avx512_rows_x32::<8>(kc, a, b, c, ldc, overwrite),
+                    _ => x86::avx512_rows_x32::<12>(kc, a, b, c, ldc, overwrite),
+                }
             },
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512Bf16 | Kernel::Amx => {
@@ -636,10 +656,14 @@ pub(crate) mod x86 {
         }
     }
 
+    /// The first `R` rows (4, 8 or 12) of the 12 × 32 f32 tile: A panels
+    /// hold 12 rows whatever `R` is.
+    ///
     /// # Safety
-    /// AVX-512F available; `a` holds `12·kc`, `b` `32·kc` floats, `c` a 12 × 32 tile with row stride `ldc`.
+    /// AVX-512F available; `a` holds `12·kc`, `b` `32·kc` floats, `c` an `R` × 32 tile with
+    /// row stride `ldc`; `R` ≤ 12.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn avx512_12x32(
+    pub unsafe fn avx512_rows_x32<const R: usize>(
         kc: usize,
         a: *const f32,
         b: *const f32,
@@ -650,16 +674,16 @@ pub(crate) mod x86 {
         const MR: usize = 12;
         // SAFETY: every pointer offset stays inside the extents stated in the contract.
         unsafe {
-            let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+            let mut acc = [[_mm512_setzero_ps(); 2]; R];
             // C's tile is read after the loop: its 24 lines are prefetched
             // meanwhile, one every four steps, so the loads at the end hit L1
             // without a burst of misses competing with the panels' loads
             // (measured, one process alternating: f32 2048³ and 256×4096×4096
             // +5–8%; all 24 at the start was slower).
-            let mut lines = if overwrite { 2 * MR } else { 0 };
+            let mut lines = if overwrite { 2 * R } else { 0 };
             let mut p = 0;
             while p < kc {
-                if lines < 2 * MR {
+                if lines < 2 * R {
                     let line = c.add((lines / 2) * ldc + (lines % 2) * 16);
                     _mm_prefetch::<_MM_HINT_T0>(line as *const i8);
                     lines += 1;

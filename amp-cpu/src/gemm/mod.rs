@@ -366,6 +366,41 @@ mod tests {
     use amp_dtype::{bf16, DType};
 
     #[test]
+    fn the_f32_avx512_kernel_computes_the_rows_asked_for_and_leaves_the_others() {
+        for isa in Isa::available() {
+            let kernel = Kernel::select(isa, DType::F32);
+            if kernel != Kernel::Avx512 {
+                continue;
+            }
+            let (mr, nr, kc, ldc) = (kernel.mr(), kernel.nr(), 9, 40);
+            // Packed panels: a[p][r] = A[r][p], b[p][j] = B[p][j].
+            let av = |r: usize, p: usize| ((r * 3 + p * 5) % 17) as f32 / 8.0 - 1.0;
+            let bv = |p: usize, j: usize| ((p * 7 + j) % 13) as f32 / 4.0 - 1.5;
+            let a: Vec<f32> = (0..kc * mr).map(|i| av(i % mr, i / mr)).collect();
+            let b: Vec<f32> = (0..kc * nr).map(|i| bv(i / nr, i % nr)).collect();
+            for rows in 1..=mr {
+                for overwrite in [false, true] {
+                    let mut c = vec![7.5f32; mr * ldc];
+                    kernel.run(kc, rows, &a, &b, &mut c, ldc, overwrite);
+                    let live = rows.div_ceil(4) * 4;
+                    for r in 0..mr {
+                        for j in 0..nr {
+                            let dot: f32 = (0..kc).map(|p| av(r, p) * bv(p, j)).sum();
+                            let want = match (r < live, overwrite) {
+                                (false, _) => 7.5,
+                                (true, true) => dot,
+                                (true, false) => 7.5 + dot,
+                            };
+                            let ctx = format!("{isa} rows {rows} overwrite {overwrite}");
+                            assert_eq!(c[r * ldc + j], want, "{ctx} C[{r}][{j}]");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn the_vdpbf16ps_kernel_computes_the_rows_asked_for_and_leaves_the_others() {
         for isa in Isa::available() {
             let kernel = Kernel::select(isa, DType::BF16);

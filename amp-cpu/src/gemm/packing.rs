@@ -76,9 +76,9 @@ pub(super) struct Accum<'c> {
     /// Set C rather than add into it.
     pub overwrite: bool,
     /// The tile's rows that are the product's (the rest of its A panel is
-    /// zero padding): the `vdpbf16ps` kernel computes only these, rounded up
-    /// to a multiple of 4, and leaves C's other rows as they were; the
-    /// other kernels compute all `mr`.
+    /// zero padding): the AVX-512 kernels (f32 and `vdpbf16ps`) compute only
+    /// these, rounded up to a multiple of 4, and leave C's other rows as they
+    /// were; the other kernels compute all `mr`.
     pub rows: usize,
 }
 
@@ -166,7 +166,7 @@ impl<T: F32Convert> Packer<T> for F32Packer {
     }
     #[inline]
     fn run(&self, kernel: Kernel, kc: usize, a: &[f32], b: &[f32], acc: Accum<'_>) {
-        kernel.run(kc, a, b, acc.c, acc.ldc, acc.overwrite)
+        kernel.run(kc, acc.rows, a, b, acc.c, acc.ldc, acc.overwrite)
     }
 }
 
