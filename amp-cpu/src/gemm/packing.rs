@@ -439,6 +439,17 @@ pub(crate) trait PairLoad: Copy + Sync {
     #[cfg(target_arch = "x86_64")]
     unsafe fn interleave_rows(r0: *const Self, r1: *const Self, out: *mut u16);
 
+    /// `out[2j] = bits(r0[j])`, `out[2j + 1] = bits(r1[j])` for `j < n ≤ 16`;
+    /// `false` (nothing written) where this type has no such path.
+    ///
+    /// # Safety
+    /// AVX-512F/BW available; `r0`, `r1` hold `n` values, `out` `2n`.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn interleave_short(r0: *const Self, r1: *const Self, n: usize, out: *mut u16) -> bool {
+        let _ = (r0, r1, n, out);
+        false
+    }
+
     /// Packs the leading depth steps of a full panel of `width` lines whose
     /// lines are contiguous along the depth (a row-major A panel, a transposed
     /// B): line `r` from `data[first + r·x_stride]`, `depth` values. Returns
@@ -469,6 +480,14 @@ impl PairLoad for bf16 {
     unsafe fn interleave_rows(r0: *const bf16, r1: *const bf16, out: *mut u16) {
         // SAFETY: the caller's contract is the callee's (bf16 values are their u16 bits).
         unsafe { x86::interleave_rows(r0 as *const u16, r1 as *const u16, out) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    unsafe fn interleave_short(r0: *const bf16, r1: *const bf16, n: usize, out: *mut u16) -> bool {
+        // SAFETY: the caller's contract is the callee's (bf16 values are their u16 bits).
+        unsafe { x86::interleave_short(r0 as *const u16, r1 as *const u16, n, out) };
+        true
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -584,9 +603,10 @@ pub(crate) fn pack_pairs<E: PairLoad>(
         // transposed in registers (any width that is a multiple of 4: A's 12,
         // a transposed B's 32); rows of a row-major B interleaved in pairs.
         #[cfg(target_arch = "x86_64")]
-        let simd = lines == width && std::arch::is_x86_feature_detected!("avx512bw");
+        let bw = std::arch::is_x86_feature_detected!("avx512bw");
         #[cfg(not(target_arch = "x86_64"))]
-        let simd = false;
+        let bw = false;
+        let simd = lines == width && bw;
         // Depth steps already packed (even).
         let mut p0 = 0;
         #[cfg(target_arch = "x86_64")]
@@ -600,6 +620,23 @@ pub(crate) fn pack_pairs<E: PairLoad>(
                 let dst = &mut panel[(p0 / 2) * 64..(p0 / 2) * 64 + 64];
                 // SAFETY: AVX-512F/BW detected above; 32 values from each row, 64 written.
                 unsafe { E::interleave_rows(l0.as_ptr(), l1.as_ptr(), dst.as_mut_ptr()) };
+                p0 += 2;
+            }
+        } else if bw && width <= 16 && x_stride == 1 {
+            // A narrow panel (an A panel of a transposed A, full or the last):
+            // one masked interleave of its lines per pair of depth steps.
+            while p0 + 2 <= depth {
+                let (r0, r1) = (first + p0 * p_stride, first + (p0 + 1) * p_stride);
+                let (l0, l1) = (&data[r0..r0 + lines], &data[r1..r1 + lines]);
+                let dst = &mut panel[(p0 / 2) * 2 * width..][..2 * lines];
+                // SAFETY: AVX-512F/BW detected above; `lines` values from each row,
+                // `2·lines` written.
+                let done = unsafe {
+                    E::interleave_short(l0.as_ptr(), l1.as_ptr(), lines, dst.as_mut_ptr())
+                };
+                if !done {
+                    break;
+                }
                 p0 += 2;
             }
         }

@@ -30,6 +30,25 @@ pub unsafe fn interleave_rows(r0: *const u16, r1: *const u16, out: *mut u16) {
     }
 }
 
+/// `out[2j] = r0[j]`, `out[2j + 1] = r1[j]` for `j < n ≤ 16`: the pair
+/// steps of an A panel (12 lines) from a transposed A, a weight gradient's
+/// `xᵀ`. Masked loads and a masked store: nothing past `n` is read or written.
+///
+/// # Safety
+/// AVX-512F/BW available; `r0`, `r1` hold `n` values, `out` `2n`; `n ≤ 16`.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub unsafe fn interleave_short(r0: *const u16, r1: *const u16, n: usize, out: *mut u16) {
+    let mask = ((1u32 << n) - 1) as __mmask16;
+    // SAFETY: extents as stated in the contract; the masked-off lanes are not accessed.
+    unsafe {
+        let a = _mm512_maskz_loadu_epi16(mask as __mmask32, r0 as *const i16);
+        let b = _mm512_maskz_loadu_epi16(mask as __mmask32, r1 as *const i16);
+        let lo = _mm512_cvtepu16_epi32(_mm512_castsi512_si256(a));
+        let hi = _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(b)));
+        _mm512_mask_storeu_epi32(out as *mut i32, mask, _mm512_or_si512(lo, hi));
+    }
+}
+
 /// `dst[r·32 + p] = src[p·stride + r]` for `r, p < 32`: a 32 × 32 block of
 /// 16-bit values transposed (an A panel's 32-deep step from a transposed
 /// A, a weight gradient's `gᵀ`). Rows `p` are first interleaved in pairs
