@@ -142,27 +142,42 @@ pub(crate) fn affine<S: F32Convert, D: F32Convert + Send>(
     p: Planes,
     out: &mut [D],
 ) {
-    let body = |(plane, o): (usize, &mut [D])| {
-        let ch = plane % p.c;
-        let mut xs = vec![0f32; p.l];
-        S::load(isa, &x[plane * p.l..][..p.l], &mut xs);
-        let (m, s, t) = (terms.mean[ch], terms.scale[ch], terms.shift[ch]);
-        match (g, terms.grad_scale) {
-            (Some(g), Some(gs)) => {
-                let mut gv = vec![0f32; p.l];
-                S::load(isa, &g[plane * p.l..][..p.l], &mut gv);
-                affine_grad_plane(isa, &mut xs, &gv, m, s, t, gs[ch]);
+    let l = p.l.max(1);
+    // Whole planes per task, at least AFFINE_TASK elements: a task per plane
+    // (1024 elements in a ResNet) spent as long scheduling and allocating its
+    // buffers as computing.
+    let planes = AFFINE_TASK.div_ceil(l);
+    let buffers = || (vec![0f32; l], vec![0f32; if g.is_some() { l } else { 0 }]);
+    let body = |(xs, gv): &mut (Vec<f32>, Vec<f32>), (task, o): (usize, &mut [D])| {
+        for (i, o) in o.chunks_mut(l).enumerate() {
+            let plane = task * planes + i;
+            let ch = plane % p.c;
+            S::load(isa, &x[plane * p.l..][..p.l], xs);
+            let (m, s, t) = (terms.mean[ch], terms.scale[ch], terms.shift[ch]);
+            match (g, terms.grad_scale) {
+                (Some(g), Some(gs)) => {
+                    S::load(isa, &g[plane * p.l..][..p.l], gv);
+                    affine_grad_plane(isa, xs, gv, m, s, t, gs[ch]);
+                }
+                _ => affine_plane(isa, xs, m, s, t),
             }
-            _ => affine_plane(isa, &mut xs, m, s, t),
+            D::store(isa, xs, o);
         }
-        D::store(isa, &xs, o);
     };
     if p.n * p.c * p.l >= PARALLEL_MIN {
-        out.par_chunks_mut(p.l.max(1)).enumerate().for_each(body);
+        out.par_chunks_mut(l * planes)
+            .enumerate()
+            .for_each_init(buffers, body);
     } else {
-        out.chunks_mut(p.l.max(1)).enumerate().for_each(body);
+        let mut b = buffers();
+        out.chunks_mut(l * planes)
+            .enumerate()
+            .for_each(|t| body(&mut b, t));
     }
 }
+
+/// Elements per task of [`affine`] (rounded up to whole planes).
+const AFFINE_TASK: usize = 16 * 1024;
 
 multiversion! {
     /// `x = (x − m)·s + t`.
@@ -204,6 +219,12 @@ mod tests {
             Planes { n: 3, c: 5, l: 37 },
             Planes { n: 2, c: 2, l: 1 },
             Planes { n: 4, c: 3, l: 700 },
+            // Parallel, several planes per affine task, a partial last task.
+            Planes {
+                n: 3,
+                c: 7,
+                l: 5000,
+            },
         ] {
             let x = tensor(p, 1);
             let g: Vec<f32> = tensor(p, 2).iter().map(|v| v - 1000.5).collect();
