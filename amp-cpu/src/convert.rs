@@ -428,6 +428,41 @@ mod x86 {
         unsafe { _mm_sfence() };
     }
 
+    /// Writes `n` outputs in one pass from registers: `block(i)` computes the
+    /// 32 bytes of outputs `i..i + STEP`, stored non-temporally through
+    /// [`streamed`] when `stream`, else with plain unaligned stores; `one(i)`
+    /// writes output `i` alone (the head before alignment, the tail).
+    ///
+    /// # Safety
+    /// AVX2 available; `dst` points to `n` elements, `STEP` of them 32 bytes;
+    /// `block(i)` is sound for every `i` with `i + STEP <= n`, `one(i)` for
+    /// every `i < n`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn one_pass<D, const STEP: usize>(
+        dst: *mut D,
+        n: usize,
+        stream: bool,
+        mut one: impl FnMut(usize),
+        block: impl Fn(usize) -> __m256i,
+    ) {
+        // SAFETY: every store covers outputs i..i + STEP with i + STEP <= n
+        // (32 bytes, aligned where streamed); the rest as the caller promises.
+        unsafe {
+            if stream {
+                let put = |i: usize| _mm256_stream_si256(dst.add(i) as *mut __m256i, block(i));
+                streamed::<_, STEP>(dst, n, one, put)
+            } else {
+                let mut i = 0;
+                while i + STEP <= n {
+                    _mm256_storeu_si256(dst.add(i) as *mut __m256i, block(i));
+                    i += STEP;
+                }
+                (i..n).for_each(&mut one);
+            }
+        }
+    }
+
     /// f32 → f16 (F16C, nearest even), 16 values per 32-byte streaming store.
     ///
     /// # Safety
@@ -571,23 +606,8 @@ mod x86 {
                 _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi32(lo, hi))
             }
         };
-        if stream {
-            let put = |i: usize| {
-                // SAFETY: as `block`; `streamed` passes a 32-byte aligned d + i.
-                unsafe { _mm256_stream_si256(d.add(i) as *mut __m256i, block(i)) }
-            };
-            // SAFETY: as `streamed` requires, by the closures' bounds.
-            unsafe { streamed::<_, 16>(d, dst.len(), one, put) }
-        } else {
-            let n = dst.len();
-            let mut i = 0;
-            while i + 16 <= n {
-                // SAFETY: i + 16 <= n, in bounds of `dst`.
-                unsafe { _mm256_storeu_si256(d.add(i) as *mut __m256i, block(i)) };
-                i += 16;
-            }
-            (i..n).for_each(one);
-        }
+        // SAFETY: as `one_pass` requires, by the closures' bounds.
+        unsafe { one_pass::<_, 16>(d, dst.len(), stream, one, block) }
     }
 
     /// [`bf16_arith`] for `op` when it is one of the four IEEE operations;
@@ -651,23 +671,8 @@ mod x86 {
             // SAFETY: the callers pass i + 8 <= n, in bounds of the three slices.
             unsafe { vop(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i))) }
         };
-        if stream {
-            let put = |i: usize| {
-                // SAFETY: as `block`; `streamed` passes a 32-byte aligned d + i.
-                unsafe { _mm256_stream_ps(d.add(i) as *mut f32, block(i)) }
-            };
-            // SAFETY: as `streamed` requires, by the closures' bounds.
-            unsafe { streamed::<_, 8>(d, dst.len(), one, put) }
-        } else {
-            let n = dst.len();
-            let mut i = 0;
-            while i + 8 <= n {
-                // SAFETY: i + 8 <= n, in bounds of `dst`.
-                unsafe { _mm256_storeu_ps(d.add(i) as *mut f32, block(i)) };
-                i += 8;
-            }
-            (i..n).for_each(one);
-        }
+        // SAFETY: as `one_pass` requires, by the closures' bounds.
+        unsafe { one_pass::<_, 8>(d, dst.len(), stream, one, |i| _mm256_castps_si256(block(i))) }
     }
 
     /// [`f32_arith`] for `op` when it is one of the four IEEE operations;
@@ -725,23 +730,8 @@ mod x86 {
             let v = unsafe { _mm256_loadu_ps(s.add(i)) };
             _mm256_and_ps(v, _mm256_cmp_ps::<_CMP_NLE_UQ>(v, _mm256_setzero_ps()))
         };
-        if stream {
-            let put = |i: usize| {
-                // SAFETY: as `block`; `streamed` passes a 32-byte aligned d + i.
-                unsafe { _mm256_stream_ps(d.add(i) as *mut f32, block(i)) }
-            };
-            // SAFETY: as `streamed` requires, by the closures' bounds.
-            unsafe { streamed::<_, 8>(d, dst.len(), one, put) }
-        } else {
-            let n = dst.len();
-            let mut i = 0;
-            while i + 8 <= n {
-                // SAFETY: i + 8 <= n, in bounds of `dst`.
-                unsafe { _mm256_storeu_ps(d.add(i) as *mut f32, block(i)) };
-                i += 8;
-            }
-            (i..n).for_each(one);
-        }
+        // SAFETY: as `one_pass` requires, by the closures' bounds.
+        unsafe { one_pass::<_, 8>(d, dst.len(), stream, one, |i| _mm256_castps_si256(block(i))) }
     }
 
     /// `dst[i] = relu(src[i])` on bf16 bits: zero where the sign is set and the
@@ -778,23 +768,8 @@ mod x86 {
             let kept = _mm256_andnot_si256(_mm256_andnot_si256(nan, negative), x);
             _mm256_or_si256(kept, _mm256_and_si256(nan, _mm256_set1_epi16(0x0040)))
         };
-        if stream {
-            let put = |i: usize| {
-                // SAFETY: as `block`; `streamed` passes a 32-byte aligned d + i.
-                unsafe { _mm256_stream_si256(d.add(i) as *mut __m256i, block(i)) }
-            };
-            // SAFETY: as `streamed` requires, by the closures' bounds.
-            unsafe { streamed::<_, 16>(d, dst.len(), one, put) }
-        } else {
-            let n = dst.len();
-            let mut i = 0;
-            while i + 16 <= n {
-                // SAFETY: i + 16 <= n, in bounds of `dst`.
-                unsafe { _mm256_storeu_si256(d.add(i) as *mut __m256i, block(i)) };
-                i += 16;
-            }
-            (i..n).for_each(one);
-        }
+        // SAFETY: as `one_pass` requires, by the closures' bounds.
+        unsafe { one_pass::<_, 16>(d, dst.len(), stream, one, block) }
     }
 
     /// bf16 → f32 (exact; a signalling NaN quieted as `half` does), 8 values

@@ -365,6 +365,36 @@ mod tests {
     use super::*;
     use amp_dtype::{bf16, DType};
 
+    /// Runs a kernel call `run(rows, c, overwrite)` on a tile of `mr × nr`
+    /// (row stride `ldc`) filled with 7.5, for rows 1..=mr, adding and
+    /// overwriting: the first `rows` rounded up to 4 must hold `dot(r, j)`
+    /// (plus 7.5 when adding), the others 7.5 still.
+    fn check_live_rows(
+        what: &str,
+        (mr, nr, ldc): (usize, usize, usize),
+        dot: impl Fn(usize, usize) -> f32,
+        run: impl Fn(usize, &mut [f32], bool),
+    ) {
+        for rows in 1..=mr {
+            for overwrite in [false, true] {
+                let mut c = vec![7.5f32; mr * ldc];
+                run(rows, &mut c, overwrite);
+                let live = rows.div_ceil(4) * 4;
+                for r in 0..mr {
+                    for j in 0..nr {
+                        let want = match (r < live, overwrite) {
+                            (false, _) => 7.5,
+                            (true, true) => dot(r, j),
+                            (true, false) => 7.5 + dot(r, j),
+                        };
+                        let ctx = format!("{what} rows {rows} overwrite {overwrite}");
+                        assert_eq!(c[r * ldc + j], want, "{ctx} C[{r}][{j}]");
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn the_f32_avx512_kernel_computes_the_rows_asked_for_and_leaves_the_others() {
         for isa in Isa::available() {
@@ -378,25 +408,13 @@ mod tests {
             let bv = |p: usize, j: usize| ((p * 7 + j) % 13) as f32 / 4.0 - 1.5;
             let a: Vec<f32> = (0..kc * mr).map(|i| av(i % mr, i / mr)).collect();
             let b: Vec<f32> = (0..kc * nr).map(|i| bv(i / nr, i % nr)).collect();
-            for rows in 1..=mr {
-                for overwrite in [false, true] {
-                    let mut c = vec![7.5f32; mr * ldc];
-                    kernel.run(kc, rows, &a, &b, &mut c, ldc, overwrite);
-                    let live = rows.div_ceil(4) * 4;
-                    for r in 0..mr {
-                        for j in 0..nr {
-                            let dot: f32 = (0..kc).map(|p| av(r, p) * bv(p, j)).sum();
-                            let want = match (r < live, overwrite) {
-                                (false, _) => 7.5,
-                                (true, true) => dot,
-                                (true, false) => 7.5 + dot,
-                            };
-                            let ctx = format!("{isa} rows {rows} overwrite {overwrite}");
-                            assert_eq!(c[r * ldc + j], want, "{ctx} C[{r}][{j}]");
-                        }
-                    }
-                }
-            }
+            let dot = |r: usize, j: usize| (0..kc).map(|p| av(r, p) * bv(p, j)).sum();
+            check_live_rows(
+                &format!("{isa}"),
+                (mr, nr, ldc),
+                dot,
+                |rows, c, overwrite| kernel.run(kc, rows, &a, &b, c, ldc, overwrite),
+            );
         }
     }
 
@@ -423,25 +441,13 @@ mod tests {
                     }
                 }
             }
-            for rows in 1..=mr {
-                for overwrite in [false, true] {
-                    let mut c = vec![7.5f32; mr * ldc];
-                    kernel.run_bf16(kp, rows, &a, &b, &mut c, ldc, overwrite);
-                    let live = rows.div_ceil(4) * 4;
-                    for r in 0..mr {
-                        for j in 0..nr {
-                            let dot: f32 = (0..2 * kp).map(|d| av(r, d) * bv(d, j)).sum();
-                            let want = match (r < live, overwrite) {
-                                (false, _) => 7.5,
-                                (true, true) => dot,
-                                (true, false) => 7.5 + dot,
-                            };
-                            let ctx = format!("{isa} rows {rows} overwrite {overwrite}");
-                            assert_eq!(c[r * ldc + j], want, "{ctx} C[{r}][{j}]");
-                        }
-                    }
-                }
-            }
+            let dot = |r: usize, j: usize| (0..2 * kp).map(|d| av(r, d) * bv(d, j)).sum();
+            check_live_rows(
+                &format!("{isa}"),
+                (mr, nr, ldc),
+                dot,
+                |rows, c, overwrite| kernel.run_bf16(kp, rows, &a, &b, c, ldc, overwrite),
+            );
         }
     }
 
